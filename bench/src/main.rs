@@ -1,0 +1,2 @@
+//! Benchmarks of xdp-ecmp.
+fn main() {}

@@ -1,0 +1,187 @@
+/* xe_abi.h: every struct and constant shared by the XDP program and the Rust crates (the one definition). */
+#ifndef XE_ABI_H
+#define XE_ABI_H
+
+#include <linux/types.h>
+
+/* Capacities. Routes live in LPM tries without preallocation, so only used
+ * entries cost memory; buckets and modulo member lists share one slot pool so
+ * a group reserves exactly the slots it uses, never 4096. */
+enum xe_limits {
+	XE_MAX_ROUTES_V4 = 1 << 21,
+	XE_MAX_ROUTES_V6 = 1 << 20,
+	XE_MAX_GROUPS = 1 << 16,
+	XE_MAX_NEXTHOPS = 1 << 16,
+	XE_MAX_SLOTS = 1 << 21,
+	XE_MAX_GROUP_BUCKETS = 4096,
+	XE_MAX_TXPORTS = 1024,
+	/* IPv6 extension headers walked before giving up on finding L4. */
+	XE_MAX_EXT_HEADERS = 8,
+};
+
+/* Why the program decided what it did; one per-CPU counter each. Keep the
+ * order: the Rust side and the README's verdict table use these numbers. */
+enum xe_verdict {
+	XE_V_FORWARD = 0,	   /* rewritten and redirected (XDP_REDIRECT) */
+	XE_V_PASS_NOT_IP = 1,	   /* not IPv4/IPv6, or a third VLAN tag */
+	XE_V_PASS_MULTICAST = 2,   /* L2 multicast/broadcast, IPv4 multicast/broadcast, IPv6 multicast */
+	XE_V_PASS_SPECIAL = 3,	   /* addresses a router never forwards: loopback, 0/8, link-local v6, bad sources */
+	XE_V_PASS_LOCAL = 4,	   /* route of type local: this host is the destination */
+	XE_V_PASS_NO_ROUTE = 5,	   /* no route, or an unreachable/prohibit route (the kernel sends the ICMP) */
+	XE_V_PASS_TTL = 6,	   /* TTL / hop limit <= 1 (the kernel sends time-exceeded) */
+	XE_V_PASS_NEXTHOP_DOWN = 7, /* group empty, next hop invalid, link down or neighbour unresolved */
+	XE_V_PASS_MTU = 8,	   /* packet larger than the egress MTU (the kernel fragments or sends PTB) */
+	XE_V_PASS_NO_TXPORT = 9,   /* egress port not in the redirect map */
+	XE_V_DROP_TRUNCATED = 10,  /* a header is cut short by the end of the frame */
+	XE_V_DROP_MALFORMED = 11,  /* bad version, IHL < 5, TCP offset < 5, lengths that do not fit */
+	XE_V_DROP_BLACKHOLE = 12,  /* route of type blackhole */
+	XE_V_COUNT = 13,
+};
+
+/* Route types, as the kernel's RTN_* classes that matter to forwarding. */
+enum xe_route_kind {
+	XE_RT_UNICAST = 1,
+	XE_RT_LOCAL = 2,
+	XE_RT_BLACKHOLE = 3,
+	XE_RT_UNREACHABLE = 4,
+	XE_RT_PROHIBIT = 5,
+};
+
+/* Group modes. Both index slots[base + hash % size]; they differ in what the
+ * control plane writes: a resilient group has a fixed bucket table, a modulo
+ * group lists its live members (so N changes when a member comes or goes). */
+enum xe_group_mode {
+	XE_GROUP_UNUSED = 0,
+	XE_GROUP_RESILIENT = 1,
+	XE_GROUP_MODULO = 2,
+};
+
+/* Next-hop state bits; a next hop forwards only with all three set. */
+enum xe_nh_state {
+	XE_NH_VALID = 0x1,
+	XE_NH_RESOLVED = 0x2, /* neighbour MAC known */
+	XE_NH_LINK_UP = 0x4,
+	XE_NH_USABLE = 0x7,
+};
+
+/* Hash fields: the kernel's fib_multipath_hash_fields bits, and the two
+ * policies by name. */
+enum xe_hash_field {
+	XE_HASH_SRC_IP = 0x01,
+	XE_HASH_DST_IP = 0x02,
+	XE_HASH_IP_PROTO = 0x04,
+	XE_HASH_FLOWLABEL = 0x08,
+	XE_HASH_SRC_PORT = 0x10,
+	XE_HASH_DST_PORT = 0x20,
+	XE_HASH_PORTS = 0x30,
+	XE_HASH_ALL_FIELDS = 0x3f,
+	XE_HASH_POLICY_L3 = 0x03,
+	XE_HASH_POLICY_L4 = 0x37,
+};
+
+/* Config flags. */
+enum xe_cfg_flag {
+	XE_CFG_SYMMETRIC = 0x1, /* both directions of a flow hash alike */
+};
+
+/* Key of the IPv4 LPM trie: prefix length in bits, then the address bytes. */
+struct xe_lpm_v4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+_Static_assert(sizeof(struct xe_lpm_v4) == 8, "xe_lpm_v4");
+
+/* Key of the IPv6 LPM trie. */
+struct xe_lpm_v6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+_Static_assert(sizeof(struct xe_lpm_v6) == 20, "xe_lpm_v6");
+
+/* Value of both LPM tries. */
+struct xe_route {
+	__u32 group; /* index into the groups map (XE_RT_UNICAST only) */
+	__u8 kind;   /* enum xe_route_kind */
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct xe_route) == 8, "xe_route");
+
+/* An ECMP group: a window [base, base + size) of the slot pool. Eight bytes,
+ * so the control plane can point a group at a freshly written window in one
+ * update. */
+struct xe_group {
+	__u32 base;
+	__u16 size; /* buckets (resilient) or live members (modulo); 0 = no usable member */
+	__u8 mode;  /* enum xe_group_mode */
+	__u8 flags;
+};
+_Static_assert(sizeof(struct xe_group) == 8, "xe_group");
+
+/* A next hop: where and how to send. */
+struct xe_nexthop {
+	__u32 ifindex; /* egress port, also the key in the tx port map */
+	__u16 mtu;     /* L3 MTU of the egress port */
+	__u16 vlan;    /* 802.1Q TCI to push on egress, 0 = untagged */
+	__u8 dmac[6];  /* neighbour MAC */
+	__u8 smac[6];  /* egress port MAC */
+	__u8 state;    /* XE_NH_* bits */
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct xe_nexthop) == 24, "xe_nexthop");
+
+/* Runtime configuration (one entry). A zero hash_fields means the default, L3+L4. */
+struct xe_config {
+	__u32 seed[2];	   /* 64-bit HalfSipHash key */
+	__u32 hash_fields; /* XE_HASH_* bits */
+	__u32 flags;	   /* XE_CFG_* bits */
+};
+_Static_assert(sizeof(struct xe_config) == 16, "xe_config");
+
+/* A per-CPU packet/byte counter. */
+struct xe_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+_Static_assert(sizeof(struct xe_counter) == 16, "xe_counter");
+
+/* What the program decided for the last packet on this CPU; written only when
+ * the program is loaded with trace_decisions set (tests and `xdp-ecmp calc`). */
+struct xe_decision {
+	__u32 verdict; /* enum xe_verdict */
+	__u32 action;  /* XDP_* return code */
+	__u32 hash;
+	__u32 group;
+	__u32 bucket; /* index inside the group */
+	__u32 nexthop;
+	__u32 ifindex;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct xe_decision) == 32, "xe_decision");
+
+/* The fields a flow hashes on, in the byte order they have on the wire
+ * (addresses as loaded from the packet), ports in host order. */
+struct xe_flow {
+	__u32 src[4];
+	__u32 dst[4];
+	__u32 flowlabel; /* host order, 20 bits */
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 is_v6;
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct xe_flow) == 44, "xe_flow");
+
+/* Names every enum above so that they reach BTF, and from there the Rust
+ * skeleton's generated types; the program holds one unused instance. */
+struct xe_abi_enums {
+	enum xe_limits limits;
+	enum xe_verdict verdict;
+	enum xe_route_kind route_kind;
+	enum xe_group_mode group_mode;
+	enum xe_nh_state nh_state;
+	enum xe_hash_field hash_field;
+	enum xe_cfg_flag cfg_flag;
+};
+
+#endif

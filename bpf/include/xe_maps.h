@@ -1,0 +1,100 @@
+/* xe_maps.h: the maps of the XDP program; the control plane writes them, the program only reads (but counters and stamps). */
+#ifndef XE_MAPS_H
+#define XE_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "xe_abi.h"
+
+/* IPv4 routes: longest-prefix match on the destination. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct xe_lpm_v4);
+	__type(value, struct xe_route);
+	__uint(max_entries, XE_MAX_ROUTES_V4);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} xe_routes_v4 SEC(".maps");
+
+/* IPv6 routes: longest-prefix match on the destination. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct xe_lpm_v6);
+	__type(value, struct xe_route);
+	__uint(max_entries, XE_MAX_ROUTES_V6);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} xe_routes_v6 SEC(".maps");
+
+/* ECMP groups by id: a window of the slot pool and its mode. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_group);
+	__uint(max_entries, XE_MAX_GROUPS);
+} xe_groups SEC(".maps");
+
+/* Slot pool: next-hop id per resilient bucket or per live modulo member. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, XE_MAX_SLOTS);
+} xe_slots SEC(".maps");
+
+/* Last-used time of each slot in 2^20 ns ticks (coarse clock), written only
+ * when it changes so busy buckets do not bounce a cache line per packet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, XE_MAX_SLOTS);
+} xe_slot_used SEC(".maps");
+
+/* Next hops by id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_nexthop);
+	__uint(max_entries, XE_MAX_NEXTHOPS);
+} xe_nexthops SEC(".maps");
+
+/* Egress ports by ifindex, for bpf_redirect_map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, XE_MAX_TXPORTS);
+} xe_txports SEC(".maps");
+
+/* Hash seed, fields and flags (one entry). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_config);
+	__uint(max_entries, 1);
+} xe_config SEC(".maps");
+
+/* Packets and bytes per verdict, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_counter);
+	__uint(max_entries, XE_V_COUNT);
+} xe_verdicts SEC(".maps");
+
+/* Packets and bytes forwarded per next hop, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_counter);
+	__uint(max_entries, XE_MAX_NEXTHOPS);
+} xe_nh_stats SEC(".maps");
+
+/* The last decision on this CPU, when loaded with trace_decisions. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_decision);
+	__uint(max_entries, 1);
+} xe_trace SEC(".maps");
+
+#endif

@@ -1,0 +1,325 @@
+/* xdp_ecmp.bpf.c: the XDP fast path: parse, hash the flow, LPM route -> group -> bucket -> next hop, rewrite and redirect. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "include/xe_abi.h"
+#include "include/xe_maps.h"
+#include "include/xe_parse.h"
+#include "include/xe_hash.h"
+#include "include/xe_csum.h"
+
+/* Set before load: record every decision in xe_trace (tests, `xdp-ecmp calc`). */
+const volatile __u8 trace_decisions = 0;
+/* Set before load, for measurement only: 0 stamps a bucket when its tick
+ * changes, 1 stamps on every packet, 2 never stamps. */
+const volatile __u8 stamp_mode = 0;
+
+/* Never read: carries the ABI enums into BTF for the Rust side. */
+const volatile struct xe_abi_enums xe_abi_enums __attribute__((used)) = {};
+
+/* The quoted packet of an ICMP error, read as the flow it belongs to: the
+ * quote travelled server -> client, the flow we steer is client -> server, so
+ * addresses and ports are swapped. Returns 0 when the quote is unusable;
+ * the error is then hashed as an ordinary ICMP packet. */
+static __always_inline int xe_parse_quoted(void *data, void *data_end, __u32 q, __u32 qend, struct xe_meta *m)
+{
+	struct xe_flow in = {};
+	__u8 nh, frag = 0, no_l4 = 0;
+	__u32 l4;
+
+	if (q > XE_MAX_OFF)
+		return 0;
+	XE_BOUND(q);
+	if (!m->flow.is_v6) {
+		struct iphdr *iph = data + q;
+		__u32 hlen;
+
+		if (q + sizeof(*iph) > qend || (void *)(iph + 1) > data_end)
+			return 0;
+		if (iph->version != 4 || iph->ihl < 5)
+			return 0;
+		hlen = iph->ihl * 4;
+		if (q + hlen > qend)
+			return 0;
+		in.src[0] = iph->saddr;
+		in.dst[0] = iph->daddr;
+		frag = (iph->frag_off & bpf_htons(0x3fff)) != 0;
+		no_l4 = frag;
+		nh = iph->protocol;
+		l4 = q + hlen;
+	} else {
+		struct ipv6hdr *ip6h = data + q;
+
+		if (q + sizeof(*ip6h) > qend || (void *)(ip6h + 1) > data_end)
+			return 0;
+		if (ip6h->version != 6)
+			return 0;
+		__builtin_memcpy(in.src, &ip6h->saddr, 16);
+		__builtin_memcpy(in.dst, &ip6h->daddr, 16);
+		nh = ip6h->nexthdr;
+		l4 = q + sizeof(*ip6h);
+		if (xe_walk_ipv6_ext(data, data_end, qend, &l4, &nh, &frag, &no_l4) != XE_CONTINUE)
+			return 0;
+	}
+	if (!no_l4 && xe_has_ports(nh) && l4 + 4 <= qend && l4 <= XE_MAX_OFF) {
+		__u8 *p;
+
+		XE_BOUND(l4);
+		p = data + l4;
+
+		if ((void *)(p + 4) > data_end)
+			return 0;
+		xe_read_ports(p, &in.sport, &in.dport);
+	}
+	__builtin_memcpy(m->flow.src, in.dst, 16);
+	__builtin_memcpy(m->flow.dst, in.src, 16);
+	m->flow.sport = in.dport;
+	m->flow.dport = in.sport;
+	m->flow.proto = nh;
+	m->flow.flowlabel = 0;
+	m->frag = frag;
+	return 1;
+}
+
+/* Upper layer: find the ports (or the quoted flow of an ICMP error). */
+static __always_inline int xe_parse_l4(void *data, void *data_end, struct xe_meta *m)
+{
+	__u32 end = m->l2_len + m->l3_len;
+	__u32 off = m->l4_off;
+	__u8 proto = m->flow.proto;
+	__u8 *p;
+
+	if (m->flow.is_v6) {
+		int r = xe_walk_ipv6_ext(data, data_end, end, &off, &proto, &m->frag, &m->no_l4);
+
+		if (r != XE_CONTINUE)
+			return r;
+		m->flow.proto = proto;
+	}
+	if (m->no_l4)
+		return XE_CONTINUE;
+	if (off > XE_MAX_OFF)
+		return XE_V_DROP_TRUNCATED;
+	XE_BOUND(off);
+	p = data + off;
+	if (proto == IPPROTO_TCP) {
+		__u32 doff;
+
+		if (off + 20 > end || (void *)(p + 20) > data_end)
+			return XE_V_DROP_TRUNCATED;
+		doff = p[12] >> 4;
+		if (doff < 5)
+			return XE_V_DROP_MALFORMED;
+		if (off + doff * 4 > end)
+			return XE_V_DROP_TRUNCATED;
+		xe_read_ports(p, &m->flow.sport, &m->flow.dport);
+	} else if (proto == IPPROTO_UDP) {
+		if (off + 8 > end || (void *)(p + 8) > data_end)
+			return XE_V_DROP_TRUNCATED;
+		xe_read_ports(p, &m->flow.sport, &m->flow.dport);
+	} else if (proto == IPPROTO_SCTP) {
+		if (off + 12 > end || (void *)(p + 12) > data_end)
+			return XE_V_DROP_TRUNCATED;
+		xe_read_ports(p, &m->flow.sport, &m->flow.dport);
+	} else if ((proto == IPPROTO_ICMP && !m->flow.is_v6) || (proto == XE_ICMPV6 && m->flow.is_v6)) {
+		if (off + 8 > end || (void *)(p + 8) > data_end)
+			return XE_V_DROP_TRUNCATED;
+		if (xe_is_icmp_error(proto, p[0]))
+			xe_parse_quoted(data, data_end, off + 8, end, m);
+	}
+	return XE_CONTINUE;
+}
+
+static __always_inline struct xe_route *xe_route_lookup(const struct xe_meta *m)
+{
+	if (m->flow.is_v6) {
+		struct xe_lpm_v6 key = {.prefixlen = 128};
+
+		__builtin_memcpy(key.addr, m->flow.dst, 16);
+		return bpf_map_lookup_elem(&xe_routes_v6, &key);
+	} else {
+		struct xe_lpm_v4 key = {.prefixlen = 32};
+
+		__builtin_memcpy(key.addr, m->flow.dst, 4);
+		return bpf_map_lookup_elem(&xe_routes_v4, &key);
+	}
+}
+
+/* Mark a resilient bucket busy for the control plane's idle timer. */
+static __always_inline void xe_stamp(__u32 slot)
+{
+	__u32 *used;
+	__u32 now;
+
+	if (stamp_mode == 2)
+		return;
+	used = bpf_map_lookup_elem(&xe_slot_used, &slot);
+	if (!used)
+		return;
+	now = (__u32)(bpf_ktime_get_coarse_ns() >> 20);
+	if (stamp_mode == 1 || *used != now)
+		*used = now;
+}
+
+/* Rewrite L2 (new MACs, the egress VLAN tag if any) and decrement TTL. */
+static __always_inline int xe_rewrite(struct xdp_md *ctx, const struct xe_meta *m, const struct xe_nexthop *nh)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 new_l2 = nh->vlan ? sizeof(struct ethhdr) + sizeof(struct xe_vlan_hdr) : sizeof(struct ethhdr);
+	int delta = (int)m->l2_len - (int)new_l2;
+	struct ethhdr *eth;
+
+	if (m->l2_len > 22)
+		return XE_V_DROP_MALFORMED;
+	if (m->flow.is_v6) {
+		struct ipv6hdr *ip6h = data + m->l2_len;
+
+		if ((void *)(ip6h + 1) > data_end)
+			return XE_V_DROP_TRUNCATED;
+		xe_ipv6_decrease_hop_limit(ip6h);
+	} else {
+		struct iphdr *iph = data + m->l2_len;
+
+		if ((void *)(iph + 1) > data_end)
+			return XE_V_DROP_TRUNCATED;
+		xe_ipv4_decrease_ttl(iph);
+	}
+	if (delta && bpf_xdp_adjust_head(ctx, delta))
+		return XE_V_DROP_TRUNCATED;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)eth + sizeof(struct ethhdr) + sizeof(struct xe_vlan_hdr) > data_end)
+		return XE_V_DROP_TRUNCATED;
+	__builtin_memcpy(eth->h_dest, nh->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, nh->smac, ETH_ALEN);
+	if (nh->vlan) {
+		struct xe_vlan_hdr *vh = (void *)(eth + 1);
+
+		eth->h_proto = bpf_htons(ETH_P_8021Q);
+		vh->tci = bpf_htons(nh->vlan);
+		vh->proto = m->flow.is_v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
+	} else {
+		eth->h_proto = m->flow.is_v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
+	}
+	return XE_V_FORWARD;
+}
+
+/* The whole decision. Fills d; on XE_V_FORWARD the frame is rewritten. */
+static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct xe_meta m = {};
+	struct xe_config *cfg;
+	struct xe_route *rt;
+	struct xe_group *grp;
+	struct xe_nexthop *nh;
+	__u32 *nhid, slot, zero = 0;
+	__be16 proto;
+	int r;
+
+	r = xe_parse_l2(data, data_end, &proto, &m.l2_len);
+	if (r != XE_CONTINUE)
+		return r;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		r = xe_parse_ipv4(data, data_end, &m);
+		if (r == XE_CONTINUE)
+			r = xe_classify_ipv4(&m);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		r = xe_parse_ipv6(data, data_end, &m);
+		if (r == XE_CONTINUE)
+			r = xe_classify_ipv6(&m);
+	} else {
+		return XE_V_PASS_NOT_IP;
+	}
+	if (r != XE_CONTINUE)
+		return r;
+
+	rt = xe_route_lookup(&m);
+	if (!rt)
+		return XE_V_PASS_NO_ROUTE;
+	if (rt->kind == XE_RT_LOCAL)
+		return XE_V_PASS_LOCAL;
+	if (rt->kind == XE_RT_BLACKHOLE)
+		return XE_V_DROP_BLACKHOLE;
+	if (rt->kind != XE_RT_UNICAST)
+		return XE_V_PASS_NO_ROUTE;
+	if (m.ttl <= 1)
+		return XE_V_PASS_TTL;
+
+	r = xe_parse_l4(data, data_end, &m);
+	if (r != XE_CONTINUE)
+		return r;
+	cfg = bpf_map_lookup_elem(&xe_config, &zero);
+	if (!cfg)
+		return XE_V_PASS_NEXTHOP_DOWN;
+	d->hash = xe_flow_hash(&m.flow, cfg->seed, m.frag ? (cfg->hash_fields ?: XE_HASH_POLICY_L4) & ~XE_HASH_PORTS
+							: cfg->hash_fields,
+			       cfg->flags);
+
+	d->group = rt->group;
+	grp = bpf_map_lookup_elem(&xe_groups, &rt->group);
+	if (!grp || grp->mode == XE_GROUP_UNUSED || grp->size == 0)
+		return XE_V_PASS_NEXTHOP_DOWN;
+	d->bucket = d->hash % grp->size;
+	slot = grp->base + d->bucket;
+	nhid = bpf_map_lookup_elem(&xe_slots, &slot);
+	if (!nhid)
+		return XE_V_PASS_NEXTHOP_DOWN;
+	if (grp->mode == XE_GROUP_RESILIENT)
+		xe_stamp(slot);
+	d->nexthop = *nhid;
+	nh = bpf_map_lookup_elem(&xe_nexthops, nhid);
+	if (!nh || (nh->state & XE_NH_USABLE) != XE_NH_USABLE)
+		return XE_V_PASS_NEXTHOP_DOWN;
+	if (m.l3_len > nh->mtu)
+		return XE_V_PASS_MTU;
+	d->ifindex = nh->ifindex;
+	if (!bpf_map_lookup_elem(&xe_txports, &nh->ifindex))
+		return XE_V_PASS_NO_TXPORT;
+	return xe_rewrite(ctx, &m, nh);
+}
+
+static __always_inline void xe_count(void *map, __u32 key, __u64 bytes)
+{
+	struct xe_counter *c = bpf_map_lookup_elem(map, &key);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+SEC("xdp")
+int xdp_ecmp(struct xdp_md *ctx)
+{
+	__u64 bytes = ctx->data_end - ctx->data;
+	struct xe_decision d = {};
+	__u32 zero = 0;
+	int action;
+
+	d.verdict = xe_decide(ctx, &d);
+	if (d.verdict == XE_V_FORWARD)
+		/* XDP_PASS if the port left the map since the lookup above: the
+		 * frame is already rewritten, the kernel then drops it. */
+		action = bpf_redirect_map(&xe_txports, d.ifindex, XDP_PASS);
+	else if (d.verdict >= XE_V_DROP_TRUNCATED)
+		action = XDP_DROP;
+	else
+		action = XDP_PASS;
+
+	xe_count(&xe_verdicts, d.verdict, bytes);
+	if (d.verdict == XE_V_FORWARD)
+		xe_count(&xe_nh_stats, d.nexthop, bytes);
+	if (trace_decisions) {
+		struct xe_decision *t = bpf_map_lookup_elem(&xe_trace, &zero);
+
+		d.action = action;
+		if (t)
+			*t = d;
+	}
+	return action;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,2 @@
+//! The `xdp-ecmp` command: daemon and CLI of the ECMP forwarding plane.
+fn main() {}

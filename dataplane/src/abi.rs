@@ -1,0 +1,201 @@
+//! The ABI shared with the XDP program: types generated from bpf/include/xe_abi.h via BTF, with size checks.
+
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    non_camel_case_types,
+    non_upper_case_globals,
+    dead_code,
+    unused
+)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/xdp_ecmp.skel.rs"));
+}
+
+pub use skel::types::{
+    xe_config, xe_counter, xe_decision, xe_flow, xe_group, xe_hash_field, xe_lpm_v4, xe_lpm_v6,
+    xe_nexthop, xe_route, xe_verdict,
+};
+pub(crate) use skel::{XdpEcmpSkel, XdpEcmpSkelBuilder};
+
+use skel::types::{xe_cfg_flag, xe_group_mode, xe_limits, xe_nh_state, xe_route_kind};
+use std::mem::size_of;
+
+// The same sizes as the _Static_asserts in xe_abi.h: a layout change on one
+// side fails the build on the other.
+const _: () = assert!(size_of::<xe_lpm_v4>() == 8);
+const _: () = assert!(size_of::<xe_lpm_v6>() == 20);
+const _: () = assert!(size_of::<xe_route>() == 8);
+const _: () = assert!(size_of::<xe_group>() == 8);
+const _: () = assert!(size_of::<xe_nexthop>() == 24);
+const _: () = assert!(size_of::<xe_config>() == 16);
+const _: () = assert!(size_of::<xe_counter>() == 16);
+const _: () = assert!(size_of::<xe_decision>() == 32);
+const _: () = assert!(size_of::<xe_flow>() == 44);
+
+/// Capacities of the maps.
+pub const MAX_GROUPS: u32 = xe_limits::XE_MAX_GROUPS.0;
+pub const MAX_NEXTHOPS: u32 = xe_limits::XE_MAX_NEXTHOPS.0;
+pub const MAX_SLOTS: u32 = xe_limits::XE_MAX_SLOTS.0;
+pub const MAX_GROUP_BUCKETS: u32 = xe_limits::XE_MAX_GROUP_BUCKETS.0;
+pub const MAX_ROUTES_V4: u32 = xe_limits::XE_MAX_ROUTES_V4.0;
+pub const MAX_ROUTES_V6: u32 = xe_limits::XE_MAX_ROUTES_V6.0;
+pub const MAX_EXT_HEADERS: u32 = xe_limits::XE_MAX_EXT_HEADERS.0;
+
+/// Route kinds.
+pub const RT_UNICAST: u8 = xe_route_kind::XE_RT_UNICAST.0 as u8;
+pub const RT_LOCAL: u8 = xe_route_kind::XE_RT_LOCAL.0 as u8;
+pub const RT_BLACKHOLE: u8 = xe_route_kind::XE_RT_BLACKHOLE.0 as u8;
+pub const RT_UNREACHABLE: u8 = xe_route_kind::XE_RT_UNREACHABLE.0 as u8;
+pub const RT_PROHIBIT: u8 = xe_route_kind::XE_RT_PROHIBIT.0 as u8;
+
+/// Group modes.
+pub const GROUP_UNUSED: u8 = xe_group_mode::XE_GROUP_UNUSED.0 as u8;
+pub const GROUP_RESILIENT: u8 = xe_group_mode::XE_GROUP_RESILIENT.0 as u8;
+pub const GROUP_MODULO: u8 = xe_group_mode::XE_GROUP_MODULO.0 as u8;
+
+/// Next-hop state bits.
+pub const NH_VALID: u8 = xe_nh_state::XE_NH_VALID.0 as u8;
+pub const NH_RESOLVED: u8 = xe_nh_state::XE_NH_RESOLVED.0 as u8;
+pub const NH_LINK_UP: u8 = xe_nh_state::XE_NH_LINK_UP.0 as u8;
+pub const NH_USABLE: u8 = xe_nh_state::XE_NH_USABLE.0 as u8;
+
+/// Hash fields and policies (the kernel's fib_multipath_hash_fields bits).
+pub const HASH_SRC_IP: u32 = xe_hash_field::XE_HASH_SRC_IP.0;
+pub const HASH_DST_IP: u32 = xe_hash_field::XE_HASH_DST_IP.0;
+pub const HASH_IP_PROTO: u32 = xe_hash_field::XE_HASH_IP_PROTO.0;
+pub const HASH_FLOWLABEL: u32 = xe_hash_field::XE_HASH_FLOWLABEL.0;
+pub const HASH_SRC_PORT: u32 = xe_hash_field::XE_HASH_SRC_PORT.0;
+pub const HASH_DST_PORT: u32 = xe_hash_field::XE_HASH_DST_PORT.0;
+pub const HASH_PORTS: u32 = xe_hash_field::XE_HASH_PORTS.0;
+pub const HASH_ALL_FIELDS: u32 = xe_hash_field::XE_HASH_ALL_FIELDS.0;
+pub const HASH_POLICY_L3: u32 = xe_hash_field::XE_HASH_POLICY_L3.0;
+pub const HASH_POLICY_L4: u32 = xe_hash_field::XE_HASH_POLICY_L4.0;
+
+/// Config flags.
+pub const CFG_SYMMETRIC: u32 = xe_cfg_flag::XE_CFG_SYMMETRIC.0;
+
+/// XDP return codes (UAPI `enum xdp_action`).
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// Verdict classes, in the program's numbering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum Verdict {
+    Forward = xe_verdict::XE_V_FORWARD.0,
+    PassNotIp = xe_verdict::XE_V_PASS_NOT_IP.0,
+    PassMulticast = xe_verdict::XE_V_PASS_MULTICAST.0,
+    PassSpecial = xe_verdict::XE_V_PASS_SPECIAL.0,
+    PassLocal = xe_verdict::XE_V_PASS_LOCAL.0,
+    PassNoRoute = xe_verdict::XE_V_PASS_NO_ROUTE.0,
+    PassTtl = xe_verdict::XE_V_PASS_TTL.0,
+    PassNexthopDown = xe_verdict::XE_V_PASS_NEXTHOP_DOWN.0,
+    PassMtu = xe_verdict::XE_V_PASS_MTU.0,
+    PassNoTxport = xe_verdict::XE_V_PASS_NO_TXPORT.0,
+    DropTruncated = xe_verdict::XE_V_DROP_TRUNCATED.0,
+    DropMalformed = xe_verdict::XE_V_DROP_MALFORMED.0,
+    DropBlackhole = xe_verdict::XE_V_DROP_BLACKHOLE.0,
+}
+
+impl Verdict {
+    /// Every verdict, in counter order.
+    pub const ALL: [Verdict; xe_verdict::XE_V_COUNT.0 as usize] = [
+        Verdict::Forward,
+        Verdict::PassNotIp,
+        Verdict::PassMulticast,
+        Verdict::PassSpecial,
+        Verdict::PassLocal,
+        Verdict::PassNoRoute,
+        Verdict::PassTtl,
+        Verdict::PassNexthopDown,
+        Verdict::PassMtu,
+        Verdict::PassNoTxport,
+        Verdict::DropTruncated,
+        Verdict::DropMalformed,
+        Verdict::DropBlackhole,
+    ];
+
+    /// The verdict with the program's number `n`.
+    pub fn from_u32(n: u32) -> Option<Verdict> {
+        Self::ALL.get(n as usize).copied()
+    }
+
+    /// The XDP action the program returns for this verdict (a forward
+    /// whose redirect succeeds returns XDP_REDIRECT).
+    pub fn action(self) -> u32 {
+        match self {
+            Verdict::Forward => XDP_REDIRECT,
+            Verdict::DropTruncated | Verdict::DropMalformed | Verdict::DropBlackhole => XDP_DROP,
+            _ => XDP_PASS,
+        }
+    }
+
+    /// Short name used by the CLI and in test output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Forward => "forward",
+            Verdict::PassNotIp => "pass-not-ip",
+            Verdict::PassMulticast => "pass-multicast",
+            Verdict::PassSpecial => "pass-special",
+            Verdict::PassLocal => "pass-local",
+            Verdict::PassNoRoute => "pass-no-route",
+            Verdict::PassTtl => "pass-ttl",
+            Verdict::PassNexthopDown => "pass-nexthop-down",
+            Verdict::PassMtu => "pass-mtu",
+            Verdict::PassNoTxport => "pass-no-txport",
+            Verdict::DropTruncated => "drop-truncated",
+            Verdict::DropMalformed => "drop-malformed",
+            Verdict::DropBlackhole => "drop-blackhole",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Views a generated ABI type as the bytes the kernel copies.
+///
+/// Only for the `#[repr(C)]` types above, whose sizes are asserted to match
+/// the C header (no implicit padding).
+pub(crate) fn bytes_of<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: T is a plain-old-data repr(C) ABI struct or integer; every
+    // byte is initialised because the C layout has explicit padding fields.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+}
+
+/// Reads a generated ABI type from bytes the kernel returned.
+pub(crate) fn read_from<T: Copy>(b: &[u8]) -> Option<T> {
+    if b.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked; the ABI types are valid for any bit pattern.
+    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_numbers_round_trip() {
+        for (i, v) in Verdict::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+            assert_eq!(Verdict::from_u32(i as u32), Some(*v));
+        }
+        assert_eq!(Verdict::from_u32(xe_verdict::XE_V_COUNT.0), None);
+    }
+
+    #[test]
+    fn policies_are_unions_of_fields() {
+        assert_eq!(HASH_POLICY_L3, HASH_SRC_IP | HASH_DST_IP);
+        assert_eq!(HASH_POLICY_L4, HASH_POLICY_L3 | HASH_IP_PROTO | HASH_PORTS);
+        assert_eq!(NH_USABLE, NH_VALID | NH_RESOLVED | NH_LINK_UP);
+    }
+}

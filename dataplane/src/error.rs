@@ -1,0 +1,48 @@
+//! The dataplane crate's error type.
+
+use std::path::PathBuf;
+
+/// Everything the dataplane crate can fail with; each names the thing and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("loading the XDP program failed: {source} (needs root or CAP_BPF+CAP_NET_ADMIN, and a kernel with BPF/XDP)")]
+    Load { source: libbpf_rs::Error },
+    #[error("map {map}: {op} failed: {source}")]
+    Map {
+        map: &'static str,
+        op: &'static str,
+        source: libbpf_rs::Error,
+    },
+    #[error("BPF_PROG_TEST_RUN failed: {0}")]
+    TestRun(libbpf_rs::Error),
+    #[error("interface {0:?} not found (check `ip link`)")]
+    NoSuchInterface(String),
+    #[error("attaching XDP to ifindex {ifindex} failed in native mode ({native}) and generic mode ({generic})")]
+    Attach {
+        ifindex: u32,
+        native: std::io::Error,
+        generic: std::io::Error,
+    },
+    #[error("attaching XDP to ifindex {ifindex} in {mode} mode failed: {source}")]
+    AttachMode {
+        ifindex: u32,
+        mode: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{what} {path}: {source}")]
+    Pin {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} {value} is out of range (max {max})")]
+    OutOfRange {
+        what: &'static str,
+        value: u64,
+        max: u64,
+    },
+    #[error("packet of {0} bytes is larger than the test buffer")]
+    PacketTooLarge(usize),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,13 @@
+//! xdp-ecmp dataplane: the XDP program's skeleton and ABI types, the loader, typed maps, and the reference model.
+
+pub mod abi;
+pub mod error;
+pub mod hash;
+pub mod loader;
+pub mod model;
+pub mod tables;
+
+pub use error::{Error, Result};
+pub use loader::{AttachMode, Dataplane, LoadOptions, RunOutput, StampMode, XdpLink};
+pub use model::Tables;
+pub use tables::TableWriter;

@@ -1,0 +1,487 @@
+//! Loading, pinning, attaching and test-running the XDP program, with typed access to its maps.
+
+use std::ffi::CString;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapMut, OpenObject, ProgramInput};
+
+use crate::abi::{
+    bytes_of, read_from, xe_config, xe_counter, xe_decision, xe_group, xe_lpm_v4, xe_lpm_v6,
+    xe_nexthop, xe_route, Verdict, XdpEcmpSkel, XdpEcmpSkelBuilder, MAX_NEXTHOPS, MAX_SLOTS,
+};
+use crate::error::{Error, Result};
+use crate::tables::{check_group, check_prefix, check_range, check_slots, TableWriter};
+
+/// How the program stamps the last-used time of resilient buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StampMode {
+    /// Write only when the coarse tick changed (the default).
+    #[default]
+    OnChange = 0,
+    /// Write on every packet (for measuring what OnChange saves).
+    Always = 1,
+    /// Never (for measuring the cost of stamping).
+    Never = 2,
+}
+
+/// Options fixed at load time.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Record each decision in the trace map (tests, `xdp-ecmp calc`).
+    pub trace_decisions: bool,
+    pub stamp_mode: StampMode,
+    /// Pin the maps under this bpffs directory, reusing maps already pinned there.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// What one BPF_PROG_TEST_RUN returned.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOutput {
+    /// XDP return code.
+    pub action: u32,
+    /// Bytes written to the output buffer.
+    pub len: usize,
+    /// Kernel-measured time per repetition.
+    pub duration: Duration,
+}
+
+/// XDP attach mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic (skb) mode where the driver has none.
+    Auto,
+    Native,
+    Generic,
+}
+
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// An XDP program attached to an interface through a BPF link.
+#[derive(Debug)]
+pub struct XdpLink {
+    fd: OwnedFd,
+    pub ifindex: u32,
+    /// "native" or "generic"; "pinned" for a link opened from bpffs.
+    pub mode: &'static str,
+}
+
+impl XdpLink {
+    /// Pins the link so it outlives this process.
+    pub fn pin(&self, path: &Path) -> Result<()> {
+        let c = cpath(path)?;
+        // SAFETY: valid fd and NUL-terminated path.
+        let rc = unsafe { libbpf_sys::bpf_obj_pin(self.fd.as_raw_fd(), c.as_ptr()) };
+        if rc < 0 {
+            return Err(Error::Pin {
+                what: "pinning XDP link at",
+                path: path.to_owned(),
+                source: std::io::Error::from_raw_os_error(-rc),
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens a link pinned earlier (by this or a previous process).
+    pub fn open_pinned(path: &Path, ifindex: u32) -> Result<Self> {
+        let c = cpath(path)?;
+        // SAFETY: NUL-terminated path.
+        let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
+        if fd < 0 {
+            return Err(Error::Pin {
+                what: "opening pinned XDP link",
+                path: path.to_owned(),
+                source: std::io::Error::from_raw_os_error(-fd),
+            });
+        }
+        // SAFETY: bpf_obj_get returned a fresh fd we now own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(XdpLink {
+            fd,
+            ifindex,
+            mode: "pinned",
+        })
+    }
+
+    /// Atomically replaces the program behind the link.
+    pub fn update_program(&self, dp: &Dataplane) -> Result<()> {
+        // SAFETY: both fds are valid; null opts means no expected old program.
+        let rc = unsafe {
+            libbpf_sys::bpf_link_update(
+                self.fd.as_raw_fd(),
+                dp.prog_fd().as_raw_fd(),
+                std::ptr::null(),
+            )
+        };
+        if rc < 0 {
+            return Err(Error::AttachMode {
+                ifindex: self.ifindex,
+                mode: "link update",
+                source: std::io::Error::from_raw_os_error(-rc),
+            });
+        }
+        Ok(())
+    }
+
+    /// Detaches the program from the interface now, even if the link is pinned.
+    pub fn detach(self) -> Result<()> {
+        // SAFETY: valid link fd.
+        let rc = unsafe { libbpf_sys::bpf_link_detach(self.fd.as_raw_fd()) };
+        if rc < 0 {
+            return Err(Error::AttachMode {
+                ifindex: self.ifindex,
+                mode: "detach",
+                source: std::io::Error::from_raw_os_error(-rc),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn cpath(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Error::Pin {
+        what: "path with a NUL byte",
+        path: path.to_owned(),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })
+}
+
+/// Resolves an interface name to its ifindex.
+pub fn ifindex_of(name: &str) -> Result<u32> {
+    let c = CString::new(name).map_err(|_| Error::NoSuchInterface(name.to_owned()))?;
+    // SAFETY: NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(Error::NoSuchInterface(name.to_owned()));
+    }
+    Ok(idx)
+}
+
+/// The loaded XDP program and its maps.
+pub struct Dataplane {
+    skel: ManuallyDrop<XdpEcmpSkel<'static>>,
+    /// Backing storage of the skeleton's object, freed after the skeleton.
+    storage: *mut MaybeUninit<OpenObject>,
+}
+
+// SAFETY: the skeleton is Send + Sync; `storage` is only touched in Drop.
+unsafe impl Send for Dataplane {}
+unsafe impl Sync for Dataplane {}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        // SAFETY: dropped exactly once, before the storage it borrows.
+        unsafe {
+            ManuallyDrop::drop(&mut self.skel);
+            drop(Box::from_raw(self.storage));
+        }
+    }
+}
+
+fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(libbpf_rs::Error) -> Error {
+    move |source| Error::Map { map, op, source }
+}
+
+impl Dataplane {
+    /// Opens, configures and loads the program (not yet attached anywhere).
+    pub fn load(opts: &LoadOptions) -> Result<Self> {
+        let storage: *mut MaybeUninit<OpenObject> = Box::into_raw(Box::new(MaybeUninit::uninit()));
+        // SAFETY: storage lives until Drop, after the skeleton that borrows it.
+        let storage_ref: &'static mut MaybeUninit<OpenObject> = unsafe { &mut *storage };
+        let result = open_and_load(storage_ref, opts);
+        match result {
+            Ok(skel) => Ok(Dataplane {
+                skel: ManuallyDrop::new(skel),
+                storage,
+            }),
+            Err(e) => {
+                // SAFETY: nothing borrows the storage any more.
+                drop(unsafe { Box::from_raw(storage) });
+                Err(e)
+            }
+        }
+    }
+
+    /// The program's fd (for attaching and link updates).
+    pub fn prog_fd(&self) -> BorrowedFd<'_> {
+        self.skel.progs.xdp_ecmp.as_fd()
+    }
+
+    /// Attaches the program to `ifindex` through a BPF link.
+    pub fn attach(&self, ifindex: u32, mode: AttachMode) -> Result<XdpLink> {
+        let try_mode = |flags: u32| -> std::io::Result<OwnedFd> {
+            let opts = libbpf_sys::bpf_link_create_opts {
+                sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
+                flags,
+                ..Default::default()
+            };
+            // SAFETY: valid prog fd; for XDP the target is the ifindex.
+            let fd = unsafe {
+                libbpf_sys::bpf_link_create(
+                    self.prog_fd().as_raw_fd(),
+                    ifindex as i32,
+                    libbpf_sys::BPF_XDP,
+                    &opts,
+                )
+            };
+            if fd < 0 {
+                return Err(std::io::Error::from_raw_os_error(-fd));
+            }
+            // SAFETY: fresh fd owned from here on.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        let link = |fd, mode| XdpLink { fd, ifindex, mode };
+        match mode {
+            AttachMode::Native => try_mode(XDP_FLAGS_DRV_MODE)
+                .map(|fd| link(fd, "native"))
+                .map_err(|source| Error::AttachMode {
+                    ifindex,
+                    mode: "native",
+                    source,
+                }),
+            AttachMode::Generic => try_mode(XDP_FLAGS_SKB_MODE)
+                .map(|fd| link(fd, "generic"))
+                .map_err(|source| Error::AttachMode {
+                    ifindex,
+                    mode: "generic",
+                    source,
+                }),
+            AttachMode::Auto => match try_mode(XDP_FLAGS_DRV_MODE) {
+                Ok(fd) => Ok(link(fd, "native")),
+                Err(native) => match try_mode(XDP_FLAGS_SKB_MODE) {
+                    Ok(fd) => Ok(link(fd, "generic")),
+                    Err(generic) => Err(Error::Attach {
+                        ifindex,
+                        native,
+                        generic,
+                    }),
+                },
+            },
+        }
+    }
+
+    /// Runs the program once on `input` (BPF_PROG_TEST_RUN); the frame as the
+    /// program left it lands in `out`.
+    pub fn test_run(&self, input: &[u8], out: &mut [u8]) -> Result<RunOutput> {
+        self.test_run_repeat(input, out, 1)
+    }
+
+    /// Runs the program `repeat` times on `input`. Note that the kernel feeds
+    /// the rewritten frame back on each repetition.
+    pub fn test_run_repeat(&self, input: &[u8], out: &mut [u8], repeat: u32) -> Result<RunOutput> {
+        let mut pi = ProgramInput::default();
+        pi.data_in = Some(input);
+        pi.data_out = Some(out);
+        pi.repeat = repeat;
+        let o = self
+            .skel
+            .progs
+            .xdp_ecmp
+            .test_run(pi)
+            .map_err(Error::TestRun)?;
+        Ok(RunOutput {
+            action: o.return_value,
+            len: o.data.map_or(0, |d| d.len()),
+            duration: o.duration,
+        })
+    }
+
+    /// The last decision recorded on `cpu` (needs `trace_decisions`).
+    pub fn last_decision(&self, cpu: usize) -> Result<xe_decision> {
+        let per_cpu = self
+            .skel
+            .maps
+            .xe_trace
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(map_err("xe_trace", "lookup"))?
+            .unwrap_or_default();
+        Ok(per_cpu
+            .get(cpu)
+            .and_then(|b| read_from(b))
+            .unwrap_or_default())
+    }
+
+    fn update<K: Copy, V: Copy>(
+        map: &MapMut<'_>,
+        name: &'static str,
+        key: &K,
+        val: &V,
+    ) -> Result<()> {
+        map.update(bytes_of(key), bytes_of(val), MapFlags::ANY)
+            .map_err(map_err(name, "update"))
+    }
+
+    fn delete<K: Copy>(map: &MapMut<'_>, name: &'static str, key: &K) -> Result<()> {
+        map.delete(bytes_of(key)).map_err(map_err(name, "delete"))
+    }
+
+    /// Last-used tick (2^20 ns units of the coarse clock) of a slot.
+    pub fn slot_used(&self, slot: u32) -> Result<u32> {
+        check_range("slot", slot, MAX_SLOTS)?;
+        let v = self
+            .skel
+            .maps
+            .xe_slot_used
+            .lookup(&slot.to_ne_bytes(), MapFlags::ANY)
+            .map_err(map_err("xe_slot_used", "lookup"))?;
+        Ok(v.and_then(|b| read_from(&b)).unwrap_or(0))
+    }
+
+    fn sum_percpu(map: &MapMut<'_>, name: &'static str, key: u32) -> Result<xe_counter> {
+        let per_cpu = map
+            .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
+            .map_err(map_err(name, "lookup"))?
+            .unwrap_or_default();
+        let mut sum = xe_counter::default();
+        for c in per_cpu.iter().filter_map(|b| read_from::<xe_counter>(b)) {
+            sum.packets += c.packets;
+            sum.bytes += c.bytes;
+        }
+        Ok(sum)
+    }
+
+    /// Packets and bytes per verdict, summed over CPUs.
+    pub fn verdict_counters(&self) -> Result<Vec<(Verdict, xe_counter)>> {
+        Verdict::ALL
+            .iter()
+            .map(|v| {
+                Ok((
+                    *v,
+                    Self::sum_percpu(&self.skel.maps.xe_verdicts, "xe_verdicts", *v as u32)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Packets and bytes forwarded to a next hop, summed over CPUs.
+    pub fn nexthop_counter(&self, id: u32) -> Result<xe_counter> {
+        check_range("next-hop id", id, MAX_NEXTHOPS)?;
+        Self::sum_percpu(&self.skel.maps.xe_nh_stats, "xe_nh_stats", id)
+    }
+}
+
+fn open_and_load(
+    storage: &'static mut MaybeUninit<OpenObject>,
+    opts: &LoadOptions,
+) -> Result<XdpEcmpSkel<'static>> {
+    let mut open = XdpEcmpSkelBuilder::default()
+        .open(storage)
+        .map_err(|source| Error::Load { source })?;
+    if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+        rodata.trace_decisions = u8::from(opts.trace_decisions);
+        rodata.stamp_mode = opts.stamp_mode as u8;
+    }
+    if let Some(dir) = &opts.pin_dir {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Pin {
+            what: "creating pin directory",
+            path: dir.clone(),
+            source,
+        })?;
+        for mut map in open.open_object_mut().maps_mut() {
+            let name = map.name().to_string_lossy().into_owned();
+            if name.contains('.') {
+                continue; // .rodata: per program, never shared
+            }
+            map.set_pin_path(dir.join(&name))
+                .map_err(|source| Error::Load { source })?;
+        }
+    }
+    open.load().map_err(|source| Error::Load { source })
+}
+
+impl TableWriter for Dataplane {
+    fn set_route_v4(&mut self, addr: Ipv4Addr, len: u8, route: &xe_route) -> Result<()> {
+        check_prefix("IPv4", len, 32)?;
+        let key = lpm_v4(addr, len);
+        Self::update(&self.skel.maps.xe_routes_v4, "xe_routes_v4", &key, route)
+    }
+
+    fn delete_route_v4(&mut self, addr: Ipv4Addr, len: u8) -> Result<()> {
+        check_prefix("IPv4", len, 32)?;
+        let key = lpm_v4(addr, len);
+        Self::delete(&self.skel.maps.xe_routes_v4, "xe_routes_v4", &key)
+    }
+
+    fn set_route_v6(&mut self, addr: Ipv6Addr, len: u8, route: &xe_route) -> Result<()> {
+        check_prefix("IPv6", len, 128)?;
+        let key = lpm_v6(addr, len);
+        Self::update(&self.skel.maps.xe_routes_v6, "xe_routes_v6", &key, route)
+    }
+
+    fn delete_route_v6(&mut self, addr: Ipv6Addr, len: u8) -> Result<()> {
+        check_prefix("IPv6", len, 128)?;
+        let key = lpm_v6(addr, len);
+        Self::delete(&self.skel.maps.xe_routes_v6, "xe_routes_v6", &key)
+    }
+
+    fn set_group(&mut self, id: u32, group: &xe_group) -> Result<()> {
+        check_group(id, group)?;
+        Self::update(&self.skel.maps.xe_groups, "xe_groups", &id, group)
+    }
+
+    fn set_slots(&mut self, base: u32, nexthops: &[u32]) -> Result<()> {
+        check_slots(base, nexthops.len())?;
+        for (i, nh) in nexthops.iter().enumerate() {
+            let slot = base + i as u32;
+            Self::update(&self.skel.maps.xe_slots, "xe_slots", &slot, nh)?;
+        }
+        Ok(())
+    }
+
+    fn set_nexthop(&mut self, id: u32, nh: &xe_nexthop) -> Result<()> {
+        check_range("next-hop id", id, MAX_NEXTHOPS)?;
+        Self::update(&self.skel.maps.xe_nexthops, "xe_nexthops", &id, nh)
+    }
+
+    fn add_txport(&mut self, ifindex: u32) -> Result<()> {
+        Self::update(&self.skel.maps.xe_txports, "xe_txports", &ifindex, &ifindex)
+    }
+
+    fn remove_txport(&mut self, ifindex: u32) -> Result<()> {
+        Self::delete(&self.skel.maps.xe_txports, "xe_txports", &ifindex)
+    }
+
+    fn set_config(&mut self, cfg: &xe_config) -> Result<()> {
+        Self::update(&self.skel.maps.xe_config, "xe_config", &0u32, cfg)
+    }
+}
+
+fn lpm_v4(addr: Ipv4Addr, prefix_len: u8) -> xe_lpm_v4 {
+    xe_lpm_v4 {
+        prefixlen: prefix_len.into(),
+        addr: addr.octets(),
+    }
+}
+
+fn lpm_v6(addr: Ipv6Addr, prefix_len: u8) -> xe_lpm_v6 {
+    xe_lpm_v6 {
+        prefixlen: prefix_len.into(),
+        addr: addr.octets(),
+    }
+}
+
+/// Pins the calling thread to `cpu`, so that a test run and the per-CPU
+/// trace entry it writes are on the same CPU.
+pub fn pin_thread_to_cpu(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The CPU the calling thread runs on now.
+pub fn current_cpu() -> usize {
+    // SAFETY: no arguments, no memory.
+    let c = unsafe { libc::sched_getcpu() };
+    usize::try_from(c).unwrap_or(0)
+}

@@ -1,0 +1,66 @@
+//! The write interface shared by the live maps and the model's copy, with the range checks both apply.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::abi::{xe_config, xe_group, xe_nexthop, xe_route, MAX_GROUPS, MAX_SLOTS};
+use crate::error::{Error, Result};
+
+/// Writes forwarding state; implemented by the BPF maps (`Dataplane`) and by
+/// the reference model (`Tables`), so one description of a world fills both.
+pub trait TableWriter {
+    fn set_route_v4(&mut self, addr: Ipv4Addr, len: u8, route: &xe_route) -> Result<()>;
+    fn delete_route_v4(&mut self, addr: Ipv4Addr, len: u8) -> Result<()>;
+    fn set_route_v6(&mut self, addr: Ipv6Addr, len: u8, route: &xe_route) -> Result<()>;
+    fn delete_route_v6(&mut self, addr: Ipv6Addr, len: u8) -> Result<()>;
+    fn set_group(&mut self, id: u32, group: &xe_group) -> Result<()>;
+    /// Writes next-hop ids into the slot pool starting at `base`.
+    fn set_slots(&mut self, base: u32, nexthops: &[u32]) -> Result<()>;
+    fn set_nexthop(&mut self, id: u32, nh: &xe_nexthop) -> Result<()>;
+    /// Allows redirects to `ifindex`.
+    fn add_txport(&mut self, ifindex: u32) -> Result<()>;
+    fn remove_txport(&mut self, ifindex: u32) -> Result<()>;
+    fn set_config(&mut self, cfg: &xe_config) -> Result<()>;
+}
+
+pub(crate) fn check_range(what: &'static str, value: u32, max: u32) -> Result<()> {
+    if value >= max {
+        return Err(Error::OutOfRange {
+            what,
+            value: value.into(),
+            max: u64::from(max) - 1,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_prefix(family: &'static str, len: u8, max: u8) -> Result<()> {
+    if len > max {
+        return Err(Error::OutOfRange {
+            what: if family == "IPv4" {
+                "IPv4 prefix length"
+            } else {
+                "IPv6 prefix length"
+            },
+            value: len.into(),
+            max: max.into(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_slots(base: u32, count: usize) -> Result<()> {
+    let end = u64::from(base) + count as u64;
+    if end > u64::from(MAX_SLOTS) {
+        return Err(Error::OutOfRange {
+            what: "slot window end",
+            value: end,
+            max: MAX_SLOTS.into(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_group(id: u32, group: &xe_group) -> Result<()> {
+    check_range("group id", id, MAX_GROUPS)?;
+    check_slots(group.base, group.size.into())
+}

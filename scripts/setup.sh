@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs every Debian package and tool that building and testing xdp-ecmp needs (idempotent).
+set -euo pipefail
+
+PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 ethtool tcpdump libbpf-dev linux-libc-dev make)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "setup: missing packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    echo "setup: all ${#PKGS[@]} packages present"
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2; exit 1; }
