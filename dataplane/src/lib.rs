@@ -6,6 +6,7 @@ pub mod hash;
 pub mod loader;
 pub mod model;
 pub mod tables;
+pub mod testnet;
 
 pub use error::{Error, Result};
 pub use loader::{AttachMode, Dataplane, LoadOptions, RunOutput, StampMode, XdpLink};

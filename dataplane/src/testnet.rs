@@ -1,0 +1,85 @@
+//! Test support: gating of tests that need root, and throw-away network namespaces with veth ports (prefix `xe-t`).
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+
+/// True if this process may load BPF programs and create namespaces. When it
+/// may not, prints a "skipped: needs root" line, or panics under CI=true,
+/// where a skipped root test is a failure.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: needs root, and CI=true forbids skipping it");
+    }
+    eprintln!("{test}: skipped: needs root");
+    false
+}
+
+fn ip(args: &[&str]) -> std::io::Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// A network namespace made for one test, deleted (with its links) on drop.
+pub struct TestNet {
+    name: String,
+}
+
+impl TestNet {
+    /// Creates namespace `xe-t<pid>-<tag>` holding the veth pairs
+    /// `(a, b)`, all up. The calling thread does not enter it yet.
+    pub fn new(tag: &str, pairs: &[(&str, &str)]) -> std::io::Result<Self> {
+        let name = format!("xe-t{}-{tag}", std::process::id());
+        ip(&["netns", "add", &name])?;
+        let net = TestNet { name };
+        ip(&["-n", &net.name, "link", "set", "lo", "up"])?;
+        for (a, b) in pairs {
+            ip(&[
+                "-n", &net.name, "link", "add", a, "type", "veth", "peer", "name", b,
+            ])?;
+            ip(&["-n", &net.name, "link", "set", a, "up"])?;
+            ip(&["-n", &net.name, "link", "set", b, "up"])?;
+        }
+        Ok(net)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Moves the calling thread into the namespace (other threads stay put).
+    pub fn enter(&self) -> std::io::Result<()> {
+        let f = File::open(format!("/run/netns/{}", self.name))?;
+        // SAFETY: valid namespace fd; affects only this thread.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Runs `ip -n NS ARGS`.
+    pub fn ip(&self, args: &[&str]) -> std::io::Result<()> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("cleanup of namespace {}: {e}", self.name);
+        }
+    }
+}
