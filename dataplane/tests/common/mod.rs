@@ -1,6 +1,7 @@
 //! Shared test world: one description of routes, groups and next hops written to both the program's maps and the model, plus packet builders.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod packets;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
