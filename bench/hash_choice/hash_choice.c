@@ -13,6 +13,13 @@
 #define HC_CFLAGS "(flags unknown)"
 #endif
 
+/* clang's __VERSION__ names the compiler, gcc's is the bare number. */
+#ifdef __clang__
+#define HC_COMPILER __VERSION__
+#else
+#define HC_COMPILER "gcc " __VERSION__
+#endif
+
 enum {
 	ROUNDS = 7,
 	ITERS = 1 << 22,	/* per round: long enough to swamp clock_gettime, short enough for 7 rounds x 10 loops */
@@ -120,7 +127,7 @@ static __u32 q_fold(const __u32 *w, __u32 n, const __u32 seed[2])
 	return fold_hash(w, n);
 }
 
-/* Words in the layout xe_flow_hash builds (see xe_hash.h) <-> struct xe_flow. */
+/* The struct xe_flow whose xe_flow_hash words (see xe_hash.h) are `w`. */
 static void flow_from_words(struct xe_flow *f, const __u32 *w, __u32 n)
 {
 	__u32 a = n == 10 ? 4 : 1, i;
@@ -200,8 +207,8 @@ static double now_ns(void)
 /*
  * One timed round over independent inputs, i.e. throughput, as a forwarder
  * hashing a stream of packets sees it. Inputs are hashed in place from an
- * L1-resident table: copying them to the stack and patching a word first made
- * the hash's loads miss store forwarding, which cost more than the hash. The
+ * L1-resident table, not from a patched copy on the stack, whose partial
+ * overwrites defeat store forwarding and stall longer than the hash runs. The
  * empty asm pins `acc` to a register every iteration: that stops gcc from
  * vectorising several hashes at once, which the one-packet-at-a-time XDP
  * program cannot do. flatten inlines every hash, as the program's single
@@ -278,7 +285,7 @@ static void fill_bench_inputs(void)
 			words4[i][j] = rng32();
 		for (j = 0; j < 10; j++)
 			words6[i][j] = rng32();
-		/* Keep proto in range and the flow label in its 20 bits, as on the wire. */
+		/* The last word is proto | flowlabel << 8, and a flow label has 20 bits. */
 		words4[i][3] &= 0x0fffffff;
 		words6[i][9] &= 0x0fffffff;
 		flow_from_words(&flows4[i], words4[i], 4);
@@ -617,7 +624,7 @@ int main(int argc, char **argv)
 	cpu_set_t one;
 	int i;
 
-	/* Stay on one core: a migration mid-round costs more than a hash. */
+	/* Stay on one core (best effort): a migration mid-round costs more than a hash. */
 	CPU_ZERO(&one);
 	CPU_SET(sched_getcpu(), &one);
 	sched_setaffinity(0, sizeof(one), &one);
@@ -631,7 +638,7 @@ int main(int argc, char **argv)
 	cpu_model(cpu, sizeof(cpu));
 	printf("# Flow hash choice\n\n");
 	printf("CPU: %s; compiler: %s %s; random seed 0x%016llx (hash key %08x:%08x).\n\n", cpu,
-	       __VERSION__, HC_CFLAGS, (unsigned long long)rng_seed, seed[0], seed[1]);
+	       HC_COMPILER, HC_CFLAGS, (unsigned long long)rng_seed, seed[0], seed[1]);
 
 	fill_bench_inputs();
 	run_cost();
