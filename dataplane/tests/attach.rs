@@ -1,0 +1,307 @@
+//! Attach/detach/pin on real veth ports, map reuse across loads, atomic program replacement, and a live frame forwarded by XDP_REDIRECT.
+
+mod common;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::mac;
+use common::packets::*;
+use dataplane::abi::{
+    xe_config, xe_group, xe_nexthop, xe_route, Verdict, GROUP_RESILIENT, NH_USABLE, RT_UNICAST,
+};
+use dataplane::loader::{current_cpu, ifindex_of, pin_thread_to_cpu};
+use dataplane::testnet::{require_root, TestNet};
+use dataplane::{AttachMode, Dataplane, Error, LoadOptions, TableWriter, XdpLink};
+
+/// A bpffs directory with the project prefix, removed on drop.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn xdp_shown(net: &TestNet, dev: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", net.name(), "-d", "link", "show", dev])
+        .output()
+        .expect("ip link show");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("xdpgeneric") {
+        "generic".into()
+    } else if text.contains("prog/xdp") {
+        "native".into()
+    } else {
+        "none".into()
+    }
+}
+
+fn world(dp: &mut Dataplane, out_if: u32, dmac: [u8; 6], smac: [u8; 6]) {
+    dp.add_txport(out_if).expect("txport");
+    dp.set_nexthop(
+        1,
+        &xe_nexthop {
+            ifindex: out_if,
+            mtu: 1500,
+            dmac,
+            smac,
+            state: NH_USABLE,
+            ..Default::default()
+        },
+    )
+    .expect("nexthop");
+    dp.set_slots(0, &[1; 8]).expect("slots");
+    dp.set_group(
+        1,
+        &xe_group {
+            base: 0,
+            size: 8,
+            mode: GROUP_RESILIENT,
+            ..Default::default()
+        },
+    )
+    .expect("group");
+    dp.set_route_v4(
+        "172.16.255.66".parse().expect("addr"),
+        32,
+        &xe_route {
+            group: 1,
+            kind: RT_UNICAST,
+            ..Default::default()
+        },
+    )
+    .expect("route");
+    dp.set_config(&xe_config {
+        seed: [1, 2],
+        ..Default::default()
+    })
+    .expect("config");
+}
+
+/// A raw AF_PACKET socket bound to one interface of the current namespace.
+fn packet_socket(ifindex: u32) -> OwnedFd {
+    // SAFETY: plain socket calls; the fd is owned right away.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            i32::from((libc::ETH_P_ALL as u16).to_be()),
+        );
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as i32;
+        let rc = libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+        fd
+    }
+}
+
+#[test]
+fn attach_pin_reuse_replace_detach() {
+    if !require_root("attach_pin_reuse_replace_detach") {
+        return;
+    }
+    let net = TestNet::new("attach", &[("xe-p0", "xe-r0"), ("xe-p1", "xe-r1")]).expect("namespace");
+    net.enter().expect("enter");
+    let pins = PinDir(PathBuf::from(format!(
+        "/sys/fs/bpf/xe-t{}-attach",
+        std::process::id()
+    )));
+    let p0 = ifindex_of("xe-p0").expect("xe-p0");
+    let p1 = ifindex_of("xe-p1").expect("xe-p1");
+
+    // Unknown interfaces and ifindexes give errors that name them.
+    let e = ifindex_of("xe-nosuch").expect_err("no such interface");
+    assert!(e.to_string().contains("xe-nosuch"), "{e}");
+
+    let opts = LoadOptions {
+        pin_dir: Some(pins.0.clone()),
+        ..Default::default()
+    };
+    let mut first = Dataplane::load(&opts).expect("load");
+    world(&mut first, p1, mac(0x21), mac(0x22));
+    let e = first
+        .attach(999_999, AttachMode::Auto)
+        .expect_err("bad ifindex");
+    assert!(
+        matches!(
+            e,
+            Error::Attach {
+                ifindex: 999_999,
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    let link = first.attach(p0, AttachMode::Auto).expect("attach");
+    assert_eq!(link.mode, "native", "veth supports native XDP");
+    assert_eq!(xdp_shown(&net, "xe-p0"), "native");
+    let link_pin = pins.0.join("link_xe-p0");
+    link.pin(&link_pin).expect("pin link");
+    let generic = first
+        .attach(p1, AttachMode::Generic)
+        .expect("generic attach");
+    assert_eq!(xdp_shown(&net, "xe-p1"), "generic");
+    generic.detach().expect("detach generic");
+    assert_eq!(xdp_shown(&net, "xe-p1"), "none");
+
+    // The process lets go of everything; the pinned link keeps forwarding.
+    drop(link);
+    drop(first);
+    assert_eq!(
+        xdp_shown(&net, "xe-p0"),
+        "native",
+        "pinned link outlives its loader"
+    );
+    for map in [
+        "xe_routes_v4",
+        "xe_groups",
+        "xe_slots",
+        "xe_nexthops",
+        "xe_config",
+        "xe_verdicts",
+    ] {
+        assert!(pins.0.join(map).exists(), "map {map} pinned");
+    }
+
+    // A new load adopts the pinned maps: the first instance's routes are there.
+    let second = Dataplane::load(&LoadOptions {
+        trace_decisions: true,
+        pin_dir: Some(pins.0.clone()),
+        ..Default::default()
+    })
+    .expect("reload");
+    let cpu = current_cpu();
+    pin_thread_to_cpu(cpu).expect("pin thread");
+    let pkt = eth(
+        common::IN_MAC,
+        &[],
+        ETH_IP,
+        &Ip4::new("10.2.0.100", "172.16.255.66", 17).packet(&udp(1, 53, b"")),
+    );
+    let mut out = vec![0u8; 256];
+    second.test_run(&pkt, &mut out).expect("test run");
+    let d = second.last_decision(cpu).expect("trace");
+    assert_eq!(
+        Verdict::from_u32(d.verdict),
+        Some(Verdict::Forward),
+        "maps adopted from bpffs"
+    );
+    assert_eq!(d.ifindex, p1);
+
+    // Replace the program behind the pinned link in one step, then detach.
+    let pinned = XdpLink::open_pinned(&link_pin, p0).expect("open pinned link");
+    pinned.update_program(&second).expect("atomic replace");
+    assert_eq!(xdp_shown(&net, "xe-p0"), "native");
+    std::fs::remove_file(&link_pin).expect("unpin link");
+    pinned.detach().expect("detach");
+    assert_eq!(xdp_shown(&net, "xe-p0"), "none");
+    println!("attach: native and generic attach, link pin, map reuse, link update and detach all checked");
+}
+
+#[test]
+fn live_frame_is_redirected_out_the_egress_port() {
+    if !require_root("live_frame_is_redirected_out_the_egress_port") {
+        return;
+    }
+    let net = TestNet::new("live", &[("xe-p0", "xe-r0"), ("xe-p1", "xe-r1")]).expect("namespace");
+    net.enter().expect("enter");
+    // A veth peer without XDP accepts redirected frames only with GRO on.
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            net.name(),
+            "ethtool",
+            "-K",
+            "xe-r1",
+            "gro",
+            "on",
+        ])
+        .status()
+        .expect("ethtool (scripts/setup.sh installs it)");
+    let (p0, p1, r0, r1) = (
+        ifindex_of("xe-p0").expect("if"),
+        ifindex_of("xe-p1").expect("if"),
+        ifindex_of("xe-r0").expect("if"),
+        ifindex_of("xe-r1").expect("if"),
+    );
+    let mut dp = Dataplane::load(&LoadOptions::default()).expect("load");
+    let (dmac, smac) = (mac(0x31), mac(0x32));
+    world(&mut dp, p1, dmac, smac);
+    let _link = dp.attach(p0, AttachMode::Native).expect("attach");
+
+    let rx = packet_socket(r1);
+    let tx = packet_socket(r0);
+    let pkt = eth(
+        common::IN_MAC,
+        &[],
+        ETH_IP,
+        &Ip4::new("10.2.0.100", "172.16.255.66", 17).packet(&udp(4242, 53, b"live")),
+    );
+    let want = forwarded(&pkt, 14, dmac, smac, 0);
+    const FRAMES: usize = 20;
+    for _ in 0..FRAMES {
+        // SAFETY: valid socket and buffer.
+        let n = unsafe { libc::send(tx.as_raw_fd(), pkt.as_ptr().cast(), pkt.len(), 0) };
+        assert_eq!(
+            n as usize,
+            pkt.len(),
+            "send: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 2048];
+    while got < FRAMES && Instant::now() < deadline {
+        // SAFETY: valid socket and buffer.
+        let n = unsafe { libc::recv(rx.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n > 0 && buf[..n as usize] == want[..] {
+            got += 1;
+        }
+    }
+    let fwd = dp
+        .verdict_counters()
+        .expect("counters")
+        .into_iter()
+        .find(|(v, _)| *v == Verdict::Forward)
+        .map(|(_, c)| c)
+        .expect("forward counter");
+    let per_nh = dp.nexthop_counter(1).expect("next-hop counter");
+    println!("live: {FRAMES} frames sent into xe-p0, {got} arrived rewritten on xe-r1; forward counter {} packets / {} bytes", fwd.packets, fwd.bytes);
+    assert_eq!(
+        got, FRAMES,
+        "every frame arrives, rewritten, on the egress peer"
+    );
+    assert_eq!(fwd.packets, FRAMES as u64);
+    assert_eq!(fwd.bytes, (FRAMES * pkt.len()) as u64);
+    assert_eq!(per_nh.packets, FRAMES as u64);
+}
