@@ -274,10 +274,12 @@ impl Dataplane {
     /// Runs the program `repeat` times on `input`. Note that the kernel feeds
     /// the rewritten frame back on each repetition.
     pub fn test_run_repeat(&self, input: &[u8], out: &mut [u8], repeat: u32) -> Result<RunOutput> {
-        let mut pi = ProgramInput::default();
-        pi.data_in = Some(input);
-        pi.data_out = Some(out);
-        pi.repeat = repeat;
+        let pi = ProgramInput {
+            data_in: Some(input),
+            data_out: Some(out),
+            repeat,
+            ..Default::default()
+        };
         let o = self
             .skel
             .progs

@@ -17,7 +17,10 @@ use rand::{Rng, SeedableRng};
 /// Fixed vectors. The first carries the output recorded when the hash was
 /// chosen: a change means every flow would take another path after an
 /// upgrade, so it must be deliberate.
-const FIXED: [([u32; 2], u32, u32, [u8; 4], [u8; 4], u16, u16, u8, u32); 4] = [
+/// (seed, fields, flags, src, dst, sport, dport, proto, recorded hash or 0).
+type Vector = ([u32; 2], u32, u32, [u8; 4], [u8; 4], u16, u16, u8, u32);
+
+const FIXED: [Vector; 4] = [
     (
         [0, 0],
         0,
@@ -86,8 +89,10 @@ fn build_host_hash() -> PathBuf {
 }
 
 fn random_flow(rng: &mut SmallRng) -> xe_flow {
-    let mut f = xe_flow::default();
-    f.is_v6 = u8::from(rng.random_bool(0.5));
+    let mut f = xe_flow {
+        is_v6: u8::from(rng.random_bool(0.5)),
+        ..Default::default()
+    };
     let n = if f.is_v6 != 0 { 4 } else { 1 };
     for i in 0..n {
         f.src[i] = rng.random();

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test of xdp-ecmp on this machine: set-up, format and lint checks, unit tests, and the root/XDP tests.
+# As root (or in CI, where CI=true turns any "skipped: needs root" into a failure) the XDP tests run for real.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup.sh
+
+echo "== format and lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "note: not root: the BPF/XDP tests will print 'skipped: needs root'"
+fi
+
+echo "== tests (unit, golden fixtures, truncation, differential, hash vectors, attach/live)"
+# --show-output prints what each test measured (counts, seeds) after it passes.
+cargo test --workspace --release -- --show-output
+
+# No test may leave a namespace or bpffs pin of ours behind.
+left=$(ip netns list 2>/dev/null | awk '{print $1}' | grep '^xe-t' || true)
+pins=$(find /sys/fs/bpf -maxdepth 1 -name 'xe-t*' 2>/dev/null || true)
+if [[ -n "$left$pins" ]]; then
+    echo "tests left behind: $left $pins" >&2
+    exit 1
+fi
+echo "== all tests passed"
