@@ -1,2 +1,187 @@
-//! Benchmarks of xdp-ecmp.
-fn main() {}
+//! Benchmarks of xdp-ecmp. `prog-cost`: ns/packet of the XDP program by BPF_PROG_TEST_RUN, and what bucket stamping costs when two CPUs share a bucket.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use dataplane::abi::{
+    xe_config, xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, NH_USABLE,
+    RT_UNICAST, XDP_REDIRECT,
+};
+use dataplane::loader::pin_thread_to_cpu;
+use dataplane::{Dataplane, LoadOptions, StampMode, TableWriter};
+
+/// Repetitions per test-run call: the kernel feeds the rewritten frame back,
+/// so a frame starting at TTL 255 stays forwardable for 254 runs.
+const REPEAT: u32 = 200;
+
+fn world(dp: &mut Dataplane, mode: u8) -> Result<()> {
+    // Loopback exists in every namespace and is accepted by the tx port map;
+    // test runs never transmit, so no frame goes anywhere.
+    let lo = 1;
+    dp.add_txport(lo)?;
+    for id in 1..=4u32 {
+        dp.set_nexthop(
+            id,
+            &xe_nexthop {
+                ifindex: lo,
+                mtu: 1500,
+                dmac: [2, 0, 0, 0, 0, id as u8],
+                smac: [2, 0, 0, 0, 1, id as u8],
+                state: NH_USABLE,
+                ..Default::default()
+            },
+        )?;
+    }
+    let size: u16 = if mode == GROUP_RESILIENT { 64 } else { 4 };
+    let slots: Vec<u32> = (0..u32::from(size)).map(|i| 1 + i % 4).collect();
+    dp.set_slots(0, &slots)?;
+    dp.set_group(
+        1,
+        &xe_group {
+            base: 0,
+            size,
+            mode,
+            ..Default::default()
+        },
+    )?;
+    dp.set_route_v4(
+        Ipv4Addr::new(172, 16, 255, 66),
+        32,
+        &xe_route {
+            group: 1,
+            kind: RT_UNICAST,
+            ..Default::default()
+        },
+    )?;
+    dp.set_config(&xe_config {
+        seed: [0x1234, 0x5678],
+        ..Default::default()
+    })?;
+    Ok(())
+}
+
+/// A 64-byte UDP frame to the anycast address with TTL 255.
+fn frame() -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0xaa, 1]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0xcc, 1]);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&50u16.to_be_bytes());
+    ip[8] = 255;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 2, 0, 100]);
+    ip[16..20].copy_from_slice(&[172, 16, 255, 66]);
+    let mut sum: u32 = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f[34..36].copy_from_slice(&32700u16.to_be_bytes());
+    f[36..38].copy_from_slice(&53u16.to_be_bytes());
+    f[38..40].copy_from_slice(&30u16.to_be_bytes());
+    f
+}
+
+/// Mean ns/packet over `calls` test-run calls of REPEAT packets each,
+/// checking that every packet was forwarded.
+fn ns_per_packet(dp: &Dataplane, calls: u32) -> Result<f64> {
+    let pkt = frame();
+    let mut out = vec![0u8; 128];
+    let mut total = Duration::ZERO;
+    for _ in 0..calls {
+        let r = dp.test_run_repeat(&pkt, &mut out, REPEAT)?;
+        if r.action != XDP_REDIRECT || out[14 + 8] != 255 - REPEAT as u8 {
+            bail!("the benchmark frame was not forwarded on every repetition");
+        }
+        total += r.duration;
+    }
+    Ok(total.as_nanos() as f64 / f64::from(calls))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn load(stamp_mode: StampMode, mode: u8) -> Result<Dataplane> {
+    let mut dp = Dataplane::load(&LoadOptions {
+        stamp_mode,
+        ..Default::default()
+    })
+    .context("loading the XDP program (run as root)")?;
+    world(&mut dp, mode)?;
+    Ok(dp)
+}
+
+fn prog_cost(rounds: usize) -> Result<()> {
+    pin_thread_to_cpu(0)?;
+    let variants = [
+        (
+            "resilient, stamp on change",
+            load(StampMode::OnChange, GROUP_RESILIENT)?,
+        ),
+        (
+            "resilient, stamp always",
+            load(StampMode::Always, GROUP_RESILIENT)?,
+        ),
+        (
+            "resilient, no stamp",
+            load(StampMode::Never, GROUP_RESILIENT)?,
+        ),
+        ("modulo", load(StampMode::OnChange, GROUP_MODULO)?),
+    ];
+    // One CPU: rounds interleave the variants so drift hits them alike.
+    let mut single: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for _ in 0..rounds {
+        for (i, (_, dp)) in variants.iter().enumerate() {
+            single[i].push(ns_per_packet(dp, 2000)?);
+        }
+    }
+    // Two CPUs hitting the same bucket: the stamp's cache line is shared.
+    let mut shared: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    for _ in 0..rounds {
+        for (i, (_, dp)) in variants.iter().take(3).enumerate() {
+            let other = std::thread::scope(|s| {
+                let h = s.spawn(|| -> Result<f64> {
+                    pin_thread_to_cpu(1)?;
+                    ns_per_packet(dp, 2000)
+                });
+                let mine = ns_per_packet(dp, 2000);
+                (mine, h.join())
+            });
+            let (a, b) = other;
+            let b = b.map_err(|_| anyhow::anyhow!("benchmark thread panicked"))??;
+            shared[i].push((a? + b) / 2.0);
+        }
+    }
+    let base = median(&mut single[0].clone());
+    println!("program cost by BPF_PROG_TEST_RUN, 64-byte IPv4 UDP, {rounds} rounds x 2000 calls x {REPEAT} packets, median ns/packet");
+    println!("| variant | 1 CPU ns/pkt | ratio | 2 CPUs, same bucket ns/pkt |");
+    println!("|---|---:|---:|---:|");
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let one = median(&mut single[i]);
+        let two = shared
+            .get_mut(i)
+            .map(|v| format!("{:.1}", median(v)))
+            .unwrap_or_else(|| "-".into());
+        println!("| {name} | {one:.1} | {:.2} | {two} |", one / base);
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("prog-cost") => {
+            let rounds = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(7);
+            prog_cost(rounds)
+        }
+        _ => bail!("usage: xdp-ecmp-bench prog-cost [ROUNDS]"),
+    }
+}
