@@ -13,8 +13,8 @@ const volatile __u8 trace_decisions = 0;
  * changes, 1 stamps on every packet, 2 never stamps. */
 const volatile __u8 stamp_mode = 0;
 
-/* Never read: carries the ABI enums into BTF for the Rust side. */
-const volatile struct xe_abi_enums xe_abi_enums __attribute__((used)) = {};
+/* Never read: carries the ABI types into BTF for the Rust side. */
+const volatile struct xe_abi_types xe_abi_types __attribute__((used)) = {};
 
 /* The quoted packet of an ICMP error, read as the flow it belongs to: the
  * quote travelled server -> client, the flow we steer is client -> server, so
@@ -166,19 +166,21 @@ static __always_inline int xe_rewrite(struct xdp_md *ctx, const struct xe_meta *
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 new_l2 = nh->vlan ? sizeof(struct ethhdr) + sizeof(struct xe_vlan_hdr) : sizeof(struct ethhdr);
-	int delta = (int)m->l2_len - (int)new_l2;
+	__u32 l2 = m->l2_len;
+	int delta = (int)l2 - (int)new_l2;
 	struct ethhdr *eth;
 
-	if (m->l2_len > 22)
+	if (l2 > 22)
 		return XE_V_DROP_MALFORMED;
+	XE_BOUND(l2);
 	if (m->flow.is_v6) {
-		struct ipv6hdr *ip6h = data + m->l2_len;
+		struct ipv6hdr *ip6h = data + l2;
 
 		if ((void *)(ip6h + 1) > data_end)
 			return XE_V_DROP_TRUNCATED;
 		xe_ipv6_decrease_hop_limit(ip6h);
 	} else {
-		struct iphdr *iph = data + m->l2_len;
+		struct iphdr *iph = data + l2;
 
 		if ((void *)(iph + 1) > data_end)
 			return XE_V_DROP_TRUNCATED;

@@ -172,9 +172,11 @@ struct xe_flow {
 };
 _Static_assert(sizeof(struct xe_flow) == 44, "xe_flow");
 
-/* Names every enum above so that they reach BTF, and from there the Rust
- * skeleton's generated types; the program holds one unused instance. */
-struct xe_abi_enums {
+/* Names every enum above, and the types only the Rust side stores, so they
+ * reach BTF and from there the skeleton's generated types; the program holds
+ * one unused instance. */
+struct xe_abi_types {
+	struct xe_flow flow;
 	enum xe_limits limits;
 	enum xe_verdict verdict;
 	enum xe_route_kind route_kind;

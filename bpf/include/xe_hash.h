@@ -4,6 +4,10 @@
 
 #include "xe_abi.h"
 
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
 /*
  * HalfSipHash-1-3 (the kernel's hsiphash on 32-bit machines) keyed with the
  * 64-bit per-host seed, over 32-bit words:
@@ -48,7 +52,7 @@
 	} while (0)
 
 /* HalfSipHash-1-3 of `n` 32-bit words (n <= 10). */
-static inline __u32 xe_hsip_words(const __u32 *w, __u32 n, const __u32 seed[2])
+static __always_inline __u32 xe_hsip_words(const __u32 *w, __u32 n, const __u32 seed[2])
 {
 	__u32 v0 = seed[0];
 	__u32 v1 = seed[1];
@@ -70,7 +74,7 @@ static inline __u32 xe_hsip_words(const __u32 *w, __u32 n, const __u32 seed[2])
 }
 
 /* Lexicographic compare of two addresses of `n` words: 1 if a > b. */
-static inline int xe_addr_gt(const __u32 *a, const __u32 *b, __u32 n)
+static __always_inline int xe_addr_gt(const __u32 *a, const __u32 *b, __u32 n)
 {
 	__u32 i;
 
@@ -83,11 +87,12 @@ static inline int xe_addr_gt(const __u32 *a, const __u32 *b, __u32 n)
 	return 0;
 }
 
-/* The flow hash. `fields` 0 means XE_HASH_POLICY_L4. */
-static inline __u32 xe_flow_hash(const struct xe_flow *f, const __u32 seed[2], __u32 fields, __u32 flags)
+/* The flow hash over addresses of `n` words (a constant after inlining, so
+ * every loop unrolls and the stack is addressed statically). */
+static __always_inline __u32 xe_flow_hash_n(const struct xe_flow *f, const __u32 seed[2], __u32 fields, __u32 flags,
+					     const __u32 n)
 {
 	__u32 w[10] = {};
-	__u32 n = f->is_v6 ? 4 : 1;
 	__u32 *src = &w[0];
 	__u32 *dst = &w[n];
 	__u32 sport, dport, i;
@@ -125,6 +130,14 @@ static inline __u32 xe_flow_hash(const struct xe_flow *f, const __u32 seed[2], _
 	w[2 * n + 1] = ((fields & XE_HASH_IP_PROTO) ? f->proto : 0) |
 		       ((fields & XE_HASH_FLOWLABEL) ? (f->flowlabel << 8) : 0);
 	return xe_hsip_words(w, 2 * n + 2, seed);
+}
+
+/* The flow hash. `fields` 0 means XE_HASH_POLICY_L4. */
+static __always_inline __u32 xe_flow_hash(const struct xe_flow *f, const __u32 seed[2], __u32 fields, __u32 flags)
+{
+	if (f->is_v6)
+		return xe_flow_hash_n(f, seed, fields, flags, 4);
+	return xe_flow_hash_n(f, seed, fields, flags, 1);
 }
 
 #endif
