@@ -334,19 +334,6 @@ impl Dataplane {
         Ok(v.and_then(|b| read_from(&b)).unwrap_or(0))
     }
 
-    fn sum_percpu(map: &MapMut<'_>, name: &'static str, key: u32) -> Result<xe_counter> {
-        let per_cpu = map
-            .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
-            .map_err(map_err(name, "lookup"))?
-            .unwrap_or_default();
-        let mut sum = xe_counter::default();
-        for c in per_cpu.iter().filter_map(|b| read_from::<xe_counter>(b)) {
-            sum.packets += c.packets;
-            sum.bytes += c.bytes;
-        }
-        Ok(sum)
-    }
-
     /// Packets and bytes per verdict, summed over CPUs.
     pub fn verdict_counters(&self) -> Result<Vec<(Verdict, xe_counter)>> {
         Verdict::ALL
@@ -354,7 +341,7 @@ impl Dataplane {
             .map(|v| {
                 Ok((
                     *v,
-                    Self::sum_percpu(&self.skel.maps.xe_verdicts, "xe_verdicts", *v as u32)?,
+                    sum_percpu(&self.skel.maps.xe_verdicts, "xe_verdicts", *v as u32)?,
                 ))
             })
             .collect()
@@ -363,7 +350,7 @@ impl Dataplane {
     /// Packets and bytes forwarded to a next hop, summed over CPUs.
     pub fn nexthop_counter(&self, id: u32) -> Result<xe_counter> {
         check_range("next-hop id", id, MAX_NEXTHOPS)?;
-        Self::sum_percpu(&self.skel.maps.xe_nh_stats, "xe_nh_stats", id)
+        sum_percpu(&self.skel.maps.xe_nh_stats, "xe_nh_stats", id)
     }
 }
 
@@ -379,6 +366,7 @@ fn open_and_load(
         rodata.stamp_mode = opts.stamp_mode as u8;
     }
     if let Some(dir) = &opts.pin_dir {
+        check_bpffs(dir)?;
         std::fs::create_dir_all(dir).map_err(|source| Error::Pin {
             what: "creating pin directory",
             path: dir.clone(),
@@ -453,6 +441,29 @@ impl TableWriter for Dataplane {
     }
 }
 
+/// Pins only work on a bpf filesystem: say so, and how to mount one, rather
+/// than fail later with a bare ENOENT or EPERM.
+fn check_bpffs(dir: &Path) -> Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let c = cpath(existing)?;
+    // SAFETY: NUL-terminated path and a zeroed out-struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let on_bpffs =
+        unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC;
+    if !on_bpffs {
+        return Err(Error::Pin {
+            what: "pin directory is not on a bpf filesystem (mount one: `mount -t bpf bpf /sys/fs/bpf`):",
+            path: dir.to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    Ok(())
+}
+
 fn lpm_v4(addr: Ipv4Addr, prefix_len: u8) -> xe_lpm_v4 {
     xe_lpm_v4 {
         prefixlen: prefix_len.into(),
@@ -465,6 +476,34 @@ fn lpm_v6(addr: Ipv6Addr, prefix_len: u8) -> xe_lpm_v6 {
         prefixlen: prefix_len.into(),
         addr: addr.octets(),
     }
+}
+
+/// Packets and bytes per verdict from the counter map pinned in `pin_dir`,
+/// summed over CPUs (no program load needed).
+pub fn pinned_verdict_counters(pin_dir: &Path) -> Result<Vec<(Verdict, xe_counter)>> {
+    let path = pin_dir.join("xe_verdicts");
+    let map = libbpf_rs::MapHandle::from_pinned_path(&path).map_err(|e| Error::Pin {
+        what: "opening pinned map (is xdp-ecmp attached with this --pin-dir?)",
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Verdict::ALL
+        .iter()
+        .map(|v| Ok((*v, sum_percpu(&map, "xe_verdicts", *v as u32)?)))
+        .collect()
+}
+
+fn sum_percpu(map: &dyn MapCore, name: &'static str, key: u32) -> Result<xe_counter> {
+    let per_cpu = map
+        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
+        .map_err(map_err(name, "lookup"))?
+        .unwrap_or_default();
+    let mut sum = xe_counter::default();
+    for c in per_cpu.iter().filter_map(|b| read_from::<xe_counter>(b)) {
+        sum.packets += c.packets;
+        sum.bytes += c.bytes;
+    }
+    Ok(sum)
 }
 
 /// Pins the calling thread to `cpu`, so that a test run and the per-CPU
