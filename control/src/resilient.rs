@@ -1,0 +1,1 @@
+//! Resilient bucket allocator with the kernel's semantics (pure Rust, no privileges).
