@@ -1,4 +1,11 @@
 //! xdp-ecmp control plane: the resilient bucket allocator, the netlink mirror of the kernel's routing state, and the reconciler that writes it to the dataplane.
 
+pub mod config;
+pub mod daemon;
+pub mod inspect;
+pub mod mirror;
 pub mod nexthop_msg;
+pub mod reconcile;
 pub mod resilient;
+pub mod state;
+pub mod translate;

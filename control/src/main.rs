@@ -1,9 +1,14 @@
-//! The `xdp-ecmp` command: attach the forwarding plane to ports, detach it, and read its counters.
+//! The `xdp-ecmp` command: the daemon (`run`), attach/detach, `show`, `calc` and `stats`.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use control::config::{parse_seed, parse_table, plain_mode, FileConfig};
+use control::daemon::{run, RunConfig};
+use control::inspect;
 use dataplane::abi::{xe_config, CFG_SYMMETRIC, HASH_POLICY_L3, HASH_POLICY_L4};
 use dataplane::loader::{ifindex_of, pinned_verdict_counters};
 use dataplane::{AttachMode, Dataplane, LoadOptions, TableWriter, XdpLink};
@@ -39,7 +44,89 @@ enum Policy {
 }
 
 #[derive(Subcommand)]
+enum ShowWhat {
+    /// Routes in the dataplane and their verdict.
+    Routes,
+    /// ECMP groups: mode, window and members.
+    Groups,
+    /// Next hops: egress, neighbour MAC, state.
+    Nexthops,
+    /// The buckets of one group.
+    Buckets { group: u32 },
+    /// Packets and bytes per verdict.
+    Stats,
+}
+
+#[derive(Subcommand)]
 enum Cmd {
+    /// Run the daemon: attach, mirror the kernel's routes/nexthops/neighbours/links, keep the maps in step.
+    Run {
+        /// TOML config file (keys: ports, table, plain_groups, buckets, idle_timer, unbalanced_timer,
+        /// hash_seed, hash_policy, symmetric, netlink_rcvbuf, attach_mode); flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Ports to attach to.
+        #[arg(long = "port", short = 'p')]
+        ports: Vec<String>,
+        /// Routing table to mirror (main, local, default or a number).
+        #[arg(long)]
+        table: Option<String>,
+        /// resilient or modulo, for multipath routes and plain nexthop groups.
+        #[arg(long)]
+        plain_groups: Option<String>,
+        #[arg(long)]
+        buckets: Option<u16>,
+        /// Seconds a bucket must be idle before it moves.
+        #[arg(long)]
+        idle_timer: Option<u64>,
+        /// Seconds after which busy buckets of an unbalanced group move too (0 = never).
+        #[arg(long)]
+        unbalanced_timer: Option<u64>,
+        #[arg(long, value_parser = parse_seed)]
+        hash_seed: Option<u64>,
+        #[arg(long, value_enum)]
+        hash_policy: Option<Policy>,
+        #[arg(long)]
+        symmetric: bool,
+        /// Netlink receive buffer in bytes.
+        #[arg(long)]
+        netlink_rcvbuf: Option<usize>,
+        /// Exit after this many seconds (for tests).
+        #[arg(long, hide = true)]
+        run_for: Option<f64>,
+    },
+    /// Show what the dataplane holds.
+    Show {
+        #[command(subcommand)]
+        what: ShowWhat,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Which port a flow takes, asked of the loaded program itself (cl-ecmpcalc's flags).
+    Calc {
+        /// udp, tcp, icmp, icmpv6 or a protocol number.
+        #[arg(short = 'p', long = "proto", default_value = "udp")]
+        proto: String,
+        #[arg(short = 's', long = "src")]
+        src: Option<IpAddr>,
+        #[arg(short = 'd', long = "dst")]
+        dst: Option<IpAddr>,
+        #[arg(long, default_value_t = 0)]
+        sport: u16,
+        #[arg(long, default_value_t = 0)]
+        dport: u16,
+        /// Ingress port (its MAC becomes the frame's destination MAC).
+        #[arg(short = 'i', long = "in-port")]
+        in_port: Option<String>,
+        /// Answer for this hash seed instead of the running one (hex).
+        #[arg(long, value_parser = parse_seed)]
+        hash_seed: Option<u64>,
+        /// Every packet of a pcap file instead of one built flow.
+        #[arg(long)]
+        pcap: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Load the program (adopting maps pinned earlier) and attach it to ports.
     Attach {
         /// Interfaces to attach to.
@@ -66,11 +153,6 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn parse_seed(s: &str) -> Result<u64, String> {
-    u64::from_str_radix(s.trim_start_matches("0x"), 16)
-        .map_err(|e| format!("hash seed {s:?} is not a 64-bit hex number: {e}"))
 }
 
 fn link_path(pin_dir: &Path, port: &str) -> PathBuf {
@@ -105,10 +187,7 @@ fn attach(
     let seed = seed.unwrap_or_else(rand::random);
     dp.set_config(&xe_config {
         seed: [seed as u32, (seed >> 32) as u32],
-        hash_fields: match policy {
-            Policy::L3 => HASH_POLICY_L3,
-            Policy::L4 => HASH_POLICY_L4,
-        },
+        hash_fields: policy_fields(policy),
         flags: if symmetric { CFG_SYMMETRIC } else { 0 },
     })?;
     let mode = match mode {
@@ -162,9 +241,411 @@ fn stats(cli: &Cli, json: bool) -> Result<()> {
     Ok(())
 }
 
+fn policy_fields(p: Policy) -> u32 {
+    match p {
+        Policy::L3 => HASH_POLICY_L3,
+        Policy::L4 => HASH_POLICY_L4,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_cmd(
+    cli: &Cli,
+    config: Option<&Path>,
+    ports: &[String],
+    table: Option<&str>,
+    plain_groups: Option<&str>,
+    buckets: Option<u16>,
+    idle_timer: Option<u64>,
+    unbalanced_timer: Option<u64>,
+    hash_seed: Option<u64>,
+    hash_policy: Option<Policy>,
+    symmetric: bool,
+    rcvbuf: Option<usize>,
+    run_for: Option<f64>,
+) -> Result<()> {
+    let file = match config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let ports = if ports.is_empty() {
+        file.ports.clone().unwrap_or_default()
+    } else {
+        ports.to_vec()
+    };
+    if ports.is_empty() {
+        bail!("no ports: give --port IFACE (repeatable) or `ports = [...]` in the config file");
+    }
+    let table = parse_table(table.or(file.table.as_deref()).unwrap_or("main"))?;
+    let mode = plain_mode(
+        plain_groups
+            .or(file.plain_groups.as_deref())
+            .unwrap_or("resilient"),
+        buckets.or(file.buckets).unwrap_or(128),
+        idle_timer.or(file.idle_timer).unwrap_or(120),
+        unbalanced_timer.or(file.unbalanced_timer).unwrap_or(0),
+    )?;
+    let seed = match (hash_seed, &file.hash_seed) {
+        (Some(s), _) => s,
+        (None, Some(s)) => parse_seed(s).map_err(|e| anyhow::anyhow!("hash_seed: {e}"))?,
+        (None, None) => rand::random(),
+    };
+    let policy = match (hash_policy, file.hash_policy.as_deref()) {
+        (Some(p), _) => p,
+        (None, Some("l3")) => Policy::L3,
+        (None, Some("l4") | None) => Policy::L4,
+        (None, Some(other)) => bail!("hash_policy = {other:?}: expected \"l3\" or \"l4\""),
+    };
+    let attach = match file.attach_mode.as_deref().unwrap_or("auto") {
+        "auto" => AttachMode::Auto,
+        "native" => AttachMode::Native,
+        "generic" => AttachMode::Generic,
+        other => bail!("attach_mode = {other:?}: expected auto, native or generic"),
+    };
+    let cfg = RunConfig {
+        ports,
+        pin_dir: cli.pin_dir.clone(),
+        table,
+        mode,
+        attach,
+        config: xe_config {
+            seed: [seed as u32, (seed >> 32) as u32],
+            hash_fields: policy_fields(policy),
+            flags: if symmetric || file.symmetric == Some(true) {
+                CFG_SYMMETRIC
+            } else {
+                0
+            },
+        },
+        rcvbuf: rcvbuf.or(file.netlink_rcvbuf).unwrap_or(8 << 20),
+        run_for: run_for.map(Duration::from_secs_f64),
+    };
+    let stats = run(&cfg)?;
+    tracing::info!(
+        syncs = stats.syncs,
+        resyncs = stats.resyncs,
+        events = stats.events,
+        "stopped"
+    );
+    Ok(())
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn show(cli: &Cli, what: &ShowWhat, json: bool) -> Result<()> {
+    if let ShowWhat::Stats = what {
+        return stats(cli, json);
+    }
+    let dp = inspect::open(&cli.pin_dir)?;
+    match what {
+        ShowWhat::Routes => {
+            let rows = inspect::routes(&dp)?;
+            if json {
+                return print_json(&rows);
+            }
+            for r in rows {
+                match r.group {
+                    Some(g) => println!("{} group {g}", r.prefix),
+                    None => println!("{} {}", r.prefix, r.kind),
+                }
+            }
+        }
+        ShowWhat::Groups => {
+            let rows = inspect::groups(&dp)?;
+            if json {
+                return print_json(&rows);
+            }
+            for g in rows {
+                let members: Vec<String> = g
+                    .members
+                    .iter()
+                    .map(|(nh, n)| format!("{nh}/{n}"))
+                    .collect();
+                println!(
+                    "group {} {} size {} slots {}..{} members {}",
+                    g.id,
+                    g.mode,
+                    g.size,
+                    g.base,
+                    g.base + u32::from(g.size),
+                    members.join(" ")
+                );
+            }
+        }
+        ShowWhat::Nexthops => {
+            let rows = inspect::nexthops(&dp)?;
+            if json {
+                return print_json(&rows);
+            }
+            for n in rows {
+                println!(
+                    "id {} dev {} lladdr {} mtu {} {}",
+                    n.id,
+                    n.dev,
+                    n.lladdr,
+                    n.mtu,
+                    n.state.join(",")
+                );
+            }
+        }
+        ShowWhat::Buckets { group } => {
+            let rows = inspect::buckets(&dp, *group)?;
+            if json {
+                return print_json(&rows);
+            }
+            for b in rows {
+                println!(
+                    "id {group} index {} nhid {} dev {} used {}",
+                    b.index, b.nexthop, b.dev, b.last_used_tick
+                );
+            }
+        }
+        ShowWhat::Stats => unreachable!(),
+    }
+    Ok(())
+}
+
+fn proto_number(p: &str) -> Result<u8> {
+    Ok(match p {
+        "udp" => 17,
+        "tcp" => 6,
+        "icmp" => 1,
+        "icmpv6" => 58,
+        n => n.parse().with_context(|| {
+            format!("protocol {n:?}: expected udp, tcp, icmp, icmpv6 or a number")
+        })?,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn calc(
+    cli: &Cli,
+    proto: &str,
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    sport: u16,
+    dport: u16,
+    in_port: Option<&str>,
+    hash_seed: Option<u64>,
+    pcap: Option<&Path>,
+    json: bool,
+) -> Result<()> {
+    let dp = inspect::open(&cli.pin_dir)?;
+    if let Some(seed) = hash_seed {
+        let mut cfg = dp.config()?;
+        cfg.seed = [seed as u32, (seed >> 32) as u32];
+        // The answer for another seed comes from a private copy of the
+        // program whose config map is its own; the routes are shared.
+        return calc_with_seed(cli, cfg, proto, src, dst, sport, dport, in_port, json);
+    }
+    let frames = match pcap {
+        Some(p) => inspect::pcap_frames(p)?,
+        None => {
+            let (Some(s), Some(d)) = (src, dst) else {
+                bail!("calc needs -s SRC and -d DST (or --pcap FILE)")
+            };
+            let dst_mac = match in_port {
+                Some(p) => port_mac(p)?,
+                None => [2, 0, 0, 0, 0, 2],
+            };
+            vec![inspect::build_frame(
+                &inspect::Flow {
+                    proto: proto_number(proto)?,
+                    src: s,
+                    dst: d,
+                    sport,
+                    dport,
+                },
+                dst_mac,
+            )?]
+        }
+    };
+    for (i, f) in frames.iter().enumerate() {
+        let a = inspect::ask(&dp, f)?;
+        if json {
+            println!("{}", serde_json::to_string(&a)?);
+        } else if pcap.is_some() {
+            println!(
+                "{i}: {} egress {} nexthop {} group {} bucket {}",
+                a.verdict,
+                a.egress.as_deref().unwrap_or("-"),
+                a.nexthop.map_or("-".into(), |n| n.to_string()),
+                a.group.map_or("-".into(), |n| n.to_string()),
+                a.bucket.map_or("-".into(), |n| n.to_string())
+            );
+        } else {
+            match &a.egress {
+                Some(e) => {
+                    println!("{e}");
+                    println!(
+                        "  nexthop {} lladdr {} group {} bucket {} hash {}",
+                        a.nexthop.unwrap_or(0),
+                        a.lladdr.as_deref().unwrap_or("-"),
+                        a.group.unwrap_or(0),
+                        a.bucket.unwrap_or(0),
+                        a.hash
+                    );
+                }
+                None => println!(
+                    "not forwarded: {} (group {} bucket {} nexthop {})",
+                    a.verdict,
+                    a.group.map_or("-".into(), |n| n.to_string()),
+                    a.bucket.map_or("-".into(), |n| n.to_string()),
+                    a.nexthop.map_or("-".into(), |n| n.to_string())
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn calc_with_seed(
+    cli: &Cli,
+    cfg: xe_config,
+    proto: &str,
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    sport: u16,
+    dport: u16,
+    in_port: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let (Some(s), Some(d)) = (src, dst) else {
+        bail!("calc needs -s SRC and -d DST")
+    };
+    let mut private = Dataplane::load(&LoadOptions {
+        trace_decisions: true,
+        ..Default::default()
+    })?;
+    let shared = inspect::open(&cli.pin_dir)?;
+    copy_tables(&shared, &mut private)?;
+    private.set_config(&cfg)?;
+    let dst_mac = match in_port {
+        Some(p) => port_mac(p)?,
+        None => [2, 0, 0, 0, 0, 2],
+    };
+    let frame = inspect::build_frame(
+        &inspect::Flow {
+            proto: proto_number(proto)?,
+            src: s,
+            dst: d,
+            sport,
+            dport,
+        },
+        dst_mac,
+    )?;
+    let a = inspect::ask(&private, &frame)?;
+    if json {
+        println!("{}", serde_json::to_string(&a)?);
+    } else {
+        println!(
+            "{}",
+            a.egress
+                .as_deref()
+                .unwrap_or(&format!("not forwarded: {}", a.verdict))
+        );
+    }
+    Ok(())
+}
+
+/// Copies routes, groups, slots, next hops and ports from the pinned maps into a private program.
+fn copy_tables(from: &Dataplane, to: &mut Dataplane) -> Result<()> {
+    for (a, l, r) in from.routes_v4()? {
+        to.set_route_v4(a, l, &r)?;
+    }
+    for (a, l, r) in from.routes_v6()? {
+        to.set_route_v6(a, l, &r)?;
+    }
+    for g in inspect::groups(from)? {
+        let gr = from.group(g.id)?;
+        let slots = from.slots(gr.base, u32::from(gr.size))?;
+        to.set_slots(gr.base, &slots)?;
+        to.set_group(g.id, &gr)?;
+        for nh in slots.iter().filter(|n| **n != 0) {
+            let n = from.nexthop(*nh)?;
+            to.set_nexthop(*nh, &n)?;
+            let _ = to.add_txport(n.ifindex);
+        }
+    }
+    Ok(())
+}
+
+/// The MAC of a port in this network namespace (from a netlink link dump).
+fn port_mac(port: &str) -> Result<[u8; 6]> {
+    let mut state = control::state::KernelState::new(254);
+    control::mirror::Mirror::open(1 << 16)?.dump_links(&mut state)?;
+    state
+        .links
+        .values()
+        .find(|l| l.name == port)
+        .map(|l| l.mac)
+        .ok_or_else(|| anyhow::anyhow!("ingress port {port}: no such interface (check `ip link`)"))
+}
+
 fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match &cli.cmd {
+        Cmd::Run {
+            config,
+            ports,
+            table,
+            plain_groups,
+            buckets,
+            idle_timer,
+            unbalanced_timer,
+            hash_seed,
+            hash_policy,
+            symmetric,
+            netlink_rcvbuf,
+            run_for,
+        } => run_cmd(
+            &cli,
+            config.as_deref(),
+            ports,
+            table.as_deref(),
+            plain_groups.as_deref(),
+            *buckets,
+            *idle_timer,
+            *unbalanced_timer,
+            *hash_seed,
+            *hash_policy,
+            *symmetric,
+            *netlink_rcvbuf,
+            *run_for,
+        ),
+        Cmd::Show { what, json } => show(&cli, what, *json),
+        Cmd::Calc {
+            proto,
+            src,
+            dst,
+            sport,
+            dport,
+            in_port,
+            hash_seed,
+            pcap,
+            json,
+        } => calc(
+            &cli,
+            proto,
+            *src,
+            *dst,
+            *sport,
+            *dport,
+            in_port.as_deref(),
+            *hash_seed,
+            pcap.as_deref(),
+            *json,
+        ),
         Cmd::Attach {
             ports,
             mode,

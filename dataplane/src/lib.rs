@@ -9,6 +9,6 @@ pub mod tables;
 pub mod testnet;
 
 pub use error::{Error, Result};
-pub use loader::{AttachMode, Dataplane, LoadOptions, RunOutput, StampMode, XdpLink};
+pub use loader::{AttachMode, Dataplane, LoadOptions, RunOutput, StampMode, StampReader, XdpLink};
 pub use model::Tables;
 pub use tables::TableWriter;

@@ -162,6 +162,23 @@ pub fn ifindex_of(name: &str) -> Result<u32> {
     Ok(idx)
 }
 
+/// Reads the last-used ticks of slots through its own map handle.
+pub struct StampReader {
+    map: libbpf_rs::MapHandle,
+}
+
+impl StampReader {
+    /// Last-used tick of a slot (0: never used).
+    pub fn get(&self, slot: u32) -> u32 {
+        self.map
+            .lookup(&slot.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|b| read_from(&b))
+            .unwrap_or(0)
+    }
+}
+
 /// The loaded XDP program and its maps.
 pub struct Dataplane {
     skel: ManuallyDrop<XdpEcmpSkel<'static>>,
@@ -320,6 +337,76 @@ impl Dataplane {
 
     fn delete<K: Copy>(map: &MapMut<'_>, name: &'static str, key: &K) -> Result<()> {
         map.delete(bytes_of(key)).map_err(map_err(name, "delete"))
+    }
+
+    fn lookup<K: Copy, V: Copy>(
+        map: &MapMut<'_>,
+        name: &'static str,
+        key: &K,
+    ) -> Result<Option<V>> {
+        let v = map
+            .lookup(bytes_of(key), MapFlags::ANY)
+            .map_err(map_err(name, "lookup"))?;
+        Ok(v.and_then(|b| read_from(&b)))
+    }
+
+    /// Every IPv4 route in the map (prefix, length, route).
+    pub fn routes_v4(&self) -> Result<Vec<(Ipv4Addr, u8, xe_route)>> {
+        let map = &self.skel.maps.xe_routes_v4;
+        let mut out = Vec::new();
+        for k in map.keys() {
+            let Some(key) = read_from::<xe_lpm_v4>(&k) else {
+                continue;
+            };
+            if let Some(r) = Self::lookup::<_, xe_route>(map, "xe_routes_v4", &key)? {
+                out.push((Ipv4Addr::from(key.addr), key.prefixlen as u8, r));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every IPv6 route in the map (prefix, length, route).
+    pub fn routes_v6(&self) -> Result<Vec<(Ipv6Addr, u8, xe_route)>> {
+        let map = &self.skel.maps.xe_routes_v6;
+        let mut out = Vec::new();
+        for k in map.keys() {
+            let Some(key) = read_from::<xe_lpm_v6>(&k) else {
+                continue;
+            };
+            if let Some(r) = Self::lookup::<_, xe_route>(map, "xe_routes_v6", &key)? {
+                out.push((Ipv6Addr::from(key.addr), key.prefixlen as u8, r));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn group(&self, id: u32) -> Result<xe_group> {
+        check_range("group id", id, crate::abi::MAX_GROUPS)?;
+        Ok(Self::lookup(&self.skel.maps.xe_groups, "xe_groups", &id)?.unwrap_or_default())
+    }
+
+    /// Next-hop ids in slots [base, base + count).
+    pub fn slots(&self, base: u32, count: u32) -> Result<Vec<u32>> {
+        check_slots(base, count as usize)?;
+        (base..base + count)
+            .map(|i| Ok(Self::lookup(&self.skel.maps.xe_slots, "xe_slots", &i)?.unwrap_or(0)))
+            .collect()
+    }
+
+    pub fn nexthop(&self, id: u32) -> Result<xe_nexthop> {
+        check_range("next-hop id", id, MAX_NEXTHOPS)?;
+        Ok(Self::lookup(&self.skel.maps.xe_nexthops, "xe_nexthops", &id)?.unwrap_or_default())
+    }
+
+    pub fn config(&self) -> Result<xe_config> {
+        Ok(Self::lookup(&self.skel.maps.xe_config, "xe_config", &0u32)?.unwrap_or_default())
+    }
+
+    /// A separate read handle on the slot stamps, usable while the maps are written.
+    pub fn stamp_reader(&self) -> Result<StampReader> {
+        let map = libbpf_rs::MapHandle::try_from(&self.skel.maps.xe_slot_used)
+            .map_err(map_err("xe_slot_used", "dup"))?;
+        Ok(StampReader { map })
     }
 
     /// Last-used tick (2^20 ns units of the coarse clock) of a slot.

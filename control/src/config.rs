@@ -1,0 +1,120 @@
+//! The daemon's configuration: a TOML file and/or flags; unknown keys and bad values are errors that name the key.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::translate::PlainGroupMode;
+
+/// The `[daemon]`-less flat TOML file of `xdp-ecmp run --config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Ports to attach to.
+    pub ports: Option<Vec<String>>,
+    /// Routing table to mirror: "main", "local" or a number.
+    pub table: Option<String>,
+    /// "resilient" or "modulo" for multipath routes and plain nexthop groups.
+    pub plain_groups: Option<String>,
+    /// Buckets of the groups balanced here (64..=4096).
+    pub buckets: Option<u16>,
+    /// Seconds a bucket must be idle before it may move (resilient).
+    pub idle_timer: Option<u64>,
+    /// Seconds after which an unbalanced group moves busy buckets too (0 = never).
+    pub unbalanced_timer: Option<u64>,
+    /// 64-bit hash seed as hex.
+    pub hash_seed: Option<String>,
+    /// "l3" or "l4".
+    pub hash_policy: Option<String>,
+    pub symmetric: Option<bool>,
+    /// Netlink receive buffer in bytes.
+    pub netlink_rcvbuf: Option<usize>,
+    /// "auto", "native" or "generic".
+    pub attach_mode: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+    }
+}
+
+/// Parses a routing table name or number.
+pub fn parse_table(s: &str) -> Result<u32> {
+    match s {
+        "main" => Ok(254),
+        "local" => Ok(255),
+        "default" => Ok(253),
+        n => n
+            .parse()
+            .with_context(|| format!("table {n:?}: expected main, local, default or a number")),
+    }
+}
+
+/// Builds the plain-group mode from its parts, checking ranges.
+pub fn plain_mode(
+    kind: &str,
+    buckets: u16,
+    idle_s: u64,
+    unbalanced_s: u64,
+) -> Result<PlainGroupMode> {
+    match kind {
+        "modulo" => Ok(PlainGroupMode::Modulo),
+        "resilient" => {
+            if !(64..=4096).contains(&buckets) {
+                bail!("buckets = {buckets}: must be between 64 and 4096");
+            }
+            Ok(PlainGroupMode::Resilient {
+                buckets,
+                idle_timer_ms: idle_s * 1000,
+                unbalanced_timer_ms: unbalanced_s * 1000,
+            })
+        }
+        other => bail!("plain_groups = {other:?}: expected \"resilient\" or \"modulo\""),
+    }
+}
+
+/// Parses a 64-bit hex seed.
+pub fn parse_seed(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16)
+        .map_err(|e| format!("hash seed {s:?} is not a 64-bit hex number: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e =
+            toml::from_str::<FileConfig>("ports = [\"eth0\"]\nbuckts = 64\n").expect_err("typo");
+        assert!(e.to_string().contains("buckts"), "{e}");
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        assert!(plain_mode("resilient", 32, 1, 0).is_err());
+        assert!(plain_mode("resilient", 4097, 1, 0).is_err());
+        assert!(plain_mode("hashy", 128, 1, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("hashy"));
+        assert_eq!(
+            plain_mode("resilient", 128, 2, 0).expect("ok"),
+            PlainGroupMode::Resilient {
+                buckets: 128,
+                idle_timer_ms: 2000,
+                unbalanced_timer_ms: 0
+            }
+        );
+        assert_eq!(parse_table("main").expect("main"), 254);
+        assert!(parse_table("mian")
+            .unwrap_err()
+            .to_string()
+            .contains("mian"));
+        assert_eq!(parse_seed("0x10"), Ok(16));
+    }
+}

@@ -1,0 +1,542 @@
+//! The reconciler: turns the translated kernel state into map writes, in an order that never exposes a torn state to a packet.
+//!
+//! Order of a sync: tx ports, then next hops (a next hop whose MAC or port
+//! changes gets a fresh id; only its state bits are updated in place), then
+//! group slots (a resized group is written to a fresh window of the slot pool
+//! and switched with one 8-byte group update; same-size changes rewrite single
+//! 4-byte slots), then routes, and only then are unused groups, next hops and
+//! ports retired. So a packet can meet a bucket pointing to an old next hop,
+//! never to a removed one or to one without a MAC.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+
+use dataplane::abi::{
+    xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, MAX_GROUPS, MAX_NEXTHOPS,
+    MAX_SLOTS, NH_LINK_UP, NH_VALID, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST, RT_UNREACHABLE,
+};
+use dataplane::TableWriter;
+
+use crate::resilient::{BucketTable, Member, TableConfig};
+use crate::state::{KernelState, PathKey, Prefix};
+use crate::translate::{translate, Desired, DesiredRoute, GroupKey, GroupPlan, PlainGroupMode};
+
+/// First-fit allocator of windows in the slot pool.
+#[derive(Debug, Clone)]
+struct SlotPool {
+    /// Free windows: start -> length.
+    free: BTreeMap<u32, u32>,
+}
+
+impl SlotPool {
+    fn new() -> Self {
+        SlotPool {
+            free: BTreeMap::from([(0, MAX_SLOTS)]),
+        }
+    }
+
+    fn alloc(&mut self, size: u32) -> Option<u32> {
+        let size = size.max(1);
+        let (&start, &len) = self.free.iter().find(|(_, l)| **l >= size)?;
+        self.free.remove(&start);
+        if len > size {
+            self.free.insert(start + size, len - size);
+        }
+        Some(start)
+    }
+
+    fn release(&mut self, start: u32, size: u32) {
+        let size = size.max(1);
+        let mut start = start;
+        let mut len = size;
+        if let Some((&s, &l)) = self.free.range(..start).next_back() {
+            if s + l == start {
+                self.free.remove(&s);
+                start = s;
+                len += l;
+            }
+        }
+        if let Some(&l) = self.free.get(&(start + len)) {
+            self.free.remove(&(start + len));
+            len += l;
+        }
+        self.free.insert(start, len);
+    }
+}
+
+/// Small ids handed out and taken back (0 is never used: it means "none").
+#[derive(Debug, Clone)]
+struct IdPool {
+    next: u32,
+    max: u32,
+    free: Vec<u32>,
+}
+
+impl IdPool {
+    fn new(max: u32) -> Self {
+        IdPool {
+            next: 1,
+            max,
+            free: Vec::new(),
+        }
+    }
+    fn alloc(&mut self) -> Option<u32> {
+        if let Some(id) = self.free.pop() {
+            return Some(id);
+        }
+        (self.next < self.max).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+    fn release(&mut self, id: u32) {
+        self.free.push(id);
+    }
+}
+
+/// What the reconciler wrote for one path.
+#[derive(Debug, Clone, Copy)]
+struct WrittenNexthop {
+    id: u32,
+    nh: xe_nexthop,
+}
+
+fn same_except_state(a: &xe_nexthop, b: &xe_nexthop) -> bool {
+    a.ifindex == b.ifindex
+        && a.mtu == b.mtu
+        && a.vlan == b.vlan
+        && a.dmac == b.dmac
+        && a.smac == b.smac
+}
+
+fn same(a: &xe_nexthop, b: &xe_nexthop) -> bool {
+    same_except_state(a, b) && a.state == b.state
+}
+
+/// A group as written.
+#[derive(Debug)]
+struct WrittenGroup {
+    id: u32,
+    base: u32,
+    /// Next-hop id per slot, as written.
+    slots: Vec<u32>,
+    mode: u8,
+    /// The bucket table of a group we balance ourselves; members are stable path ids.
+    table: Option<BucketTable>,
+}
+
+/// Counts of what one sync wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    pub nexthops_written: usize,
+    pub slots_written: usize,
+    pub groups_written: usize,
+    pub routes_written: usize,
+    pub routes_deleted: usize,
+    pub buckets_moved: usize,
+}
+
+/// Errors of a sync name the object that failed.
+pub type Result<T> = anyhow::Result<T>;
+
+/// Keeps the dataplane maps equal to the kernel's state.
+pub struct Reconciler {
+    mode: PlainGroupMode,
+    path_ids: HashMap<PathKey, u32>,
+    path_id_pool: IdPool,
+    nexthops: HashMap<PathKey, WrittenNexthop>,
+    nh_ids: IdPool,
+    groups: HashMap<GroupKey, WrittenGroup>,
+    group_ids: IdPool,
+    pool: SlotPool,
+    routes: HashMap<Prefix, xe_route>,
+    txports: HashSet<u32>,
+    /// Next-hop ids replaced during this sync, freed once no slot holds them.
+    retiring: Vec<u32>,
+}
+
+impl Reconciler {
+    pub fn new(mode: PlainGroupMode) -> Self {
+        Reconciler {
+            mode,
+            path_ids: HashMap::new(),
+            path_id_pool: IdPool::new(u32::MAX),
+            nexthops: HashMap::new(),
+            nh_ids: IdPool::new(MAX_NEXTHOPS),
+            groups: HashMap::new(),
+            group_ids: IdPool::new(MAX_GROUPS),
+            pool: SlotPool::new(),
+            routes: HashMap::new(),
+            txports: HashSet::new(),
+            retiring: Vec::new(),
+        }
+    }
+
+    /// The group id a route forwards through, if written.
+    pub fn group_id(&self, key: &GroupKey) -> Option<u32> {
+        self.groups.get(key).map(|g| g.id)
+    }
+
+    /// Group ids and their window, for showing and for stamp reads.
+    pub fn group_windows(&self) -> Vec<(GroupKey, u32, u32, u32)> {
+        self.groups
+            .iter()
+            .map(|(k, g)| (k.clone(), g.id, g.base, g.slots.len() as u32))
+            .collect()
+    }
+
+    /// The next-hop id written for a path.
+    pub fn nexthop_id(&self, path: &PathKey) -> Option<u32> {
+        self.nexthops.get(path).map(|w| w.id)
+    }
+
+    /// Brings the maps to the kernel's state. `now_ms` drives resilient
+    /// timers; `last_used(slot)` gives a slot's last use in the same clock.
+    pub fn sync(
+        &mut self,
+        ks: &KernelState,
+        dp: &mut dyn TableWriter,
+        now_ms: u64,
+        last_used: &dyn Fn(u32) -> Option<u64>,
+    ) -> Result<SyncStats> {
+        let desired = translate(ks, self.mode);
+        let mut st = SyncStats::default();
+        self.sync_txports(&desired, dp)?;
+        self.sync_nexthops(&desired, dp, &mut st)?;
+        let live_groups = self.sync_groups(&desired, dp, now_ms, last_used, &mut st)?;
+        self.sync_routes(&desired, dp, &mut st)?;
+        self.retire(&desired, &live_groups, dp)?;
+        Ok(st)
+    }
+
+    fn sync_txports(&mut self, d: &Desired, dp: &mut dyn TableWriter) -> Result<()> {
+        for p in d.paths.keys() {
+            if self.txports.insert(p.ifindex) {
+                if let Err(e) = dp.add_txport(p.ifindex) {
+                    self.txports.remove(&p.ifindex);
+                    anyhow::bail!("adding ifindex {} to the redirect map: {e}", p.ifindex);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_nexthops(
+        &mut self,
+        d: &Desired,
+        dp: &mut dyn TableWriter,
+        st: &mut SyncStats,
+    ) -> Result<()> {
+        for (path, want) in &d.paths {
+            if !self.path_ids.contains_key(path) {
+                let id = self
+                    .path_id_pool
+                    .alloc()
+                    .ok_or_else(|| anyhow::anyhow!("out of path ids"))?;
+                self.path_ids.insert(*path, id);
+            }
+            match self.nexthops.get(path).copied() {
+                Some(w) if same(&w.nh, want) => {}
+                Some(w) if same_except_state(&w.nh, want) => {
+                    dp.set_nexthop(w.id, want)?;
+                    self.nexthops.insert(
+                        *path,
+                        WrittenNexthop {
+                            id: w.id,
+                            nh: *want,
+                        },
+                    );
+                    st.nexthops_written += 1;
+                }
+                old => {
+                    // New contents under a new id: slots switch to it one by one.
+                    let id = self
+                        .nh_ids
+                        .alloc()
+                        .ok_or_else(|| anyhow::anyhow!("next-hop table full ({MAX_NEXTHOPS})"))?;
+                    dp.set_nexthop(id, want)?;
+                    self.nexthops
+                        .insert(*path, WrittenNexthop { id, nh: *want });
+                    st.nexthops_written += 1;
+                    if let Some(o) = old {
+                        // Still in slots until the groups are rewritten below.
+                        self.retiring.push(o.id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A member stays in its group while its link is up, resolved or not:
+    /// packets to an unresolved one go to the kernel, which resolves it.
+    fn live(&self, path: &PathKey) -> bool {
+        self.nexthops
+            .get(path)
+            .is_some_and(|w| w.nh.state & (NH_VALID | NH_LINK_UP) == (NH_VALID | NH_LINK_UP))
+    }
+
+    fn nh_id(&self, path: &PathKey) -> u32 {
+        self.nexthops.get(path).map_or(0, |w| w.id)
+    }
+
+    fn sync_groups(
+        &mut self,
+        d: &Desired,
+        dp: &mut dyn TableWriter,
+        now_ms: u64,
+        last_used: &dyn Fn(u32) -> Option<u64>,
+        st: &mut SyncStats,
+    ) -> Result<HashSet<GroupKey>> {
+        let path_of_id: HashMap<u32, PathKey> =
+            self.path_ids.iter().map(|(p, id)| (*id, *p)).collect();
+        let mut seen = HashSet::new();
+        for (key, g) in &d.groups {
+            seen.insert(key.clone());
+            let live: Vec<_> = g
+                .members
+                .iter()
+                .filter(|m| self.live(&m.path))
+                .copied()
+                .collect();
+            let (mode, slots, table) = match &g.plan {
+                GroupPlan::Modulo => {
+                    let slots: Vec<u32> = live
+                        .iter()
+                        .flat_map(|m| {
+                            std::iter::repeat_n(self.nh_id(&m.path), usize::from(m.weight))
+                        })
+                        .collect();
+                    (GROUP_MODULO, slots, None)
+                }
+                GroupPlan::KernelBuckets(b) => {
+                    let slots = b.iter().map(|p| p.map_or(0, |p| self.nh_id(&p))).collect();
+                    (GROUP_RESILIENT, slots, None)
+                }
+                GroupPlan::Resilient {
+                    buckets,
+                    idle_timer_ms,
+                    unbalanced_timer_ms,
+                } => {
+                    let members: Vec<Member> = live
+                        .iter()
+                        .map(|m| Member::new(self.path_ids[&m.path], u32::from(m.weight)))
+                        .collect();
+                    let existing = self.groups.get_mut(key).and_then(|w| w.table.take());
+                    let mut table = match existing {
+                        Some(mut t) if t.bucket_count() == usize::from(*buckets) => {
+                            if let Some(w) = self.groups.get(key) {
+                                let used: Vec<u64> = (0..w.slots.len() as u32)
+                                    .map(|i| last_used(w.base + i).unwrap_or(0))
+                                    .collect();
+                                if used.len() == t.bucket_count() {
+                                    t.set_last_used(&used)
+                                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                                }
+                            }
+                            let out = t
+                                .set_members(&members, now_ms)
+                                .map_err(|e| anyhow::anyhow!("group {key:?}: {e:?}"))?;
+                            st.buckets_moved += out.migrations.len();
+                            t
+                        }
+                        _ => BucketTable::new(
+                            TableConfig::new(
+                                usize::from(*buckets),
+                                *idle_timer_ms,
+                                *unbalanced_timer_ms,
+                            ),
+                            &members,
+                            now_ms,
+                        )
+                        .map_err(|e| anyhow::anyhow!("group {key:?}: {e:?}"))?,
+                    };
+                    st.buckets_moved += table.upkeep(now_ms).migrations.len();
+                    let slots = table
+                        .buckets()
+                        .iter()
+                        .map(|b| {
+                            b.and_then(|pid| path_of_id.get(&pid))
+                                .map_or(0, |p| self.nh_id(p))
+                        })
+                        .collect();
+                    (GROUP_RESILIENT, slots, Some(table))
+                }
+            };
+            self.write_group(key, mode, slots, table, dp, st)?;
+        }
+        Ok(seen)
+    }
+
+    fn write_group(
+        &mut self,
+        key: &GroupKey,
+        mode: u8,
+        slots: Vec<u32>,
+        table: Option<BucketTable>,
+        dp: &mut dyn TableWriter,
+        st: &mut SyncStats,
+    ) -> Result<()> {
+        let size = slots.len() as u32;
+        if let Some(w) = self.groups.get_mut(key) {
+            if w.slots.len() == slots.len() && w.mode == mode {
+                for (i, (old, new)) in w.slots.iter_mut().zip(&slots).enumerate() {
+                    if old != new {
+                        dp.set_slots(w.base + i as u32, &[*new])?;
+                        *old = *new;
+                        st.slots_written += 1;
+                    }
+                }
+                w.table = table;
+                return Ok(());
+            }
+        }
+        // A new window, filled before the group points at it.
+        let base = self
+            .pool
+            .alloc(size)
+            .ok_or_else(|| anyhow::anyhow!("slot pool full ({MAX_SLOTS} slots)"))?;
+        dp.set_slots(base, &slots)?;
+        st.slots_written += slots.len();
+        let id = match self.groups.get(key) {
+            Some(w) => w.id,
+            None => self
+                .group_ids
+                .alloc()
+                .ok_or_else(|| anyhow::anyhow!("group table full ({MAX_GROUPS})"))?,
+        };
+        dp.set_group(
+            id,
+            &xe_group {
+                base,
+                size: size as u16,
+                mode,
+                ..Default::default()
+            },
+        )?;
+        st.groups_written += 1;
+        if let Some(old) = self.groups.insert(
+            key.clone(),
+            WrittenGroup {
+                id,
+                base,
+                slots,
+                mode,
+                table,
+            },
+        ) {
+            self.pool.release(old.base, old.slots.len() as u32);
+        }
+        Ok(())
+    }
+
+    fn sync_routes(
+        &mut self,
+        d: &Desired,
+        dp: &mut dyn TableWriter,
+        st: &mut SyncStats,
+    ) -> Result<()> {
+        for (prefix, r) in &d.routes {
+            let want = match r {
+                DesiredRoute::Forward(key) => xe_route {
+                    group: self.groups.get(key).map_or(0, |g| g.id),
+                    kind: RT_UNICAST,
+                    ..Default::default()
+                },
+                DesiredRoute::Local => xe_route {
+                    kind: RT_LOCAL,
+                    ..Default::default()
+                },
+                DesiredRoute::Blackhole => xe_route {
+                    kind: RT_BLACKHOLE,
+                    ..Default::default()
+                },
+                DesiredRoute::ToKernel => xe_route {
+                    kind: RT_UNREACHABLE,
+                    ..Default::default()
+                },
+            };
+            if self
+                .routes
+                .get(prefix)
+                .is_some_and(|w| w.group == want.group && w.kind == want.kind)
+            {
+                continue;
+            }
+            match prefix.addr {
+                IpAddr::V4(a) => dp.set_route_v4(a, prefix.len, &want)?,
+                IpAddr::V6(a) => dp.set_route_v6(a, prefix.len, &want)?,
+            }
+            self.routes.insert(*prefix, want);
+            st.routes_written += 1;
+        }
+        let gone: Vec<Prefix> = self
+            .routes
+            .keys()
+            .filter(|p| !d.routes.contains_key(p))
+            .copied()
+            .collect();
+        for p in gone {
+            match p.addr {
+                IpAddr::V4(a) => dp.delete_route_v4(a, p.len)?,
+                IpAddr::V6(a) => dp.delete_route_v6(a, p.len)?,
+            }
+            self.routes.remove(&p);
+            st.routes_deleted += 1;
+        }
+        Ok(())
+    }
+
+    fn retire(
+        &mut self,
+        d: &Desired,
+        live_groups: &HashSet<GroupKey>,
+        dp: &mut dyn TableWriter,
+    ) -> Result<()> {
+        let dead: Vec<GroupKey> = self
+            .groups
+            .keys()
+            .filter(|k| !live_groups.contains(*k))
+            .cloned()
+            .collect();
+        for k in dead {
+            if let Some(g) = self.groups.remove(&k) {
+                dp.set_group(g.id, &xe_group::default())?;
+                self.pool.release(g.base, g.slots.len() as u32);
+                self.group_ids.release(g.id);
+            }
+        }
+        let dead: Vec<PathKey> = self
+            .nexthops
+            .keys()
+            .filter(|p| !d.paths.contains_key(*p))
+            .copied()
+            .collect();
+        for p in dead {
+            if let Some(w) = self.nexthops.remove(&p) {
+                dp.set_nexthop(w.id, &xe_nexthop::default())?;
+                self.nh_ids.release(w.id);
+            }
+            if let Some(pid) = self.path_ids.remove(&p) {
+                self.path_id_pool.release(pid);
+            }
+        }
+        for id in std::mem::take(&mut self.retiring) {
+            dp.set_nexthop(id, &xe_nexthop::default())?;
+            self.nh_ids.release(id);
+        }
+        let used: HashSet<u32> = d.paths.keys().map(|p| p.ifindex).collect();
+        let dead: Vec<u32> = self
+            .txports
+            .iter()
+            .filter(|i| !used.contains(*i))
+            .copied()
+            .collect();
+        for i in dead {
+            // The port may be gone already; the kernel then removed it.
+            let _ = dp.remove_txport(i);
+            self.txports.remove(&i);
+        }
+        Ok(())
+    }
+}
