@@ -194,7 +194,7 @@ pub fn wanted_bucket_counts(bucket_count: usize, members: &[Member]) -> Vec<u32>
 pub fn modulo_slots(members: &[Member]) -> Vec<u32> {
     members
         .iter()
-        .flat_map(|m| std::iter::repeat(m.next_hop).take(m.weight as usize))
+        .flat_map(|m| std::iter::repeat_n(m.next_hop, m.weight as usize))
         .collect()
 }
 

@@ -1,0 +1,141 @@
+//! Consistency checker: do the dataplane maps forward every prefix the way the kernel's state says? Lists each difference.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use anyhow::Result;
+use dataplane::abi::{
+    xe_route, NH_LINK_UP, NH_VALID, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST, RT_UNREACHABLE,
+};
+use dataplane::Dataplane;
+
+use crate::state::{KernelState, Prefix};
+use crate::translate::{translate, DesiredRoute, GroupPlan, PlainGroupMode};
+
+/// What a next hop looks like from outside: port and neighbour MAC.
+type Hop = (u32, [u8; 6]);
+
+/// Differences between the kernel's state and the maps; empty when consistent.
+pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<Vec<String>> {
+    let d = translate(ks, mode);
+    let mut diffs = Vec::new();
+    let mut maps: HashMap<Prefix, xe_route> = HashMap::new();
+    for (a, l, r) in dp.routes_v4()? {
+        maps.insert(
+            Prefix {
+                addr: IpAddr::V4(a),
+                len: l,
+            },
+            r,
+        );
+    }
+    for (a, l, r) in dp.routes_v6()? {
+        maps.insert(
+            Prefix {
+                addr: IpAddr::V6(a),
+                len: l,
+            },
+            r,
+        );
+    }
+    for (prefix, want) in &d.routes {
+        let Some(got) = maps.remove(prefix) else {
+            diffs.push(format!("{prefix}: in the kernel, missing from the maps"));
+            continue;
+        };
+        let kind = match want {
+            DesiredRoute::Forward(_) => RT_UNICAST,
+            DesiredRoute::Local => RT_LOCAL,
+            DesiredRoute::Blackhole => RT_BLACKHOLE,
+            DesiredRoute::ToKernel => RT_UNREACHABLE,
+        };
+        if got.kind != kind {
+            diffs.push(format!(
+                "{prefix}: kind {} in the maps, {kind} wanted",
+                got.kind
+            ));
+            continue;
+        }
+        let DesiredRoute::Forward(key) = want else {
+            continue;
+        };
+        let g = &d.groups[key];
+        let grp = dp.group(got.group)?;
+        let slots = dp.slots(grp.base, u32::from(grp.size))?;
+        let mut held: BTreeMap<Hop, usize> = BTreeMap::new();
+        let mut hops = Vec::with_capacity(slots.len());
+        for id in &slots {
+            let nh = dp.nexthop(*id)?;
+            let hop = (nh.ifindex, nh.dmac);
+            hops.push(hop);
+            *held.entry(hop).or_default() += 1;
+        }
+        let hop_of = |p: &crate::state::PathKey| d.paths.get(p).map(|nh| (nh.ifindex, nh.dmac));
+        let live: Vec<_> = g
+            .members
+            .iter()
+            .filter(|m| {
+                d.paths
+                    .get(&m.path)
+                    .is_some_and(|nh| nh.state & (NH_VALID | NH_LINK_UP) == (NH_VALID | NH_LINK_UP))
+            })
+            .collect();
+        match &g.plan {
+            GroupPlan::KernelBuckets(b) => {
+                let want: Vec<Option<Hop>> =
+                    b.iter().map(|p| p.as_ref().and_then(hop_of)).collect();
+                if want.len() != hops.len() {
+                    diffs.push(format!(
+                        "{prefix}: {} buckets in the maps, the kernel has {}",
+                        hops.len(),
+                        want.len()
+                    ));
+                }
+                for (i, (w, h)) in want.iter().zip(&hops).enumerate() {
+                    if let Some(w) = w {
+                        if w != h {
+                            diffs.push(format!(
+                                "{prefix}: bucket {i} goes to {h:?}, the kernel's to {w:?}"
+                            ));
+                        }
+                    }
+                }
+            }
+            GroupPlan::Modulo => {
+                let want: usize = live.iter().map(|m| usize::from(m.weight)).sum();
+                if want != hops.len() {
+                    diffs.push(format!(
+                        "{prefix}: {} modulo slots, {want} wanted",
+                        hops.len()
+                    ));
+                }
+            }
+            GroupPlan::Resilient { buckets, .. } => {
+                if usize::from(*buckets) != hops.len() {
+                    diffs.push(format!(
+                        "{prefix}: {} buckets, {buckets} wanted",
+                        hops.len()
+                    ));
+                }
+            }
+        }
+        let members: Vec<Hop> = live.iter().filter_map(|m| hop_of(&m.path)).collect();
+        for (hop, n) in &held {
+            if !members.contains(hop) {
+                diffs.push(format!(
+                    "{prefix}: {n} slots go to {hop:?}, not a live member"
+                ));
+            }
+        }
+        for hop in &members {
+            if !held.contains_key(hop) {
+                diffs.push(format!("{prefix}: live member {hop:?} holds no slot"));
+            }
+        }
+    }
+    for p in maps.keys() {
+        diffs.push(format!("{p}: in the maps, not in the kernel"));
+    }
+    diffs.sort();
+    Ok(diffs)
+}
