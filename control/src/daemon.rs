@@ -49,11 +49,37 @@ pub fn stamp_to_ms(tick: u32, now_ms: u64) -> Option<u64> {
 }
 
 /// Statistics the daemon keeps.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunStats {
     pub syncs: u64,
     pub resyncs: u64,
     pub events: u64,
+    /// Event (netlink readable) -> maps written, in microseconds.
+    pub latency_us: hdrhistogram::Histogram<u64>,
+}
+
+impl Default for RunStats {
+    fn default() -> Self {
+        RunStats {
+            syncs: 0,
+            resyncs: 0,
+            events: 0,
+            latency_us: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("histogram bounds"),
+        }
+    }
+}
+
+impl RunStats {
+    /// p50/p99/p999 of the event -> map latency, in microseconds.
+    pub fn latency_quantiles(&self) -> (u64, u64, u64) {
+        let h = &self.latency_us;
+        (
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+        )
+    }
 }
 
 /// Attaches to every port (adopting a pinned link by replacing its program).
@@ -83,8 +109,28 @@ fn attach_ports(dp: &mut Dataplane, cfg: &RunConfig) -> Result<Vec<XdpLink>> {
     Ok(links)
 }
 
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// SIGTERM/SIGINT end the loop cleanly; the XDP links stay pinned.
+fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
 /// Runs the daemon until `run_for` elapses (or forever).
 pub fn run(cfg: &RunConfig) -> Result<RunStats> {
+    install_signal_handlers();
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(cfg.pin_dir.clone()),
         ..Default::default()
@@ -117,17 +163,32 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     );
     let started = Instant::now();
     let mut last_resync = Instant::now() - Duration::from_secs(10);
+    let mut last_upkeep = Instant::now();
     loop {
         if cfg.run_for.is_some_and(|d| started.elapsed() >= d) {
             return Ok(stats);
         }
-        match mirror.poll(&mut state, Duration::from_millis(200))? {
+        if stop_requested() {
+            tracing::info!("signal received, stopping (the pinned program keeps forwarding)");
+            return Ok(stats);
+        }
+        let polled = mirror.poll(&mut state, Duration::from_millis(200))?;
+        let woke = Instant::now();
+        match polled {
             Event::Changed(c) if c.any() => {
                 stats.events += 1;
                 sync(&mut rec, &state, &mut dp, &mut stats)?;
+                let _ = stats
+                    .latency_us
+                    .record(woke.elapsed().as_micros().max(1) as u64);
             }
             Event::Changed(_) => {}
-            Event::Idle => sync(&mut rec, &state, &mut dp, &mut stats)?,
+            // Idle: resilient groups may have buckets that became idle.
+            Event::Idle if last_upkeep.elapsed() >= Duration::from_secs(1) => {
+                last_upkeep = Instant::now();
+                sync(&mut rec, &state, &mut dp, &mut stats)?;
+            }
+            Event::Idle => {}
             Event::Overrun => {
                 // Rate-limited: at most one full re-dump per 100 ms.
                 let wait = Duration::from_millis(100).saturating_sub(last_resync.elapsed());
@@ -138,9 +199,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
                     resyncs = stats.resyncs,
                     "netlink overrun: dumping the kernel state again"
                 );
-                let mut fresh = KernelState::new(cfg.table);
-                mirror.dump(&mut fresh)?;
-                state = fresh;
+                state = mirror.resync(cfg.table)?;
                 sync(&mut rec, &state, &mut dp, &mut stats)?;
             }
         }

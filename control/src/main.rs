@@ -321,10 +321,14 @@ fn run_cmd(
         run_for: run_for.map(Duration::from_secs_f64),
     };
     let stats = run(&cfg)?;
+    let (p50, p99, p999) = stats.latency_quantiles();
     tracing::info!(
         syncs = stats.syncs,
         resyncs = stats.resyncs,
         events = stats.events,
+        latency_p50_us = p50,
+        latency_p99_us = p99,
+        latency_p999_us = p999,
         "stopped"
     );
     Ok(())
@@ -592,6 +596,7 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match &cli.cmd {

@@ -103,6 +103,26 @@ impl Mirror {
         }
     }
 
+    /// Drops every queued event: after an overrun they are older than the dump
+    /// that follows, and applying them after it would bring back deleted state.
+    pub fn discard_pending(&mut self) {
+        loop {
+            match self.events.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Dumps everything again after an overrun, into a fresh state.
+    pub fn resync(&mut self, table: u32) -> Result<KernelState> {
+        self.discard_pending();
+        let mut fresh = KernelState::new(table);
+        self.dump(&mut fresh)?;
+        Ok(fresh)
+    }
+
     /// Fills `state` with a dump of the links only.
     pub fn dump_links(&mut self, state: &mut KernelState) -> Result<()> {
         self.request(RouteNetlinkMessage::GetLink(LinkMessage::default()), state)

@@ -89,11 +89,7 @@ impl Env {
                 .expect("poll")
             {
                 Event::Idle => break,
-                Event::Overrun => {
-                    let mut fresh = KernelState::new(254);
-                    self.mirror.dump(&mut fresh).expect("dump");
-                    self.state = fresh;
-                }
+                Event::Overrun => self.state = self.mirror.resync(254).expect("resync"),
                 Event::Changed(_) => {}
             }
         }
