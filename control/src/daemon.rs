@@ -141,6 +141,13 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let mut state = KernelState::new(cfg.table);
     mirror.dump(&mut state)?;
     let mut rec = Reconciler::new(cfg.mode);
+    let adopted = rec.adopt(&state, &dp, now_ms())?;
+    if adopted > 0 {
+        tracing::info!(
+            groups = adopted,
+            "adopted the pinned maps of a previous run"
+        );
+    }
     let mut stats = RunStats::default();
     let stamps = dp.stamp_reader()?;
     let sync = |rec: &mut Reconciler,

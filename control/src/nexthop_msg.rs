@@ -1979,10 +1979,9 @@ mod tests {
         let tlvs = bytes("0a000100 4e6f7065 21000000");
         let mut echoed = netlink_bytes(RTM_NEWNEXTHOP, 0x605, 9, 0, &[]);
         echoed[0] = 40;
-        let error = ErrorMessage {
-            code: std::num::NonZeroI32::new(-17),
-            header: [echoed, tlvs].concat(),
-        };
+        let mut error = ErrorMessage::default();
+        error.code = std::num::NonZeroI32::new(-17);
+        error.header = [echoed, tlvs].concat();
         assert_eq!(
             error_message_text(NLM_F_CAPPED | NLM_F_ACK_TLVS, &error).as_deref(),
             Some("Nope!")

@@ -15,7 +15,7 @@ use dataplane::abi::{
     xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, MAX_GROUPS, MAX_NEXTHOPS,
     MAX_SLOTS, NH_LINK_UP, NH_VALID, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST, RT_UNREACHABLE,
 };
-use dataplane::TableWriter;
+use dataplane::{Dataplane, TableWriter};
 
 use crate::resilient::{BucketTable, Member, TableConfig};
 use crate::state::{KernelState, PathKey, Prefix};
@@ -43,6 +43,25 @@ impl SlotPool {
             self.free.insert(start + size, len - size);
         }
         Some(start)
+    }
+
+    /// Marks [start, start + size) as taken (a window found in adopted maps).
+    fn reserve(&mut self, start: u32, size: u32) -> bool {
+        let size = size.max(1);
+        let Some((&s, &l)) = self.free.range(..=start).next_back() else {
+            return false;
+        };
+        if s + l < start + size {
+            return false;
+        }
+        self.free.remove(&s);
+        if start > s {
+            self.free.insert(s, start - s);
+        }
+        if s + l > start + size {
+            self.free.insert(start + size, s + l - start - size);
+        }
+        true
     }
 
     fn release(&mut self, start: u32, size: u32) {
@@ -91,6 +110,18 @@ impl IdPool {
     }
     fn release(&mut self, id: u32) {
         self.free.push(id);
+    }
+    /// Marks `id` as taken (found in adopted maps).
+    fn reserve(&mut self, id: u32) {
+        if id == 0 || id >= self.max {
+            return;
+        }
+        if id >= self.next {
+            self.free.extend(self.next..id);
+            self.next = id + 1;
+        } else {
+            self.free.retain(|f| *f != id);
+        }
     }
 }
 
@@ -153,6 +184,8 @@ pub struct Reconciler {
     txports: HashSet<u32>,
     /// Next-hop ids replaced during this sync, freed once no slot holds them.
     retiring: Vec<u32>,
+    /// Groups (id, base, size) found in adopted maps that no route kept, freed after the next sync.
+    stale_groups: Vec<(u32, u32, u32)>,
 }
 
 impl Reconciler {
@@ -169,6 +202,7 @@ impl Reconciler {
             routes: HashMap::new(),
             txports: HashSet::new(),
             retiring: Vec::new(),
+            stale_groups: Vec::new(),
         }
     }
 
@@ -188,6 +222,157 @@ impl Reconciler {
     /// The next-hop id written for a path.
     pub fn nexthop_id(&self, path: &PathKey) -> Option<u32> {
         self.nexthops.get(path).map(|w| w.id)
+    }
+
+    /// Takes over what a previous run left in pinned maps: routes, their
+    /// groups, slots and next hops are matched to the kernel's state and kept
+    /// as they are (bucket tables included, so no flow moves on a restart);
+    /// everything else they reference is reserved until the first sync has
+    /// moved routes off it. Returns how many groups were adopted.
+    pub fn adopt(&mut self, ks: &KernelState, dp: &Dataplane, now_ms: u64) -> Result<usize> {
+        let d = translate(ks, self.mode);
+        let mut existing: HashMap<Prefix, xe_route> = HashMap::new();
+        for (a, l, r) in dp.routes_v4()? {
+            existing.insert(
+                Prefix {
+                    addr: IpAddr::V4(a),
+                    len: l,
+                },
+                r,
+            );
+        }
+        for (a, l, r) in dp.routes_v6()? {
+            existing.insert(
+                Prefix {
+                    addr: IpAddr::V6(a),
+                    len: l,
+                },
+                r,
+            );
+        }
+        // Reserve everything the old maps reference.
+        let mut old_groups: HashMap<u32, (xe_group, Vec<u32>)> = HashMap::new();
+        for r in existing
+            .values()
+            .filter(|r| r.kind == RT_UNICAST && r.group != 0)
+        {
+            if old_groups.contains_key(&r.group) {
+                continue;
+            }
+            let g = dp.group(r.group)?;
+            if g.mode == 0 || !self.pool.reserve(g.base, u32::from(g.size)) {
+                continue;
+            }
+            let slots = dp.slots(g.base, u32::from(g.size))?;
+            for id in &slots {
+                self.nh_ids.reserve(*id);
+            }
+            self.group_ids.reserve(r.group);
+            old_groups.insert(r.group, (g, slots));
+        }
+        let mut adopted_nh: HashSet<u32> = HashSet::new();
+        let mut adopted_groups: HashSet<u32> = HashSet::new();
+        for (prefix, want) in &d.routes {
+            let (DesiredRoute::Forward(key), Some(r)) = (want, existing.get(prefix)) else {
+                continue;
+            };
+            let Some((g, slots)) = old_groups.get(&r.group) else {
+                continue;
+            };
+            if self.groups.contains_key(key) || adopted_groups.contains(&r.group) {
+                continue;
+            }
+            let dg = &d.groups[key];
+            // Map each old next hop to the member path it serves (same port and MAC).
+            let mut path_of_nh: HashMap<u32, PathKey> = HashMap::new();
+            for id in slots.iter().filter(|id| **id != 0) {
+                let nh = dp.nexthop(*id)?;
+                let found = dg.members.iter().map(|m| m.path).find(|p| {
+                    d.paths.get(p).is_some_and(|w| {
+                        w.ifindex == nh.ifindex && (w.dmac == nh.dmac || nh.dmac == [0; 6])
+                    })
+                });
+                if let Some(p) = found {
+                    path_of_nh.insert(*id, p);
+                }
+            }
+            if path_of_nh.is_empty() {
+                continue;
+            }
+            for (id, p) in &path_of_nh {
+                if !self.nexthops.contains_key(p) {
+                    self.nexthops.insert(
+                        *p,
+                        WrittenNexthop {
+                            id: *id,
+                            nh: dp.nexthop(*id)?,
+                        },
+                    );
+                    adopted_nh.insert(*id);
+                }
+                if !self.path_ids.contains_key(p) {
+                    let pid = self
+                        .path_id_pool
+                        .alloc()
+                        .ok_or_else(|| anyhow::anyhow!("out of path ids"))?;
+                    self.path_ids.insert(*p, pid);
+                }
+            }
+            let table = match &dg.plan {
+                GroupPlan::Resilient {
+                    buckets,
+                    idle_timer_ms,
+                    unbalanced_timer_ms,
+                } if usize::from(*buckets) == slots.len() => {
+                    let members: Vec<Member> = dg
+                        .members
+                        .iter()
+                        .filter(|m| path_of_nh.values().any(|p| *p == m.path))
+                        .map(|m| Member::new(self.path_ids[&m.path], u32::from(m.weight)))
+                        .collect();
+                    let assignment: Vec<Option<u32>> = slots
+                        .iter()
+                        .map(|id| path_of_nh.get(id).map(|p| self.path_ids[p]))
+                        .collect();
+                    BucketTable::from_assignment(
+                        TableConfig::new(
+                            usize::from(*buckets),
+                            *idle_timer_ms,
+                            *unbalanced_timer_ms,
+                        ),
+                        &members,
+                        &assignment,
+                        now_ms,
+                    )
+                    .ok()
+                }
+                _ => None,
+            };
+            adopted_groups.insert(r.group);
+            self.groups.insert(
+                key.clone(),
+                WrittenGroup {
+                    id: r.group,
+                    base: g.base,
+                    slots: slots.clone(),
+                    mode: g.mode,
+                    table,
+                },
+            );
+        }
+        // Old groups no route kept, and next hops no adopted group uses, go after the first sync.
+        for (id, (g, slots)) in &old_groups {
+            if !adopted_groups.contains(id) {
+                self.stale_groups.push((*id, g.base, u32::from(g.size)));
+                for nh in slots {
+                    if *nh != 0 && !adopted_nh.contains(nh) && !self.retiring.contains(nh) {
+                        self.retiring.push(*nh);
+                    }
+                }
+            }
+        }
+        self.routes = existing;
+        Ok(adopted_groups.len())
     }
 
     /// Brings the maps to the kernel's state. `now_ms` drives resilient
@@ -520,6 +705,11 @@ impl Reconciler {
             if let Some(pid) = self.path_ids.remove(&p) {
                 self.path_id_pool.release(pid);
             }
+        }
+        for (id, base, size) in std::mem::take(&mut self.stale_groups) {
+            dp.set_group(id, &xe_group::default())?;
+            self.pool.release(base, size);
+            self.group_ids.release(id);
         }
         for id in std::mem::take(&mut self.retiring) {
             dp.set_nexthop(id, &xe_nexthop::default())?;

@@ -14,7 +14,7 @@ use control::nexthop_msg::{
 };
 use dataplane::testnet::{require_root, TestNet};
 use netlink_packet_core::{
-    Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
@@ -393,7 +393,10 @@ fn nexthop_objects_buckets_and_notifications_from_the_kernel() {
     let again = request(
         &socket,
         RtMessage::NewNexthop(NexthopMessage {
-            header: NexthopHeader::default(),
+            header: NexthopHeader {
+                family: AddressFamily::Inet,
+                ..NexthopHeader::default()
+            },
             attributes: vec![NexthopAttribute::Id(1), NexthopAttribute::Blackhole],
         }),
         NLM_F_CREATE | NLM_F_EXCL,
@@ -549,6 +552,7 @@ fn nexthop_objects_buckets_and_notifications_from_the_kernel() {
     let mut updated = BTreeMap::new();
     let mut bucket_notes = 0;
     let mut routes_added = Vec::new();
+    let our_route = RouteAttribute::Destination(RouteAddress::Inet(Ipv4Addr::new(203, 0, 113, 0)));
     for message in &after_delete {
         match message {
             RtMessage::DelNexthop(m) => deleted.push(m.id().expect("id")),
@@ -557,15 +561,10 @@ fn nexthop_objects_buckets_and_notifications_from_the_kernel() {
                 updated.insert(nexthop.id, nexthop);
             }
             RtMessage::NewNexthopBucket(_) => bucket_notes += 1,
-            RtMessage::Route(RouteNetlinkMessage::NewRoute(route)) => {
-                if route
-                    .attributes
-                    .contains(&RouteAttribute::Destination(RouteAddress::Inet(
-                        Ipv4Addr::new(203, 0, 113, 0),
-                    )))
-                {
-                    routes_added.push(route.attributes.clone());
-                }
+            RtMessage::Route(RouteNetlinkMessage::NewRoute(route))
+                if route.attributes.contains(&our_route) =>
+            {
+                routes_added.push(route.attributes.clone());
             }
             _ => {}
         }

@@ -1,7 +1,7 @@
 //! Test support: gating of tests that need root, and throw-away network namespaces with veth ports (prefix `xe-t`).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 
 /// True if this process may load BPF programs and create namespaces. When it
@@ -82,4 +82,59 @@ impl Drop for TestNet {
             eprintln!("cleanup of namespace {}: {e}", self.name);
         }
     }
+}
+
+/// A raw AF_PACKET socket bound to one interface of the calling thread's
+/// namespace, with a 100 ms receive timeout (for sending and counting frames).
+pub fn packet_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket calls; the fd is owned right away.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto));
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex as i32;
+        if libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+        Ok(fd)
+    }
+}
+
+/// Sends one frame on a packet socket.
+pub fn send_frame(fd: &OwnedFd, frame: &[u8]) -> std::io::Result<()> {
+    // SAFETY: valid socket and buffer.
+    let n = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receives one frame into `buf` (None after the 100 ms timeout).
+pub fn recv_frame(fd: &OwnedFd, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: valid socket and buffer.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    (n > 0).then_some(n as usize)
 }

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use dataplane::abi::{
     xe_config, xe_group, xe_nexthop, xe_route, Verdict, GROUP_RESILIENT, NH_USABLE, RT_UNICAST,
 };
 use dataplane::loader::{current_cpu, ifindex_of, pin_thread_to_cpu};
-use dataplane::testnet::{require_root, TestNet};
+use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
 use dataplane::{AttachMode, Dataplane, Error, LoadOptions, TableWriter, XdpLink};
 
 /// A bpffs directory with the project prefix, removed on drop.
@@ -80,46 +79,6 @@ fn world(dp: &mut Dataplane, out_if: u32, dmac: [u8; 6], smac: [u8; 6]) {
         ..Default::default()
     })
     .expect("config");
-}
-
-/// A raw AF_PACKET socket bound to one interface of the current namespace.
-fn packet_socket(ifindex: u32) -> OwnedFd {
-    // SAFETY: plain socket calls; the fd is owned right away.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW,
-            i32::from((libc::ETH_P_ALL as u16).to_be()),
-        );
-        assert!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        let fd = OwnedFd::from_raw_fd(fd);
-        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        sll.sll_ifindex = ifindex as i32;
-        let rc = libc::bind(
-            fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 100_000,
-        };
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-        fd
-    }
 }
 
 #[test]
@@ -258,8 +217,8 @@ fn live_frame_is_redirected_out_the_egress_port() {
     world(&mut dp, p1, dmac, smac);
     let _link = dp.attach(p0, AttachMode::Native).expect("attach");
 
-    let rx = packet_socket(r1);
-    let tx = packet_socket(r0);
+    let rx = packet_socket(r1).expect("rx socket");
+    let tx = packet_socket(r0).expect("tx socket");
     let pkt = eth(
         common::IN_MAC,
         &[],
@@ -269,22 +228,13 @@ fn live_frame_is_redirected_out_the_egress_port() {
     let want = forwarded(&pkt, 14, dmac, smac, 0);
     const FRAMES: usize = 20;
     for _ in 0..FRAMES {
-        // SAFETY: valid socket and buffer.
-        let n = unsafe { libc::send(tx.as_raw_fd(), pkt.as_ptr().cast(), pkt.len(), 0) };
-        assert_eq!(
-            n as usize,
-            pkt.len(),
-            "send: {}",
-            std::io::Error::last_os_error()
-        );
+        send_frame(&tx, &pkt).expect("send");
     }
     let mut got = 0;
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut buf = [0u8; 2048];
     while got < FRAMES && Instant::now() < deadline {
-        // SAFETY: valid socket and buffer.
-        let n = unsafe { libc::recv(rx.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n > 0 && buf[..n as usize] == want[..] {
+        if recv_frame(&rx, &mut buf).is_some_and(|n| buf[..n] == want[..]) {
             got += 1;
         }
     }
