@@ -10,7 +10,7 @@ use dataplane::{AttachMode, Dataplane, LoadOptions, TableWriter, XdpLink};
 
 use crate::mirror::{Event, Mirror};
 use crate::reconcile::Reconciler;
-use crate::state::KernelState;
+use crate::state::{Dirty, KernelState};
 use crate::translate::PlainGroupMode;
 
 /// Everything `run` needs, from flags or the config file.
@@ -150,19 +150,23 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     }
     let mut stats = RunStats::default();
     let stamps = dp.stamp_reader()?;
+    // `all`: every prefix (first sync, after a re-dump); else what changed.
     let sync = |rec: &mut Reconciler,
-                state: &KernelState,
+                state: &mut KernelState,
                 dp: &mut Dataplane,
-                stats: &mut RunStats|
+                stats: &mut RunStats,
+                all: bool|
      -> Result<()> {
         let now = now_ms();
         let last_used = |slot: u32| stamp_to_ms(stamps.get(slot), now);
-        let st = rec.sync(state, dp, now, &last_used)?;
+        let dirty = state.take_dirty();
+        let dirty = if all { Dirty::All } else { dirty };
+        let st = rec.sync(state, &dirty, dp, now, &last_used)?;
         stats.syncs += 1;
         tracing::debug!(?st, "synced");
         Ok(())
     };
-    sync(&mut rec, &state, &mut dp, &mut stats)?;
+    sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
     tracing::info!(
         routes = state.routes.len(),
         links = state.links.len(),
@@ -184,7 +188,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         match polled {
             Event::Changed(c) if c.any() => {
                 stats.events += 1;
-                sync(&mut rec, &state, &mut dp, &mut stats)?;
+                sync(&mut rec, &mut state, &mut dp, &mut stats, false)?;
                 let _ = stats
                     .latency_us
                     .record(woke.elapsed().as_micros().max(1) as u64);
@@ -193,7 +197,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             // Idle: resilient groups may have buckets that became idle.
             Event::Idle if last_upkeep.elapsed() >= Duration::from_secs(1) => {
                 last_upkeep = Instant::now();
-                sync(&mut rec, &state, &mut dp, &mut stats)?;
+                sync(&mut rec, &mut state, &mut dp, &mut stats, false)?;
             }
             Event::Idle => {}
             Event::Overrun => {
@@ -207,7 +211,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
                     "netlink overrun: dumping the kernel state again"
                 );
                 state = mirror.resync(cfg.table)?;
-                sync(&mut rec, &state, &mut dp, &mut stats)?;
+                sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
             }
         }
     }

@@ -1249,10 +1249,10 @@ fn error_message_text(flags: u16, error: &ErrorMessage) -> Option<String> {
 }
 
 /// Sends `message` with `flags` (NLM_F_REQUEST is added) and hands each reply
-/// with its sequence number to `on_reply` until the exchange ends: at
-/// NLMSG_DONE for a dump, at the ACK otherwise. Returns whether a reply was
-/// marked NLM_F_DUMP_INTR. Messages for other requests and notifications (of
-/// groups the socket joined) are skipped.
+/// to `on_reply` until the exchange ends: at NLMSG_DONE for a dump, at the
+/// ACK otherwise. Returns whether a reply was marked NLM_F_DUMP_INTR. Replies
+/// are told by sequence number and port; anything else (notifications of
+/// groups the socket joined, answers to earlier requests) is skipped.
 fn exchange(
     socket: &Socket,
     message: RtMessage,
@@ -1328,6 +1328,12 @@ pub fn request(socket: &Socket, message: RtMessage, flags: u16) -> Result<(), Ne
 /// Dumps with `request` (sent with NLM_F_DUMP) and returns the replies,
 /// gathered over the multi-part answer up to NLMSG_DONE. A dump the kernel
 /// marks NLM_F_DUMP_INTR is retried (up to three attempts in all).
+///
+/// Notifications that arrive on `socket` meanwhile are discarded, so dump on
+/// a socket of its own, not on the one a receive loop listens to. (The
+/// kernel's nexthop notifications echo the flags, sequence number and port of
+/// the request that caused them; only NLMSG_DONE/NLMSG_ERROR end an
+/// exchange.)
 pub fn dump(socket: &Socket, request: RtMessage) -> Result<Vec<RtMessage>, NetlinkError> {
     const ATTEMPTS: usize = 3;
     let request_type = request.message_type();

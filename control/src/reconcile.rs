@@ -18,8 +18,11 @@ use dataplane::abi::{
 use dataplane::{Dataplane, TableWriter};
 
 use crate::resilient::{BucketTable, Member, TableConfig};
-use crate::state::{KernelState, PathKey, Prefix};
-use crate::translate::{translate, Desired, DesiredRoute, GroupKey, GroupPlan, PlainGroupMode};
+use crate::state::{Dirty, KernelState, PathKey, Prefix};
+use crate::translate::{
+    add_paths, group_for_key, route_verdict, translate, Desired, DesiredRoute, GroupKey, GroupPlan,
+    PlainGroupMode,
+};
 
 /// First-fit allocator of windows in the slot pool.
 #[derive(Debug, Clone)]
@@ -186,6 +189,9 @@ pub struct Reconciler {
     retiring: Vec<u32>,
     /// Groups (id, base, size) found in adopted maps that no route kept, freed after the next sync.
     stale_groups: Vec<(u32, u32, u32)>,
+    /// The group each forwarding prefix uses, and how many prefixes use each group.
+    route_groups: HashMap<Prefix, GroupKey>,
+    group_refs: HashMap<GroupKey, usize>,
 }
 
 impl Reconciler {
@@ -203,6 +209,8 @@ impl Reconciler {
             txports: HashSet::new(),
             retiring: Vec::new(),
             stale_groups: Vec::new(),
+            route_groups: HashMap::new(),
+            group_refs: HashMap::new(),
         }
     }
 
@@ -375,23 +383,69 @@ impl Reconciler {
         Ok(adopted_groups.len())
     }
 
-    /// Brings the maps to the kernel's state. `now_ms` drives resilient
-    /// timers; `last_used(slot)` gives a slot's last use in the same clock.
+    /// Brings the maps to the kernel's state for the prefixes in `dirty`
+    /// (every group and next hop is rechecked each time; there are few).
+    /// `now_ms` drives resilient timers; `last_used(slot)` gives a slot's
+    /// last use in the same clock.
     pub fn sync(
+        &mut self,
+        ks: &KernelState,
+        dirty: &Dirty,
+        dp: &mut dyn TableWriter,
+        now_ms: u64,
+        last_used: &dyn Fn(u32) -> Option<u64>,
+    ) -> Result<SyncStats> {
+        let plain = self.mode.plan();
+        let prefixes: Vec<Prefix> = match dirty {
+            Dirty::All => {
+                let mut all: HashSet<Prefix> = ks.routes.keys().copied().collect();
+                all.extend(self.routes.keys().copied());
+                all.into_iter().collect()
+            }
+            Dirty::Prefixes(set) => set.iter().copied().collect(),
+        };
+        let mut updates = Vec::with_capacity(prefixes.len());
+        for p in prefixes {
+            let verdict = route_verdict(ks, &p, &plain);
+            if let Some(old) = self.route_groups.remove(&p) {
+                if let Some(n) = self.group_refs.get_mut(&old) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.group_refs.remove(&old);
+                    }
+                }
+            }
+            if let Some(DesiredRoute::Forward(key)) = &verdict {
+                *self.group_refs.entry(key.clone()).or_default() += 1;
+                self.route_groups.insert(p, key.clone());
+            }
+            updates.push((p, verdict));
+        }
+        let mut d = Desired::default();
+        for key in self.group_refs.keys() {
+            if let Some(g) = group_for_key(ks, key, &plain) {
+                add_paths(ks, &g, &mut d.paths);
+                d.groups.insert(key.clone(), g);
+            }
+        }
+        let mut st = SyncStats::default();
+        self.sync_txports(&d, dp)?;
+        self.sync_nexthops(&d, dp, &mut st)?;
+        let live_groups = self.sync_groups(&d, dp, now_ms, last_used, &mut st)?;
+        self.sync_routes(&updates, dp, &mut st)?;
+        self.retire(&d, &live_groups, dp)?;
+        Ok(st)
+    }
+
+    /// Syncs everything (first sync, tests).
+    pub fn sync_all(
         &mut self,
         ks: &KernelState,
         dp: &mut dyn TableWriter,
         now_ms: u64,
         last_used: &dyn Fn(u32) -> Option<u64>,
     ) -> Result<SyncStats> {
-        let desired = translate(ks, self.mode);
-        let mut st = SyncStats::default();
-        self.sync_txports(&desired, dp)?;
-        self.sync_nexthops(&desired, dp, &mut st)?;
-        let live_groups = self.sync_groups(&desired, dp, now_ms, last_used, &mut st)?;
-        self.sync_routes(&desired, dp, &mut st)?;
-        self.retire(&desired, &live_groups, dp)?;
-        Ok(st)
+        self.sync(ks, &Dirty::All, dp, now_ms, last_used)
     }
 
     fn sync_txports(&mut self, d: &Desired, dp: &mut dyn TableWriter) -> Result<()> {
@@ -509,6 +563,14 @@ impl Reconciler {
                         .collect();
                     let existing = self.groups.get_mut(key).and_then(|w| w.table.take());
                     let mut table = match existing {
+                        // Nothing to move: no stamps to read, no upkeep.
+                        Some(t)
+                            if t.bucket_count() == usize::from(*buckets)
+                                && t.members() == members.as_slice()
+                                && t.is_balanced() =>
+                        {
+                            t
+                        }
                         Some(mut t) if t.bucket_count() == usize::from(*buckets) => {
                             if let Some(w) = self.groups.get(key) {
                                 let used: Vec<u64> = (0..w.slots.len() as u32)
@@ -617,11 +679,21 @@ impl Reconciler {
 
     fn sync_routes(
         &mut self,
-        d: &Desired,
+        updates: &[(Prefix, Option<DesiredRoute>)],
         dp: &mut dyn TableWriter,
         st: &mut SyncStats,
     ) -> Result<()> {
-        for (prefix, r) in &d.routes {
+        for (prefix, r) in updates {
+            let Some(r) = r else {
+                if self.routes.remove(prefix).is_some() {
+                    match prefix.addr {
+                        IpAddr::V4(a) => dp.delete_route_v4(a, prefix.len)?,
+                        IpAddr::V6(a) => dp.delete_route_v6(a, prefix.len)?,
+                    }
+                    st.routes_deleted += 1;
+                }
+                continue;
+            };
             let want = match r {
                 DesiredRoute::Forward(key) => xe_route {
                     group: self.groups.get(key).map_or(0, |g| g.id),
@@ -654,20 +726,6 @@ impl Reconciler {
             }
             self.routes.insert(*prefix, want);
             st.routes_written += 1;
-        }
-        let gone: Vec<Prefix> = self
-            .routes
-            .keys()
-            .filter(|p| !d.routes.contains_key(p))
-            .copied()
-            .collect();
-        for p in gone {
-            match p.addr {
-                IpAddr::V4(a) => dp.delete_route_v4(a, p.len)?,
-                IpAddr::V6(a) => dp.delete_route_v6(a, p.len)?,
-            }
-            self.routes.remove(&p);
-            st.routes_deleted += 1;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The kernel's routing state as the control plane mirrors it: links, neighbours, routes and nexthop objects, updated from netlink messages.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -108,6 +108,19 @@ pub struct KernelState {
     pub kernel_buckets: HashMap<u32, Vec<u32>>,
     /// The routing table mirrored (local-type routes come from the local table too).
     pub table: u32,
+    /// Prefixes whose routes changed since the last `take_dirty`.
+    dirty: HashSet<Prefix>,
+    /// Something every route may depend on changed (nexthop objects).
+    dirty_all: bool,
+}
+
+/// What the reconciler must look at again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dirty {
+    /// Every prefix (first sync, re-dump, nexthop objects changed).
+    All,
+    /// Only these prefixes; groups and next hops are always rechecked.
+    Prefixes(HashSet<Prefix>),
 }
 
 /// What a message changed, so the reconciler knows what to redo.
@@ -160,6 +173,20 @@ impl KernelState {
             table,
             ..Default::default()
         }
+    }
+
+    /// What changed since the last call, for an incremental sync.
+    pub fn take_dirty(&mut self) -> Dirty {
+        if std::mem::take(&mut self.dirty_all) {
+            self.dirty.clear();
+            return Dirty::All;
+        }
+        Dirty::Prefixes(std::mem::take(&mut self.dirty))
+    }
+
+    /// Marks every route as changed (nexthop objects moved under them).
+    pub fn mark_all_dirty(&mut self) {
+        self.dirty_all = true;
     }
 
     /// Applies one netlink message; returns what it changed.
@@ -279,6 +306,9 @@ impl KernelState {
             if by_metric.is_empty() {
                 self.routes.remove(&prefix);
             }
+            if removed {
+                self.dirty.insert(prefix);
+            }
             return removed;
         }
         let target = match kind {
@@ -289,11 +319,16 @@ impl KernelState {
             RouteType::Unicast => route_unicast_target(m),
             _ => return false,
         };
-        self.routes
+        let changed = self
+            .routes
             .entry(prefix)
             .or_default()
             .insert(metric, target.clone())
-            != Some(target)
+            != Some(target);
+        if changed {
+            self.dirty.insert(prefix);
+        }
+        changed
     }
 
     /// The route that forwards for `prefix`: the lowest metric.

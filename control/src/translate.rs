@@ -109,70 +109,96 @@ fn forwardable(p: &WeightedPath) -> bool {
     p.path.gateway.is_some() && p.path.ifindex != 0
 }
 
-/// Translates the mirrored state.
-pub fn translate(ks: &KernelState, mode: PlainGroupMode) -> Desired {
-    let mut d = Desired::default();
-    let plain_plan = match mode {
-        PlainGroupMode::Resilient {
-            buckets,
-            idle_timer_ms,
-            unbalanced_timer_ms,
-        } => GroupPlan::Resilient {
-            buckets,
-            idle_timer_ms,
-            unbalanced_timer_ms,
+impl PlainGroupMode {
+    /// The plan of a group this mode balances.
+    pub fn plan(self) -> GroupPlan {
+        match self {
+            PlainGroupMode::Resilient {
+                buckets,
+                idle_timer_ms,
+                unbalanced_timer_ms,
+            } => GroupPlan::Resilient {
+                buckets,
+                idle_timer_ms,
+                unbalanced_timer_ms,
+            },
+            PlainGroupMode::Modulo => GroupPlan::Modulo,
+        }
+    }
+}
+
+/// The verdict for one prefix: what its best route does, and the key of
+/// the group it forwards through.
+pub fn route_verdict(ks: &KernelState, prefix: &Prefix, plain: &GroupPlan) -> Option<DesiredRoute> {
+    let target = ks.best_route(prefix)?;
+    Some(match target {
+        RouteTarget::Local => DesiredRoute::Local,
+        RouteTarget::Blackhole => DesiredRoute::Blackhole,
+        RouteTarget::Unreachable | RouteTarget::Prohibit => DesiredRoute::ToKernel,
+        RouteTarget::Paths(paths) => {
+            let members: Vec<WeightedPath> = paths.iter().copied().filter(forwardable).collect();
+            if members.is_empty() {
+                DesiredRoute::ToKernel
+            } else {
+                DesiredRoute::Forward(GroupKey::Paths(members))
+            }
+        }
+        RouteTarget::Nexthop(id) => match nexthop_group(ks, *id, plain) {
+            Some(_) => DesiredRoute::Forward(GroupKey::Nexthop(*id)),
+            None => match ks.nexthops.get(id) {
+                Some(NexthopObject::Single {
+                    blackhole: true, ..
+                }) => DesiredRoute::Blackhole,
+                _ => DesiredRoute::ToKernel,
+            },
         },
-        PlainGroupMode::Modulo => GroupPlan::Modulo,
-    };
-    for (prefix, by_metric) in &ks.routes {
-        let Some(target) = by_metric.values().next() else {
+    })
+}
+
+/// The group behind a key, as the kernel's state wants it now.
+pub fn group_for_key(ks: &KernelState, key: &GroupKey, plain: &GroupPlan) -> Option<DesiredGroup> {
+    match key {
+        GroupKey::Paths(members) => Some(DesiredGroup {
+            members: members.clone(),
+            plan: plain.clone(),
+        }),
+        GroupKey::Nexthop(id) => nexthop_group(ks, *id, plain),
+    }
+}
+
+/// Adds the next-hop entry of every path `g` uses.
+pub fn add_paths(ks: &KernelState, g: &DesiredGroup, paths: &mut BTreeMap<PathKey, xe_nexthop>) {
+    for m in &g.members {
+        paths
+            .entry(m.path)
+            .or_insert_with(|| nexthop_for(ks, &m.path));
+    }
+    if let GroupPlan::KernelBuckets(b) = &g.plan {
+        for p in b.iter().flatten() {
+            paths.entry(*p).or_insert_with(|| nexthop_for(ks, p));
+        }
+    }
+}
+
+/// Translates the whole mirrored state.
+pub fn translate(ks: &KernelState, mode: PlainGroupMode) -> Desired {
+    let plain = mode.plan();
+    let mut d = Desired::default();
+    for prefix in ks.routes.keys() {
+        let Some(route) = route_verdict(ks, prefix, &plain) else {
             continue;
         };
-        let route = match target {
-            RouteTarget::Local => DesiredRoute::Local,
-            RouteTarget::Blackhole => DesiredRoute::Blackhole,
-            RouteTarget::Unreachable | RouteTarget::Prohibit => DesiredRoute::ToKernel,
-            RouteTarget::Paths(paths) => {
-                let members: Vec<WeightedPath> =
-                    paths.iter().copied().filter(forwardable).collect();
-                if members.is_empty() {
-                    DesiredRoute::ToKernel
-                } else {
-                    let key = GroupKey::Paths(members.clone());
-                    d.groups.entry(key.clone()).or_insert_with(|| DesiredGroup {
-                        members,
-                        plan: plain_plan.clone(),
-                    });
-                    DesiredRoute::Forward(key)
+        if let DesiredRoute::Forward(key) = &route {
+            if !d.groups.contains_key(key) {
+                if let Some(g) = group_for_key(ks, key, &plain) {
+                    d.groups.insert(key.clone(), g);
                 }
             }
-            RouteTarget::Nexthop(id) => match nexthop_group(ks, *id, &plain_plan) {
-                Some(g) => {
-                    let key = GroupKey::Nexthop(*id);
-                    d.groups.insert(key.clone(), g);
-                    DesiredRoute::Forward(key)
-                }
-                None => match ks.nexthops.get(id) {
-                    Some(NexthopObject::Single {
-                        blackhole: true, ..
-                    }) => DesiredRoute::Blackhole,
-                    _ => DesiredRoute::ToKernel,
-                },
-            },
-        };
+        }
         d.routes.insert(*prefix, route);
     }
     for g in d.groups.values() {
-        for m in &g.members {
-            d.paths
-                .entry(m.path)
-                .or_insert_with(|| nexthop_for(ks, &m.path));
-        }
-        if let GroupPlan::KernelBuckets(b) = &g.plan {
-            for p in b.iter().flatten() {
-                d.paths.entry(*p).or_insert_with(|| nexthop_for(ks, p));
-            }
-        }
+        add_paths(ks, g, &mut d.paths);
     }
     d
 }

@@ -96,8 +96,9 @@ impl Env {
         let stamps = self.dp.stamp_reader().expect("stamps");
         let now = now_ms();
         let last_used = |s: u32| stamp_to_ms(stamps.get(s), now);
+        let dirty = self.state.take_dirty();
         self.rec
-            .sync(&self.state, &mut self.dp, now, &last_used)
+            .sync(&self.state, &dirty, &mut self.dp, now, &last_used)
             .expect("sync");
     }
 
