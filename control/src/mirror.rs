@@ -11,6 +11,7 @@ use netlink_packet_route::route::{RouteHeader, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 
+use crate::nexthop_msg::{dump_nexthop_buckets, dump_nexthops, Bucket, RtMessage, RTNLGRP_NEXTHOP};
 use crate::state::{Changed, KernelState};
 
 const RTNLGRP_LINK: u32 = 1;
@@ -52,6 +53,7 @@ impl Mirror {
             RTNLGRP_NEIGH,
             RTNLGRP_IPV4_ROUTE,
             RTNLGRP_IPV6_ROUTE,
+            RTNLGRP_NEXTHOP,
         ] {
             events
                 .add_membership(g)
@@ -67,7 +69,7 @@ impl Mirror {
     }
 
     fn request(&mut self, msg: RouteNetlinkMessage, state: &mut KernelState) -> Result<()> {
-        let mut nl = NetlinkMessage::from(msg);
+        let mut nl = NetlinkMessage::from(RtMessage::Route(msg));
         nl.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         self.seq += 1;
         nl.header.sequence_number = self.seq;
@@ -84,14 +86,14 @@ impl Mirror {
                 .context("reading a netlink dump")?;
             let mut off = 0;
             while off < n {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n])
+                let msg = NetlinkMessage::<RtMessage>::deserialize(&self.buf[off..n])
                     .context("parsing a netlink dump message")?;
                 let len = msg.header.length as usize;
                 match msg.payload {
                     NetlinkPayload::Done(_) => return Ok(()),
                     NetlinkPayload::Error(e) => bail!("netlink dump failed: {e}"),
                     NetlinkPayload::InnerMessage(m) => {
-                        state.apply(&m);
+                        state.apply_rt(&m);
                     }
                     _ => {}
                 }
@@ -143,6 +145,37 @@ impl Mirror {
             };
             self.request(RouteNetlinkMessage::GetRoute(m), state)?;
         }
+        for m in dump_nexthops(&self.requests).context("dumping nexthop objects")? {
+            state.apply_rt(&RtMessage::NewNexthop(m));
+        }
+        self.refresh_buckets(state)?;
+        Ok(())
+    }
+
+    /// Reads the bucket tables of kernel resilient groups that changed.
+    fn refresh_buckets(&mut self, state: &mut KernelState) -> Result<()> {
+        for id in std::mem::take(&mut state.stale_buckets) {
+            let msgs = match dump_nexthop_buckets(&self.requests, Some(id)) {
+                Ok(m) => m,
+                // Deleted since: its routes go with it.
+                Err(e) if e.errno() == Some(libc::ENOENT) => continue,
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("dumping the buckets of nexthop group {id}"))
+                }
+            };
+            let mut table: Vec<u32> = Vec::new();
+            for m in &msgs {
+                if let Ok(b) = Bucket::from_message(m) {
+                    let i = usize::from(b.index);
+                    if table.len() <= i {
+                        table.resize(i + 1, 0);
+                    }
+                    table[i] = b.nh_id;
+                }
+            }
+            state.set_kernel_buckets(id, table);
+        }
         Ok(())
     }
 
@@ -174,8 +207,7 @@ impl Mirror {
             };
             let mut off = 0;
             while off < n {
-                let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n])
-                else {
+                let Ok(msg) = NetlinkMessage::<RtMessage>::deserialize(&self.buf[off..n]) else {
                     // A message this mirror does not parse; skip it by its length.
                     let len =
                         u32::from_ne_bytes(self.buf[off..off + 4].try_into().unwrap_or_default())
@@ -188,13 +220,17 @@ impl Mirror {
                 };
                 let len = msg.header.length as usize;
                 if let NetlinkPayload::InnerMessage(m) = msg.payload {
-                    changed.merge(state.apply(&m));
+                    changed.merge(state.apply_rt(&m));
                 }
                 if len == 0 {
                     break;
                 }
                 off += len;
             }
+        }
+        if !state.stale_buckets.is_empty() {
+            self.refresh_buckets(state)?;
+            changed.nexthops = true;
         }
         Ok(Event::Changed(changed))
     }

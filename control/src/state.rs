@@ -12,6 +12,8 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
+use crate::nexthop_msg::{Bucket, GroupKind, Nexthop, NexthopKind, RtMessage};
+
 /// The kernel's main table and local table ids.
 pub const TABLE_MAIN: u32 = 254;
 pub const TABLE_LOCAL: u32 = 255;
@@ -112,6 +114,9 @@ pub struct KernelState {
     dirty: HashSet<Prefix>,
     /// Something every route may depend on changed (nexthop objects).
     dirty_all: bool,
+    /// Resilient groups whose bucket table must be read again: the kernel
+    /// moves buckets on member changes without a bucket notification.
+    pub stale_buckets: HashSet<u32>,
 }
 
 /// What the reconciler must look at again.
@@ -187,6 +192,63 @@ impl KernelState {
     /// Marks every route as changed (nexthop objects moved under them).
     pub fn mark_all_dirty(&mut self) {
         self.dirty_all = true;
+    }
+
+    /// Applies a route-family message, nexthop objects included.
+    pub fn apply_rt(&mut self, msg: &RtMessage) -> Changed {
+        let mut c = Changed::default();
+        match msg {
+            RtMessage::Route(m) => return self.apply(m),
+            RtMessage::NewNexthop(m) => {
+                if let Ok(nh) = Nexthop::from_message(m) {
+                    let obj = object_of(&nh);
+                    if matches!(
+                        obj,
+                        NexthopObject::Group {
+                            resilient: Some(_),
+                            ..
+                        }
+                    ) {
+                        self.stale_buckets.insert(nh.id);
+                    } else {
+                        self.kernel_buckets.remove(&nh.id);
+                    }
+                    c.nexthops = self.nexthops.insert(nh.id, obj.clone()) != Some(obj);
+                }
+            }
+            RtMessage::DelNexthop(m) => {
+                if let Some(id) = m.id() {
+                    c.nexthops = self.nexthops.remove(&id).is_some();
+                    self.kernel_buckets.remove(&id);
+                }
+            }
+            RtMessage::NewNexthopBucket(m) => {
+                if let Ok(b) = Bucket::from_message(m) {
+                    let table = self.kernel_buckets.entry(b.group).or_default();
+                    let i = usize::from(b.index);
+                    if table.len() <= i {
+                        table.resize(i + 1, 0);
+                    }
+                    c.nexthops = table[i] != b.nh_id;
+                    table[i] = b.nh_id;
+                }
+            }
+            _ => {}
+        }
+        if c.nexthops {
+            self.dirty_all = true;
+        }
+        c
+    }
+
+    /// Replaces the bucket table of a kernel resilient group.
+    pub fn set_kernel_buckets(&mut self, group: u32, buckets: Vec<u32>) -> bool {
+        let changed = self.kernel_buckets.get(&group) != Some(&buckets);
+        if changed {
+            self.kernel_buckets.insert(group, buckets);
+            self.dirty_all = true;
+        }
+        changed
     }
 
     /// Applies one netlink message; returns what it changed.
@@ -375,4 +437,38 @@ fn route_unicast_target(m: &RouteMessage) -> RouteTarget {
         },
         weight: 1,
     }])
+}
+
+/// The mirror's view of a kernel nexthop object.
+fn object_of(nh: &Nexthop) -> NexthopObject {
+    match &nh.kind {
+        NexthopKind::Single {
+            oif,
+            gateway,
+            blackhole,
+            ..
+        } => NexthopObject::Single {
+            path: PathKey {
+                ifindex: oif.unwrap_or(0),
+                gateway: *gateway,
+            },
+            blackhole: *blackhole,
+        },
+        NexthopKind::Group { kind, members } => NexthopObject::Group {
+            members: members.clone(),
+            resilient: match kind {
+                GroupKind::Resilient {
+                    buckets,
+                    idle_timer,
+                    unbalanced_timer,
+                    ..
+                } => Some(ResilientParams {
+                    buckets: *buckets,
+                    idle_timer_s: idle_timer / 100,
+                    unbalanced_timer_s: unbalanced_timer / 100,
+                }),
+                _ => None,
+            },
+        },
+    }
 }

@@ -374,3 +374,112 @@ fn unresolved_neighbour_goes_to_the_kernel_until_resolved() {
     );
     println!("neigh: unresolved -> pass-nexthop-down, resolved -> forward with its MAC, MAC change and removal followed");
 }
+
+/// Bucket index -> egress device, as `ip -j nexthop bucket show id ID` says.
+fn kernel_buckets(net: &TestNet, id: u32, dev_of: &dyn Fn(u64) -> String) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "-n",
+            net.name(),
+            "-j",
+            "nexthop",
+            "bucket",
+            "show",
+            "id",
+            &id.to_string(),
+        ])
+        .output()
+        .expect("ip nexthop bucket show");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut rows: Vec<(u64, String)> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|b| {
+            (
+                b["bucket"]["index"].as_u64().expect("index"),
+                dev_of(b["bucket"]["nhid"].as_u64().expect("nhid")),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows.into_iter().map(|r| r.1).collect()
+}
+
+#[test]
+fn nexthop_objects_and_kernel_resilient_groups_are_mirrored_bucket_for_bucket() {
+    if !require_root("nexthop_objects_and_kernel_resilient_groups_are_mirrored_bucket_for_bucket") {
+        return;
+    }
+    let mut e = Env::new("nhobj", resilient(128, 0));
+    for i in 0..PORTS {
+        e.ip(&format!(
+            "neigh add 10.0.{i}.2 lladdr 02:00:00:00:0{i}:02 dev xe-a{i} nud permanent"
+        ));
+    }
+    e.ip("nexthop add id 1 via 10.0.0.2 dev xe-a0");
+    e.ip("nexthop add id 2 via 10.0.1.2 dev xe-a1");
+    e.ip("nexthop add id 3 via 10.0.2.2 dev xe-a2");
+    e.ip("nexthop add id 4 blackhole");
+    e.ip("nexthop add id 10 group 1/2,3");
+    e.ip("nexthop add id 20 group 1/2/3 type resilient buckets 64 idle_timer 0 unbalanced_timer 0");
+    e.ip("route add 192.168.30.0/24 nhid 10");
+    e.ip("route add 192.168.31.0/24 nhid 20");
+    e.ip("route add 192.168.32.0/24 nhid 1");
+    e.ip("route add 192.168.33.0/24 nhid 4");
+    e.sync();
+    e.consistent();
+    let (a0, a1) = (ifx("xe-a0"), ifx("xe-a1"));
+    assert_eq!(
+        e.spread("192.168.30.0/24"),
+        BTreeMap::from([(a0, 32), (a1, 96)]),
+        "plain nexthop group, weights 1:3, made resilient here"
+    );
+    assert_eq!(
+        e.spread("192.168.32.0/24"),
+        BTreeMap::from([(a0, 1)]),
+        "a single nexthop object needs one slot"
+    );
+    assert_eq!(
+        e.send("192.168.33.1", 1).0,
+        Verdict::DropBlackhole,
+        "blackhole nexthop"
+    );
+
+    let dev_of = |nhid: u64| format!("xe-a{}", nhid - 1);
+    let ours = |e: &Env| -> Vec<String> {
+        let r = e.route("192.168.31.0/24").expect("route");
+        control::inspect::buckets(&e.dp, r.group)
+            .expect("buckets")
+            .into_iter()
+            .map(|b| b.dev)
+            .collect()
+    };
+    let mut compared = 0;
+    for step in [
+        "as created",
+        "after member 2 is deleted",
+        "after member 2 is re-added",
+    ] {
+        match step {
+            "after member 2 is deleted" => e.ip("nexthop del id 2"),
+            "after member 2 is re-added" => {
+                e.ip("nexthop add id 2 via 10.0.1.2 dev xe-a1");
+                e.ip("nexthop replace id 20 group 1/2/3 type resilient buckets 64 idle_timer 0 unbalanced_timer 0");
+            }
+            _ => {}
+        }
+        e.sync();
+        e.consistent();
+        let kernel = kernel_buckets(&e.net, 20, &dev_of);
+        assert_eq!(kernel.len(), 64);
+        assert_eq!(ours(&e), kernel, "buckets {step}");
+        compared += kernel.len();
+    }
+    e.ip("route del 192.168.31.0/24");
+    e.ip("nexthop del id 20");
+    e.sync();
+    e.consistent();
+    assert!(e.route("192.168.31.0/24").is_none());
+    println!("nhobj: nexthop objects (single, blackhole, plain group 1:3, kernel resilient group) mirrored; {compared} kernel buckets equal ours bucket for bucket across delete and re-add");
+}
