@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub netlink_rcvbuf: Option<usize>,
     /// "auto", "native" or "generic".
     pub attach_mode: Option<String>,
+    /// Serve Prometheus metrics at this address, e.g. "127.0.0.1:9477".
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl FileConfig {

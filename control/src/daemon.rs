@@ -25,6 +25,8 @@ pub struct RunConfig {
     pub rcvbuf: usize,
     /// Stop after this long (tests); None runs until killed.
     pub run_for: Option<Duration>,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Monotonic time in ms, the clock the program's coarse stamps come from.
@@ -150,6 +152,27 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     }
     let mut stats = RunStats::default();
     let stamps = dp.stamp_reader()?;
+    let shared: crate::metrics::Shared = Default::default();
+    if let Some(addr) = cfg.metrics {
+        crate::metrics::serve(addr, cfg.pin_dir.clone(), shared.clone())?;
+        tracing::info!(%addr, "serving metrics at /metrics");
+    }
+    let publish = |rec: &Reconciler, stats: &RunStats| {
+        let mut s = shared.lock();
+        s.syncs = stats.syncs;
+        s.resyncs = stats.resyncs;
+        s.events = stats.events;
+        s.latency = [0.5, 0.99, 0.999]
+            .iter()
+            .map(|q| (*q, stats.latency_us.value_at_quantile(*q) as f64 / 1e6))
+            .collect();
+        s.imbalance = rec.imbalance();
+        s.nexthops = rec
+            .nexthops_in_use()
+            .into_iter()
+            .map(|(id, ifx)| (id, crate::inspect::ifname(ifx)))
+            .collect();
+    };
     // `all`: every prefix (first sync, after a re-dump); else what changed.
     let sync = |rec: &mut Reconciler,
                 state: &mut KernelState,
@@ -167,6 +190,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         Ok(())
     };
     sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
+    publish(&rec, &stats);
     tracing::info!(
         routes = state.routes.len(),
         links = state.links.len(),
@@ -175,6 +199,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let started = Instant::now();
     let mut last_resync = Instant::now() - Duration::from_secs(10);
     let mut last_upkeep = Instant::now();
+    let mut last_publish = Instant::now();
     loop {
         if cfg.run_for.is_some_and(|d| started.elapsed() >= d) {
             return Ok(stats);
@@ -182,6 +207,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         if stop_requested() {
             tracing::info!("signal received, stopping (the pinned program keeps forwarding)");
             return Ok(stats);
+        }
+        if cfg.metrics.is_some() && last_publish.elapsed() >= Duration::from_millis(500) {
+            last_publish = Instant::now();
+            publish(&rec, &stats);
         }
         let polled = mirror.poll(&mut state, Duration::from_millis(200))?;
         let woke = Instant::now();

@@ -4,6 +4,7 @@ pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod inspect;
+pub mod metrics;
 pub mod mirror;
 pub mod nexthop_msg;
 pub mod reconcile;

@@ -91,6 +91,9 @@ enum Cmd {
         /// Netlink receive buffer in bytes.
         #[arg(long)]
         netlink_rcvbuf: Option<usize>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
         /// Exit after this many seconds (for tests).
         #[arg(long, hide = true)]
         run_for: Option<f64>,
@@ -262,6 +265,7 @@ fn run_cmd(
     hash_policy: Option<Policy>,
     symmetric: bool,
     rcvbuf: Option<usize>,
+    metrics: Option<std::net::SocketAddr>,
     run_for: Option<f64>,
 ) -> Result<()> {
     let file = match config {
@@ -319,6 +323,7 @@ fn run_cmd(
         },
         rcvbuf: rcvbuf.or(file.netlink_rcvbuf).unwrap_or(8 << 20),
         run_for: run_for.map(Duration::from_secs_f64),
+        metrics: metrics.or(file.metrics),
     };
     let stats = run(&cfg)?;
     let (p50, p99, p999) = stats.latency_quantiles();
@@ -612,6 +617,7 @@ fn main() -> Result<()> {
             hash_policy,
             symmetric,
             netlink_rcvbuf,
+            metrics,
             run_for,
         } => run_cmd(
             &cli,
@@ -626,6 +632,7 @@ fn main() -> Result<()> {
             *hash_policy,
             *symmetric,
             *netlink_rcvbuf,
+            *metrics,
             *run_for,
         ),
         Cmd::Show { what, json } => show(&cli, what, *json),

@@ -227,6 +227,35 @@ impl Reconciler {
             .collect()
     }
 
+    /// Per group balanced here: the largest |held/wanted - 1| over its members.
+    pub fn imbalance(&self) -> Vec<(u32, f64)> {
+        self.groups
+            .values()
+            .filter_map(|g| {
+                let t = g.table.as_ref()?;
+                let worst = t
+                    .held_counts()
+                    .iter()
+                    .zip(t.wanted_counts())
+                    .filter(|(_, w)| **w > 0)
+                    .map(|(h, w)| (f64::from(*h) / f64::from(*w) - 1.0).abs())
+                    .fold(0.0, f64::max);
+                Some((g.id, worst))
+            })
+            .collect()
+    }
+
+    /// Next-hop ids in use and their egress ifindex.
+    pub fn nexthops_in_use(&self) -> Vec<(u32, u32)> {
+        let mut v: Vec<(u32, u32)> = self
+            .nexthops
+            .values()
+            .map(|w| (w.id, w.nh.ifindex))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The next-hop id written for a path.
     pub fn nexthop_id(&self, path: &PathKey) -> Option<u32> {
         self.nexthops.get(path).map(|w| w.id)

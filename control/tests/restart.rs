@@ -26,7 +26,7 @@ impl Drop for Daemon {
     }
 }
 
-fn start(net: &TestNet, pins: &PinDir) -> Daemon {
+fn start(net: &TestNet, pins: &PinDir, extra: &[&str]) -> Daemon {
     Daemon(
         Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", net.name()))
@@ -42,6 +42,7 @@ fn start(net: &TestNet, pins: &PinDir) -> Daemon {
                 "--hash-seed",
                 "1234",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -144,7 +145,7 @@ fn kill_and_restart_under_traffic_loses_nothing() {
         "/sys/fs/bpf/xe-t{}-restart",
         std::process::id()
     )));
-    let mut first = start(&net, &pins);
+    let mut first = start(&net, &pins, &[]);
     net.enter().expect("enter");
     let initial = wait_for_buckets(&pins);
     // Move the table away from the layout a fresh start would build, so that
@@ -241,7 +242,7 @@ fn kill_and_restart_under_traffic_loses_nothing() {
     let _ = first.0.wait();
     let killed_after = sent_at_kill.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(500));
-    let second = start(&net, &pins);
+    let second = start(&net, &pins, &["--metrics", "127.0.0.1:19477"]);
     std::thread::sleep(Duration::from_millis(600));
     let after = wait_for_buckets(&pins);
     sender.join().expect("sender");
@@ -249,8 +250,33 @@ fn kill_and_restart_under_traffic_loses_nothing() {
     for r in receivers {
         r.join().expect("receiver");
     }
-    drop(second);
     let got = received.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(600));
+    let metrics = fetch_metrics("127.0.0.1:19477");
+    drop(second);
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let fwd = value("xdp_ecmp_verdict_packets_total{verdict=\"forward\"}");
+    let per_nh = value("xdp_ecmp_nexthop_packets_total{");
+    println!(
+        "metrics: forward counter {fwd}, per-next-hop sum {per_nh}, {} metric lines",
+        metrics.lines().count()
+    );
+    assert!(
+        fwd >= FRAMES,
+        "forward counter counts every frame of the run"
+    );
+    assert_eq!(
+        per_nh, fwd,
+        "next-hop counters add up to the forward counter"
+    );
+    assert!(metrics.contains("xdp_ecmp_event_to_map_seconds{quantile=\"0.99\"}"));
+    assert!(metrics.contains("xdp_ecmp_group_imbalance{group="));
     let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
     println!(
         "restart: {FRAMES} frames sent, {got} forwarded, {} lost; kill -9 after {killed_after} frames, restart 0.5 s later; {moved}/128 buckets changed across the restart (the table had {reshuffled}/128 buckets away from a fresh layout)",
@@ -261,4 +287,16 @@ fn kill_and_restart_under_traffic_loses_nothing() {
         moved, 0,
         "the restarted daemon adopts the bucket table as it was"
     );
+}
+
+/// GET /metrics over loopback in the test namespace.
+fn fetch_metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
 }

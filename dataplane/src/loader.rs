@@ -580,6 +580,19 @@ pub fn pinned_verdict_counters(pin_dir: &Path) -> Result<Vec<(Verdict, xe_counte
         .collect()
 }
 
+/// Packets and bytes forwarded to each of `ids`, from the pinned per-next-hop map.
+pub fn pinned_nexthop_counters(pin_dir: &Path, ids: &[u32]) -> Result<Vec<(u32, xe_counter)>> {
+    let path = pin_dir.join("xe_nh_stats");
+    let map = libbpf_rs::MapHandle::from_pinned_path(&path).map_err(|e| Error::Pin {
+        what: "opening pinned map",
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    ids.iter()
+        .map(|id| Ok((*id, sum_percpu(&map, "xe_nh_stats", *id)?)))
+        .collect()
+}
+
 fn sum_percpu(map: &dyn MapCore, name: &'static str, key: u32) -> Result<xe_counter> {
     let per_cpu = map
         .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
