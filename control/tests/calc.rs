@@ -1,0 +1,257 @@
+//! `xdp-ecmp calc` against the live dataplane: for built flows and for a pcap, its answer is the port real frames leave by.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use control::inspect::{build_frame, Flow};
+use dataplane::loader::ifindex_of;
+use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
+
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn xdp_ecmp(net: &TestNet, pins: &PinDir, args: &[&str]) -> Output {
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", net.name()))
+        .arg(env!("CARGO_BIN_EXE_xdp-ecmp"))
+        .arg("--pin-dir")
+        .arg(&pins.0)
+        .args(args)
+        .output()
+        .expect("running xdp-ecmp")
+}
+
+/// A classic pcap file (Ethernet) holding `frames`.
+fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
+    let mut b = Vec::new();
+    for v in [0xa1b2_c3d4u32] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&65535u32.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    for f in frames {
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        b.extend_from_slice(f);
+    }
+    std::fs::write(path, b).expect("pcap");
+}
+
+#[test]
+fn calc_answers_where_real_frames_go() {
+    if !require_root("calc_answers_where_real_frames_go") {
+        return;
+    }
+    let pairs = [
+        ("xe-h0", "xe-in"),
+        ("xe-o0", "xe-p0"),
+        ("xe-o1", "xe-p1"),
+        ("xe-o2", "xe-p2"),
+        ("xe-o3", "xe-p3"),
+    ];
+    let net = TestNet::new("calc", &pairs).expect("namespace");
+    let mut route = vec!["route".to_string(), "add".into(), "172.16.255.66/32".into()];
+    for i in 0..4 {
+        let dev = format!("xe-o{i}");
+        net.ip(&["addr", "add", &format!("10.0.{i}.1/24"), "dev", &dev])
+            .expect("addr");
+        net.ip(&[
+            "neigh",
+            "add",
+            &format!("10.0.{i}.2"),
+            "lladdr",
+            &format!("02:00:00:00:0{i}:99"),
+            "dev",
+            &dev,
+            "nud",
+            "permanent",
+        ])
+        .expect("neigh");
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                net.name(),
+                "ethtool",
+                "-K",
+                &format!("xe-p{i}"),
+                "gro",
+                "on",
+            ])
+            .status()
+            .expect("ethtool");
+        route.extend(["nexthop".into(), "via".into(), format!("10.0.{i}.2")]);
+    }
+    let route: Vec<&str> = route.iter().map(String::as_str).collect();
+    net.ip(&route).expect("route");
+    let pins = PinDir(PathBuf::from(format!(
+        "/sys/fs/bpf/xe-t{}-calc",
+        std::process::id()
+    )));
+    let _daemon = Daemon(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", net.name()))
+            .arg(env!("CARGO_BIN_EXE_xdp-ecmp"))
+            .arg("--pin-dir")
+            .arg(&pins.0)
+            .args([
+                "run",
+                "-p",
+                "xe-in",
+                "--hash-seed",
+                "5eed",
+                "--run-for",
+                "60",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("daemon"),
+    );
+    let t0 = Instant::now();
+    loop {
+        let o = xdp_ecmp(&net, &pins, &["show", "routes"]);
+        if String::from_utf8_lossy(&o.stdout).contains("172.16.255.66/32 group") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the daemon never wrote the anycast route"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The guide's two flows, in its own words.
+    let mut egress_of_sport = Vec::new();
+    for sport in ["32700", "31884"] {
+        let o = xdp_ecmp(
+            &net,
+            &pins,
+            &[
+                "calc",
+                "-p",
+                "udp",
+                "-s",
+                "10.2.0.100",
+                "--sport",
+                sport,
+                "-d",
+                "172.16.255.66",
+                "--dport",
+                "53",
+                "-i",
+                "xe-in",
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        println!("calc -p udp -s 10.2.0.100 --sport {sport} -d 172.16.255.66 --dport 53 -i xe-in\n{text}");
+        egress_of_sport.push(text.lines().next().unwrap_or_default().to_string());
+    }
+    assert!(
+        egress_of_sport.iter().all(|e| e.starts_with("xe-o")),
+        "{egress_of_sport:?}"
+    );
+
+    // 16 flows: calc's answer vs the peer that receives the real frame.
+    net.enter().expect("enter");
+    let tx = packet_socket(ifindex_of("xe-h0").expect("if")).expect("tx");
+    let rx: Vec<_> = (0..4)
+        .map(|i| packet_socket(ifindex_of(&format!("xe-p{i}")).expect("if")).expect("rx"))
+        .collect();
+    let mut frames = Vec::new();
+    let mut agree = 0;
+    for i in 0..16u16 {
+        let flow = Flow {
+            proto: 17,
+            src: "10.2.0.100".parse().expect("src"),
+            dst: "172.16.255.66".parse().expect("dst"),
+            sport: 20_000 + i * 7,
+            dport: 53,
+        };
+        let frame = build_frame(&flow, [2, 0, 0, 0, 0, 2]).expect("frame");
+        let o = xdp_ecmp(
+            &net,
+            &pins,
+            &[
+                "calc",
+                "-p",
+                "udp",
+                "-s",
+                "10.2.0.100",
+                "--sport",
+                &flow.sport.to_string(),
+                "-d",
+                "172.16.255.66",
+                "--dport",
+                "53",
+                "--json",
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("calc --json");
+        let said = v["egress"].as_str().expect("egress").to_string();
+        send_frame(&tx, &frame).expect("send");
+        let mut buf = [0u8; 2048];
+        let mut got = None;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while got.is_none() && Instant::now() < deadline {
+            for (p, fd) in rx.iter().enumerate() {
+                while let Some(n) = recv_frame(fd, &mut buf) {
+                    if n >= 38 && buf[34..36] == flow.sport.to_be_bytes() {
+                        got = Some(format!("xe-o{p}"));
+                    }
+                    if got.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            got.as_deref(),
+            Some(said.as_str()),
+            "flow sport {}: calc said {said}",
+            flow.sport
+        );
+        agree += 1;
+        frames.push(frame);
+    }
+
+    // The same frames from a capture.
+    let pcap = std::env::temp_dir().join(format!("xe-calc-{}.pcap", std::process::id()));
+    write_pcap(&pcap, &frames);
+    let o = xdp_ecmp(
+        &net,
+        &pins,
+        &["calc", "--pcap", pcap.to_str().expect("path"), "--json"],
+    );
+    let _ = std::fs::remove_file(&pcap);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 16);
+    assert!(lines.iter().all(|l| l["verdict"] == "forward"));
+    let bad = xdp_ecmp(&net, &pins, &["calc", "--pcap", "/nonexistent.pcap"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.pcap"));
+    println!("calc: {agree}/16 flows left by the port calc named; --pcap answered 16 frames; guide flows -> {egress_of_sport:?}");
+}
