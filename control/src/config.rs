@@ -120,3 +120,14 @@ mod tests {
         assert_eq!(parse_seed("0x10"), Ok(16));
     }
 }
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn the_shipped_example_config_parses() {
+        let text = include_str!("../dist/xdp-ecmp.toml");
+        let c: super::FileConfig = toml::from_str(text).expect("dist/xdp-ecmp.toml parses");
+        assert_eq!(c.buckets, Some(128));
+        assert_eq!(c.ports.map(|p| p.len()), Some(5));
+    }
+}
