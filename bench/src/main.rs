@@ -179,6 +179,145 @@ fn prog_cost(rounds: usize) -> Result<()> {
     Ok(())
 }
 
+/// The `xdp-ecmp` binary next to this one (cargo puts both in target/<profile>).
+fn xdp_ecmp_binary() -> Result<std::path::PathBuf> {
+    let me = std::env::current_exe()?;
+    let bin = me.with_file_name("xdp-ecmp");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p xdp-ecmp)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn run(cmd: &mut std::process::Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+/// Route ingestion: N /32 routes by `ip -batch` into a namespace where the
+/// daemon runs; time until the kernel has them and until the maps do.
+fn route_rate(n: u32) -> Result<()> {
+    let ns = format!("xe-b{}", std::process::id());
+    let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/{ns}"));
+    let ipn = |args: &[&str]| {
+        run(std::process::Command::new("ip")
+            .arg("-n")
+            .arg(&ns)
+            .args(args))
+    };
+    run(std::process::Command::new("ip").args(["netns", "add", &ns]))?;
+    struct Cleanup(String, std::path::PathBuf, Option<std::process::Child>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if let Some(c) = &mut self.2 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = std::fs::remove_dir_all(&self.1);
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    let mut cleanup = Cleanup(ns.clone(), pin.clone(), None);
+    ipn(&[
+        "link", "add", "xe-r0", "type", "veth", "peer", "name", "xe-r1",
+    ])?;
+    ipn(&["link", "set", "xe-r0", "up"])?;
+    ipn(&["link", "set", "xe-r1", "up"])?;
+    ipn(&["addr", "add", "10.0.0.1/24", "dev", "xe-r0"])?;
+    ipn(&[
+        "neigh",
+        "add",
+        "10.0.0.2",
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        "xe-r0",
+        "nud",
+        "permanent",
+    ])?;
+    let child = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg(xdp_ecmp_binary()?)
+        .arg("--pin-dir")
+        .arg(&pin)
+        .args(["run", "-p", "xe-r1", "--netlink-rcvbuf", "268435456"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    cleanup.2 = Some(child);
+    while !pin.join("link_xe-r1").exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut batch = String::with_capacity(n as usize * 40);
+    for i in 0..n {
+        batch.push_str(&format!(
+            "route add {}/32 via 10.0.0.2\n",
+            Ipv4Addr::from(0x6440_0000u32 + i)
+        ));
+    }
+    let file = std::env::temp_dir().join(format!("{ns}.batch"));
+    std::fs::write(&file, batch)?;
+    let dp = Dataplane::load(&LoadOptions {
+        pin_dir: Some(pin.clone()),
+        ..Default::default()
+    })?;
+    let last = Ipv4Addr::from(0x6440_0000u32 + n - 1);
+    eprintln!("route-rate: adding {n} routes with ip -batch ...");
+    let start = std::time::Instant::now();
+    run(std::process::Command::new("ip")
+        .args(["-n", &ns, "-batch"])
+        .arg(&file))?;
+    let kernel_s = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&file);
+    while dp.route_v4(last, 32)?.is_none() {
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("the maps did not reach {n} routes in 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let maps_s = start.elapsed().as_secs_f64();
+    let in_maps = dp.routes_v4()?.len();
+    let mem = dp.map_memory();
+    let lpm = mem
+        .iter()
+        .find(|(m, _)| m == "xe_routes_v4")
+        .map_or(0, |m| m.1);
+    println!("route ingestion, {n} IPv4 /32 routes via ip -batch into a namespace with the daemon running");
+    println!("| what | figure |");
+    println!("|---|---:|");
+    println!(
+        "| kernel: ip -batch done | {kernel_s:.2} s ({:.0} routes/s) |",
+        f64::from(n) / kernel_s
+    );
+    println!(
+        "| maps hold the last route | {maps_s:.2} s ({:.0} routes/s end to end) |",
+        f64::from(n) / maps_s
+    );
+    println!(
+        "| daemon lag behind the kernel | {:.2} s |",
+        maps_s - kernel_s
+    );
+    println!("| IPv4 routes in the map | {in_maps} |");
+    println!(
+        "| LPM map memory (fdinfo memlock) | {:.1} MiB, {:.0} B/route |",
+        lpm as f64 / 1048576.0,
+        lpm as f64 / in_maps as f64
+    );
+    for (m, b) in mem {
+        println!("| {m} memlock | {:.1} MiB |", b as f64 / 1048576.0);
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -186,6 +325,11 @@ fn main() -> Result<()> {
             let rounds = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(7);
             prog_cost(rounds)
         }
-        _ => bail!("usage: xdp-ecmp-bench prog-cost [ROUNDS]"),
+        Some("route-rate") => route_rate(
+            args.get(2)
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(1_000_000),
+        ),
+        _ => bail!("usage: xdp-ecmp-bench prog-cost [ROUNDS] | route-rate [ROUTES]"),
     }
 }

@@ -350,6 +350,33 @@ impl Dataplane {
         Ok(v.and_then(|b| read_from(&b)))
     }
 
+    /// The IPv4 route stored under exactly this prefix.
+    pub fn route_v4(&self, addr: Ipv4Addr, len: u8) -> Result<Option<xe_route>> {
+        check_prefix("IPv4", len, 32)?;
+        Self::lookup(
+            &self.skel.maps.xe_routes_v4,
+            "xe_routes_v4",
+            &lpm_v4(addr, len),
+        )
+    }
+
+    /// Kernel-reported memory of each map (fdinfo `memlock`), by map name.
+    pub fn map_memory(&self) -> Vec<(String, u64)> {
+        let maps: [(&str, &MapMut<'_>); 8] = [
+            ("xe_routes_v4", &self.skel.maps.xe_routes_v4),
+            ("xe_routes_v6", &self.skel.maps.xe_routes_v6),
+            ("xe_groups", &self.skel.maps.xe_groups),
+            ("xe_slots", &self.skel.maps.xe_slots),
+            ("xe_slot_used", &self.skel.maps.xe_slot_used),
+            ("xe_nexthops", &self.skel.maps.xe_nexthops),
+            ("xe_nh_stats", &self.skel.maps.xe_nh_stats),
+            ("xe_txports", &self.skel.maps.xe_txports),
+        ];
+        maps.iter()
+            .filter_map(|(n, m)| Some((n.to_string(), m.query_fdinfo().ok()?.memlock?)))
+            .collect()
+    }
+
     /// Every IPv4 route in the map (prefix, length, route).
     pub fn routes_v4(&self) -> Result<Vec<(Ipv4Addr, u8, xe_route)>> {
         let map = &self.skel.maps.xe_routes_v4;
