@@ -29,25 +29,50 @@ pub struct RunConfig {
     pub metrics: Option<std::net::SocketAddr>,
 }
 
-/// Monotonic time in ms, the clock the program's coarse stamps come from.
+/// Time in ms on the clock the program stamps buckets with
+/// (bpf_ktime_get_coarse_ns is CLOCK_MONOTONIC_COARSE).
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: valid timespec out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
-/// A slot's last use in ms of `now_ms`'s clock, from the program's 2^20 ns ticks.
+/// A slot's last use in ms of `now_ms`'s clock, from the program's 2^20 ns
+/// ticks. A use anywhere in a tick counts as at its end: when in doubt a
+/// bucket is busy, so a flow is never moved on a rounding error.
 pub fn stamp_to_ms(tick: u32, now_ms: u64) -> Option<u64> {
     if tick == 0 {
         return None;
     }
     let now_tick = ((now_ms * 1_000_000) >> 20) as u32;
-    let age_ms = (u64::from(now_tick.wrapping_sub(tick)) << 20) / 1_000_000;
+    let age_ticks = u64::from(now_tick.wrapping_sub(tick)).saturating_sub(1);
+    let age_ms = (age_ticks << 20) / 1_000_000;
     Some(now_ms.saturating_sub(age_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_convert_to_the_end_of_their_tick() {
+        let now = 1_000_000u64; // ms
+        let now_tick = ((now * 1_000_000) >> 20) as u32;
+        assert_eq!(stamp_to_ms(0, now), None, "never used");
+        assert_eq!(stamp_to_ms(now_tick, now), Some(now), "used this tick: now");
+        let ten_ticks_ago = stamp_to_ms(now_tick - 10, now).expect("used");
+        assert!(
+            now - ten_ticks_ago >= 9 && now - ten_ticks_ago <= 10,
+            "{}",
+            now - ten_ticks_ago
+        );
+        // Wrapping tick counter.
+        assert!(stamp_to_ms(now_tick.wrapping_sub(5), now).is_some());
+    }
 }
 
 /// Statistics the daemon keeps.
