@@ -1,5 +1,6 @@
 //! `xdp-ecmp calc` against the live dataplane: for built flows and for a pcap, its answer is the port real frames leave by.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -169,6 +170,43 @@ fn calc_answers_where_real_frames_go() {
         egress_of_sport.iter().all(|e| e.starts_with("xe-o")),
         "{egress_of_sport:?}"
     );
+
+    // --hash-seed answers for another seed: the running seed gives the running answer.
+    let seeded = |seed: &str| {
+        let o = xdp_ecmp(
+            &net,
+            &pins,
+            &[
+                "calc",
+                "-p",
+                "udp",
+                "-s",
+                "10.2.0.100",
+                "--sport",
+                "32700",
+                "-d",
+                "172.16.255.66",
+                "--dport",
+                "53",
+                "--hash-seed",
+                seed,
+                "--json",
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        (
+            v["egress"].as_str().unwrap_or("-").to_string(),
+            v["hash"].as_str().unwrap_or("-").to_string(),
+        )
+    };
+    let (same_seed, _) = seeded("5eed");
+    assert_eq!(
+        same_seed, egress_of_sport[0],
+        "the running seed gives the running answer"
+    );
+    let hashes: HashSet<String> = ["1", "2", "3", "4"].iter().map(|s| seeded(s).1).collect();
+    assert_eq!(hashes.len(), 4, "other seeds hash the flow differently");
 
     // 16 flows: calc's answer vs the peer that receives the real frame.
     net.enter().expect("enter");
