@@ -208,7 +208,7 @@ fn frames_never_meet_a_half_written_next_hop() {
     let start = Instant::now();
     let mut rounds = 0;
     while start.elapsed() < Duration::from_secs(4) {
-        let v = rounds % 2 + 0;
+        let v = rounds % 2;
         for p in 0..PORTS {
             net.ip(&[
                 "neigh",
