@@ -15,11 +15,9 @@ use crate::translate::{translate, DesiredRoute, GroupPlan, PlainGroupMode};
 /// What a next hop looks like from outside: port and neighbour MAC.
 type Hop = (u32, [u8; 6]);
 
-/// Differences between the kernel's state and the maps; empty when consistent.
-pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<Vec<String>> {
-    let d = translate(ks, mode);
-    let mut diffs = Vec::new();
-    let mut maps: HashMap<Prefix, xe_route> = HashMap::new();
+/// Every route in the maps, by prefix.
+pub fn map_routes(dp: &Dataplane) -> Result<HashMap<Prefix, xe_route>> {
+    let mut maps = HashMap::new();
     for (a, l, r) in dp.routes_v4()? {
         maps.insert(
             Prefix {
@@ -38,6 +36,14 @@ pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<V
             r,
         );
     }
+    Ok(maps)
+}
+
+/// Differences between the kernel's state and the maps; empty when consistent.
+pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<Vec<String>> {
+    let d = translate(ks, mode);
+    let mut diffs = Vec::new();
+    let mut maps = map_routes(dp)?;
     for (prefix, want) in &d.routes {
         let Some(got) = maps.remove(prefix) else {
             diffs.push(format!("{prefix}: in the kernel, missing from the maps"));

@@ -268,25 +268,7 @@ impl Reconciler {
     /// moved routes off it. Returns how many groups were adopted.
     pub fn adopt(&mut self, ks: &KernelState, dp: &Dataplane, now_ms: u64) -> Result<usize> {
         let d = translate(ks, self.mode);
-        let mut existing: HashMap<Prefix, xe_route> = HashMap::new();
-        for (a, l, r) in dp.routes_v4()? {
-            existing.insert(
-                Prefix {
-                    addr: IpAddr::V4(a),
-                    len: l,
-                },
-                r,
-            );
-        }
-        for (a, l, r) in dp.routes_v6()? {
-            existing.insert(
-                Prefix {
-                    addr: IpAddr::V6(a),
-                    len: l,
-                },
-                r,
-            );
-        }
+        let existing = crate::check::map_routes(dp)?;
         // Reserve everything the old maps reference.
         let mut old_groups: HashMap<u32, (xe_group, Vec<u32>)> = HashMap::new();
         for r in existing

@@ -1,41 +1,14 @@
 //! `xdp-ecmp calc` against the live dataplane: for built flows and for a pcap, its answer is the port real frames leave by.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use control::inspect::{build_frame, Flow};
 use dataplane::loader::ifindex_of;
-use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
+use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame};
+use support::{anycast_route, fabric, xdp_ecmp, Daemon, PinDir};
 
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn xdp_ecmp(net: &TestNet, pins: &PinDir, args: &[&str]) -> Output {
-    Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", net.name()))
-        .arg(env!("CARGO_BIN_EXE_xdp-ecmp"))
-        .arg("--pin-dir")
-        .arg(&pins.0)
-        .args(args)
-        .output()
-        .expect("running xdp-ecmp")
-}
+mod support;
 
 /// A classic pcap file (Ethernet) holding `frames`.
 fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
@@ -60,71 +33,14 @@ fn calc_answers_where_real_frames_go() {
     if !require_root("calc_answers_where_real_frames_go") {
         return;
     }
-    let pairs = [
-        ("xe-h0", "xe-in"),
-        ("xe-o0", "xe-p0"),
-        ("xe-o1", "xe-p1"),
-        ("xe-o2", "xe-p2"),
-        ("xe-o3", "xe-p3"),
-    ];
-    let net = TestNet::new("calc", &pairs).expect("namespace");
-    let mut route = vec!["route".to_string(), "add".into(), "172.16.255.66/32".into()];
-    for i in 0..4 {
-        let dev = format!("xe-o{i}");
-        net.ip(&["addr", "add", &format!("10.0.{i}.1/24"), "dev", &dev])
-            .expect("addr");
-        net.ip(&[
-            "neigh",
-            "add",
-            &format!("10.0.{i}.2"),
-            "lladdr",
-            &format!("02:00:00:00:0{i}:99"),
-            "dev",
-            &dev,
-            "nud",
-            "permanent",
-        ])
-        .expect("neigh");
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                net.name(),
-                "ethtool",
-                "-K",
-                &format!("xe-p{i}"),
-                "gro",
-                "on",
-            ])
-            .status()
-            .expect("ethtool");
-        route.extend(["nexthop".into(), "via".into(), format!("10.0.{i}.2")]);
-    }
-    let route: Vec<&str> = route.iter().map(String::as_str).collect();
-    net.ip(&route).expect("route");
-    let pins = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/xe-t{}-calc",
-        std::process::id()
-    )));
-    let _daemon = Daemon(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", net.name()))
-            .arg(env!("CARGO_BIN_EXE_xdp-ecmp"))
-            .arg("--pin-dir")
-            .arg(&pins.0)
-            .args([
-                "run",
-                "-p",
-                "xe-in",
-                "--hash-seed",
-                "5eed",
-                "--run-for",
-                "60",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("daemon"),
+    let net = fabric("calc", 4);
+    anycast_route(&net, &[0, 1, 2, 3]);
+    let pins = PinDir::new("calc");
+    let _daemon = Daemon::start(
+        &net,
+        &pins,
+        &["-p", "xe-in", "--hash-seed", "5eed", "--run-for", "60"],
+        false,
     );
     let t0 = Instant::now();
     loop {

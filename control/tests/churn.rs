@@ -1,32 +1,16 @@
 //! The daemon binary under churn: 100k route changes through a deliberately small netlink buffer; it re-dumps after overruns and ends equal to the kernel.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use control::check::check;
 use control::mirror::Mirror;
 use control::state::KernelState;
 use control::translate::PlainGroupMode;
-use dataplane::testnet::{require_root, TestNet};
+use dataplane::testnet::require_root;
+use support::{fabric, Daemon, PinDir};
 
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The daemon, stopped (by its own PID) if the test ends early.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
 
 fn field(log: &str, name: &str) -> Option<u64> {
     let at = log.rfind(&format!("{name}="))? + name.len() + 1;
@@ -42,68 +26,23 @@ fn churn_with_a_small_netlink_buffer_resyncs_and_converges() {
     if !require_root("churn_with_a_small_netlink_buffer_resyncs_and_converges") {
         return;
     }
-    let net = TestNet::new("churn", &[("xe-a0", "xe-b0"), ("xe-a1", "xe-b1")]).expect("namespace");
-    net.ip(&["addr", "add", "10.0.0.1/24", "dev", "xe-a0"])
-        .expect("addr");
-    net.ip(&["addr", "add", "10.0.1.1/24", "dev", "xe-a1"])
-        .expect("addr");
-    net.ip(&[
-        "neigh",
-        "add",
-        "10.0.0.2",
-        "lladdr",
-        "02:00:00:00:00:02",
-        "dev",
-        "xe-a0",
-        "nud",
-        "permanent",
-    ])
-    .expect("neigh");
-    net.ip(&[
-        "neigh",
-        "add",
-        "10.0.1.2",
-        "lladdr",
-        "02:00:00:00:01:02",
-        "dev",
-        "xe-a1",
-        "nud",
-        "permanent",
-    ])
-    .expect("neigh");
-    let pins = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/xe-t{}-churn",
-        std::process::id()
-    )));
-    let child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", net.name()))
-        .arg(env!("CARGO_BIN_EXE_xdp-ecmp"))
-        .arg("--pin-dir")
-        .arg(&pins.0)
-        .args([
-            "run",
+    let net = fabric("churn", 2);
+    let pins = PinDir::new("churn");
+    let daemon = Daemon::start(
+        &net,
+        &pins,
+        &[
             "-p",
-            "xe-a1",
+            "xe-in",
             "--netlink-rcvbuf",
             "4096",
             "--idle-timer",
             "0",
             "--run-for",
             "40",
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting xdp-ecmp run");
-    let mut daemon = Daemon(child);
-    let t0 = Instant::now();
-    while !pins.0.join("link_xe-a1").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "daemon did not attach"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        ],
+        true,
+    );
     std::thread::sleep(Duration::from_millis(300));
 
     // 100k changes: 60k adds (single and multipath), 40k deletes.
@@ -189,9 +128,7 @@ fn churn_with_a_small_netlink_buffer_resyncs_and_converges() {
     std::thread::sleep(Duration::from_millis(500));
 
     // Stop the daemon (SIGTERM) and read what it counted.
-    // SAFETY: signalling the child we started, by its PID.
-    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
-    let out = daemon.0.wait_with_output_ref();
+    let out = daemon.stop();
     let resyncs = field(&out, "resyncs").expect("resync count in the log");
     println!(
         "churn: {} route changes by ip -batch in {ip_s:.1} s; maps equal the kernel ({routes} prefixes) {converged_s:.1} s after the start; {resyncs} re-dumps after overruns; then {SINGLE} single adds: event->map p50 {} us, p99 {} us, p999 {} us",
@@ -211,20 +148,4 @@ fn churn_with_a_small_netlink_buffer_resyncs_and_converges() {
         resyncs > 0,
         "a 4 KiB buffer must overrun under 100k changes:\n{out}"
     );
-}
-
-trait WaitLog {
-    fn wait_with_output_ref(&mut self) -> String;
-}
-
-impl WaitLog for Child {
-    fn wait_with_output_ref(&mut self) -> String {
-        use std::io::Read;
-        let mut s = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        let _ = self.wait();
-        s
-    }
 }

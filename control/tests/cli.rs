@@ -1,29 +1,11 @@
 //! The xdp-ecmp binary end to end in a test namespace: attach, stats, errors that name the thing, detach.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use dataplane::testnet::{require_root, TestNet};
+use support::{xdp_ecmp, PinDir};
 
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs the binary in the namespace. nsenter, unlike `ip netns exec`, keeps
-/// the host's /sys and so its bpffs mount.
-fn xdp_ecmp(net: &TestNet, pins: &PinDir, args: &[&str]) -> Output {
-    Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", net.name()))
-        .args([env!("CARGO_BIN_EXE_xdp-ecmp"), "--pin-dir"])
-        .arg(&pins.0)
-        .args(args)
-        .output()
-        .expect("running xdp-ecmp")
-}
+mod support;
 
 fn text(o: &Output) -> String {
     format!(
@@ -47,10 +29,7 @@ fn attach_stats_detach() {
         return;
     }
     let net = TestNet::new("cli", &[("xe-c0", "xe-d0"), ("xe-c1", "xe-d1")]).expect("namespace");
-    let pins = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/xe-t{}-cli",
-        std::process::id()
-    )));
+    let pins = PinDir::new("cli");
 
     let o = Command::new("ip")
         .args([

@@ -1,53 +1,22 @@
 //! kill -9 and restart of the daemon under live traffic: the pinned program keeps forwarding, no frame is lost, and the adopted bucket table is unchanged.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::loader::ifindex_of;
 use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
+use support::{anycast_route, fabric, set_neighbour, Daemon, PinDir};
 
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
 
 fn start(net: &TestNet, pins: &PinDir, extra: &[&str]) -> Daemon {
-    Daemon(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", net.name()))
-            .arg(env!("CARGO_BIN_EXE_xdp-ecmp"))
-            .arg("--pin-dir")
-            .arg(&pins.0)
-            .args([
-                "run",
-                "-p",
-                "xe-g0",
-                "--idle-timer",
-                "0",
-                "--hash-seed",
-                "1234",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting xdp-ecmp run"),
-    )
+    let args = [
+        &["-p", "xe-in", "--idle-timer", "0", "--hash-seed", "1234"],
+        extra,
+    ]
+    .concat();
+    Daemon::start(net, pins, &args, false)
 }
 
 /// The anycast route's buckets as egress ifindexes, once the maps hold it.
@@ -87,65 +56,10 @@ fn kill_and_restart_under_traffic_loses_nothing() {
     if !require_root("kill_and_restart_under_traffic_loses_nothing") {
         return;
     }
-    let net = TestNet::new(
-        "restart",
-        &[
-            ("xe-h0", "xe-g0"),
-            ("xe-o0", "xe-p0"),
-            ("xe-o1", "xe-p1"),
-            ("xe-o2", "xe-p2"),
-        ],
-    )
-    .expect("namespace");
-    for (i, dev) in ["xe-o0", "xe-o1", "xe-o2"].iter().enumerate() {
-        net.ip(&["addr", "add", &format!("10.0.{i}.1/24"), "dev", dev])
-            .expect("addr");
-        net.ip(&[
-            "neigh",
-            "add",
-            &format!("10.0.{i}.2"),
-            "lladdr",
-            &format!("02:00:00:00:0{i}:99"),
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ])
-        .expect("neigh");
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                net.name(),
-                "ethtool",
-                "-K",
-                &format!("xe-p{i}"),
-                "gro",
-                "on",
-            ])
-            .status()
-            .expect("ethtool");
-    }
-    net.ip(&[
-        "route",
-        "add",
-        "172.16.255.66/32",
-        "nexthop",
-        "via",
-        "10.0.0.2",
-        "nexthop",
-        "via",
-        "10.0.1.2",
-        "nexthop",
-        "via",
-        "10.0.2.2",
-    ])
-    .expect("route");
-    let pins = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/xe-t{}-restart",
-        std::process::id()
-    )));
-    let mut first = start(&net, &pins, &[]);
+    let net = fabric("restart", 3);
+    anycast_route(&net, &[0, 1, 2]);
+    let pins = PinDir::new("restart");
+    let first = start(&net, &pins, &[]);
     net.enter().expect("enter");
     let initial = wait_for_buckets(&pins);
     // Move the table away from the layout a fresh start would build, so that
@@ -153,18 +67,7 @@ fn kill_and_restart_under_traffic_loses_nothing() {
     net.ip(&["link", "set", "xe-o1", "down"]).expect("down");
     std::thread::sleep(Duration::from_millis(300));
     net.ip(&["link", "set", "xe-o1", "up"]).expect("up");
-    net.ip(&[
-        "neigh",
-        "replace",
-        "10.0.1.2",
-        "lladdr",
-        "02:00:00:00:01:99",
-        "dev",
-        "xe-o1",
-        "nud",
-        "permanent",
-    ])
-    .expect("neigh");
+    set_neighbour(&net, 1, 0);
     std::thread::sleep(Duration::from_millis(500));
     let before = wait_for_buckets(&pins);
     let reshuffled = initial.iter().zip(&before).filter(|(a, b)| a != b).count();
@@ -237,9 +140,7 @@ fn kill_and_restart_under_traffic_loses_nothing() {
         })
     };
     std::thread::sleep(Duration::from_millis(700));
-    // SAFETY: SIGKILL to the daemon we started, by its PID.
-    unsafe { libc::kill(first.0.id() as i32, libc::SIGKILL) };
-    let _ = first.0.wait();
+    first.kill();
     let killed_after = sent_at_kill.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(500));
     let second = start(&net, &pins, &["--metrics", "127.0.0.1:19477"]);

@@ -1,43 +1,16 @@
 //! No torn state: under live traffic, next hops change MAC, links flap and groups resize; every frame that leaves carries a MAC that was valid, never a zero or half-written one.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control::inspect::{build_frame, Flow};
 use dataplane::loader::ifindex_of;
-use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
+use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame};
+use support::{anycast_route, fabric, neighbour_mac, set_neighbour, Daemon, PinDir};
 
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mac(port: usize, version: usize) -> [u8; 6] {
-    [0x02, 0, 0, 0x10 + version as u8, port as u8, 0x99]
-}
-
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+mod support;
 
 #[test]
 fn frames_never_meet_a_half_written_next_hop() {
@@ -45,105 +18,21 @@ fn frames_never_meet_a_half_written_next_hop() {
         return;
     }
     const PORTS: usize = 3;
-    let net = TestNet::new(
-        "torn",
-        &[
-            ("xe-h0", "xe-in"),
-            ("xe-o0", "xe-p0"),
-            ("xe-o1", "xe-p1"),
-            ("xe-o2", "xe-p2"),
-        ],
-    )
-    .expect("namespace");
-    for i in 0..PORTS {
-        let dev = format!("xe-o{i}");
-        net.ip(&["addr", "add", &format!("10.0.{i}.1/24"), "dev", &dev])
-            .expect("addr");
-        net.ip(&[
-            "neigh",
-            "add",
-            &format!("10.0.{i}.2"),
-            "lladdr",
-            &mac_str(mac(i, 0)),
-            "dev",
-            &dev,
-            "nud",
-            "permanent",
-        ])
-        .expect("neigh");
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                net.name(),
-                "ethtool",
-                "-K",
-                &format!("xe-p{i}"),
-                "gro",
-                "on",
-            ])
-            .status()
-            .expect("ethtool");
-    }
-    let all3 = [
-        "route",
-        "replace",
-        "172.16.255.66/32",
-        "nexthop",
-        "via",
-        "10.0.0.2",
-        "nexthop",
-        "via",
-        "10.0.1.2",
-        "nexthop",
-        "via",
-        "10.0.2.2",
-    ];
-    let two = [
-        "route",
-        "replace",
-        "172.16.255.66/32",
-        "nexthop",
-        "via",
-        "10.0.0.2",
-        "nexthop",
-        "via",
-        "10.0.2.2",
-    ];
-    net.ip(&all3).expect("route");
-    let pins = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/xe-t{}-torn",
-        std::process::id()
-    )));
+    let net = fabric("torn", PORTS);
+    anycast_route(&net, &[0, 1, 2]);
+    let pins = PinDir::new("torn");
     // Modulo groups resize on every member change: the hardest case.
-    let _daemon = Daemon(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", net.name()))
-            .arg(env!("CARGO_BIN_EXE_xdp-ecmp"))
-            .arg("--pin-dir")
-            .arg(&pins.0)
-            .args([
-                "run",
-                "-p",
-                "xe-in",
-                "--plain-groups",
-                "modulo",
-                "--run-for",
-                "60",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("daemon"),
+    let _daemon = Daemon::start(
+        &net,
+        &pins,
+        &["-p", "xe-in", "--plain-groups", "modulo", "--run-for", "60"],
+        false,
     );
-    while !pins.0.join("link_xe-in").exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
     std::thread::sleep(Duration::from_millis(500));
     net.enter().expect("enter");
 
     let valid: HashSet<[u8; 6]> = (0..PORTS)
-        .flat_map(|p| (0..2).map(move |v| mac(p, v)))
+        .flat_map(|p| (0..2).map(move |v| neighbour_mac(p, v)))
         .collect();
     let (good, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let done = Arc::new(AtomicBool::new(false));
@@ -210,21 +99,9 @@ fn frames_never_meet_a_half_written_next_hop() {
     while start.elapsed() < Duration::from_secs(4) {
         let v = rounds % 2;
         for p in 0..PORTS {
-            net.ip(&[
-                "neigh",
-                "replace",
-                &format!("10.0.{p}.2"),
-                "lladdr",
-                &mac_str(mac(p, (v + 1) % 2)),
-                "dev",
-                &format!("xe-o{p}"),
-                "nud",
-                "permanent",
-            ])
-            .expect("neigh");
+            set_neighbour(&net, p, (v + 1) % 2);
         }
-        net.ip(if rounds % 2 == 0 { &two } else { &all3 })
-            .expect("route replace");
+        anycast_route(&net, if rounds % 2 == 0 { &[0, 2] } else { &[0, 1, 2] });
         rounds += 1;
         std::thread::sleep(Duration::from_millis(20));
     }

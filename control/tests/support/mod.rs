@@ -1,0 +1,171 @@
+//! Shared support of the daemon tests: bpffs pin directories, the daemon process, and a namespace with an ingress port and egress ports towards resolved neighbours.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+use dataplane::testnet::TestNet;
+
+/// A bpffs directory with the project prefix, removed on drop.
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    pub fn new(tag: &str) -> PinDir {
+        PinDir(PathBuf::from(format!(
+            "/sys/fs/bpf/xe-t{}-{tag}",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `xdp-ecmp --pin-dir PINS ARGS` in the namespace. nsenter, unlike
+/// `ip netns exec`, keeps the host's /sys and so its bpffs mount.
+pub fn xdp_ecmp(net: &TestNet, pins: &PinDir, args: &[&str]) -> Output {
+    command(net, pins, args).output().expect("running xdp-ecmp")
+}
+
+fn command(net: &TestNet, pins: &PinDir, args: &[&str]) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{}", net.name()))
+        .arg(env!("CARGO_BIN_EXE_xdp-ecmp"))
+        .arg("--pin-dir")
+        .arg(&pins.0)
+        .args(args);
+    c
+}
+
+/// The daemon (`xdp-ecmp run ARGS`), ended by its PID when dropped.
+pub struct Daemon(pub Child);
+
+impl Daemon {
+    /// Starts it; its log is kept for `stop` when `keep_log`.
+    pub fn start(net: &TestNet, pins: &PinDir, args: &[&str], keep_log: bool) -> Daemon {
+        let mut c = command(net, pins, &[&["run"], args].concat());
+        c.env("RUST_LOG", "info").stdout(Stdio::null());
+        c.stderr(if keep_log {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let d = Daemon(c.spawn().expect("starting xdp-ecmp run"));
+        let t0 = std::time::Instant::now();
+        let port = args
+            .iter()
+            .position(|a| *a == "-p")
+            .map(|i| args[i + 1])
+            .expect("a -p PORT");
+        while !pins.0.join(format!("link_{port}")).exists() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "the daemon did not attach to {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        d
+    }
+
+    /// SIGTERM, then its log.
+    pub fn stop(mut self) -> String {
+        use std::io::Read;
+        // SAFETY: signalling the child we started, by its PID.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let mut log = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = e.read_to_string(&mut log);
+        }
+        let _ = self.0.wait();
+        log
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The MAC of neighbour 10.0.`port`.2, in its `version`.
+pub fn neighbour_mac(port: usize, version: usize) -> [u8; 6] {
+    [0x02, 0, 0, 0x10 + version as u8, port as u8, 0x99]
+}
+
+pub fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A namespace with an ingress port `xe-in` (its peer `xe-h0` sends) and
+/// egress ports `xe-o<i>` towards 10.0.i.2, resolved permanently, whose
+/// peers `xe-p<i>` receive (GRO on, so they take redirected frames).
+pub fn fabric(tag: &str, egress: usize) -> TestNet {
+    let mut pairs = vec![("xe-h0".to_string(), "xe-in".to_string())];
+    pairs.extend((0..egress).map(|i| (format!("xe-o{i}"), format!("xe-p{i}"))));
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let net = TestNet::new(tag, &refs).expect("namespace");
+    for i in 0..egress {
+        let dev = format!("xe-o{i}");
+        net.ip(&["addr", "add", &format!("10.0.{i}.1/24"), "dev", &dev])
+            .expect("addr");
+        set_neighbour(&net, i, 0);
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                net.name(),
+                "ethtool",
+                "-K",
+                &format!("xe-p{i}"),
+                "gro",
+                "on",
+            ])
+            .status()
+            .expect("ethtool (scripts/setup.sh installs it)");
+    }
+    net
+}
+
+/// Points neighbour 10.0.`port`.2 at its MAC `version`.
+pub fn set_neighbour(net: &TestNet, port: usize, version: usize) {
+    net.ip(&[
+        "neigh",
+        "replace",
+        &format!("10.0.{port}.2"),
+        "lladdr",
+        &mac_str(neighbour_mac(port, version)),
+        "dev",
+        &format!("xe-o{port}"),
+        "nud",
+        "permanent",
+    ])
+    .expect("neigh");
+}
+
+/// `ip route replace 172.16.255.66/32` over the given egress ports.
+pub fn anycast_route(net: &TestNet, ports: &[usize]) {
+    let mut args: Vec<String> = ["route", "replace", "172.16.255.66/32"]
+        .map(String::from)
+        .to_vec();
+    for p in ports {
+        args.extend(["nexthop".into(), "via".into(), format!("10.0.{p}.2")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    net.ip(&args).expect("route");
+}
