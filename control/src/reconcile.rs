@@ -192,6 +192,8 @@ pub struct Reconciler {
     /// The group each forwarding prefix uses, and how many prefixes use each group.
     route_groups: HashMap<Prefix, GroupKey>,
     group_refs: HashMap<GroupKey, usize>,
+    /// Bucket tables new groups start from (their routes' previous group).
+    inherited: HashMap<GroupKey, BucketTable>,
 }
 
 impl Reconciler {
@@ -211,6 +213,7 @@ impl Reconciler {
             stale_groups: Vec::new(),
             route_groups: HashMap::new(),
             group_refs: HashMap::new(),
+            inherited: HashMap::new(),
         }
     }
 
@@ -416,18 +419,28 @@ impl Reconciler {
             Dirty::Prefixes(set) => set.iter().copied().collect(),
         };
         let mut updates = Vec::with_capacity(prefixes.len());
+        let mut inherit: HashMap<GroupKey, GroupKey> = HashMap::new();
         for p in prefixes {
             let verdict = route_verdict(ks, &p, &plain);
-            if let Some(old) = self.route_groups.remove(&p) {
-                if let Some(n) = self.group_refs.get_mut(&old) {
+            let old_key = self.route_groups.remove(&p);
+            if let Some(old) = &old_key {
+                if let Some(n) = self.group_refs.get_mut(old) {
                     *n -= 1;
                     if *n == 0 {
-                        self.group_refs.remove(&old);
+                        self.group_refs.remove(old);
                     }
                 }
             }
             if let Some(DesiredRoute::Forward(key)) = &verdict {
                 *self.group_refs.entry(key.clone()).or_default() += 1;
+                if let Some(old) = &old_key {
+                    // A route whose member set changed (as a routing daemon
+                    // replaces it) starts its new group from the old table, so
+                    // only the buckets of members that left move.
+                    if old != key && !self.groups.contains_key(key) {
+                        inherit.entry(key.clone()).or_insert_with(|| old.clone());
+                    }
+                }
                 self.route_groups.insert(p, key.clone());
             }
             updates.push((p, verdict));
@@ -442,7 +455,13 @@ impl Reconciler {
         let mut st = SyncStats::default();
         self.sync_txports(&d, dp)?;
         self.sync_nexthops(&d, dp, &mut st)?;
+        for (new, old) in &inherit {
+            if let Some(t) = self.groups.get(old).and_then(|g| g.table.clone()) {
+                self.inherited.insert(new.clone(), t);
+            }
+        }
         let live_groups = self.sync_groups(&d, dp, now_ms, last_used, &mut st)?;
+        self.inherited.clear();
         self.sync_routes(&updates, dp, &mut st)?;
         self.retire(&d, &live_groups, dp)?;
         Ok(st)
@@ -572,7 +591,11 @@ impl Reconciler {
                         .iter()
                         .map(|m| Member::new(self.path_ids[&m.path], u32::from(m.weight)))
                         .collect();
-                    let existing = self.groups.get_mut(key).and_then(|w| w.table.take());
+                    let existing = self
+                        .groups
+                        .get_mut(key)
+                        .and_then(|w| w.table.take())
+                        .or_else(|| self.inherited.remove(key));
                     let mut table = match existing {
                         // Nothing to move: no stamps to read, no upkeep.
                         Some(t)

@@ -483,3 +483,53 @@ fn nexthop_objects_and_kernel_resilient_groups_are_mirrored_bucket_for_bucket() 
     assert!(e.route("192.168.31.0/24").is_none());
     println!("nhobj: nexthop objects (single, blackhole, plain group 1:3, kernel resilient group) mirrored; {compared} kernel buckets equal ours bucket for bucket across delete and re-add");
 }
+
+#[test]
+fn a_route_replaced_with_fewer_members_moves_only_their_buckets() {
+    if !require_root("a_route_replaced_with_fewer_members_moves_only_their_buckets") {
+        return;
+    }
+    // What a routing daemon does on a withdrawal: the route is replaced
+    // with one member less (a new path set, or a new nexthop group id).
+    let mut e = Env::new("replace", resilient(128, 0));
+    for i in 0..PORTS {
+        e.ip(&format!(
+            "neigh add 10.0.{i}.2 lladdr 02:00:00:00:0{i}:02 dev xe-a{i} nud permanent"
+        ));
+    }
+    e.ip("route add 172.16.255.66/32 nexthop via 10.0.0.2 nexthop via 10.0.1.2 nexthop via 10.0.2.2 nexthop via 10.0.3.2");
+    e.sync();
+    let before = e.buckets("172.16.255.66/32");
+    e.ip("route replace 172.16.255.66/32 nexthop via 10.0.0.2 nexthop via 10.0.1.2 nexthop via 10.0.3.2");
+    e.sync();
+    e.consistent();
+    let after = e.buckets("172.16.255.66/32");
+    let a2 = ifx("xe-a2");
+    let moved: Vec<usize> = (0..128).filter(|i| before[*i] != after[*i]).collect();
+    assert_eq!(moved.len(), 32);
+    assert!(
+        moved.iter().all(|i| before[*i] == a2),
+        "only the withdrawn member's buckets move"
+    );
+    // The same through nexthop objects, as FRR installs them.
+    e.ip("nexthop add id 1 via 10.0.0.2 dev xe-a0");
+    e.ip("nexthop add id 2 via 10.0.1.2 dev xe-a1");
+    e.ip("nexthop add id 3 via 10.0.2.2 dev xe-a2");
+    e.ip("nexthop add id 10 group 1/2/3");
+    e.ip("nexthop add id 11 group 1/3");
+    e.ip("route add 192.168.40.0/24 nhid 10");
+    e.sync();
+    let before = e.buckets("192.168.40.0/24");
+    e.ip("route replace 192.168.40.0/24 nhid 11");
+    e.sync();
+    e.consistent();
+    let after = e.buckets("192.168.40.0/24");
+    let a1 = ifx("xe-a1");
+    let moved: Vec<usize> = (0..128).filter(|i| before[*i] != after[*i]).collect();
+    assert!(
+        !moved.is_empty() && moved.iter().all(|i| before[*i] == a1),
+        "nhid 10 -> 11: only member 2's buckets move ({} moved)",
+        moved.len()
+    );
+    println!("replace: route replaced without one of 4 members: 32/128 buckets moved, all the withdrawn member's; nhid group swap: {} moved, all member 2's", moved.len());
+}
