@@ -2,7 +2,7 @@
 # Installs every Debian package and tool that building and testing xdp-ecmp needs (idempotent).
 set -euo pipefail
 
-PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 ethtool tcpdump libbpf-dev linux-libc-dev make)
+PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 ethtool tcpdump libbpf-dev linux-libc-dev make util-linux python3 iputils-ping)
 
 missing=()
 for p in "${PKGS[@]}"; do

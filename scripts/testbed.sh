@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# The anycast design guide's network in veth namespaces: client, 2 spines, 4 leaves, 4 servers announcing 172.16.255.66/32.
+# Usage: testbed.sh up [--mode static|bgp] | down | status | daemon NODE [xdp-ecmp run flags...] | stop-daemon NODE | exec NODE CMD...
+# Everything it creates is named xe-tb-*: namespaces xe-tb-<node>, bpffs pins /sys/fs/bpf/xe-tb-<node>,
+# state (PIDs, logs) under /run/xe-testbed. `down` removes all of it and ends only the processes it started.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STATE=/run/xe-testbed
+ANYCAST=172.16.255.66
+SPINES=(spine01 spine02)
+LEAVES=(leaf01 leaf02 leaf03 leaf04)
+SERVERS=(server01 server02 server03 server04)
+NODES=(client "${SPINES[@]}" "${LEAVES[@]}" "${SERVERS[@]}")
+XDP_ECMP=${XDP_ECMP:-$ROOT/target/release/xdp-ecmp}
+
+ns() { echo "xe-tb-$1"; }
+in_ns() { local n=$1; shift; ip netns exec "$(ns "$n")" "$@"; }
+die() { echo "testbed: $*" >&2; exit 1; }
+need_root() { [[ $(id -u) -eq 0 ]] || die "needs root (network namespaces, XDP)"; }
+
+# Deterministic MACs: 02:xe:NODE:PORT — node and port numbers from names.
+node_no() { case $1 in client) echo 1;; spine0*) echo $((10 + ${1#spine0}));; leaf0*) echo $((20 + ${1#leaf0}));; server0*) echo $((30 + ${1#server0}));; esac; }
+mac_of() { printf '02:5e:%02x:00:00:%02x' "$(node_no "$1")" "$2"; }
+
+# link NODE_A IF_A NODE_B IF_B PORTNO_A PORTNO_B: a veth pair straight into two namespaces.
+link() {
+    ip link add "$2" netns "$(ns "$1")" address "$(mac_of "$1" "$5")" type veth \
+        peer name "$4" netns "$(ns "$3")" address "$(mac_of "$3" "$6")"
+    for side in "$1 $2" "$3 $4"; do
+        set -- $side
+        in_ns "$1" ip link set "$2" up
+        # Checksums computed in software: XDP-redirected frames carry no offload state.
+        in_ns "$1" ethtool -K "$2" tx off gro on >/dev/null 2>&1 || true
+    done
+}
+
+# p2p NODE_A IF_A ADDR_A NODE_B IF_B ADDR_B: /31 addresses and permanent neighbours both ways.
+p2p() {
+    in_ns "$1" ip addr add "$3/31" dev "$2"
+    in_ns "$4" ip addr add "$6/31" dev "$5"
+    local mac_a mac_b
+    mac_b=$(ip -n "$(ns "$4")" -br link show "$5" | awk '{print $3}')
+    mac_a=$(ip -n "$(ns "$1")" -br link show "$2" | awk '{print $3}')
+    in_ns "$1" ip neigh replace "$6" lladdr "$mac_b" dev "$2" nud permanent
+    in_ns "$4" ip neigh replace "$3" lladdr "$mac_a" dev "$5" nud permanent
+}
+
+up() {
+    need_root
+    local mode=static
+    while (($#)); do
+        case $1 in
+        --mode) mode=$2; shift 2;;
+        *) die "unknown option $1 (up [--mode static])";;
+        esac
+    done
+    [[ $mode == static || $mode == bgp ]] || die "mode $mode: static or bgp"
+    if [[ $mode == bgp && ! -x /usr/lib/frr/bgpd ]]; then
+        echo "testbed: installing FRR for bgp mode"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends frr >/dev/null
+    fi
+    if ip netns list | grep -q '^xe-tb-'; then
+        echo "testbed: already up (scripts/testbed.sh down to rebuild)"
+        return 0
+    fi
+    [[ -x $XDP_ECMP ]] || die "$XDP_ECMP missing: cargo build --release -p xdp-ecmp"
+    trap 'echo "testbed: set-up failed, cleaning up" >&2; down' ERR
+    mkdir -p "$STATE"
+    for n in "${NODES[@]}"; do
+        ip netns add "$(ns "$n")"
+        in_ns "$n" ip link set lo up
+        in_ns "$n" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+    done
+    # client <-> spine02 (the guide's remote user behind swp51)
+    link client eth0 spine02 swp51 1 51
+    in_ns client ip addr add 10.2.0.100/24 dev eth0
+    in_ns spine02 ip addr add 10.2.0.1/24 dev swp51
+    local cmac s2mac
+    cmac=$(ip -n "$(ns client)" -br link show eth0 | awk '{print $3}')
+    s2mac=$(ip -n "$(ns spine02)" -br link show swp51 | awk '{print $3}')
+    in_ns spine02 ip neigh replace 10.2.0.100 lladdr "$cmac" dev swp51 nud permanent
+    in_ns client ip neigh replace 10.2.0.1 lladdr "$s2mac" dev eth0 nud permanent
+    in_ns client ip route add "$ANYCAST/32" via 10.2.0.1
+    local i s
+    for i in 1 2 3 4; do
+        # spineNN swpI <-> leaf0I swp5N ; leaf0I swp1 <-> server0I eth0
+        for s in 1 2; do
+            link "spine0$s" "swp$i" "leaf0$i" "swp5$s" "$i" "5$s"
+        done
+        link "leaf0$i" swp1 "server0$i" eth0 1 1
+        in_ns "server0$i" ip addr add "$ANYCAST/32" dev lo
+    done
+    if [[ $mode == static ]]; then
+        static_routes
+    else
+        bgp_routes
+    fi
+    for i in 1 2 3 4; do
+        start_service "server0$i"
+    done
+    start_daemon spine01 -p swp1 -p swp2 -p swp3 -p swp4
+    start_daemon spine02 -p swp51 -p swp1 -p swp2 -p swp3 -p swp4
+    for i in 1 2 3 4; do
+        start_daemon "leaf0$i" -p swp51 -p swp52 -p swp1
+    done
+    trap - ERR
+    echo "$mode" > "$STATE/mode"
+    echo "testbed: up ($mode): ${#NODES[@]} namespaces xe-tb-*, xdp-ecmp on spines and leaves, services on ${SERVERS[*]}"
+}
+
+# Static mode: /31s, permanent neighbours, ECMP routes written with ip.
+static_routes() {
+    local i s
+    for i in 1 2 3 4; do
+        for s in 1 2; do
+            p2p "spine0$s" "swp$i" "10.$s.$i.0" "leaf0$i" "swp5$s" "10.$s.$i.1"
+        done
+        p2p "leaf0$i" swp1 "10.3.$i.0" "server0$i" eth0 "10.3.$i.1"
+        in_ns "server0$i" ip route add default via "10.3.$i.0"
+        in_ns "leaf0$i" ip route add "$ANYCAST/32" via "10.3.$i.1"
+        # The client sits behind spine02 only.
+        in_ns "leaf0$i" ip route add 10.2.0.0/24 via "10.2.$i.0"
+    done
+    for s in 1 2; do
+        in_ns "spine0$s" ip route add "$ANYCAST/32" \
+            nexthop via "10.$s.1.1" dev swp1 nexthop via "10.$s.2.1" dev swp2 \
+            nexthop via "10.$s.3.1" dev swp3 nexthop via "10.$s.4.1" dev swp4
+    done
+}
+
+# BGP mode: FRR (zebra + bgpd) in every router namespace, BGP unnumbered
+# (IPv6 link-local sessions, IPv4 routes via IPv6 next hops, RFC 5549) on the
+# fabric, servers announcing the anycast /32 themselves, maximum-paths.
+frr_conf() {
+    local n=$1 asn=$2; shift 2
+    local dir=$STATE/frr/$n
+    mkdir -p "$dir"
+    {
+        echo "frr defaults datacenter"
+        echo "hostname $n"
+        echo "log file $dir/frr.log"
+        echo "!"
+        echo "router bgp $asn"
+        echo " bgp router-id 10.255.0.$(node_no "$n")"
+        echo " no bgp ebgp-requires-policy"
+        echo " bgp bestpath as-path multipath-relax"
+        local p
+        for p in "$@"; do echo " neighbor $p interface remote-as external"; done
+        echo " address-family ipv4 unicast"
+        case $n in
+        server*) echo "  network $ANYCAST/32";;
+        spine02) echo "  network 10.2.0.0/24";;
+        esac
+        echo "  maximum-paths 64"
+        echo " exit-address-family"
+        echo "!"
+    } > "$dir/frr.conf"
+    chown -R frr:frr "$dir"
+    mkdir -p "/var/run/frr/$(ns "$n")"
+    chown frr:frr "/var/run/frr/$(ns "$n")"
+    local d
+    for d in zebra bgpd; do
+        in_ns "$n" "/usr/lib/frr/$d" -d -N "$(ns "$n")" -f "$dir/frr.conf" -i "$dir/$d.pid" \
+            >"$dir/$d.out" 2>&1 || die "FRR $d in $n failed: $(cat "$dir/$d.out")"
+    done
+}
+
+bgp_routes() {
+    local i
+    frr_conf spine01 65000 swp1 swp2 swp3 swp4
+    frr_conf spine02 65000 swp1 swp2 swp3 swp4
+    for i in 1 2 3 4; do
+        frr_conf "leaf0$i" "6500$i" swp51 swp52 swp1
+        frr_conf "server0$i" "6510$i" eth0
+    done
+    # Converged when spine02 has four paths to the anycast address.
+    local t=0
+    until [[ $(in_ns spine02 ip route show "$ANYCAST" 2>/dev/null | grep -c nexthop) -ge 4 ]] &&
+        in_ns "server01" ip route show 10.2.0.0/24 | grep -q .; do
+        sleep 0.5; t=$((t + 1))
+        ((t < 120)) || die "BGP did not converge in 60 s: $(in_ns spine02 ip route show "$ANYCAST")"
+    done
+}
+
+start_service() {
+    local n=$1
+    ip netns exec "$(ns "$n")" python3 "$ROOT/scripts/anycast.py" serve --name "$n" --addr "$ANYCAST" \
+        >"$STATE/$n.svc.log" 2>&1 &
+    echo $! > "$STATE/$n.svc.pid"
+}
+
+# start_daemon NODE RUN-FLAGS...: xdp-ecmp run in NODE (nsenter keeps bpffs visible).
+start_daemon() {
+    local n=$1; shift
+    stop_daemon "$n"
+    nsenter --net="/run/netns/$(ns "$n")" "$XDP_ECMP" --pin-dir "/sys/fs/bpf/$(ns "$n")" run "$@" \
+        >"$STATE/$n.log" 2>&1 &
+    echo $! > "$STATE/$n.pid"
+    echo "$*" > "$STATE/$n.flags"
+    # Ready when the last port's link is pinned and the anycast route is in the maps.
+    local t=0
+    until grep -q "initial sync done" "$STATE/$n.log" 2>/dev/null; do
+        sleep 0.1; t=$((t + 1))
+        ((t < 100)) || die "xdp-ecmp in $n did not start: $(tail -3 "$STATE/$n.log")"
+        kill -0 "$(cat "$STATE/$n.pid")" 2>/dev/null || die "xdp-ecmp in $n exited: $(tail -3 "$STATE/$n.log")"
+    done
+}
+
+stop_daemon() {
+    local n=$1 pidf="$STATE/$1.pid"
+    [[ -f $pidf ]] || return 0
+    local pid; pid=$(cat "$pidf")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidf"
+}
+
+down() {
+    need_root
+    local f pid
+    for f in "$STATE"/*.pid; do
+        [[ -e $f ]] || continue
+        pid=$(cat "$f"); kill "$pid" 2>/dev/null || true
+    done
+    sleep 0.3
+    for f in "$STATE"/*.pid; do
+        [[ -e $f ]] || continue
+        pid=$(cat "$f"); kill -9 "$pid" 2>/dev/null || true; rm -f "$f"
+    done
+    for f in "$STATE"/frr/*/*.pid; do
+        [[ -e $f ]] || continue
+        kill "$(cat "$f")" 2>/dev/null || true
+    done
+    local n
+    for n in $(ip netns list | awk '{print $1}' | grep '^xe-tb-' || true); do
+        ip netns del "$n" 2>/dev/null || true
+    done
+    rm -rf /sys/fs/bpf/xe-tb-* 2>/dev/null || true
+    rm -rf "$STATE" /var/run/frr/xe-tb-*
+    echo "testbed: down"
+}
+
+status() {
+    if ! ip netns list | grep -q '^xe-tb-'; then
+        echo "testbed: down"; return 0
+    fi
+    echo "testbed: up ($(cat "$STATE/mode" 2>/dev/null || echo ?))"
+    local n
+    for n in "${NODES[@]}"; do
+        local d="-" s="-"
+        [[ -f $STATE/$n.pid ]] && kill -0 "$(cat "$STATE/$n.pid")" 2>/dev/null && d="xdp-ecmp $(cat "$STATE/$n.flags")"
+        [[ -f $STATE/$n.svc.pid ]] && kill -0 "$(cat "$STATE/$n.svc.pid")" 2>/dev/null && s="anycast service"
+        printf '  %-9s %-40s %s\n' "$n" "$d" "$s"
+    done
+    echo "spine02: ip route show $ANYCAST"
+    in_ns spine02 ip route show "$ANYCAST" | sed 's/^/  /'
+}
+
+cmd=${1:-}
+shift || true
+case $cmd in
+up) up "$@";;
+down) down;;
+status) status;;
+daemon) need_root; n=${1:?node}; shift; start_daemon "$n" "$@";;
+stop-daemon) need_root; stop_daemon "${1:?node}";;
+exec) need_root; n=${1:?node}; shift; in_ns "$n" "$@";;
+xdp-ecmp) need_root; n=${1:?node}; shift; nsenter --net="/run/netns/$(ns "$n")" "$XDP_ECMP" --pin-dir "/sys/fs/bpf/$(ns "$n")" "$@";;
+*) die "usage: testbed.sh up [--mode static] | down | status | daemon NODE FLAGS... | stop-daemon NODE | exec NODE CMD... | xdp-ecmp NODE ARGS...";;
+esac
