@@ -18,8 +18,23 @@ echo "== tests (unit, golden fixtures, truncation, differential, hash vectors, a
 # --show-output prints what each test measured (counts, seeds) after it passes.
 cargo test --workspace --release -- --show-output
 
+echo "== scenario tests: the design guide's claims on the veth testbed (static and BGP routing)"
+if [[ $(id -u) -eq 0 ]]; then
+    command -v /usr/lib/frr/bgpd >/dev/null || {
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends frr >/dev/null
+    }
+    python3 scripts/demo.py --check --mode static
+    python3 scripts/demo.py --check --mode bgp
+elif [[ ${CI:-} == true ]]; then
+    echo "scenario tests: need root, and CI=true forbids skipping them" >&2
+    exit 1
+else
+    echo "scenario tests: skipped: needs root"
+fi
+
 # No test may leave a namespace or bpffs pin of ours behind.
-left=$(ip netns list 2>/dev/null | awk '{print $1}' | grep '^xe-t' || true)
+left=$(ip netns list 2>/dev/null | awk '{print $1}' | grep '^xe-t' || true)  # xe-t<pid>-* and xe-tb-*
 pins=$(find /sys/fs/bpf -maxdepth 1 -name 'xe-t*' 2>/dev/null || true)
 if [[ -n "$left$pins" ]]; then
     echo "tests left behind: $left $pins" >&2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The anycast design guide's network in veth namespaces: client, 2 spines, 4 leaves, 4 servers announcing 172.16.255.66/32.
-# Usage: testbed.sh up [--mode static|bgp] | down | status | daemon NODE [xdp-ecmp run flags...] | stop-daemon NODE | exec NODE CMD...
+# Usage: testbed.sh up [--mode static|bgp] | down | status | daemon NODE [flags] | stop-daemon NODE | fail LEAF | restore LEAF
+#        | withdraw SERVER | announce SERVER | exec NODE CMD... | xdp-ecmp NODE ARGS...
 # Everything it creates is named xe-tb-*: namespaces xe-tb-<node>, bpffs pins /sys/fs/bpf/xe-tb-<node>,
 # state (PIDs, logs) under /run/xe-testbed. `down` removes all of it and ends only the processes it started.
 set -euo pipefail
@@ -244,6 +245,76 @@ down() {
     echo "testbed: down"
 }
 
+# fail NODE: a leaf fails. Static mode: its uplinks to both spines go down.
+# BGP mode: its sessions to the spines shut down. (FRR 8.4 does not put a
+# next hop the kernel dropped from a nexthop group on link down back into
+# the group when the link returns, so a link flap would leave spine02 with
+# three paths for good; a session failure does not hit that.)
+fail() {
+    local n=$1
+    [[ $n == leaf0[1-4] ]] || die "fail: only leaves (leaf01..leaf04) fail"
+    if [[ $(cat "$STATE/mode") == static ]]; then
+        in_ns "$n" ip link set swp51 down
+        in_ns "$n" ip link set swp52 down
+        sleep 0.3
+    else
+        bgp_neighbors "$n" "neighbor swp51 shutdown" "neighbor swp52 shutdown"
+        wait_paths 3
+    fi
+}
+
+# restore NODE: the leaf returns; static mode writes back what the kernel
+# flushed with the links (routes and neighbours), bgp mode reopens the
+# sessions and waits for spine02's four paths.
+restore() {
+    local n=$1 i=${1#leaf0} s
+    [[ $n == leaf0[1-4] ]] || die "restore: only leaves (leaf01..leaf04) return"
+    if [[ $(cat "$STATE/mode") == static ]]; then
+        in_ns "$n" ip link set swp51 up
+        in_ns "$n" ip link set swp52 up
+        for s in 1 2; do
+            local mac_s mac_l
+            mac_s=$(ip -n "$(ns "spine0$s")" -br link show "swp$i" | awk '{print $3}')
+            mac_l=$(ip -n "$(ns "$n")" -br link show "swp5$s" | awk '{print $3}')
+            in_ns "spine0$s" ip neigh replace "10.$s.$i.1" lladdr "$mac_l" dev "swp$i" nud permanent
+            in_ns "$n" ip neigh replace "10.$s.$i.0" lladdr "$mac_s" dev "swp5$s" nud permanent
+        done
+        in_ns "$n" ip route replace 10.2.0.0/24 via "10.2.$i.0"
+        sleep 0.3
+    else
+        bgp_neighbors "$n" "no neighbor swp51 shutdown" "no neighbor swp52 shutdown"
+        wait_paths 4
+    fi
+}
+
+bgp_neighbors() {
+    local n=$1; shift
+    local args=(-c "configure terminal" -c "router bgp $(bgp_asn "$n")") c
+    for c in "$@"; do args+=(-c "$c"); done
+    in_ns "$n" vtysh -N "$(ns "$n")" "${args[@]}" >/dev/null 2>&1
+}
+
+bgp_asn() {
+    case $1 in spine0*) echo 65000;; leaf0*) echo "6500${1#leaf0}";; server0*) echo "6510${1#server0}";; esac
+}
+
+# wait_paths N: until spine02 routes the anycast address over N paths.
+wait_paths() {
+    local t=0
+    until [[ $(in_ns spine02 ip route show "$ANYCAST" | grep -c nexthop) -eq $1 ]]; do
+        sleep 0.2; t=$((t + 1))
+        ((t < 150)) || die "spine02 did not reach $1 paths to $ANYCAST in 30 s"
+    done
+    sleep 0.3
+}
+
+# withdraw SERVER / announce SERVER: the server stops/starts announcing the anycast /32 (bgp mode).
+announce() {
+    local n=$1 verb=$2
+    [[ $(cat "$STATE/mode") == bgp ]] || die "withdraw/announce: only in bgp mode"
+    bgp_neighbors "$n" "address-family ipv4 unicast" "$verb network $ANYCAST/32"
+}
+
 status() {
     if ! ip netns list | grep -q '^xe-tb-'; then
         echo "testbed: down"; return 0
@@ -269,6 +340,10 @@ status) status;;
 daemon) need_root; n=${1:?node}; shift; start_daemon "$n" "$@";;
 stop-daemon) need_root; stop_daemon "${1:?node}";;
 exec) need_root; n=${1:?node}; shift; in_ns "$n" "$@";;
+fail) need_root; fail "${1:?node}";;
+restore) need_root; restore "${1:?node}";;
+withdraw) need_root; announce "${1:?server}" no;;
+announce) need_root; announce "${1:?server}" "";;
 xdp-ecmp) need_root; n=${1:?node}; shift; nsenter --net="/run/netns/$(ns "$n")" "$XDP_ECMP" --pin-dir "/sys/fs/bpf/$(ns "$n")" "$@";;
-*) die "usage: testbed.sh up [--mode static] | down | status | daemon NODE FLAGS... | stop-daemon NODE | exec NODE CMD... | xdp-ecmp NODE ARGS...";;
+*) die "usage: testbed.sh up [--mode static|bgp] | down | status | daemon NODE FLAGS... | stop-daemon NODE | fail LEAF | restore LEAF | withdraw SERVER | announce SERVER | exec NODE CMD... | xdp-ecmp NODE ARGS...";;
 esac

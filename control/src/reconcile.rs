@@ -193,7 +193,8 @@ pub struct Reconciler {
     route_groups: HashMap<Prefix, GroupKey>,
     group_refs: HashMap<GroupKey, usize>,
     /// Bucket tables new groups start from (their routes' previous group).
-    inherited: HashMap<GroupKey, BucketTable>,
+    /// (table, slot window base and length whose stamps tell which buckets are busy).
+    inherited: HashMap<GroupKey, (BucketTable, u32, usize)>,
 }
 
 impl Reconciler {
@@ -456,8 +457,11 @@ impl Reconciler {
         self.sync_txports(&d, dp)?;
         self.sync_nexthops(&d, dp, &mut st)?;
         for (new, old) in &inherit {
-            if let Some(t) = self.groups.get(old).and_then(|g| g.table.clone()) {
-                self.inherited.insert(new.clone(), t);
+            if let Some(g) = self.groups.get(old) {
+                if let Some(t) = g.table.clone() {
+                    self.inherited
+                        .insert(new.clone(), (t, g.base, g.slots.len()));
+                }
             }
         }
         let live_groups = self.sync_groups(&d, dp, now_ms, last_used, &mut st)?;
@@ -591,29 +595,29 @@ impl Reconciler {
                         .iter()
                         .map(|m| Member::new(self.path_ids[&m.path], u32::from(m.weight)))
                         .collect();
+                    // The group's own table, or the one its routes had before;
+                    // with the window whose stamps say which buckets are busy.
                     let existing = self
                         .groups
                         .get_mut(key)
-                        .and_then(|w| w.table.take())
+                        .and_then(|w| Some((w.table.take()?, w.base, w.slots.len())))
                         .or_else(|| self.inherited.remove(key));
                     let mut table = match existing {
                         // Nothing to move: no stamps to read, no upkeep.
-                        Some(t)
+                        Some((t, _, _))
                             if t.bucket_count() == usize::from(*buckets)
                                 && t.members() == members.as_slice()
                                 && t.is_balanced() =>
                         {
                             t
                         }
-                        Some(mut t) if t.bucket_count() == usize::from(*buckets) => {
-                            if let Some(w) = self.groups.get(key) {
-                                let used: Vec<u64> = (0..w.slots.len() as u32)
-                                    .map(|i| last_used(w.base + i).unwrap_or(0))
+                        Some((mut t, base, len)) if t.bucket_count() == usize::from(*buckets) => {
+                            if len == t.bucket_count() {
+                                let used: Vec<u64> = (0..len as u32)
+                                    .map(|i| last_used(base + i).unwrap_or(0))
                                     .collect();
-                                if used.len() == t.bucket_count() {
-                                    t.set_last_used(&used)
-                                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                                }
+                                t.set_last_used(&used)
+                                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
                             }
                             let out = t
                                 .set_members(&members, now_ms)

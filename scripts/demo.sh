@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The demo (the README's main command): installs what is missing, builds, brings up the testbed and walks the anycast design guide.
+# Usage: scripts/demo.sh [--mode static|bgp] [--json] [--keep]   (as root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ $(id -u) -eq 0 ]] || { echo "demo: needs root (network namespaces, XDP): sudo $0 $*" >&2; exit 1; }
+./scripts/setup.sh >&2
+if [[ " $* " == *" bgp "* || " $* " == *"--mode=bgp"* ]] && [[ ! -x /usr/lib/frr/bgpd ]]; then
+    echo "demo: installing FRR" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends frr >/dev/null
+fi
+echo "demo: building xdp-ecmp (release)" >&2
+cargo build --release --quiet -p xdp-ecmp
+exec python3 scripts/demo.py "$@"
