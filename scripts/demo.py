@@ -21,6 +21,10 @@ CLIENT = "10.2.0.100"
 SEED = "5eed0001"
 FLOWS = (20000, 20999)  # one UDP flow per client source port
 ON_LEAF03 = "server03"
+# Seconds flows stay active around a change; BGP needs longer to bring a
+# leaf's sessions back than static routing needs to restore its links.
+WINDOW = {"static": 3, "bgp": 8}
+MODE = "static"
 
 
 def sh(*args, check=True):
@@ -168,7 +172,7 @@ def step_return(r):
         leaf03("down")
         # Flows stay active (a query every 0.2 s each) while leaf03 returns.
         hold = subprocess.Popen([TESTBED, "exec", "client", "python3", ANYCAST_PY, "hold", "--dst", ANYCAST, "--src", CLIENT,
-                                 "--sports", f"{lo}-{hi}", "--seconds", "3", "--interval", "0.2"],
+                                 "--sports", f"{lo}-{hi}", "--seconds", str(WINDOW[MODE]), "--interval", "0.2"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(1.0)
         leaf03("up")
@@ -196,7 +200,7 @@ def step_tcp(r):
         leaf03("down")
         sports = "40000-40015"
         stream = subprocess.Popen([TESTBED, "exec", "client", "python3", ANYCAST_PY, "stream", "--dst", ANYCAST, "--src", CLIENT,
-                                   "--sports", sports, "--seconds", "3", "--interval", "0.1"],
+                                   "--sports", sports, "--seconds", str(WINDOW[MODE]), "--interval", "0.1"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(1.0)
         leaf03("up")
@@ -267,6 +271,8 @@ def main():
     ap.add_argument("--mode", choices=["static", "bgp"], default="static",
                     help="static ECMP routes written with ip, or FRR/BGP unnumbered with the servers announcing the anycast /32")
     a = ap.parse_args()
+    global MODE
+    MODE = a.mode
     r = Report(a.check, a.json)
     started = time.time()
     if not a.json:

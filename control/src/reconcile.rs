@@ -612,12 +612,15 @@ impl Reconciler {
                             t
                         }
                         Some((mut t, base, len)) if t.bucket_count() == usize::from(*buckets) => {
+                            // Merge, never overwrite: a group written to a new
+                            // window keeps what its table knew of busy buckets
+                            // until the new window's stamps catch up.
                             if len == t.bucket_count() {
-                                let used: Vec<u64> = (0..len as u32)
-                                    .map(|i| last_used(base + i).unwrap_or(0))
-                                    .collect();
-                                t.set_last_used(&used)
-                                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                                for i in 0..len {
+                                    if let Some(ms) = last_used(base + i as u32) {
+                                        t.mark_used(i, ms).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                                    }
+                                }
                             }
                             let out = t
                                 .set_members(&members, now_ms)
