@@ -456,20 +456,7 @@ fn calc(
             let (Some(s), Some(d)) = (src, dst) else {
                 bail!("calc needs -s SRC and -d DST (or --pcap FILE)")
             };
-            let dst_mac = match in_port {
-                Some(p) => port_mac(p)?,
-                None => [2, 0, 0, 0, 0, 2],
-            };
-            vec![inspect::build_frame(
-                &inspect::Flow {
-                    proto: proto_number(proto)?,
-                    src: s,
-                    dst: d,
-                    sport,
-                    dport,
-                },
-                dst_mac,
-            )?]
+            vec![flow_frame(proto, s, d, sport, dport, in_port)?]
         }
     };
     for (i, f) in frames.iter().enumerate() {
@@ -533,20 +520,7 @@ fn calc_with_seed(
     let shared = inspect::open(&cli.pin_dir)?;
     copy_tables(&shared, &mut private)?;
     private.set_config(&cfg)?;
-    let dst_mac = match in_port {
-        Some(p) => port_mac(p)?,
-        None => [2, 0, 0, 0, 0, 2],
-    };
-    let frame = inspect::build_frame(
-        &inspect::Flow {
-            proto: proto_number(proto)?,
-            src: s,
-            dst: d,
-            sport,
-            dport,
-        },
-        dst_mac,
-    )?;
+    let frame = flow_frame(proto, s, d, sport, dport, in_port)?;
     let a = inspect::ask(&private, &frame)?;
     if json {
         println!("{}", serde_json::to_string(&a)?);
@@ -581,6 +555,29 @@ fn copy_tables(from: &Dataplane, to: &mut Dataplane) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The frame calc asks about: the flow, addressed to the ingress port's MAC if given.
+fn flow_frame(
+    proto: &str,
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    in_port: Option<&str>,
+) -> Result<Vec<u8>> {
+    let dst_mac = match in_port {
+        Some(p) => port_mac(p)?,
+        None => [2, 0, 0, 0, 0, 2],
+    };
+    let flow = inspect::Flow {
+        proto: proto_number(proto)?,
+        src,
+        dst,
+        sport,
+        dport,
+    };
+    inspect::build_frame(&flow, dst_mac)
 }
 
 /// The MAC of a port in this network namespace (from a netlink link dump).
