@@ -1,4 +1,4 @@
-//! Benchmarks of xdp-ecmp. `prog-cost`: ns/packet of the XDP program by BPF_PROG_TEST_RUN, and what bucket stamping costs when two CPUs share a bucket.
+//! Benchmarks of xdp-ecmp: program cost (prog-cost), route ingestion (route-rate), split accuracy (split) and flow disruption (disruption).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -10,6 +10,8 @@ use dataplane::abi::{
 };
 use dataplane::loader::pin_thread_to_cpu;
 use dataplane::{Dataplane, LoadOptions, StampMode, TableWriter};
+
+mod flows;
 
 /// Repetitions per test-run call: the kernel feeds the rewritten frame back,
 /// so a frame starting at TTL 255 stays forwardable for 254 runs.
@@ -325,11 +327,21 @@ fn main() -> Result<()> {
             let rounds = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(7);
             prog_cost(rounds)
         }
+        Some("split") => {
+            flows::split(32_768, 1);
+            Ok(())
+        }
+        Some("disruption") => {
+            flows::disruption(32_768, 1);
+            Ok(())
+        }
         Some("route-rate") => route_rate(
             args.get(2)
                 .and_then(|r| r.parse().ok())
                 .unwrap_or(1_000_000),
         ),
-        _ => bail!("usage: xdp-ecmp-bench prog-cost [ROUNDS] | route-rate [ROUTES]"),
+        _ => bail!(
+            "usage: xdp-ecmp-bench prog-cost [ROUNDS] | route-rate [ROUTES] | split | disruption"
+        ),
     }
 }
