@@ -11,6 +11,7 @@ use dataplane::abi::{
 use dataplane::loader::pin_thread_to_cpu;
 use dataplane::{Dataplane, LoadOptions, StampMode, TableWriter};
 
+mod compare;
 mod flows;
 
 /// Repetitions per test-run call: the kernel feeds the rewritten frame back,
@@ -327,6 +328,10 @@ fn main() -> Result<()> {
             let rounds = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(7);
             prog_cost(rounds)
         }
+        Some("compare") => compare::compare(
+            &[1, 10_000, 1_000_000],
+            args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5),
+        ),
         Some("split") => {
             flows::split(32_768, 1);
             Ok(())

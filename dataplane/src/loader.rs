@@ -291,25 +291,59 @@ impl Dataplane {
     /// Runs the program `repeat` times on `input`. Note that the kernel feeds
     /// the rewritten frame back on each repetition.
     pub fn test_run_repeat(&self, input: &[u8], out: &mut [u8], repeat: u32) -> Result<RunOutput> {
+        self.test_run_from(0, input, out, repeat)
+    }
+
+    /// Runs the program `repeat` times on `input` as received on `ingress_ifindex` (0: none).
+    pub fn test_run_from(
+        &self,
+        ingress_ifindex: u32,
+        input: &[u8],
+        out: &mut [u8],
+        repeat: u32,
+    ) -> Result<RunOutput> {
+        test_run_prog(
+            &self.skel.progs.xdp_ecmp,
+            ingress_ifindex,
+            input,
+            out,
+            repeat,
+        )
+    }
+}
+
+/// BPF_PROG_TEST_RUN of any XDP program, optionally with an ingress ifindex
+/// in the context (a FIB lookup needs one).
+pub fn test_run_prog(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    ingress_ifindex: u32,
+    input: &[u8],
+    out: &mut [u8],
+    repeat: u32,
+) -> Result<RunOutput> {
+    {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+        let mut ctx = [0u32; 6];
+        ctx[1] = input.len() as u32;
+        ctx[3] = ingress_ifindex;
+        let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
         let pi = ProgramInput {
             data_in: Some(input),
             data_out: Some(out),
+            context_in: (ingress_ifindex != 0).then_some(&mut ctx_bytes[..]),
             repeat,
             ..Default::default()
         };
-        let o = self
-            .skel
-            .progs
-            .xdp_ecmp
-            .test_run(pi)
-            .map_err(Error::TestRun)?;
+        let o = prog.test_run(pi).map_err(Error::TestRun)?;
         Ok(RunOutput {
             action: o.return_value,
             len: o.data.map_or(0, |d| d.len()),
             duration: o.duration,
         })
     }
+}
 
+impl Dataplane {
     /// The last decision recorded on `cpu` (needs `trace_decisions`).
     pub fn last_decision(&self, cpu: usize) -> Result<xe_decision> {
         let per_cpu = self
