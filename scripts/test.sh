@@ -18,6 +18,11 @@ echo "== tests (unit, golden fixtures, truncation, differential, hash vectors, a
 # --show-output prints what each test measured (counts, seeds) after it passes.
 cargo test --workspace --release -- --show-output
 
+echo "== benchmark smoke run (small inputs: the figures are not the point, that every benchmark still runs)"
+if [[ $(id -u) -eq 0 ]]; then
+    cargo run --release --quiet -p xdp-ecmp-bench -- quick
+fi
+
 echo "== scenario tests: the design guide's claims on the veth testbed (static and BGP routing)"
 if [[ $(id -u) -eq 0 ]]; then
     command -v /usr/lib/frr/bgpd >/dev/null || {

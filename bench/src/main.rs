@@ -332,6 +332,14 @@ fn main() -> Result<()> {
             &[1, 10_000, 1_000_000],
             args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5),
         ),
+        Some("quick") => {
+            // Smoke run for CI: every benchmark on small inputs, so none rots.
+            flows::split(4096, 1);
+            flows::disruption(4096, 1);
+            compare::compare(&[1, 1000], 1)?;
+            prog_cost(1)?;
+            route_rate(10_000)
+        }
         Some("split") => {
             flows::split(32_768, 1);
             Ok(())
