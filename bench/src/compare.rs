@@ -24,33 +24,6 @@ const REPEAT: u32 = 200;
 const CALLS: u32 = 50;
 const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x22];
 
-/// A 64-byte UDP frame to `dst`, TTL 255 (so 200 repetitions all forward).
-fn frame(dst: Ipv4Addr) -> Vec<u8> {
-    let mut f = vec![0u8; 64];
-    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0xaa, 1]);
-    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0xcc, 1]);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&50u16.to_be_bytes());
-    ip[8] = 255;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[10, 9, 0, 2]);
-    ip[16..20].copy_from_slice(&dst.octets());
-    let mut sum: u32 = ip
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    f[34..36].copy_from_slice(&32700u16.to_be_bytes());
-    f[36..38].copy_from_slice(&53u16.to_be_bytes());
-    f[38..40].copy_from_slice(&30u16.to_be_bytes());
-    f
-}
-
 /// One test run of a program: the frame in, the frame out.
 type Runner<'a> = dyn FnMut(&[u8], &mut [u8]) -> Result<(u32, Duration)> + 'a;
 
@@ -185,7 +158,7 @@ pub fn compare(route_counts: &[u32], rounds: usize) -> Result<()> {
             bail!("ip -batch of {n} routes failed");
         }
         have = n;
-        let pkt = frame(Ipv4Addr::from(0x6440_0000u32 + n / 2));
+        let pkt = crate::frame_to(Ipv4Addr::from(0x6440_0000u32 + n / 2));
         let mut cols: [Vec<f64>; 4] = Default::default();
         for _ in 0..rounds {
             cols[0].push(cost(

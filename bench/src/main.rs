@@ -70,6 +70,11 @@ fn world(dp: &mut Dataplane, mode: u8) -> Result<()> {
 
 /// A 64-byte UDP frame to the anycast address with TTL 255.
 fn frame() -> Vec<u8> {
+    frame_to(Ipv4Addr::new(172, 16, 255, 66))
+}
+
+/// A 64-byte UDP frame to `dst`, TTL 255 (so 200 repetitions all forward).
+pub(crate) fn frame_to(dst: Ipv4Addr) -> Vec<u8> {
     let mut f = vec![0u8; 64];
     f[0..6].copy_from_slice(&[2, 0, 0, 0, 0xaa, 1]);
     f[6..12].copy_from_slice(&[2, 0, 0, 0, 0xcc, 1]);
@@ -80,7 +85,7 @@ fn frame() -> Vec<u8> {
     ip[8] = 255;
     ip[9] = 17;
     ip[12..16].copy_from_slice(&[10, 2, 0, 100]);
-    ip[16..20].copy_from_slice(&[172, 16, 255, 66]);
+    ip[16..20].copy_from_slice(&dst.octets());
     let mut sum: u32 = ip
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
