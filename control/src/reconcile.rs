@@ -24,6 +24,9 @@ use crate::translate::{
     PlainGroupMode,
 };
 
+/// How long the table of a prefix that stopped forwarding is kept for its return.
+const RECENT_MS: u64 = 10_000;
+
 /// First-fit allocator of windows in the slot pool.
 #[derive(Debug, Clone)]
 struct SlotPool {
@@ -195,6 +198,8 @@ pub struct Reconciler {
     /// Bucket tables new groups start from (their routes' previous group).
     /// (table, slot window base and length whose stamps tell which buckets are busy).
     inherited: HashMap<GroupKey, (BucketTable, u32, usize)>,
+    /// Tables of prefixes that stopped forwarding lately (table, window, when).
+    recent: HashMap<Prefix, (BucketTable, u32, usize, u64)>,
 }
 
 impl Reconciler {
@@ -215,6 +220,7 @@ impl Reconciler {
             route_groups: HashMap::new(),
             group_refs: HashMap::new(),
             inherited: HashMap::new(),
+            recent: HashMap::new(),
         }
     }
 
@@ -421,6 +427,8 @@ impl Reconciler {
         };
         let mut updates = Vec::with_capacity(prefixes.len());
         let mut inherit: HashMap<GroupKey, GroupKey> = HashMap::new();
+        self.recent
+            .retain(|_, r| now_ms.saturating_sub(r.3) < RECENT_MS);
         for p in prefixes {
             let verdict = route_verdict(ks, &p, &plain);
             let old_key = self.route_groups.remove(&p);
@@ -441,8 +449,20 @@ impl Reconciler {
                     if old != key && !self.groups.contains_key(key) {
                         inherit.entry(key.clone()).or_insert_with(|| old.clone());
                     }
+                } else if !self.groups.contains_key(key) {
+                    // Or the route was deleted and comes back (a routing
+                    // daemon swapping nexthop groups can do that in two steps).
+                    if let Some(r) = self.recent.remove(&p) {
+                        self.inherited.entry(key.clone()).or_insert((r.0, r.1, r.2));
+                    }
                 }
                 self.route_groups.insert(p, key.clone());
+            } else if let Some(g) = old_key.as_ref().and_then(|k| self.groups.get(k)) {
+                // Leaving forwarding: remember its table for a while.
+                if let Some(t) = &g.table {
+                    self.recent
+                        .insert(p, (t.clone(), g.base, g.slots.len(), now_ms));
+                }
             }
             updates.push((p, verdict));
         }
@@ -801,9 +821,7 @@ impl Reconciler {
                 dp.set_nexthop(w.id, &xe_nexthop::default())?;
                 self.nh_ids.release(w.id);
             }
-            if let Some(pid) = self.path_ids.remove(&p) {
-                self.path_id_pool.release(pid);
-            }
+            // Path ids stay: a bucket table remembered for a returning route names its members by them.
         }
         for (id, base, size) in std::mem::take(&mut self.stale_groups) {
             dp.set_group(id, &xe_group::default())?;

@@ -511,6 +511,20 @@ fn a_route_replaced_with_fewer_members_moves_only_their_buckets() {
         moved.iter().all(|i| before[*i] == a2),
         "only the withdrawn member's buckets move"
     );
+    // Deleted, synced, and added back with one member less: still only that member's buckets.
+    let before = e.buckets("172.16.255.66/32");
+    e.ip("route del 172.16.255.66/32");
+    e.sync();
+    e.ip("route add 172.16.255.66/32 nexthop via 10.0.0.2 nexthop via 10.0.3.2");
+    e.sync();
+    e.consistent();
+    let after = e.buckets("172.16.255.66/32");
+    let a1 = ifx("xe-a1");
+    let moved_back: Vec<usize> = (0..128).filter(|i| before[*i] != after[*i]).collect();
+    assert!(
+        !moved_back.is_empty() && moved_back.iter().all(|i| before[*i] == a1),
+        "a route that comes back keeps its table"
+    );
     // The same through nexthop objects, as FRR installs them.
     e.ip("nexthop add id 1 via 10.0.0.2 dev xe-a0");
     e.ip("nexthop add id 2 via 10.0.1.2 dev xe-a1");
@@ -524,7 +538,6 @@ fn a_route_replaced_with_fewer_members_moves_only_their_buckets() {
     e.sync();
     e.consistent();
     let after = e.buckets("192.168.40.0/24");
-    let a1 = ifx("xe-a1");
     let moved: Vec<usize> = (0..128).filter(|i| before[*i] != after[*i]).collect();
     assert!(
         !moved.is_empty() && moved.iter().all(|i| before[*i] == a1),
