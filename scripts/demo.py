@@ -268,6 +268,8 @@ def main():
     ap.add_argument("--json", action="store_true", help="one JSON document instead of tables")
     ap.add_argument("--check", action="store_true", help="assert every claim (the scenario tests); exit 1 on a failure")
     ap.add_argument("--keep", action="store_true", help="leave the testbed up to explore")
+    ap.add_argument("--steps", default="1,2,3,4,5,6,7",
+                    help="which steps to run, e.g. 1,2,7 (7, the BGP withdrawal, needs --mode bgp)")
     ap.add_argument("--mode", choices=["static", "bgp"], default="static",
                     help="static ECMP routes written with ip, or FRR/BGP unnumbered with the servers announcing the anycast /32")
     a = ap.parse_args()
@@ -282,13 +284,11 @@ def main():
     r.data["mode"] = a.mode
     try:
         spine02_daemon(*MODES["resilient, idle timer 0"])
-        step_split(r)
-        step_two_flows(r)
-        step_failure(r)
-        step_return(r)
-        step_tcp(r)
-        step_ftp(r)
-        if a.mode == "bgp":
+        steps = {int(x) for x in a.steps.split(",") if x.strip()}
+        for n, step in [(1, step_split), (2, step_two_flows), (3, step_failure), (4, step_return), (5, step_tcp), (6, step_ftp)]:
+            if n in steps:
+                step(r)
+        if a.mode == "bgp" and 7 in steps:
             step_withdraw(r)
     finally:
         if not a.keep:
