@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use dataplane::abi::{
-    xe_config, xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, NH_USABLE,
-    RT_UNICAST, XDP_REDIRECT,
+    xe_config, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, NH_USABLE, RT_UNICAST,
+    XDP_REDIRECT,
 };
 use dataplane::loader::{ifindex_of, pin_thread_to_cpu, test_run_prog};
+use dataplane::tables::single_path;
 use dataplane::testnet::TestNet;
 use dataplane::{Dataplane, LoadOptions, TableWriter};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -49,29 +50,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn ours(mode: u8, egress: u32, smac: [u8; 6]) -> Result<Dataplane> {
     let mut dp =
         Dataplane::load(&LoadOptions::default()).context("loading xdp-ecmp (run as root)")?;
-    dp.add_txport(egress)?;
-    dp.set_nexthop(
-        1,
-        &xe_nexthop {
-            ifindex: egress,
-            mtu: 1500,
-            dmac: GW_MAC,
-            smac,
-            state: NH_USABLE,
-            ..Default::default()
-        },
-    )?;
+    let nh = xe_nexthop {
+        ifindex: egress,
+        mtu: 1500,
+        dmac: GW_MAC,
+        smac,
+        state: NH_USABLE,
+        ..Default::default()
+    };
     let size: u16 = if mode == GROUP_RESILIENT { 128 } else { 1 };
-    dp.set_slots(0, &vec![1; usize::from(size)])?;
-    dp.set_group(
-        1,
-        &xe_group {
-            base: 0,
-            size,
-            mode,
-            ..Default::default()
-        },
-    )?;
+    // Route 1 of the table; the measured routes are added next to it.
+    single_path(&mut dp, Ipv4Addr::new(100, 63, 255, 255), &nh, mode, size)?;
     dp.set_config(&xe_config {
         seed: [1, 2],
         ..Default::default()

@@ -229,14 +229,6 @@ impl Reconciler {
         self.groups.get(key).map(|g| g.id)
     }
 
-    /// Group ids and their window, for showing and for stamp reads.
-    pub fn group_windows(&self) -> Vec<(GroupKey, u32, u32, u32)> {
-        self.groups
-            .iter()
-            .map(|(k, g)| (k.clone(), g.id, g.base, g.slots.len() as u32))
-            .collect()
-    }
-
     /// Per group balanced here: the largest |held/wanted - 1| over its members.
     pub fn imbalance(&self) -> Vec<(u32, f64)> {
         self.groups
@@ -264,11 +256,6 @@ impl Reconciler {
             .collect();
         v.sort_unstable();
         v
-    }
-
-    /// The next-hop id written for a path.
-    pub fn nexthop_id(&self, path: &PathKey) -> Option<u32> {
-        self.nexthops.get(path).map(|w| w.id)
     }
 
     /// Takes over what a previous run left in pinned maps: routes, their
@@ -489,17 +476,6 @@ impl Reconciler {
         self.sync_routes(&updates, dp, &mut st)?;
         self.retire(&d, &live_groups, dp)?;
         Ok(st)
-    }
-
-    /// Syncs everything (first sync, tests).
-    pub fn sync_all(
-        &mut self,
-        ks: &KernelState,
-        dp: &mut dyn TableWriter,
-        now_ms: u64,
-        last_used: &dyn Fn(u32) -> Option<u64>,
-    ) -> Result<SyncStats> {
-        self.sync(ks, &Dirty::All, dp, now_ms, last_used)
     }
 
     fn sync_txports(&mut self, d: &Desired, dp: &mut dyn TableWriter) -> Result<()> {

@@ -1,7 +1,6 @@
 //! Translation of the mirrored kernel state into what the dataplane needs: next hops per path, ECMP groups, and a verdict per route (pure).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 
 use dataplane::abi::{xe_nexthop, NH_LINK_UP, NH_RESOLVED, NH_VALID};
 
@@ -242,9 +241,4 @@ fn nexthop_group(ks: &KernelState, id: u32, plain: &GroupPlan) -> Option<Desired
             Some(DesiredGroup { members, plan })
         }
     }
-}
-
-/// Address family of a prefix, for choosing the v4 or v6 table.
-pub fn is_v4(p: &Prefix) -> bool {
-    matches!(p.addr, IpAddr::V4(_))
 }

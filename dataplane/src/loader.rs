@@ -321,26 +321,24 @@ pub fn test_run_prog(
     out: &mut [u8],
     repeat: u32,
 ) -> Result<RunOutput> {
-    {
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
-        let mut ctx = [0u32; 6];
-        ctx[1] = input.len() as u32;
-        ctx[3] = ingress_ifindex;
-        let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        let pi = ProgramInput {
-            data_in: Some(input),
-            data_out: Some(out),
-            context_in: (ingress_ifindex != 0).then_some(&mut ctx_bytes[..]),
-            repeat,
-            ..Default::default()
-        };
-        let o = prog.test_run(pi).map_err(Error::TestRun)?;
-        Ok(RunOutput {
-            action: o.return_value,
-            len: o.data.map_or(0, |d| d.len()),
-            duration: o.duration,
-        })
-    }
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let mut ctx = [0u32; 6];
+    ctx[1] = input.len() as u32;
+    ctx[3] = ingress_ifindex;
+    let mut ctx_bytes: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let pi = ProgramInput {
+        data_in: Some(input),
+        data_out: Some(out),
+        context_in: (ingress_ifindex != 0).then_some(&mut ctx_bytes[..]),
+        repeat,
+        ..Default::default()
+    };
+    let o = prog.test_run(pi).map_err(Error::TestRun)?;
+    Ok(RunOutput {
+        action: o.return_value,
+        len: o.data.map_or(0, |d| d.len()),
+        duration: o.duration,
+    })
 }
 
 impl Dataplane {

@@ -64,3 +64,36 @@ pub(crate) fn check_group(id: u32, group: &xe_group) -> Result<()> {
     check_range("group id", id, MAX_GROUPS)?;
     check_slots(group.base, group.size.into())
 }
+
+/// Writes the smallest forwarding world: next hop 1 on `nh.ifindex` (also a
+/// tx port), group 1 of `size` slots all pointing to it in `mode`, and a /32
+/// route to `dst` through the group. Tests and benchmarks start from it.
+pub fn single_path(
+    t: &mut dyn TableWriter,
+    dst: Ipv4Addr,
+    nh: &xe_nexthop,
+    mode: u8,
+    size: u16,
+) -> Result<()> {
+    t.add_txport(nh.ifindex)?;
+    t.set_nexthop(1, nh)?;
+    t.set_slots(0, &vec![1; usize::from(size)])?;
+    t.set_group(
+        1,
+        &xe_group {
+            base: 0,
+            size,
+            mode,
+            ..Default::default()
+        },
+    )?;
+    t.set_route_v4(
+        dst,
+        32,
+        &xe_route {
+            group: 1,
+            kind: crate::abi::RT_UNICAST,
+            ..Default::default()
+        },
+    )
+}

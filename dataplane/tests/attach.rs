@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::mac;
 use common::packets::*;
-use dataplane::abi::{
-    xe_config, xe_group, xe_nexthop, xe_route, Verdict, GROUP_RESILIENT, NH_USABLE, RT_UNICAST,
-};
+use dataplane::abi::{xe_config, xe_nexthop, Verdict, GROUP_RESILIENT, NH_USABLE};
 use dataplane::loader::{current_cpu, ifindex_of, pin_thread_to_cpu};
+use dataplane::tables::single_path;
 use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
 use dataplane::{AttachMode, Dataplane, Error, LoadOptions, TableWriter, XdpLink};
 
@@ -40,40 +39,22 @@ fn xdp_shown(net: &TestNet, dev: &str) -> String {
 }
 
 fn world(dp: &mut Dataplane, out_if: u32, dmac: [u8; 6], smac: [u8; 6]) {
-    dp.add_txport(out_if).expect("txport");
-    dp.set_nexthop(
-        1,
-        &xe_nexthop {
-            ifindex: out_if,
-            mtu: 1500,
-            dmac,
-            smac,
-            state: NH_USABLE,
-            ..Default::default()
-        },
-    )
-    .expect("nexthop");
-    dp.set_slots(0, &[1; 8]).expect("slots");
-    dp.set_group(
-        1,
-        &xe_group {
-            base: 0,
-            size: 8,
-            mode: GROUP_RESILIENT,
-            ..Default::default()
-        },
-    )
-    .expect("group");
-    dp.set_route_v4(
+    let nh = xe_nexthop {
+        ifindex: out_if,
+        mtu: 1500,
+        dmac,
+        smac,
+        state: NH_USABLE,
+        ..Default::default()
+    };
+    single_path(
+        dp,
         "172.16.255.66".parse().expect("addr"),
-        32,
-        &xe_route {
-            group: 1,
-            kind: RT_UNICAST,
-            ..Default::default()
-        },
+        &nh,
+        GROUP_RESILIENT,
+        8,
     )
-    .expect("route");
+    .expect("world");
     dp.set_config(&xe_config {
         seed: [1, 2],
         ..Default::default()

@@ -13,6 +13,7 @@ use dataplane::abi::{
     xe_group, xe_nexthop, xe_route, Verdict, GROUP_RESILIENT, MAX_GROUPS, MAX_NEXTHOPS, NH_USABLE,
     RT_UNICAST,
 };
+use dataplane::tables::single_path;
 use dataplane::testnet::require_root;
 use dataplane::TableWriter;
 
@@ -51,29 +52,14 @@ fn model_decides_without_allocating() {
         state: NH_USABLE,
         ..Default::default()
     };
-    t.set_nexthop(1, &nh).expect("nh");
-    t.add_txport(5).expect("port");
-    t.set_slots(0, &[1; 64]).expect("slots");
-    t.set_group(
-        1,
-        &xe_group {
-            base: 0,
-            size: 64,
-            mode: GROUP_RESILIENT,
-            ..Default::default()
-        },
-    )
-    .expect("group");
-    t.set_route_v4(
+    single_path(
+        &mut t,
         "172.16.255.66".parse().expect("v4"),
-        32,
-        &xe_route {
-            group: 1,
-            kind: RT_UNICAST,
-            ..Default::default()
-        },
+        &nh,
+        GROUP_RESILIENT,
+        64,
     )
-    .expect("route");
+    .expect("world");
     let packets: Vec<Vec<u8>> = fixtures().into_iter().map(|f| f.pkt).collect();
     let mut out = vec![0u8; 4096];
     let mut forwarded = 0;
