@@ -2,7 +2,8 @@
 # Installs every Debian package and tool that building and testing xdp-ecmp needs (idempotent).
 set -euo pipefail
 
-PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 ethtool tcpdump libbpf-dev linux-libc-dev make util-linux python3 iputils-ping)
+PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 ethtool tcpdump libbpf-dev linux-libc-dev make util-linux python3 iputils-ping
+      libfontconfig-dev libfreetype-dev fonts-dejavu-core)  # the last three: text in the benchmark charts
 
 missing=()
 for p in "${PKGS[@]}"; do

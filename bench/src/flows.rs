@@ -6,6 +6,8 @@ use dataplane::hash::flow_hash;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::report::{num, pct, text, Table};
+
 /// Hash values of `n` random IPv4 UDP flows towards one anycast address.
 fn flow_hashes(n: usize, seed: u64) -> Vec<u32> {
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -56,45 +58,43 @@ fn table(buckets: usize, ms: &[Member]) -> BucketTable {
     BucketTable::new(TableConfig::new(buckets, 0, 0), ms, 0).expect("valid table")
 }
 
-/// Prints the split-accuracy table; returns (members, weights, table, max error %) rows.
-pub fn split(flows: usize, seed: u64) -> Vec<(usize, String, String, f64)> {
+/// Split accuracy: the largest relative error of a member's share.
+pub fn split(flows: usize, seed: u64) -> Table {
     let hashes = flow_hashes(flows, seed);
-    let mut rows = Vec::new();
-    println!("split accuracy: {flows} random flows, seed {seed}; cell = largest |share/ideal - 1| over the members");
-    println!("| members | weights | resilient 128 buckets | resilient 4096 buckets | modulo |");
-    println!("|---:|---|---:|---:|---:|");
+    let mut t = Table::new(
+        "split",
+        format!("split accuracy: {flows} random IPv4 UDP flows (seed {seed}) through xdp-ecmp's hash; cell = largest |share / ideal - 1| over the members"),
+        &["members", "weights", "resilient 128 buckets", "resilient 4096 buckets", "modulo"],
+    );
     for n in [2usize, 4, 8, 16, 64] {
         for (w, name) in [((1, 1), "1:1"), ((2, 1), "2:1"), ((11, 45), "11:45")] {
             let ms = members(n, w);
-            let mut cells = Vec::new();
-            for (label, slots) in [
-                ("resilient-128", table(128, &ms).buckets().to_vec()),
-                ("resilient-4096", table(4096, &ms).buckets().to_vec()),
-                ("modulo", modulo_slots(&ms).into_iter().map(Some).collect()),
+            let mut cells = vec![num(n as f64, 0), text(name)];
+            for slots in [
+                table(128, &ms).buckets().to_vec(),
+                table(4096, &ms).buckets().to_vec(),
+                modulo_slots(&ms).into_iter().map(Some).collect(),
             ] {
-                let e = max_error(&assign(&hashes, &slots), &ms);
-                rows.push((n, name.to_string(), label.to_string(), e));
-                cells.push(format!("{e:.1}%"));
+                cells.push(pct(max_error(&assign(&hashes, &slots), &ms)));
             }
-            println!(
-                "| {n} | {name} | {} | {} | {} |",
-                cells[0], cells[1], cells[2]
-            );
+            t.row(cells);
         }
     }
-    rows
+    t.note("Weights alternate over the members (w1, w2, w1, ...). Modulo spreads over a list where each member appears weight times (reduced by the gcd). The error has two parts: rounding the weights into buckets (128 buckets cannot express 11:45 over 64 members) and hash noise (flows/member is small at 64 members: 512 flows give ~4.4% standard deviation on their own).");
+    t
 }
 
-/// Prints flows moved when 1 of N fails and when it returns; returns (N, event, scheme, moved %, ideal %).
-pub fn disruption(flows: usize, seed: u64) -> Vec<(usize, &'static str, &'static str, f64, f64)> {
+/// Flows moved when 1 of N fails and when it returns, next to the ideal.
+pub fn disruption(flows: usize, seed: u64) -> Table {
     let hashes = flow_hashes(flows, seed);
-    let mut rows = Vec::new();
     let frac = |a: &[Option<u32>], b: &[Option<u32>]| {
         100.0 * a.iter().zip(b).filter(|(x, y)| x != y).count() as f64 / a.len() as f64
     };
-    println!("flow disruption: {flows} flows, seed {seed}; flows moved / ideal (the failed member's share on failure, 0 for active flows on return)");
-    println!("| members | event | modulo | resilient, idle timer 0 | resilient, idle-aware (all buckets busy) | ideal |");
-    println!("|---:|---|---:|---:|---:|---:|");
+    let mut t = Table::new(
+        "disruption",
+        format!("flow disruption: {flows} flows (seed {seed}); share of flows whose next hop changed when 1 of N members fails, and when it returns while every flow is active"),
+        &["members", "event", "modulo", "resilient, idle timer 0", "resilient, idle-aware", "ideal"],
+    );
     for n in [4usize, 8, 16, 64] {
         let all = members(n, (1, 1));
         let fewer: Vec<Member> = all.iter().copied().filter(|m| m.next_hop != 2).collect();
@@ -110,20 +110,24 @@ pub fn disruption(flows: usize, seed: u64) -> Vec<(usize, &'static str, &'static
                 .collect::<Vec<_>>(),
         );
         // Failure: member 2 leaves.
-        let mut t = BucketTable::new(TableConfig::new(4096, 0, 0), &all, 0).expect("table");
-        let r_all = assign(&hashes, t.buckets());
-        t.set_members(&fewer, 1).expect("members");
-        let r_fewer = assign(&hashes, t.buckets());
+        let mut tb = BucketTable::new(TableConfig::new(4096, 0, 0), &all, 0).expect("table");
+        let r_all = assign(&hashes, tb.buckets());
+        tb.set_members(&fewer, 1).expect("members");
+        let r_fewer = assign(&hashes, tb.buckets());
         let ideal_fail =
             100.0 * r_all.iter().filter(|x| **x == Some(2)).count() as f64 / flows as f64;
         // Return with idle timer 0: buckets move at once.
-        let mut t0 = t.clone();
+        let mut t0 = tb.clone();
         t0.set_members(&all, 2).expect("members");
         let r0 = assign(&hashes, t0.buckets());
         // Return with an idle timer and every bucket busy: nothing moves yet.
-        let mut ti =
-            BucketTable::from_assignment(TableConfig::new(4096, 60_000, 0), &fewer, t.buckets(), 2)
-                .expect("table");
+        let mut ti = BucketTable::from_assignment(
+            TableConfig::new(4096, 60_000, 0),
+            &fewer,
+            tb.buckets(),
+            2,
+        )
+        .expect("table");
         for b in 0..4096 {
             ti.mark_used(b, 10).expect("stamp");
         }
@@ -140,11 +144,16 @@ pub fn disruption(flows: usize, seed: u64) -> Vec<(usize, &'static str, &'static
             frac(&r_fewer, &ri),
         );
         for (event, (m, r, i), ideal) in [("1 fails", fail, ideal_fail), ("it returns", ret, 0.0)] {
-            println!("| {n} | {event} | {m:.1}% | {r:.1}% | {i:.1}% | {ideal:.1}% |");
-            rows.push((n, event, "modulo", m, ideal));
-            rows.push((n, event, "resilient-0", r, ideal));
-            rows.push((n, event, "resilient-idle", i, ideal));
+            t.row(vec![
+                num(n as f64, 0),
+                text(event),
+                pct(m),
+                pct(r),
+                pct(i),
+                pct(ideal),
+            ]);
         }
     }
-    rows
+    t.note("4096-bucket tables, the control plane's allocator (the kernel's semantics). Ideal on failure: only the failed member's flows move; on return: no active flow moves. 'idle-aware' has a 60 s idle timer and every bucket busy, so the returning member gets only buckets as they go idle.");
+    t
 }

@@ -1,9 +1,12 @@
-//! Benchmarks of xdp-ecmp: program cost (prog-cost), route ingestion (route-rate), split accuracy (split) and flow disruption (disruption).
+//! Benchmarks of xdp-ecmp: program cost, packet rate through veth, control-plane rate and latency, split accuracy and flow disruption; `full` runs them all and writes a report.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
 use dataplane::abi::{
     xe_config, xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, NH_USABLE,
     RT_UNICAST, XDP_REDIRECT,
@@ -11,8 +14,14 @@ use dataplane::abi::{
 use dataplane::loader::pin_thread_to_cpu;
 use dataplane::{Dataplane, LoadOptions, StampMode, TableWriter};
 
+mod charts;
 mod compare;
+mod control_plane;
 mod flows;
+mod rate;
+mod report;
+
+use report::{num, text, Table};
 
 /// Repetitions per test-run call: the kernel feeds the rewritten frame back,
 /// so a frame starting at TTL 255 stays forwardable for 254 runs.
@@ -86,6 +95,17 @@ pub(crate) fn frame_to(dst: Ipv4Addr) -> Vec<u8> {
     ip[9] = 17;
     ip[12..16].copy_from_slice(&[10, 2, 0, 100]);
     ip[16..20].copy_from_slice(&dst.octets());
+    let sum = ipv4_checksum(ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f[34..36].copy_from_slice(&32700u16.to_be_bytes());
+    f[36..38].copy_from_slice(&53u16.to_be_bytes());
+    f[38..40].copy_from_slice(&30u16.to_be_bytes());
+    f
+}
+
+/// The IPv4 header checksum of `ip` (its checksum field is zeroed first).
+pub(crate) fn ipv4_checksum(ip: &mut [u8]) -> u16 {
+    ip[10..12].fill(0);
     let mut sum: u32 = ip
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
@@ -93,10 +113,32 @@ pub(crate) fn frame_to(dst: Ipv4Addr) -> Vec<u8> {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    f[34..36].copy_from_slice(&32700u16.to_be_bytes());
-    f[36..38].copy_from_slice(&53u16.to_be_bytes());
-    f[38..40].copy_from_slice(&30u16.to_be_bytes());
+    !(sum as u16)
+}
+
+/// A 64-byte IPv6 UDP frame to `dst`, hop limit 255.
+pub(crate) fn frame6_to(dst: std::net::Ipv6Addr) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0xaa, 1]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0xcc, 1]);
+    f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    let ip = &mut f[14..54];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&10u16.to_be_bytes());
+    ip[6] = 17;
+    ip[7] = 255;
+    ip[8..24].copy_from_slice(
+        &"fd00:2::100"
+            .parse::<std::net::Ipv6Addr>()
+            .expect("address")
+            .octets(),
+    );
+    ip[24..40].copy_from_slice(&dst.octets());
+    f[54..56].copy_from_slice(&32700u16.to_be_bytes());
+    f[56..58].copy_from_slice(&53u16.to_be_bytes());
+    f[58..60].copy_from_slice(&10u16.to_be_bytes());
+    // UDP over IPv6 needs a checksum; the programs do not check it.
+    f[60..62].copy_from_slice(&0xffffu16.to_be_bytes());
     f
 }
 
@@ -131,7 +173,7 @@ fn load(stamp_mode: StampMode, mode: u8) -> Result<Dataplane> {
     Ok(dp)
 }
 
-fn prog_cost(rounds: usize) -> Result<()> {
+fn prog_cost(rounds: usize) -> Result<Table> {
     pin_thread_to_cpu(0)?;
     let variants = [
         (
@@ -173,18 +215,20 @@ fn prog_cost(rounds: usize) -> Result<()> {
         }
     }
     let base = median(&mut single[0].clone());
-    println!("program cost by BPF_PROG_TEST_RUN, 64-byte IPv4 UDP, {rounds} rounds x {CALLS} calls x {REPEAT} packets, median ns/packet");
-    println!("| variant | 1 CPU ns/pkt | ratio | 2 CPUs, same bucket ns/pkt |");
-    println!("|---|---:|---:|---:|");
+    let mut t = Table::new(
+        "prog_cost_variants",
+        format!("cost of bucket stamping (resilient idle timer) and of modulo mode, BPF_PROG_TEST_RUN, 64-byte IPv4 UDP, 1 route, {rounds} rounds x {CALLS} calls x {REPEAT} packets, median ns/packet"),
+        &["variant", "1 CPU ns/packet", "vs stamp on change", "2 CPUs, same bucket, ns/packet"],
+    );
     for (i, (name, _)) in variants.iter().enumerate() {
         let one = median(&mut single[i]);
         let two = shared
             .get_mut(i)
-            .map(|v| format!("{:.1}", median(v)))
-            .unwrap_or_else(|| "-".into());
-        println!("| {name} | {one:.1} | {:.2} | {two} |", one / base);
+            .map_or_else(|| text("-"), |v| num(median(v), 1));
+        t.row(vec![text(*name), num(one, 1), num(one / base, 2), two]);
     }
-    Ok(())
+    t.note("'stamp on change' is the shipped program: a resilient bucket's last-used tick is written only when it changes, so two CPUs hitting one bucket do not bounce its cache line on every packet ('stamp always' shows the cost of doing so).");
+    Ok(t)
 }
 
 /// The `xdp-ecmp` binary next to this one (cargo puts both in target/<profile>).
@@ -200,166 +244,407 @@ fn xdp_ecmp_binary() -> Result<std::path::PathBuf> {
     Ok(bin)
 }
 
-fn run(cmd: &mut std::process::Command) -> Result<()> {
-    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !st.success() {
-        bail!("{cmd:?} failed: {st}");
+/// How big each benchmark runs.
+struct Sizes {
+    quick: bool,
+    compare_routes: Vec<u32>,
+    compare_rounds: usize,
+    prog_cost_rounds: usize,
+    rate: rate::RateOptions,
+    control: control_plane::ControlOptions,
+    flows: usize,
+}
+
+impl Sizes {
+    fn full() -> Self {
+        Sizes {
+            quick: false,
+            compare_routes: vec![1, 10_000, 1_000_000],
+            compare_rounds: 5,
+            prog_cost_rounds: 5,
+            rate: rate::RateOptions {
+                runs: 3,
+                window: 1.5,
+            },
+            control: control_plane::ControlOptions {
+                routes: 1_000_000,
+                churn_rates: vec![1_000, 10_000],
+                churn_seconds: 10.0,
+            },
+            flows: 32_768,
+        }
     }
+
+    fn quick() -> Self {
+        Sizes {
+            quick: true,
+            compare_routes: vec![1, 1000],
+            compare_rounds: 1,
+            prog_cost_rounds: 1,
+            rate: rate::RateOptions {
+                runs: 1,
+                window: 0.3,
+            },
+            control: control_plane::ControlOptions {
+                routes: 10_000,
+                churn_rates: vec![1_000],
+                churn_seconds: 2.0,
+            },
+            flows: 4096,
+        }
+    }
+}
+
+/// Runs every benchmark; prints each table when it is measured.
+fn suite(sizes: &Sizes, command: String) -> Result<report::Report> {
+    let started = std::time::Instant::now();
+    let mut r = report::Report::new(command);
+    let step = |name: &str| eprintln!("== [{:>4.0} s] {name}", started.elapsed().as_secs_f64());
+    step("split accuracy");
+    r.add(vec![flows::split(sizes.flows, 1)]);
+    step("flow disruption");
+    r.add(vec![flows::disruption(sizes.flows, 1)]);
+    step("program cost vs bare and bpf_fib_lookup forwarders (IPv4, IPv6)");
+    r.add(compare::compare(
+        &sizes.compare_routes,
+        sizes.compare_rounds,
+    )?);
+    step("program cost of stamping and modulo");
+    r.add(vec![prog_cost(sizes.prog_cost_rounds)?]);
+    step("packet rate through veth");
+    r.add(rate::rate(&sizes.rate)?);
+    step("control plane: ingestion, latency under churn, memory");
+    r.add(control_plane::control_plane(&sizes.control)?);
+    if !sizes.quick {
+        judge(&mut r);
+    }
+    r.seconds = started.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+/// Column `col` of every row of table `id`, as (first cell, value).
+fn column(r: &report::Report, id: &str, col: &str) -> Vec<(String, f64)> {
+    r.table(id).map_or_else(Vec::new, |t| {
+        (0..t.rows.len())
+            .filter_map(|i| Some((t.rows[i][0].text.clone(), t.value(i, col)?)))
+            .collect()
+    })
+}
+
+fn list(v: &[(String, f64)], unit: &str) -> String {
+    v.iter()
+        .map(|(k, x)| format!("{x:.2}{unit} ({k})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Marks every goal of the benchmark issue met or not, from the tables.
+fn judge(r: &mut report::Report) {
+    for fam in ["ipv4", "ipv6"] {
+        let id = format!("prog_cost_{fam}");
+        let bare = column(r, &id, "resilient / bare");
+        let fib = column(r, &id, "resilient / fib");
+        r.goal(
+            &format!("program cost {fam}, vs bare forwarder (routes)"),
+            "<= 1.5x",
+            list(&bare, "x"),
+            !bare.is_empty() && bare.iter().all(|v| v.1 <= 1.5),
+            "the bare program only rewrites MACs; xdp-ecmp also parses L3/L4, looks up the route, hashes the 5-tuple with a keyed hash and counts",
+        );
+        r.goal(
+            &format!("program cost {fam}, vs bpf_fib_lookup forwarder (routes)"),
+            "<= 1.0x",
+            list(&fib, "x"),
+            !fib.is_empty() && fib.iter().all(|v| v.1 <= 1.0),
+            "see the program-cost table: the route lookup's cost grows with the table",
+        );
+    }
+    if let Some(t) = r.table("packet_rate") {
+        let mut vs_linux = Vec::new();
+        let mut vs_bare = Vec::new();
+        for layout in ["one CPU", "forwarder on its own CPU"] {
+            let ours = rate::median_of(t, layout, "xdp-ecmp");
+            let linux = rate::median_of(t, layout, "Linux");
+            let bare = rate::median_of(t, layout, "bare");
+            if let (Some(o), Some(l), Some(b)) = (ours, linux, bare) {
+                vs_linux.push((layout.to_string(), o / l));
+                vs_bare.push((layout.to_string(), o / b));
+            }
+        }
+        r.goal(
+            "packet rate vs Linux forwarding",
+            ">= 4x",
+            list(&vs_linux, "x"),
+            !vs_linux.is_empty() && vs_linux.iter().all(|v| v.1 >= 4.0),
+            "Linux forwarding builds an skb per frame and walks the FIB; XDP forwards the frame as it is",
+        );
+        r.goal(
+            "packet rate vs the bare forwarder",
+            ">= 0.9x",
+            list(&vs_bare, "x"),
+            !vs_bare.is_empty() && vs_bare.iter().all(|v| v.1 >= 0.9),
+            "the per-packet program cost above is paid once per frame on the forwarder's CPU",
+        );
+    }
+    let ingest = column(r, "route_ingestion", "routes/s");
+    if let Some((_, end_to_end)) = ingest.get(1) {
+        r.goal(
+            "routes/s into the maps (ip -batch, 1M /32s)",
+            ">= 50k",
+            format!("{end_to_end:.0} routes/s"),
+            *end_to_end >= 50_000.0,
+            "the kernel's own ip -batch pace bounds it; the maps follow within the lag shown",
+        );
+    }
+    if let Some(t) = r.table("event_latency") {
+        let p99: Vec<(String, f64)> = (0..t.rows.len())
+            .filter(|&i| t.rows[i][1].text.starts_with("daemon"))
+            .filter_map(|i| {
+                Some((
+                    format!("{}/s churn", t.rows[i][0].text),
+                    t.value(i, "p99 us")?,
+                ))
+            })
+            .collect();
+        r.goal(
+            "event -> map latency p99 under churn",
+            "<= 1000 us",
+            list(&p99, " us"),
+            !p99.is_empty() && p99.iter().all(|v| v.1 <= 1000.0),
+            "the daemon's own histogram: netlink readable -> maps written",
+        );
+    }
+    let per_route = r.table("map_memory").and_then(|t| {
+        let i = t.rows_labelled("all route maps").next()?;
+        t.value(i, "per unit")
+    });
+    {
+        if let Some(b) = per_route {
+            r.goal(
+                "map memory per route at 1M routes",
+                "<= 128 B",
+                format!("{b:.1} B/route"),
+                b <= 128.0,
+                "fdinfo memlock of every route map over the routes in it",
+            );
+        }
+    }
+    let worst = |col: &str| {
+        column(r, "split", col)
+            .iter()
+            .map(|v| v.1)
+            .fold(0.0, f64::max)
+    };
+    let (w128, w4096, wmod) = (
+        worst("resilient 128 buckets"),
+        worst("resilient 4096 buckets"),
+        worst("modulo"),
+    );
+    r.goal(
+        "split accuracy, max relative error per member",
+        "<= 5%",
+        format!("worst: {w128:.1}% (128 buckets, the default), {w4096:.1}% (4096), {wmod:.1}% (modulo)"),
+        w128 <= 5.0,
+        "128 buckets cannot express large weighted groups; at 64 members 512 flows/member make hash noise alone several percent",
+    );
+    if let Some(t) = r.table("disruption") {
+        let mut ok = true;
+        let mut worst_extra: f64 = 0.0;
+        for i in 0..t.rows.len() {
+            let ideal = t.value(i, "ideal").unwrap_or(0.0);
+            let fail = t.rows[i][1].text == "1 fails";
+            let col = if fail {
+                "resilient, idle timer 0"
+            } else {
+                "resilient, idle-aware"
+            };
+            let extra = t.value(i, col).unwrap_or(f64::MAX) - ideal;
+            worst_extra = worst_extra.max(extra);
+            ok &= extra <= 0.05;
+        }
+        r.goal(
+            "disruption: resilient moves only the failed share; idle-aware moves no active flow on return",
+            "= ideal",
+            format!("worst excess over the ideal: {worst_extra:.2} percentage points"),
+            ok,
+            "modulo moves most flows on every change (table)",
+        );
+    }
+}
+
+/// Writes the report and its charts into `dir`.
+fn write_report(r: &mut report::Report, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    r.charts.clear();
+    if let Some(t) = r.table("packet_rate") {
+        let f = charts::packet_rate(dir, t)?;
+        r.charts.push(f);
+    }
+    if let Some(t) = r.table("disruption") {
+        let f = charts::disruption(dir, t)?;
+        r.charts.push(f);
+    }
+    r.write(dir)?;
+    eprintln!(
+        "report: {} (also report.json, {})",
+        dir.join("report.md").display(),
+        r.charts.join(", ")
+    );
     Ok(())
 }
 
-/// Route ingestion: N /32 routes by `ip -batch` into a namespace where the
-/// daemon runs; time until the kernel has them and until the maps do.
-fn route_rate(n: u32) -> Result<()> {
-    let ns = format!("xe-b{}", std::process::id());
-    let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/{ns}"));
-    let ipn = |args: &[&str]| {
-        run(std::process::Command::new("ip")
-            .arg("-n")
-            .arg(&ns)
-            .args(args))
-    };
-    run(std::process::Command::new("ip").args(["netns", "add", &ns]))?;
-    struct Cleanup(String, std::path::PathBuf, Option<std::process::Child>);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            if let Some(c) = &mut self.2 {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            let _ = std::fs::remove_dir_all(&self.1);
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &self.0])
-                .status();
-        }
+#[derive(Parser)]
+#[command(
+    name = "xdp-ecmp-bench",
+    about = "Benchmarks of xdp-ecmp (run as root from a release build)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every benchmark at full size; writes report.md, report.json and PNG charts
+    Full {
+        /// Directory of the report.
+        #[arg(long, default_value = "bench/report")]
+        out: PathBuf,
+        /// Also write this file (BENCHMARKS.md) with the report and how to reproduce it.
+        #[arg(long)]
+        benchmarks_md: Option<PathBuf>,
+    },
+    /// Every benchmark on small inputs (well under 2 minutes): the CI smoke run
+    Quick {
+        /// Write the report here too (default: print only).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// xdp-ecmp vs the bare and bpf_fib_lookup forwarders, IPv4 and IPv6
+    Compare {
+        #[arg(default_value_t = 5)]
+        rounds: usize,
+        /// Route counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1u32, 10_000, 1_000_000])]
+        routes: Vec<u32>,
+    },
+    /// Cost of bucket stamping and of modulo mode
+    ProgCost {
+        #[arg(default_value_t = 7)]
+        rounds: usize,
+    },
+    /// Packet rate through veth: xdp-ecmp vs Linux vs bpf_fib_lookup vs bare
+    Rate {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Seconds of each sampling window.
+        #[arg(long, default_value_t = 1.5)]
+        window: f64,
+    },
+    /// Route ingestion, event -> map latency under churn, memory per route
+    #[command(alias = "route-rate")]
+    ControlPlane {
+        #[arg(default_value_t = 1_000_000)]
+        routes: u32,
+        /// Background churn rates (changes/s), comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000u32, 10_000])]
+        churn: Vec<u32>,
+        #[arg(long, default_value_t = 10.0)]
+        churn_seconds: f64,
+    },
+    /// Split accuracy over 2..64 members and weights
+    Split,
+    /// Flows moved when one member fails and returns
+    Disruption,
+}
+
+fn print_all(tables: Vec<Table>) {
+    for t in tables {
+        t.print();
     }
-    let mut cleanup = Cleanup(ns.clone(), pin.clone(), None);
-    ipn(&[
-        "link", "add", "xe-r0", "type", "veth", "peer", "name", "xe-r1",
-    ])?;
-    ipn(&["link", "set", "xe-r0", "up"])?;
-    ipn(&["link", "set", "xe-r1", "up"])?;
-    ipn(&["addr", "add", "10.0.0.1/24", "dev", "xe-r0"])?;
-    ipn(&[
-        "neigh",
-        "add",
-        "10.0.0.2",
-        "lladdr",
-        "02:00:00:00:00:02",
-        "dev",
-        "xe-r0",
-        "nud",
-        "permanent",
-    ])?;
-    let child = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{ns}"))
-        .arg(xdp_ecmp_binary()?)
-        .arg("--pin-dir")
-        .arg(&pin)
-        .args(["run", "-p", "xe-r1", "--netlink-rcvbuf", "268435456"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    cleanup.2 = Some(child);
-    while !pin.join("link_xe-r1").exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let mut batch = String::with_capacity(n as usize * 40);
-    for i in 0..n {
-        batch.push_str(&format!(
-            "route add {}/32 via 10.0.0.2\n",
-            Ipv4Addr::from(0x6440_0000u32 + i)
-        ));
-    }
-    let file = std::env::temp_dir().join(format!("{ns}.batch"));
-    std::fs::write(&file, batch)?;
-    let dp = Dataplane::load(&LoadOptions {
-        pin_dir: Some(pin.clone()),
-        ..Default::default()
-    })?;
-    let last = Ipv4Addr::from(0x6440_0000u32 + n - 1);
-    eprintln!("route-rate: adding {n} routes with ip -batch ...");
-    let start = std::time::Instant::now();
-    run(std::process::Command::new("ip")
-        .args(["-n", &ns, "-batch"])
-        .arg(&file))?;
-    let kernel_s = start.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(&file);
-    while dp.route_v4(last, 32)?.is_none() {
-        if start.elapsed() > Duration::from_secs(600) {
-            bail!("the maps did not reach {n} routes in 10 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let maps_s = start.elapsed().as_secs_f64();
-    let in_maps = dp.routes_v4()?.len();
-    let mem = dp.map_memory();
-    let lpm = mem
-        .iter()
-        .find(|(m, _)| m == "xe_routes_v4")
-        .map_or(0, |m| m.1);
-    println!("route ingestion, {n} IPv4 /32 routes via ip -batch into a namespace with the daemon running");
-    println!("| what | figure |");
-    println!("|---|---:|");
-    println!(
-        "| kernel: ip -batch done | {kernel_s:.2} s ({:.0} routes/s) |",
-        f64::from(n) / kernel_s
-    );
-    println!(
-        "| maps hold the last route | {maps_s:.2} s ({:.0} routes/s end to end) |",
-        f64::from(n) / maps_s
-    );
-    println!(
-        "| daemon lag behind the kernel | {:.2} s |",
-        maps_s - kernel_s
-    );
-    println!("| IPv4 routes in the map | {in_maps} |");
-    println!(
-        "| LPM map memory (fdinfo memlock) | {:.1} MiB, {:.0} B/route |",
-        lpm as f64 / 1048576.0,
-        lpm as f64 / in_maps as f64
-    );
-    for (m, b) in mem {
-        println!("| {m} memlock | {:.1} MiB |", b as f64 / 1048576.0);
-    }
-    Ok(())
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.get(1).map(String::as_str) {
-        Some("prog-cost") => {
-            let rounds = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(7);
-            prog_cost(rounds)
-        }
-        Some("compare") => compare::compare(
-            &[1, 10_000, 1_000_000],
-            args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5),
-        ),
-        Some("quick") => {
-            // Smoke run for CI: every benchmark on small inputs, so none rots.
-            flows::split(4096, 1);
-            flows::disruption(4096, 1);
-            compare::compare(&[1, 1000], 1)?;
-            prog_cost(1)?;
-            route_rate(10_000)
-        }
-        Some("split") => {
-            flows::split(32_768, 1);
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    match Cli::parse().cmd {
+        Cmd::Full { out, benchmarks_md } => {
+            let mut r = suite(&Sizes::full(), command)?;
+            write_report(&mut r, &out)?;
+            if let Some(md) = benchmarks_md {
+                let body = r.markdown().replace("](", &format!("]({}/", out.display()));
+                let text = format!(
+                    "# Benchmarks\n\nThe latest full run of `scripts/bench.sh` (as root: it builds, then runs `xdp-ecmp-bench full`, about 10 minutes). It writes `{0}/report.md`, `{0}/report.json` and the PNG charts, and this file. `xdp-ecmp-bench --help` lists the single benchmarks; `xdp-ecmp-bench quick` is the smoke run the test suite does.\n\n{1}",
+                    out.display(),
+                    body.trim_start_matches("# xdp-ecmp benchmark report\n\n")
+                );
+                std::fs::write(&md, text).with_context(|| format!("writing {}", md.display()))?;
+                eprintln!("wrote {}", md.display());
+            }
+            print_goals(&r);
             Ok(())
         }
-        Some("disruption") => {
-            flows::disruption(32_768, 1);
+        Cmd::Quick { out } => {
+            let mut r = suite(&Sizes::quick(), command)?;
+            // Without --out the report (charts included) is still written, so
+            // that code runs too, into a directory removed afterwards.
+            let temp = out.is_none();
+            let dir = out.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("xe-bench-quick-{}", std::process::id()))
+            });
+            let written = write_report(&mut r, &dir);
+            if temp {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            written?;
+            eprintln!("quick run: {:.0} s", r.seconds);
             Ok(())
         }
-        Some("route-rate") => route_rate(
-            args.get(2)
-                .and_then(|r| r.parse().ok())
-                .unwrap_or(1_000_000),
-        ),
-        _ => bail!(
-            "usage: xdp-ecmp-bench prog-cost [ROUNDS] | route-rate [ROUTES] | split | disruption"
-        ),
+        Cmd::Compare { rounds, routes } => {
+            print_all(compare::compare(&routes, rounds)?);
+            Ok(())
+        }
+        Cmd::ProgCost { rounds } => {
+            prog_cost(rounds)?.print();
+            Ok(())
+        }
+        Cmd::Rate { runs, window } => {
+            print_all(rate::rate(&rate::RateOptions { runs, window })?);
+            Ok(())
+        }
+        Cmd::ControlPlane {
+            routes,
+            churn,
+            churn_seconds,
+        } => {
+            print_all(control_plane::control_plane(
+                &control_plane::ControlOptions {
+                    routes,
+                    churn_rates: churn,
+                    churn_seconds,
+                },
+            )?);
+            Ok(())
+        }
+        Cmd::Split => {
+            flows::split(32_768, 1).print();
+            Ok(())
+        }
+        Cmd::Disruption => {
+            flows::disruption(32_768, 1).print();
+            Ok(())
+        }
+    }
+}
+
+fn print_goals(r: &report::Report) {
+    println!("\ngoals:");
+    for g in &r.goals {
+        println!(
+            "  [{}] {}: {} (target {})",
+            if g.met { "met" } else { "NOT met" },
+            g.what,
+            g.measured,
+            g.target
+        );
     }
 }

@@ -1,0 +1,389 @@
+//! Control-plane benchmarks: route ingestion from `ip -batch` into the maps, event -> map latency under churn at that table size, map memory per route and per bucket.
+
+use std::io::Read;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use dataplane::abi::MAX_SLOTS;
+use dataplane::{Dataplane, LoadOptions};
+use hdrhistogram::Histogram;
+
+use crate::report::{num, text, Table};
+
+/// Settings of one control-plane run.
+pub struct ControlOptions {
+    /// /32 routes added by one `ip -batch`.
+    pub routes: u32,
+    /// Route changes per second of background churn, one latency row each.
+    pub churn_rates: Vec<u32>,
+    /// Seconds of churn per rate.
+    pub churn_seconds: f64,
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+/// A namespace with one port and the daemon; everything goes on drop.
+struct Bed {
+    ns: String,
+    pin: PathBuf,
+    log: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        self.stop_daemon();
+        let _ = std::fs::remove_dir_all(&self.pin);
+        let _ = std::fs::remove_file(&self.log);
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+impl Bed {
+    fn new() -> Result<Self> {
+        // xe-t<pid>-...: the names the test suite's leftover check knows.
+        let ns = format!("xe-t{}-cp", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &ns]))?;
+        let bed = Bed {
+            pin: PathBuf::from(format!("/sys/fs/bpf/{ns}")),
+            log: std::env::temp_dir().join(format!("{ns}.log")),
+            ns,
+            daemon: None,
+        };
+        bed.ip(&[
+            "link", "add", "xe-r0", "type", "veth", "peer", "name", "xe-r1",
+        ])?;
+        bed.ip(&["link", "set", "xe-r0", "up"])?;
+        bed.ip(&["link", "set", "xe-r1", "up"])?;
+        bed.ip(&["addr", "add", "10.0.0.1/24", "dev", "xe-r0"])?;
+        bed.ip(&[
+            "neigh",
+            "add",
+            "10.0.0.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            "xe-r0",
+            "nud",
+            "permanent",
+        ])?;
+        Ok(bed)
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<()> {
+        run(Command::new("ip").arg("-n").arg(&self.ns).args(args))
+    }
+
+    fn batch(&self, lines: &str) -> Result<()> {
+        let file = std::env::temp_dir().join(format!(
+            "{}-{:?}.batch",
+            self.ns,
+            std::thread::current().id()
+        ));
+        std::fs::write(&file, lines)?;
+        let r = run(Command::new("ip")
+            .args(["-n", &self.ns, "-batch"])
+            .arg(&file));
+        let _ = std::fs::remove_file(&file);
+        r
+    }
+
+    /// Starts the daemon on xe-r1; returns once its program is attached.
+    fn start_daemon(&mut self) -> Result<()> {
+        let log = std::fs::File::create(&self.log)?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .arg(crate::xdp_ecmp_binary()?)
+            .arg("--pin-dir")
+            .arg(&self.pin)
+            .args(["run", "-p", "xe-r1", "--netlink-rcvbuf", "268435456"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.daemon = Some(child);
+        let start = Instant::now();
+        while !self.pin.join("link_xe-r1").exists() {
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "the daemon did not attach within 30 s; log: {}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Stops the daemon with SIGTERM; returns its log.
+    fn stop_daemon(&mut self) -> String {
+        if let Some(mut c) = self.daemon.take() {
+            // SAFETY: signalling the child we started, by its PID.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        self.log_text()
+    }
+
+    fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+/// `name=value` from the daemon's "stopped" log line.
+fn log_field(log: &str, name: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains("stopped"))?;
+    let at = line.find(&format!("{name}="))? + name.len() + 1;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn wait_route(dp: &Dataplane, a: Ipv4Addr, present: bool, limit: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    while dp.route_v4(a, 32)?.is_some() != present {
+        if start.elapsed() > limit {
+            bail!(
+                "route {a}/32 did not {} the maps within {limit:?}",
+                if present { "reach" } else { "leave" }
+            );
+        }
+        std::thread::yield_now();
+    }
+    Ok(start.elapsed())
+}
+
+/// Ingestion, latency under churn and memory; three tables.
+pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
+    let n = opts.routes;
+    let mut bed = Bed::new()?;
+    bed.start_daemon()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let dp = Dataplane::load(&LoadOptions {
+        pin_dir: Some(bed.pin.clone()),
+        ..Default::default()
+    })?;
+    let mut batch = String::with_capacity(n as usize * 40);
+    for i in 0..n {
+        batch.push_str(&format!(
+            "route add {}/32 via 10.0.0.2\n",
+            Ipv4Addr::from(0x6440_0000u32 + i)
+        ));
+    }
+    let last = Ipv4Addr::from(0x6440_0000u32 + n - 1);
+    eprintln!("control plane: adding {n} routes with ip -batch ...");
+    let start = Instant::now();
+    bed.batch(&batch)?;
+    drop(batch);
+    let kernel_s = start.elapsed().as_secs_f64();
+    wait_route(&dp, last, true, Duration::from_secs(600))?;
+    let maps_s = start.elapsed().as_secs_f64();
+    let in_maps = dp.routes_v4()?.len();
+
+    let mut ingest = Table::new(
+        "route_ingestion",
+        format!("route ingestion: {n} IPv4 /32 routes by one ip -batch into a namespace where the daemon runs"),
+        &["what", "seconds", "routes/s"],
+    );
+    ingest.row(vec![
+        text("kernel: ip -batch returns"),
+        num(kernel_s, 2),
+        num(f64::from(n) / kernel_s, 0),
+    ]);
+    ingest.row(vec![
+        text("maps hold the last route"),
+        num(maps_s, 2),
+        num(f64::from(n) / maps_s, 0),
+    ]);
+    ingest.row(vec![
+        text("daemon behind the kernel"),
+        num(maps_s - kernel_s, 2),
+        text("-"),
+    ]);
+    ingest.note(format!("{in_maps} IPv4 routes in the map at the end (the {n} plus the port's connected and local routes). The kernel's own pace bounds the end-to-end rate: the maps follow it."));
+
+    // Memory, at n routes.
+    let mem = dp.map_memory();
+    let non_route = [
+        "xe_groups",
+        "xe_slots",
+        "xe_slot_used",
+        "xe_nexthops",
+        "xe_nh_stats",
+        "xe_txports",
+    ];
+    let route_bytes: u64 = mem
+        .iter()
+        .filter(|(m, _)| !non_route.contains(&m.as_str()))
+        .map(|m| m.1)
+        .sum();
+    let bucket_bytes: u64 = mem
+        .iter()
+        .filter(|(m, _)| m == "xe_slots" || m == "xe_slot_used")
+        .map(|m| m.1)
+        .sum();
+    let mut memory = Table::new(
+        "map_memory",
+        format!("map memory (fdinfo memlock) with {in_maps} IPv4 routes"),
+        &["map", "MiB", "per unit", "unit"],
+    );
+    for (m, b) in &mem {
+        memory.row(vec![
+            text(m.as_str()),
+            num(*b as f64 / 1048576.0, 1),
+            text("-"),
+            text("-"),
+        ]);
+    }
+    memory.row(vec![
+        text("all route maps"),
+        num(route_bytes as f64 / 1048576.0, 1),
+        num(route_bytes as f64 / in_maps as f64, 1),
+        text("bytes per IPv4 route"),
+    ]);
+    memory.row(vec![
+        text("bucket pool (next hop + last-used stamp)"),
+        num(bucket_bytes as f64 / 1048576.0, 1),
+        num(bucket_bytes as f64 / f64::from(MAX_SLOTS), 1),
+        text("bytes per bucket"),
+    ]);
+    memory.note("The route maps' memory is everything but the group, bucket, next-hop, counter and port maps; maps that grow with routes are allocated on demand, fixed-size arrays are counted whole, so the per-route figure falls as routes grow.");
+
+    // Latency under churn, at n routes: a fresh daemon (it adopts the pinned
+    // maps) so its histogram holds only the churn phase.
+    let mut latency = Table::new(
+        "event_latency",
+        format!("event -> map latency under churn with {n} routes in the table, microseconds"),
+        &[
+            "churn (changes/s)",
+            "measured by",
+            "events",
+            "p50 us",
+            "p90 us",
+            "p99 us",
+            "p99.9 us",
+            "max us",
+        ],
+    );
+    for &rate in &opts.churn_rates {
+        let log = bed.stop_daemon();
+        let restart = Instant::now();
+        bed.start_daemon()?;
+        // In sync again once a route added now reaches the maps.
+        let probe0 = Ipv4Addr::new(198, 18, 255, 254);
+        bed.ip(&["route", "add", &format!("{probe0}/32"), "via", "10.0.0.2"])?;
+        wait_route(&dp, probe0, true, Duration::from_secs(300))?;
+        let adopt_s = restart.elapsed().as_secs_f64();
+        bed.ip(&["route", "del", &format!("{probe0}/32")])?;
+        drop(log);
+        eprintln!(
+            "control plane: churn at {rate} changes/s for {:.0} s ...",
+            opts.churn_seconds
+        );
+        let (probe_hist, changes) = churn(&bed, &dp, rate, opts.churn_seconds)?;
+        let log = bed.stop_daemon();
+        let events = log_field(&log, "events").unwrap_or(0);
+        let q = |name| log_field(&log, name).map_or_else(|| text("?"), |v| num(v as f64, 0));
+        latency.row(vec![
+            num(f64::from(rate), 0),
+            text("daemon: netlink readable -> maps written"),
+            num(events as f64, 0),
+            q("latency_p50_us"),
+            text("-"),
+            q("latency_p99_us"),
+            q("latency_p999_us"),
+            text("-"),
+        ]);
+        let h = &probe_hist;
+        latency.row(vec![
+            num(f64::from(rate), 0),
+            text("probe: ip route add returns -> route in the map"),
+            num(h.len() as f64, 0),
+            num(h.value_at_quantile(0.5) as f64, 0),
+            num(h.value_at_quantile(0.9) as f64, 0),
+            num(h.value_at_quantile(0.99) as f64, 0),
+            num(h.value_at_quantile(0.999) as f64, 0),
+            num(h.max() as f64, 0),
+        ]);
+        latency.note(format!(
+            "churn {rate}/s: {changes} background changes; the daemon restarted before it and was in sync {adopt_s:.2} s after start (it adopts the pinned maps of {n} routes)"
+        ));
+        bed.start_daemon()?;
+    }
+    latency.note("Background churn: ip -batch files adding and deleting 500 /32s (100.127.0.0/16) paced to the rate; probes: one ip route add of a fresh /32 every 20 ms, timed from the moment ip returns (the kernel has the route) until a map lookup finds it. The daemon's own histogram (hdrhistogram) covers every wake-up with changes, churn included.");
+    bed.stop_daemon();
+    Ok(vec![ingest, latency, memory])
+}
+
+/// Background churn at `rate` changes/s while probing; returns the probe
+/// latency histogram (us) and how many background changes were made.
+fn churn(bed: &Bed, dp: &Dataplane, rate: u32, seconds: f64) -> Result<(Histogram<u64>, u64)> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| -> Result<(Histogram<u64>, u64)> {
+        let bg = s.spawn(|| -> Result<u64> {
+            let mut made = 0u64;
+            let chunk = 500u32;
+            let period = Duration::from_secs_f64(f64::from(chunk) / f64::from(rate.max(1)));
+            let mut add = String::new();
+            let mut del = String::new();
+            for i in 0..chunk {
+                let a = Ipv4Addr::from(0x647f_0000u32 + i);
+                add.push_str(&format!("route replace {a}/32 via 10.0.0.2\n"));
+                del.push_str(&format!("route del {a}/32\n"));
+            }
+            let mut next = Instant::now();
+            let mut adding = true;
+            while !stop.load(Ordering::Relaxed) {
+                bed.batch(if adding { &add } else { &del })?;
+                adding = !adding;
+                made += u64::from(chunk);
+                next += period;
+                if let Some(w) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(w);
+                }
+            }
+            if !adding {
+                bed.batch(&del)?;
+            }
+            Ok(made)
+        });
+        let start = Instant::now();
+        let mut i = 0u32;
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut probe = || -> Result<()> {
+            while start.elapsed().as_secs_f64() < seconds {
+                let a = Ipv4Addr::from(0xc612_0000u32 + i);
+                bed.ip(&["route", "add", &format!("{a}/32"), "via", "10.0.0.2"])?;
+                let d = wait_route(dp, a, true, Duration::from_secs(60))?;
+                hist.record(d.as_micros().max(1) as u64)?;
+                bed.ip(&["route", "del", &format!("{a}/32")])?;
+                i += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
+        };
+        let probed = probe();
+        stop.store(true, Ordering::Relaxed);
+        let made = bg
+            .join()
+            .map_err(|_| anyhow::anyhow!("churn thread panicked"))??;
+        probed?;
+        Ok((hist, made))
+    })
+}

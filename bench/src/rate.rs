@@ -1,0 +1,539 @@
+//! Packet rate through veth: a live-frames generator -> forwarder -> 4-way ECMP -> counting sinks; xdp-ecmp vs Linux forwarding vs a bpf_fib_lookup forwarder vs the bare forwarder, on one CPU and with the forwarder on its own CPU.
+
+use std::mem::MaybeUninit;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use dataplane::abi::{
+    xe_config, xe_group, xe_nexthop, xe_route, GROUP_RESILIENT, NH_USABLE, RT_UNICAST,
+};
+use dataplane::loader::{ifindex_of, pin_thread_to_cpu, AttachMode, XdpLink};
+use dataplane::testnet::TestNet;
+use dataplane::{Dataplane, LoadOptions, TableWriter};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
+
+use crate::report::{num, pct, text, Table};
+
+#[allow(clippy::all, clippy::pedantic, non_camel_case_types, dead_code, unused)]
+mod traffic {
+    include!(concat!(env!("OUT_DIR"), "/traffic.skel.rs"));
+}
+use crate::compare::skel as peers;
+
+/// BPF_F_TEST_XDP_LIVE_FRAMES: the test run transmits what the program redirects.
+const LIVE_FRAMES: u32 = 2;
+/// Distinct flows (source ports) the generator cycles through.
+const FLOWS: u32 = 1024;
+const ANYCAST: Ipv4Addr = Ipv4Addr::new(172, 16, 255, 66);
+const SINKS: usize = 4;
+
+/// Settings of one packet-rate run.
+pub struct RateOptions {
+    /// Runs per forwarder and CPU layout (min/median/max over them).
+    pub runs: usize,
+    /// Seconds over which the sinks' counters are sampled, per run.
+    pub window: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Forwarder {
+    Ecmp,
+    Linux,
+    Fib,
+    Bare,
+}
+
+impl Forwarder {
+    const ALL: [Forwarder; 4] = [
+        Forwarder::Ecmp,
+        Forwarder::Linux,
+        Forwarder::Fib,
+        Forwarder::Bare,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            Forwarder::Ecmp => "xdp-ecmp (resilient, 128 buckets)",
+            Forwarder::Linux => "Linux forwarding (fib_multipath_hash_policy 1)",
+            Forwarder::Fib => "bpf_fib_lookup forwarder",
+            Forwarder::Bare => "bare rewrite+redirect",
+        }
+    }
+}
+
+fn mac(kind: u8, i: u8) -> [u8; 6] {
+    [2, 0, 0, 0, kind, i]
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The generator's 42-byte header: Ethernet to the forwarder, IPv4 UDP
+/// 10.2.0.100 -> anycast, 64-byte frame, TTL 64, UDP checksum 0.
+fn gen_header(dst_mac: [u8; 6]) -> [u8; 42] {
+    let f = crate::frame_to(ANYCAST);
+    let mut h = [0u8; 42];
+    h.copy_from_slice(&f[..42]);
+    h[0..6].copy_from_slice(&dst_mac);
+    // TTL 64 with the checksum adjusted (frame_to builds TTL 255).
+    h[22] = 64;
+    let sum = crate::ipv4_checksum(&mut h[14..34]);
+    h[24..26].copy_from_slice(&sum.to_be_bytes());
+    h
+}
+
+/// Names unique to this process: NAPI threads are named after the device.
+struct Names {
+    gen: String,
+    inp: String,
+    out: Vec<String>,
+    sink: Vec<String>,
+}
+
+impl Names {
+    fn new() -> Self {
+        let tag = format!("{:x}", std::process::id() & 0xffff);
+        Names {
+            gen: format!("xe-g{tag}"),
+            inp: format!("xe-i{tag}"),
+            out: (1..=SINKS).map(|k| format!("xe-o{k}{tag}")).collect(),
+            sink: (1..=SINKS).map(|k| format!("xe-s{k}{tag}")).collect(),
+        }
+    }
+}
+
+fn sh(net: &TestNet, cmd: &str) -> Result<()> {
+    let st = std::process::Command::new("ip")
+        .args(["netns", "exec", net.name(), "sh", "-c", cmd])
+        .status()
+        .with_context(|| format!("running {cmd}"))?;
+    if !st.success() {
+        bail!("`{cmd}` in {} failed: {st}", net.name());
+    }
+    Ok(())
+}
+
+/// The kernel threads polling `dev` when its NAPI is threaded.
+fn napi_threads(dev: &str) -> Vec<i32> {
+    let prefix = format!("napi/{dev}-");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        comm.starts_with(&prefix).then_some(pid)
+    })
+    .collect()
+}
+
+fn pin_pid(pid: i32, cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET/sched_setaffinity take plain values.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!(
+                "pinning thread {pid} to CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Frames the sinks have counted, all CPUs, per sink ifindex.
+fn sink_counts(t: &traffic::TrafficSkel<'_>, sinks: &[u32]) -> Result<Vec<u64>> {
+    sinks
+        .iter()
+        .map(|i| {
+            let per_cpu = t
+                .maps
+                .sink_count
+                .lookup_percpu(&i.to_ne_bytes(), MapFlags::ANY)?;
+            Ok(per_cpu.map_or(0, |v| {
+                v.iter()
+                    .map(|b| u64::from_ne_bytes(b[..8].try_into().expect("u64 per CPU")))
+                    .sum()
+            }))
+        })
+        .collect()
+}
+
+/// One measurement: Mpps at the sinks and the frames per sink in the window.
+struct Sample {
+    mpps: f64,
+    per_sink: Vec<u64>,
+}
+
+/// The generator's configuration (struct gen_cfg of traffic.bpf.c, 56 bytes).
+fn gen_cfg(gen_if: u32, stop: bool) -> Vec<u8> {
+    let mut cfg = Vec::with_capacity(56);
+    cfg.extend_from_slice(&gen_header(mac(0, 1)));
+    cfg.extend_from_slice(&10_000u16.to_ne_bytes());
+    cfg.extend_from_slice(&FLOWS.to_ne_bytes());
+    cfg.extend_from_slice(&gen_if.to_ne_bytes());
+    cfg.extend_from_slice(&u32::from(stop).to_ne_bytes());
+    cfg
+}
+
+fn set_gen(t: &traffic::TrafficSkel<'_>, gen_if: u32, stop: bool) -> Result<()> {
+    t.maps
+        .gen_cfg
+        .update(&0u32.to_ne_bytes(), &gen_cfg(gen_if, stop), MapFlags::ANY)?;
+    Ok(())
+}
+
+/// Runs the generator on this thread (CPU 0) and samples the sinks from
+/// another (CPU 1) over `window` seconds of steady state; then tells the
+/// generator to drop the frames it has left.
+fn measure(
+    t: &traffic::TrafficSkel<'_>,
+    gen_if: u32,
+    sinks: &[u32],
+    frame: &[u8],
+    window: f64,
+) -> Result<Sample> {
+    // Calibrate so that one generator call lasts about a second: each call
+    // costs the kernel a dispatcher switch (~16 ms here) without frames.
+    set_gen(t, gen_if, false)?;
+    let probe = 2_000_000u32;
+    let start = Instant::now();
+    generate(t, frame, probe)?;
+    let per_s = f64::from(probe) / start.elapsed().as_secs_f64();
+    let chunk = per_s.clamp(1e6, f64::from(u32::MAX)) as u32;
+    let warmup = Duration::from_millis(300);
+    let win = Duration::from_secs_f64(window);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let sampler = s.spawn(|| -> Result<(Vec<u64>, Vec<u64>, Duration)> {
+            let r = (|| {
+                pin_thread_to_cpu(1)?;
+                std::thread::sleep(warmup);
+                let a = sink_counts(t, sinks)?;
+                let t0 = Instant::now();
+                std::thread::sleep(win);
+                let b = sink_counts(t, sinks)?;
+                Ok((a, b, t0.elapsed()))
+            })();
+            // Whatever happened, the generator drops what it has left and stops.
+            done.store(true, Ordering::Relaxed);
+            set_gen(t, gen_if, true)?;
+            r
+        });
+        let mut sent = Ok(());
+        while !done.load(Ordering::Relaxed) && sent.is_ok() {
+            sent = generate(t, frame, chunk);
+        }
+        let (a, b, dt) = sampler
+            .join()
+            .map_err(|_| anyhow::anyhow!("sampler thread panicked"))??;
+        sent?;
+        let per_sink: Vec<u64> = b.iter().zip(&a).map(|(b, a)| b - a).collect();
+        let total: u64 = per_sink.iter().sum();
+        Ok(Sample {
+            mpps: total as f64 / dt.as_secs_f64() / 1e6,
+            per_sink,
+        })
+    })
+}
+
+fn generate(t: &traffic::TrafficSkel<'_>, frame: &[u8], frames: u32) -> Result<()> {
+    let input = ProgramInput {
+        data_in: Some(frame),
+        flags: LIVE_FRAMES,
+        repeat: frames,
+        ..Default::default()
+    };
+    let out = t
+        .progs
+        .xdp_gen
+        .test_run(input)
+        .context("running the live-frames generator (BPF_F_TEST_XDP_LIVE_FRAMES)")?;
+    if out.return_value != 0 {
+        bail!("the generator returned {}", out.return_value);
+    }
+    Ok(())
+}
+
+/// xdp-ecmp's tables for the benchmark: next hop k on out port k towards sink k.
+fn ecmp_tables(dp: &mut Dataplane, outs: &[u32]) -> Result<()> {
+    for (k, &ifindex) in outs.iter().enumerate() {
+        let id = k as u32 + 1;
+        dp.add_txport(ifindex)?;
+        dp.set_nexthop(
+            id,
+            &xe_nexthop {
+                ifindex,
+                mtu: 1500,
+                dmac: mac(2, id as u8),
+                smac: mac(1, id as u8),
+                state: NH_USABLE,
+                ..Default::default()
+            },
+        )?;
+    }
+    let slots: Vec<u32> = (0..128u32).map(|b| 1 + b % outs.len() as u32).collect();
+    dp.set_slots(0, &slots)?;
+    dp.set_group(
+        1,
+        &xe_group {
+            base: 0,
+            size: 128,
+            mode: GROUP_RESILIENT,
+            ..Default::default()
+        },
+    )?;
+    dp.set_route_v4(
+        ANYCAST,
+        32,
+        &xe_route {
+            group: 1,
+            kind: RT_UNICAST,
+            ..Default::default()
+        },
+    )?;
+    dp.set_config(&xe_config {
+        seed: [0x5eed, 0x0001],
+        hash_fields: 0,
+        ..Default::default()
+    })?;
+    Ok(())
+}
+
+/// What is attached to the forwarder's input port while a variant runs.
+enum Attached {
+    None,
+    Ecmp(#[allow(dead_code)] XdpLink),
+    Peer(#[allow(dead_code)] libbpf_rs::Link),
+}
+
+/// Measures every forwarder on both CPU layouts; returns the rate table.
+pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
+    if opts.runs == 0 {
+        bail!("packet rate: runs must be at least 1");
+    }
+    let n = Names::new();
+    let mut pairs: Vec<(&str, &str)> = vec![(&n.gen, &n.inp)];
+    for k in 0..SINKS {
+        pairs.push((&n.out[k], &n.sink[k]));
+    }
+    let net = TestNet::new("rate", &pairs)?;
+    // Deterministic MACs; addresses, neighbours and a 4-way route for the
+    // kernel (Linux forwarding and the fib peer use them; xdp-ecmp gets the
+    // same set in its maps).
+    net.ip(&["link", "set", &n.gen, "address", &mac_str(mac(0, 2))])?;
+    net.ip(&["link", "set", &n.inp, "address", &mac_str(mac(0, 1))])?;
+    net.ip(&["addr", "add", "10.2.0.1/24", "dev", &n.inp])?;
+    let mut route = vec!["route".to_string(), "add".into(), format!("{ANYCAST}/32")];
+    for k in 0..SINKS {
+        let id = k as u8 + 1;
+        net.ip(&["link", "set", &n.out[k], "address", &mac_str(mac(1, id))])?;
+        net.ip(&["link", "set", &n.sink[k], "address", &mac_str(mac(2, id))])?;
+        net.ip(&["addr", "add", &format!("10.0.{id}.1/24"), "dev", &n.out[k]])?;
+        net.ip(&[
+            "neigh",
+            "add",
+            &format!("10.0.{id}.2"),
+            "lladdr",
+            &mac_str(mac(2, id)),
+            "dev",
+            &n.out[k],
+            "nud",
+            "permanent",
+        ])?;
+        route.extend([
+            "nexthop".into(),
+            "via".into(),
+            format!("10.0.{id}.2"),
+            "dev".into(),
+            n.out[k].clone(),
+        ]);
+    }
+    let route: Vec<&str> = route.iter().map(String::as_str).collect();
+    net.ip(&route)?;
+    let mut setup = String::from(
+        "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1 \
+         net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
+    );
+    setup.push_str(&format!(
+        " net.ipv4.conf.{}.rp_filter=0 && ethtool -K {} gro on >/dev/null",
+        n.inp, n.inp
+    ));
+    for d in std::iter::once(&n.gen)
+        .chain(std::iter::once(&n.inp))
+        .chain(&n.out)
+        .chain(&n.sink)
+    {
+        setup.push_str(&format!(" && ethtool -K {d} tx off rx off >/dev/null"));
+    }
+    sh(&net, &setup)?;
+    net.enter()?;
+    pin_thread_to_cpu(0)?;
+
+    let gen_if = ifindex_of(&n.gen)?;
+    let in_if = ifindex_of(&n.inp)?;
+    let outs: Vec<u32> = n
+        .out
+        .iter()
+        .map(|d| ifindex_of(d))
+        .collect::<Result<_, _>>()?;
+    let sinks: Vec<u32> = n
+        .sink
+        .iter()
+        .map(|d| ifindex_of(d))
+        .collect::<Result<_, _>>()?;
+    if let Some(big) = sinks.iter().find(|i| **i >= 1024) {
+        bail!("sink ifindex {big} is past the sinks' 1024-entry counter array");
+    }
+
+    // The generator and sinks.
+    let t_store: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    let t = traffic::TrafficSkelBuilder::default()
+        .open(t_store)?
+        .load()?;
+    let _sink_links = sinks
+        .iter()
+        .map(|&i| t.progs.xdp_sink.attach_xdp(i as i32))
+        .collect::<Result<Vec<_>, _>>()
+        .context("attaching the sinks")?;
+
+    // The forwarders.
+    let mut ecmp = Dataplane::load(&LoadOptions::default()).context("loading xdp-ecmp")?;
+    ecmp_tables(&mut ecmp, &outs)?;
+    let p_store: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    let p = peers::PeersSkelBuilder::default().open(p_store)?.load()?;
+    let mut bare = Vec::with_capacity(16);
+    bare.extend_from_slice(&mac(2, 1));
+    bare.extend_from_slice(&mac(1, 1));
+    bare.extend_from_slice(&outs[0].to_ne_bytes());
+    p.maps
+        .bare_cfg
+        .update(&0u32.to_ne_bytes(), &bare, MapFlags::ANY)?;
+    for o in &outs {
+        p.maps
+            .peer_tx
+            .update(&o.to_ne_bytes(), &o.to_ne_bytes(), MapFlags::ANY)?;
+    }
+    let frame = crate::frame_to(ANYCAST);
+
+    let layouts = [
+        ("one CPU (generator, forwarder, sinks)", false),
+        ("forwarder on its own CPU (threaded NAPI)", true),
+    ];
+    // samples[layout][forwarder] = runs
+    let mut samples: Vec<Vec<Vec<Sample>>> = (0..layouts.len())
+        .map(|_| (0..Forwarder::ALL.len()).map(|_| Vec::new()).collect())
+        .collect();
+    for (li, (lname, threaded)) in layouts.iter().enumerate() {
+        sh(
+            &net,
+            &format!(
+                "echo {} > /sys/class/net/{}/threaded",
+                u8::from(*threaded),
+                n.inp
+            ),
+        )?;
+        for run in 0..opts.runs {
+            for (fi, f) in Forwarder::ALL.iter().enumerate() {
+                eprintln!(
+                    "packet rate: {lname}, run {}/{}, {} ...",
+                    run + 1,
+                    opts.runs,
+                    f.name()
+                );
+                let _attached = match f {
+                    Forwarder::Linux => Attached::None,
+                    Forwarder::Ecmp => Attached::Ecmp(ecmp.attach(in_if, AttachMode::Native)?),
+                    Forwarder::Fib => Attached::Peer(p.progs.xdp_fib.attach_xdp(in_if as i32)?),
+                    Forwarder::Bare => Attached::Peer(p.progs.xdp_bare.attach_xdp(in_if as i32)?),
+                };
+                if *threaded {
+                    let threads = napi_threads(&n.inp);
+                    if threads.is_empty() {
+                        bail!("threaded NAPI on {} has no kernel thread to pin", n.inp);
+                    }
+                    for pid in threads {
+                        pin_pid(pid, 1)?;
+                    }
+                }
+                let s = measure(&t, gen_if, &sinks, &frame, opts.window)?;
+                if s.mpps <= 0.0 {
+                    bail!("{}: no frame reached the sinks ({lname})", f.name());
+                }
+                samples[li][fi].push(s);
+            }
+        }
+    }
+    sh(&net, &format!("echo 0 > /sys/class/net/{}/threaded", n.inp))?;
+    Ok(vec![table(&layouts.map(|l| l.0), &samples, opts)])
+}
+
+fn min_med_max(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    (s[0], s[s.len() / 2], s[s.len() - 1])
+}
+
+fn table(layouts: &[&str], samples: &[Vec<Vec<Sample>>], opts: &RateOptions) -> Table {
+    let mut t = Table::new(
+        "packet_rate",
+        format!(
+            "packet rate through veth, 64-byte IPv4 UDP, {FLOWS} flows, generator -> forwarder -> 4-way ECMP -> 4 sinks; Mpps at the sinks over {:.1} s windows, {} runs",
+            opts.window, opts.runs
+        ),
+        &[
+            "CPU layout",
+            "forwarder",
+            "min Mpps",
+            "median Mpps",
+            "max Mpps",
+            "xdp-ecmp / this (median)",
+            "busiest sink",
+        ],
+    );
+    for (li, l) in layouts.iter().enumerate() {
+        let ours = min_med_max(&samples[li][0].iter().map(|s| s.mpps).collect::<Vec<_>>()).1;
+        for (fi, f) in Forwarder::ALL.iter().enumerate() {
+            let v: Vec<f64> = samples[li][fi].iter().map(|s| s.mpps).collect();
+            let (lo, med, hi) = min_med_max(&v);
+            let total: u64 = samples[li][fi].iter().flat_map(|s| &s.per_sink).sum();
+            let busiest = (0..SINKS)
+                .map(|k| samples[li][fi].iter().map(|s| s.per_sink[k]).sum::<u64>())
+                .max()
+                .unwrap_or(0);
+            t.row(vec![
+                text(*l),
+                text(f.name()),
+                num(lo, 2),
+                num(med, 2),
+                num(hi, 2),
+                if *f == Forwarder::Ecmp {
+                    text("1.00")
+                } else {
+                    num(ours / med, 2)
+                },
+                pct(100.0 * busiest as f64 / total.max(1) as f64),
+            ]);
+        }
+    }
+    t.note("The generator is an XDP program run by BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES on CPU 0; it writes the whole header of every frame (1024 source ports) and redirects it into the forwarder's veth. Sinks are XDP programs that count and drop. 'one CPU': generator, forwarder and sinks share CPU 0, so the figure is the whole chain's. 'own CPU': the forwarder's veth NAPI is threaded and pinned to CPU 1 (its sinks run there too); the generator outruns it, so the figure is the forwarder's capacity.");
+    t.note("The bare forwarder sends everything to one sink (no route, no hash); the fib_lookup forwarder passes no ports to bpf_fib_lookup (as the kernel's xdp_fwd sample), so its flows hash on addresses only and take one path. The forwarder's input veth has GRO on in every variant (Linux forwarding needs it to accept redirected frames).");
+    t
+}
+
+/// The median Mpps of `forwarder` (a name prefix) in `layout` from the table.
+pub fn median_of(t: &Table, layout_prefix: &str, forwarder_prefix: &str) -> Option<f64> {
+    (0..t.rows.len())
+        .find(|&r| {
+            t.rows[r][0].text.starts_with(layout_prefix)
+                && t.rows[r][1].text.starts_with(forwarder_prefix)
+        })
+        .and_then(|r| t.value(r, "median Mpps"))
+}
