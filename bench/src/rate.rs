@@ -44,14 +44,17 @@ enum Forwarder {
     Linux,
     Fib,
     Bare,
+    /// XDP_DROP at the forwarder's port: the generator's own ceiling.
+    Drop,
 }
 
 impl Forwarder {
-    const ALL: [Forwarder; 4] = [
+    const ALL: [Forwarder; 5] = [
         Forwarder::Ecmp,
         Forwarder::Linux,
         Forwarder::Fib,
         Forwarder::Bare,
+        Forwarder::Drop,
     ];
     fn name(self) -> &'static str {
         match self {
@@ -59,6 +62,7 @@ impl Forwarder {
             Forwarder::Linux => "Linux forwarding (fib_multipath_hash_policy 1)",
             Forwarder::Fib => "bpf_fib_lookup forwarder",
             Forwarder::Bare => "bare rewrite+redirect",
+            Forwarder::Drop => "none: XDP_DROP at the input (generator ceiling)",
         }
     }
 }
@@ -166,9 +170,24 @@ fn sink_counts(t: &traffic::TrafficSkel<'_>, sinks: &[u32]) -> Result<Vec<u64>> 
         .collect()
 }
 
+/// Frames generated so far (all CPUs).
+fn generated(t: &traffic::TrafficSkel<'_>) -> Result<u64> {
+    let per_cpu = t
+        .maps
+        .gen_seq
+        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)?;
+    Ok(per_cpu.map_or(0, |v| {
+        v.iter()
+            .map(|b| u64::from_ne_bytes(b[..8].try_into().expect("u64 per CPU")))
+            .sum()
+    }))
+}
+
 /// One measurement: Mpps at the sinks and the frames per sink in the window.
 struct Sample {
     mpps: f64,
+    /// Frames the generator sent into the forwarder's veth, per second.
+    offered_mpps: f64,
     per_sink: Vec<u64>,
 }
 
@@ -212,15 +231,15 @@ fn measure(
     let win = Duration::from_secs_f64(window);
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let sampler = s.spawn(|| -> Result<(Vec<u64>, Vec<u64>, Duration)> {
+        let sampler = s.spawn(|| -> Result<(Vec<u64>, Vec<u64>, Duration, u64)> {
             let r = (|| {
                 pin_thread_to_cpu(1)?;
                 std::thread::sleep(warmup);
-                let a = sink_counts(t, sinks)?;
+                let (a, ga) = (sink_counts(t, sinks)?, generated(t)?);
                 let t0 = Instant::now();
                 std::thread::sleep(win);
-                let b = sink_counts(t, sinks)?;
-                Ok((a, b, t0.elapsed()))
+                let (b, gb) = (sink_counts(t, sinks)?, generated(t)?);
+                Ok((a, b, t0.elapsed(), gb - ga))
             })();
             // Whatever happened, the generator drops what it has left and stops.
             done.store(true, Ordering::Relaxed);
@@ -231,7 +250,7 @@ fn measure(
         while !done.load(Ordering::Relaxed) && sent.is_ok() {
             sent = generate(t, frame, chunk);
         }
-        let (a, b, dt) = sampler
+        let (a, b, dt, offered) = sampler
             .join()
             .map_err(|_| anyhow::anyhow!("sampler thread panicked"))??;
         sent?;
@@ -239,6 +258,7 @@ fn measure(
         let total: u64 = per_sink.iter().sum();
         Ok(Sample {
             mpps: total as f64 / dt.as_secs_f64() / 1e6,
+            offered_mpps: offered as f64 / dt.as_secs_f64() / 1e6,
             per_sink,
         })
     })
@@ -453,6 +473,7 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
                     Forwarder::Ecmp => Attached::Ecmp(ecmp.attach(in_if, AttachMode::Native)?),
                     Forwarder::Fib => Attached::Peer(p.progs.xdp_fib.attach_xdp(in_if as i32)?),
                     Forwarder::Bare => Attached::Peer(p.progs.xdp_bare.attach_xdp(in_if as i32)?),
+                    Forwarder::Drop => Attached::Peer(t.progs.xdp_sink.attach_xdp(in_if as i32)?),
                 };
                 if *threaded {
                     let threads = napi_threads(&n.inp);
@@ -463,7 +484,12 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
                         pin_pid(pid, 1)?;
                     }
                 }
-                let s = measure(&t, gen_if, &sinks, &frame, opts.window)?;
+                let counted = if *f == Forwarder::Drop {
+                    vec![in_if]
+                } else {
+                    sinks.clone()
+                };
+                let s = measure(&t, gen_if, &counted, &frame, opts.window)?;
                 if s.mpps <= 0.0 {
                     bail!("{}: no frame reached the sinks ({lname})", f.name());
                 }
@@ -495,6 +521,7 @@ fn table(layouts: &[&str], samples: &[Vec<Vec<Sample>>], opts: &RateOptions) -> 
             "median Mpps",
             "max Mpps",
             "xdp-ecmp / this (median)",
+            "offered Mpps (median)",
             "busiest sink",
         ],
     );
@@ -504,7 +531,8 @@ fn table(layouts: &[&str], samples: &[Vec<Vec<Sample>>], opts: &RateOptions) -> 
             let v: Vec<f64> = samples[li][fi].iter().map(|s| s.mpps).collect();
             let (lo, med, hi) = min_med_max(&v);
             let total: u64 = samples[li][fi].iter().flat_map(|s| &s.per_sink).sum();
-            let busiest = (0..SINKS)
+            let width = samples[li][fi].first().map_or(0, |s| s.per_sink.len());
+            let busiest = (0..width)
                 .map(|k| samples[li][fi].iter().map(|s| s.per_sink[k]).sum::<u64>())
                 .max()
                 .unwrap_or(0);
@@ -514,11 +542,21 @@ fn table(layouts: &[&str], samples: &[Vec<Vec<Sample>>], opts: &RateOptions) -> 
                 num(lo, 2),
                 num(med, 2),
                 num(hi, 2),
-                if *f == Forwarder::Ecmp {
-                    text("1.00")
+                if *f == Forwarder::Ecmp || *f == Forwarder::Drop {
+                    text("-")
                 } else {
                     num(ours / med, 2)
                 },
+                num(
+                    min_med_max(
+                        &samples[li][fi]
+                            .iter()
+                            .map(|s| s.offered_mpps)
+                            .collect::<Vec<_>>(),
+                    )
+                    .1,
+                    2,
+                ),
                 pct(100.0 * busiest as f64 / total.max(1) as f64),
             ]);
         }
