@@ -31,26 +31,36 @@ const REPEAT: u32 = 200;
 /// time here, none of it in the measured duration), so calls are few.
 const CALLS: u32 = 100;
 
-fn world(dp: &mut Dataplane, mode: u8) -> Result<()> {
-    // Loopback exists in every namespace and is accepted by the tx port map;
-    // test runs never transmit, so no frame goes anywhere.
-    let lo = 1;
-    dp.add_txport(lo)?;
-    for id in 1..=4u32 {
+/// The anycast address every benchmark forwards to.
+pub(crate) const ANYCAST: Ipv4Addr = Ipv4Addr::new(172, 16, 255, 66);
+
+/// An ECMP world in xdp-ecmp's maps: next hop k+1 leaves by `ports[k]`
+/// (MACs 02:00:00:00:01:k+1 -> 02:00:00:00:02:k+1), group 1 of `size` slots
+/// over them round robin, a /32 route to ANYCAST through it.
+pub(crate) fn ecmp_world(
+    dp: &mut Dataplane,
+    ports: &[u32],
+    mode: u8,
+    size: u16,
+    seed: [u32; 2],
+) -> Result<()> {
+    for (k, &ifindex) in ports.iter().enumerate() {
+        let id = k as u32 + 1;
+        dp.add_txport(ifindex)?;
         dp.set_nexthop(
             id,
             &xe_nexthop {
-                ifindex: lo,
+                ifindex,
                 mtu: 1500,
-                dmac: [2, 0, 0, 0, 0, id as u8],
+                dmac: [2, 0, 0, 0, 2, id as u8],
                 smac: [2, 0, 0, 0, 1, id as u8],
                 state: NH_USABLE,
                 ..Default::default()
             },
         )?;
     }
-    let size: u16 = if mode == GROUP_RESILIENT { 64 } else { 4 };
-    let slots: Vec<u32> = (0..u32::from(size)).map(|i| 1 + i % 4).collect();
+    let n = ports.len() as u32;
+    let slots: Vec<u32> = (0..u32::from(size)).map(|i| 1 + i % n).collect();
     dp.set_slots(0, &slots)?;
     dp.set_group(
         1,
@@ -62,7 +72,7 @@ fn world(dp: &mut Dataplane, mode: u8) -> Result<()> {
         },
     )?;
     dp.set_route_v4(
-        Ipv4Addr::new(172, 16, 255, 66),
+        ANYCAST,
         32,
         &xe_route {
             group: 1,
@@ -71,15 +81,22 @@ fn world(dp: &mut Dataplane, mode: u8) -> Result<()> {
         },
     )?;
     dp.set_config(&xe_config {
-        seed: [0x1234, 0x5678],
+        seed,
         ..Default::default()
     })?;
     Ok(())
 }
 
+fn world(dp: &mut Dataplane, mode: u8) -> Result<()> {
+    // Loopback exists in every namespace and is accepted by the tx port map;
+    // test runs never transmit, so no frame goes anywhere.
+    let size: u16 = if mode == GROUP_RESILIENT { 64 } else { 4 };
+    ecmp_world(dp, &[1; 4], mode, size, [0x1234, 0x5678])
+}
+
 /// A 64-byte UDP frame to the anycast address with TTL 255.
 fn frame() -> Vec<u8> {
-    frame_to(Ipv4Addr::new(172, 16, 255, 66))
+    frame_to(ANYCAST)
 }
 
 /// A 64-byte UDP frame to `dst`, TTL 255 (so 200 repetitions all forward).

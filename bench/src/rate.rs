@@ -1,17 +1,14 @@
 //! Packet rate through veth: a live-frames generator -> forwarder -> 4-way ECMP -> counting sinks; xdp-ecmp vs Linux forwarding vs a bpf_fib_lookup forwarder vs the bare forwarder, on one CPU and with the forwarder on its own CPU.
 
 use std::mem::MaybeUninit;
-use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use dataplane::abi::{
-    xe_config, xe_group, xe_nexthop, xe_route, GROUP_RESILIENT, NH_USABLE, RT_UNICAST,
-};
+use dataplane::abi::GROUP_RESILIENT;
 use dataplane::loader::{ifindex_of, pin_thread_to_cpu, AttachMode, XdpLink};
 use dataplane::testnet::TestNet;
-use dataplane::{Dataplane, LoadOptions, TableWriter};
+use dataplane::{Dataplane, LoadOptions};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
 
@@ -27,7 +24,7 @@ use crate::compare::skel as peers;
 const LIVE_FRAMES: u32 = 2;
 /// Distinct flows (source ports) the generator cycles through.
 const FLOWS: u32 = 1024;
-const ANYCAST: Ipv4Addr = Ipv4Addr::new(172, 16, 255, 66);
+use crate::ANYCAST;
 const SINKS: usize = 4;
 
 /// Settings of one packet-rate run.
@@ -152,35 +149,27 @@ fn pin_pid(pid: i32, cpu: usize) -> Result<()> {
     Ok(())
 }
 
-/// Frames the sinks have counted, all CPUs, per sink ifindex.
-fn sink_counts(t: &traffic::TrafficSkel<'_>, sinks: &[u32]) -> Result<Vec<u64>> {
-    sinks
-        .iter()
-        .map(|i| {
-            let per_cpu = t
-                .maps
-                .sink_count
-                .lookup_percpu(&i.to_ne_bytes(), MapFlags::ANY)?;
-            Ok(per_cpu.map_or(0, |v| {
-                v.iter()
-                    .map(|b| u64::from_ne_bytes(b[..8].try_into().expect("u64 per CPU")))
-                    .sum()
-            }))
-        })
-        .collect()
-}
-
-/// Frames generated so far (all CPUs).
-fn generated(t: &traffic::TrafficSkel<'_>) -> Result<u64> {
-    let per_cpu = t
-        .maps
-        .gen_seq
-        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)?;
+/// A per-CPU u64 counter summed over the CPUs (0 when absent).
+fn percpu_sum(map: &libbpf_rs::MapMut<'_>, key: u32) -> Result<u64> {
+    let per_cpu = map.lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?;
     Ok(per_cpu.map_or(0, |v| {
         v.iter()
             .map(|b| u64::from_ne_bytes(b[..8].try_into().expect("u64 per CPU")))
             .sum()
     }))
+}
+
+/// Frames the sinks have counted, per sink ifindex.
+fn sink_counts(t: &traffic::TrafficSkel<'_>, sinks: &[u32]) -> Result<Vec<u64>> {
+    sinks
+        .iter()
+        .map(|i| percpu_sum(&t.maps.sink_count, *i))
+        .collect()
+}
+
+/// Frames generated so far.
+fn generated(t: &traffic::TrafficSkel<'_>) -> Result<u64> {
+    percpu_sum(&t.maps.gen_seq, 0)
 }
 
 /// One measurement: Mpps at the sinks and the frames per sink in the window.
@@ -279,51 +268,6 @@ fn generate(t: &traffic::TrafficSkel<'_>, frame: &[u8], frames: u32) -> Result<(
     if out.return_value != 0 {
         bail!("the generator returned {}", out.return_value);
     }
-    Ok(())
-}
-
-/// xdp-ecmp's tables for the benchmark: next hop k on out port k towards sink k.
-fn ecmp_tables(dp: &mut Dataplane, outs: &[u32]) -> Result<()> {
-    for (k, &ifindex) in outs.iter().enumerate() {
-        let id = k as u32 + 1;
-        dp.add_txport(ifindex)?;
-        dp.set_nexthop(
-            id,
-            &xe_nexthop {
-                ifindex,
-                mtu: 1500,
-                dmac: mac(2, id as u8),
-                smac: mac(1, id as u8),
-                state: NH_USABLE,
-                ..Default::default()
-            },
-        )?;
-    }
-    let slots: Vec<u32> = (0..128u32).map(|b| 1 + b % outs.len() as u32).collect();
-    dp.set_slots(0, &slots)?;
-    dp.set_group(
-        1,
-        &xe_group {
-            base: 0,
-            size: 128,
-            mode: GROUP_RESILIENT,
-            ..Default::default()
-        },
-    )?;
-    dp.set_route_v4(
-        ANYCAST,
-        32,
-        &xe_route {
-            group: 1,
-            kind: RT_UNICAST,
-            ..Default::default()
-        },
-    )?;
-    dp.set_config(&xe_config {
-        seed: [0x5eed, 0x0001],
-        hash_fields: 0,
-        ..Default::default()
-    })?;
     Ok(())
 }
 
@@ -426,7 +370,7 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
 
     // The forwarders.
     let mut ecmp = Dataplane::load(&LoadOptions::default()).context("loading xdp-ecmp")?;
-    ecmp_tables(&mut ecmp, &outs)?;
+    crate::ecmp_world(&mut ecmp, &outs, GROUP_RESILIENT, 128, [0x5eed, 0x0001])?;
     let p_store: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
     let p = peers::PeersSkelBuilder::default().open(p_store)?.load()?;
     let mut bare = Vec::with_capacity(16);
