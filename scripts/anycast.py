@@ -605,6 +605,8 @@ def cmd_hold(args) -> int:
 
     rounds = 0
     start = time.monotonic()
+    last_round = None
+    max_gap = 0.0  # longest time between two rounds: how long flows went without a packet
     try:
         end = start + args.seconds
         next_send = start
@@ -614,6 +616,9 @@ def cmd_hold(args) -> int:
                 break
             if now >= next_send:
                 this_round.clear()
+                if last_round is not None:
+                    max_gap = max(max_gap, now - last_round)
+                last_round = now
                 flows.send(sports, on_reply)
                 rounds += 1
                 next_send = max(next_send + args.interval, now)  # fell behind: no catch-up burst
@@ -639,6 +644,7 @@ def cmd_hold(args) -> int:
         "elapsed": round(time.monotonic() - start, 3),
         "flows": {str(sp): seqs[sp] for sp in sports},
         "lost": {str(sp): rounds - replies[sp] for sp in sports if replies[sp] < rounds},
+        "max_gap": round(max_gap, 3),
         "replies": sum(replies.values()),
         "rounds": rounds,
         "send_errors": flows.send_errors,

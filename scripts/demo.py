@@ -57,6 +57,7 @@ MODES = {
     "resilient, idle timer 0": ["--plain-groups", "resilient", "--idle-timer", "0"],
     "resilient, idle-aware": ["--plain-groups", "resilient", "--idle-timer", "3"],
 }
+IDLE_AWARE_TIMER = 3.0  # seconds, as in MODES
 
 
 def leaf03(state):
@@ -168,29 +169,40 @@ def step_return(r):
     rows = {}
     lo, hi = FLOWS
     for mode in MODES:
-        spine02_daemon(*MODES[mode])
-        leaf03("down")
-        # Flows stay active (a query every 0.2 s each) while leaf03 returns.
-        hold = subprocess.Popen([TESTBED, "exec", "client", "python3", ANYCAST_PY, "hold", "--dst", ANYCAST, "--src", CLIENT,
-                                 "--sports", f"{lo}-{hi}", "--seconds", str(WINDOW[MODE]), "--interval", "0.2"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
-        leaf03("up")
-        out, err = hold.communicate(timeout=60)
-        if hold.returncode != 0:
-            raise SystemExit(f"demo: hold failed: {err}")
-        h = json.loads(out)
-        rows[mode] = dict(moved=len(h["changed"]), total=len(h["flows"]))
+        # The idle-aware claim is about active flows: a round in which the
+        # client fell silent for as long as the idle timer (a starved CPU)
+        # proves nothing and is run again (at most twice more).
+        for attempt in range(3):
+            spine02_daemon(*MODES[mode])
+            leaf03("down")
+            # Flows stay active (a query every 0.2 s each) while leaf03 returns.
+            hold = subprocess.Popen([TESTBED, "exec", "client", "python3", ANYCAST_PY, "hold", "--dst", ANYCAST, "--src", CLIENT,
+                                     "--sports", f"{lo}-{hi}", "--seconds", str(WINDOW[MODE]), "--interval", "0.2"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(1.0)
+            leaf03("up")
+            out, err = hold.communicate(timeout=60)
+            if hold.returncode != 0:
+                raise SystemExit(f"demo: hold failed: {err}")
+            h = json.loads(out)
+            rows[mode] = dict(moved=len(h["changed"]), total=len(h["flows"]), max_gap=h["max_gap"], attempts=attempt + 1)
+            if mode != "resilient, idle-aware" or h["max_gap"] < IDLE_AWARE_TIMER - 0.1:
+                break
+            if not r.json:
+                print(f"  (idle-aware round {attempt + 1}: the client paused {h['max_gap']} s, as long as the idle timer; again)")
     r.data["return"] = rows
     if not r.json:
         table("4. leaf03 returns while 1000 flows are active: flows moved on addition (ideal: 0)",
-              ["spine02 hashing", "active flows moved"], [[m, pct(v["moved"], v["total"])] for m, v in rows.items()])
+              ["spine02 hashing", "active flows moved", "client's longest pause"],
+              [[m, pct(v["moved"], v["total"]), f"{v['max_gap']} s"] for m, v in rows.items()])
     r.claim("fig. 4: modulo hashing rehashes flows when a next hop is added", rows["modulo"]["moved"] > 0.3 * rows["modulo"]["total"],
             pct(rows["modulo"]["moved"], rows["modulo"]["total"]))
     r.claim("the guide: resilient hashing cannot prevent rehashing on addition (idle timer 0)",
             0 < rows["resilient, idle timer 0"]["moved"] < rows["modulo"]["moved"], pct(rows["resilient, idle timer 0"]["moved"], rows["resilient, idle timer 0"]["total"]))
-    r.claim("idle-aware resilient hashing moves no active flow on addition", rows["resilient, idle-aware"]["moved"] == 0,
-            pct(rows["resilient, idle-aware"]["moved"], rows["resilient, idle-aware"]["total"]))
+    ia = rows["resilient, idle-aware"]
+    r.claim("idle-aware resilient hashing moves no active flow on addition", ia["moved"] == 0 and ia["max_gap"] < IDLE_AWARE_TIMER,
+            f"{pct(ia['moved'], ia['total'])}, longest client pause {ia['max_gap']} s (idle timer {IDLE_AWARE_TIMER:g} s)"
+            + (f", after {ia['attempts']} rounds" if ia["attempts"] > 1 else ""))
 
 
 def step_tcp(r):
@@ -291,6 +303,14 @@ def main():
         if a.mode == "bgp" and 7 in steps:
             step_withdraw(r)
     finally:
+        if any(not ok for _, ok, _ in r.results):
+            # What spine02's daemon did to its bucket tables, for the failed claim.
+            try:
+                with open("/run/xe-testbed/spine02.log") as f:
+                    moves = [l.rstrip() for l in f if "buckets moved" in l or "bucket table" in l]
+                print("spine02 daemon, bucket moves of its last run:\n  " + "\n  ".join(moves or ["(none)"]), file=sys.stderr)
+            except OSError as e:
+                print(f"spine02 daemon log: {e}", file=sys.stderr)
         if not a.keep:
             testbed("down")
     passed = sum(1 for x in r.results if x[1])

@@ -621,21 +621,31 @@ impl Reconciler {
                             let out = t
                                 .set_members(&members, now_ms)
                                 .map_err(|e| anyhow::anyhow!("group {key:?}: {e:?}"))?;
+                            if !out.migrations.is_empty() {
+                                tracing::info!(group = ?key, moved = out.migrations.len(), members = members.len(), "members changed: buckets moved");
+                            }
                             st.buckets_moved += out.migrations.len();
                             t
                         }
-                        _ => BucketTable::new(
-                            TableConfig::new(
-                                usize::from(*buckets),
-                                *idle_timer_ms,
-                                *unbalanced_timer_ms,
-                            ),
-                            &members,
-                            now_ms,
-                        )
-                        .map_err(|e| anyhow::anyhow!("group {key:?}: {e:?}"))?,
+                        _ => {
+                            tracing::info!(group = ?key, members = members.len(), "new bucket table");
+                            BucketTable::new(
+                                TableConfig::new(
+                                    usize::from(*buckets),
+                                    *idle_timer_ms,
+                                    *unbalanced_timer_ms,
+                                ),
+                                &members,
+                                now_ms,
+                            )
+                            .map_err(|e| anyhow::anyhow!("group {key:?}: {e:?}"))?
+                        }
                     };
-                    st.buckets_moved += table.upkeep(now_ms).migrations.len();
+                    let upkeep = table.upkeep(now_ms).migrations.len();
+                    if upkeep > 0 {
+                        tracing::info!(group = ?key, moved = upkeep, "idle buckets moved to underweight members");
+                    }
+                    st.buckets_moved += upkeep;
                     let slots = table
                         .buckets()
                         .iter()
