@@ -278,7 +278,7 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
 	if (m.l3_len > nh->mtu)
 		return XE_V_PASS_MTU;
 	d->ifindex = nh->ifindex;
-	if (!bpf_map_lookup_elem(&xe_txports, &nh->ifindex))
+	if (!(nh->state & XE_NH_TXPORT))
 		return XE_V_PASS_NO_TXPORT;
 	return xe_rewrite(ctx, &m, nh);
 }
@@ -303,8 +303,9 @@ int xdp_ecmp(struct xdp_md *ctx)
 
 	d.verdict = xe_decide(ctx, &d);
 	if (d.verdict == XE_V_FORWARD)
-		/* XDP_PASS if the port left the map since the lookup above: the
-		 * frame is already rewritten, the kernel then drops it. */
+		/* XDP_PASS if the port is not in the map although the next hop
+		 * says so (it left since the control plane wrote the next hop):
+		 * the frame is already rewritten, the kernel then drops it. */
 		action = bpf_redirect_map(&xe_txports, d.ifindex, XDP_PASS);
 	else if (d.verdict >= XE_V_DROP_TRUNCATED)
 		action = XDP_DROP;

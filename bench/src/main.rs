@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use dataplane::abi::{
-    xe_config, xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, NH_USABLE,
+    xe_config, xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, NH_TXPORT, NH_USABLE,
     RT_UNICAST, XDP_REDIRECT,
 };
 use dataplane::loader::pin_thread_to_cpu;
@@ -35,7 +35,7 @@ fn world(dp: &mut Dataplane, mode: u8) -> Result<()> {
                 mtu: 1500,
                 dmac: [2, 0, 0, 0, 0, id as u8],
                 smac: [2, 0, 0, 0, 1, id as u8],
-                state: NH_USABLE,
+                state: NH_USABLE | NH_TXPORT,
                 ..Default::default()
             },
         )?;

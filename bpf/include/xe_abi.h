@@ -56,12 +56,16 @@ enum xe_group_mode {
 	XE_GROUP_MODULO = 2,
 };
 
-/* Next-hop state bits; a next hop forwards only with all three set. */
+/* Next-hop state bits; a next hop forwards only with the three USABLE bits
+ * and TXPORT set. TXPORT is the control plane's word that the egress port is
+ * in the redirect map, so the program needs no map lookup to know it; a port
+ * leaving the map in between is still caught by bpf_redirect_map's fallback. */
 enum xe_nh_state {
 	XE_NH_VALID = 0x1,
 	XE_NH_RESOLVED = 0x2, /* neighbour MAC known */
 	XE_NH_LINK_UP = 0x4,
 	XE_NH_USABLE = 0x7,
+	XE_NH_TXPORT = 0x8, /* ifindex is in xe_txports */
 };
 
 /* Hash fields: the kernel's fib_multipath_hash_fields bits, and the two

@@ -59,6 +59,8 @@ pub const NH_VALID: u8 = xe_nh_state::XE_NH_VALID.0 as u8;
 pub const NH_RESOLVED: u8 = xe_nh_state::XE_NH_RESOLVED.0 as u8;
 pub const NH_LINK_UP: u8 = xe_nh_state::XE_NH_LINK_UP.0 as u8;
 pub const NH_USABLE: u8 = xe_nh_state::XE_NH_USABLE.0 as u8;
+/// Set by whoever writes the next hop: its egress port is in the redirect map.
+pub const NH_TXPORT: u8 = xe_nh_state::XE_NH_TXPORT.0 as u8;
 
 /// Hash fields and policies (the kernel's fib_multipath_hash_fields bits).
 pub const HASH_SRC_IP: u32 = xe_hash_field::XE_HASH_SRC_IP.0;

@@ -11,8 +11,8 @@ use etherparse::{
 
 use crate::abi::{
     xe_config, xe_decision, xe_flow, xe_group, xe_nexthop, xe_route, Verdict, GROUP_UNUSED,
-    HASH_POLICY_L4, HASH_PORTS, MAX_EXT_HEADERS, MAX_GROUPS, MAX_NEXTHOPS, MAX_SLOTS, NH_USABLE,
-    RT_BLACKHOLE, RT_LOCAL, RT_UNICAST,
+    HASH_POLICY_L4, HASH_PORTS, MAX_EXT_HEADERS, MAX_GROUPS, MAX_NEXTHOPS, MAX_SLOTS, NH_TXPORT,
+    NH_USABLE, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST, XDP_PASS,
 };
 use crate::error::Result;
 use crate::hash::flow_hash;
@@ -500,7 +500,7 @@ impl Tables {
             return Err(Verdict::PassMtu);
         }
         d.ifindex = nh.ifindex;
-        if !self.txports.contains(&nh.ifindex) {
+        if nh.state & NH_TXPORT == 0 {
             return Err(Verdict::PassNoTxport);
         }
         Ok(Forward {
@@ -524,7 +524,13 @@ impl Tables {
             }
             Ok(fwd) => {
                 d.verdict = Verdict::Forward as u32;
-                d.action = Verdict::Forward.action();
+                // bpf_redirect_map's fallback: a port missing from the map
+                // although the next hop claims it passes the rewritten frame.
+                d.action = if self.txports.contains(&fwd.nh.ifindex) {
+                    Verdict::Forward.action()
+                } else {
+                    XDP_PASS
+                };
                 (d, rewrite(pkt, &fwd, out))
             }
         }

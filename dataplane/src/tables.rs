@@ -16,7 +16,8 @@ pub trait TableWriter {
     /// Writes next-hop ids into the slot pool starting at `base`.
     fn set_slots(&mut self, base: u32, nexthops: &[u32]) -> Result<()>;
     fn set_nexthop(&mut self, id: u32, nh: &xe_nexthop) -> Result<()>;
-    /// Allows redirects to `ifindex`.
+    /// Allows redirects to `ifindex`. The program does not look the port up:
+    /// next hops on it must also carry `NH_TXPORT` to forward.
     fn add_txport(&mut self, ifindex: u32) -> Result<()>;
     fn remove_txport(&mut self, ifindex: u32) -> Result<()>;
     fn set_config(&mut self, cfg: &xe_config) -> Result<()>;
@@ -66,7 +67,7 @@ pub(crate) fn check_group(id: u32, group: &xe_group) -> Result<()> {
 }
 
 /// Writes the smallest forwarding world: next hop 1 on `nh.ifindex` (also a
-/// tx port), group 1 of `size` slots all pointing to it in `mode`, and a /32
+/// tx port, so the next hop gets `NH_TXPORT`), group 1 of `size` slots all pointing to it in `mode`, and a /32
 /// route to `dst` through the group. Tests and benchmarks start from it.
 pub fn single_path(
     t: &mut dyn TableWriter,
@@ -76,7 +77,13 @@ pub fn single_path(
     size: u16,
 ) -> Result<()> {
     t.add_txport(nh.ifindex)?;
-    t.set_nexthop(1, nh)?;
+    t.set_nexthop(
+        1,
+        &xe_nexthop {
+            state: nh.state | crate::abi::NH_TXPORT,
+            ..*nh
+        },
+    )?;
     t.set_slots(0, &vec![1; usize::from(size)])?;
     t.set_group(
         1,
