@@ -16,7 +16,9 @@ use crate::abi::{
 };
 use crate::error::Result;
 use crate::hash::flow_hash;
-use crate::tables::{check_group, check_prefix, check_range, check_slots, TableWriter};
+use crate::tables::{
+    check_group, check_prefix, check_range, check_route_v4, check_slots, TableWriter,
+};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -93,6 +95,7 @@ pub struct Tables {
 impl TableWriter for Tables {
     fn set_route_v4(&mut self, addr: Ipv4Addr, len: u8, route: &xe_route) -> Result<()> {
         check_prefix("IPv4", len, 32)?;
+        check_route_v4(route)?;
         self.routes_v4.insert(addr.octets(), len, *route);
         Ok(())
     }

@@ -49,6 +49,11 @@ pub(crate) fn check_prefix(family: &'static str, len: u8, max: u8) -> Result<()>
     Ok(())
 }
 
+/// An IPv4 route's group id must fit the 16 bits a DIR-24-8 entry keeps for it.
+pub(crate) fn check_route_v4(route: &xe_route) -> Result<()> {
+    check_range("IPv4 route group id", route.group, MAX_GROUPS)
+}
+
 pub(crate) fn check_slots(base: u32, count: usize) -> Result<()> {
     let end = u64::from(base) + count as u64;
     if end > u64::from(MAX_SLOTS) {
