@@ -285,7 +285,12 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
 	grp = bpf_map_lookup_elem(&xe_groups, &rt.group);
 	if (!grp || grp->mode == XE_GROUP_UNUSED || grp->size == 0)
 		return XE_V_PASS_NEXTHOP_DOWN;
-	d->bucket = d->hash % grp->size;
+	/* The same bucket as hash % size; a mask where size is a power of two
+	 * (resilient tables usually are) saves a division. */
+	if (!(grp->size & (grp->size - 1)))
+		d->bucket = d->hash & (grp->size - 1);
+	else
+		d->bucket = d->hash % grp->size;
 	slot = grp->base + d->bucket;
 	nhid = bpf_map_lookup_elem(&xe_slots, &slot);
 	if (!nhid)
