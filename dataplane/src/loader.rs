@@ -185,7 +185,7 @@ impl StampReader {
 
 /// A BPF_F_MMAPABLE array of u32 mapped into this process; each entry is
 /// written with one aligned 4-byte store, so the program never reads half of one.
-pub struct MmapCells {
+pub(crate) struct MmapCells {
     ptr: std::ptr::NonNull<std::sync::atomic::AtomicU32>,
     len: usize,
     bytes: usize,
