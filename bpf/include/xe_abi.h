@@ -6,8 +6,9 @@
 
 /* Capacities. Routes live in LPM tries without preallocation, so only used
  * entries cost memory (the IPv4 trie is the control plane's record; packets
- * look IPv4 up in the DIR-24-8 tables derived from it); buckets and modulo member lists share one slot pool so
- * a group reserves exactly the slots it uses, never 4096. */
+ * look IPv4 up in the DIR-24-8 tables derived from it); buckets and modulo
+ * member lists share one slot pool so a group reserves exactly the slots it
+ * uses, never 4096. */
 enum xe_limits {
 	XE_MAX_ROUTES_V4 = 1 << 21,
 	XE_MAX_ROUTES_V6 = 1 << 20,

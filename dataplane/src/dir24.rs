@@ -306,33 +306,10 @@ impl<C: Cells> Dir248<C> {
             })
             .collect();
         self.chunks_used = max - self.freed.len() as u32;
-        // What the routes say, built in memory (shortest prefixes first).
-        let mut want = Dir248::new(vec![0u32; TBL24_ENTRIES], vec![0u32; self.tbl8.len()]);
-        let mut sorted: Vec<_> = routes.to_vec();
-        sorted.sort_by_key(|r| r.1);
-        for (a, l, r) in &sorted {
-            want.add(*a, *l, r)?;
-        }
+        let (want, differ) = self.compare(routes)?;
         self.rules = want.rules.clone();
-        let mut fixed = 0;
-        for i in 0..TBL24_ENTRIES {
+        for &i in &differ {
             let (have, should) = (self.tbl24.get(i), want.tbl24.get(i));
-            let same = match (
-                is_chunk(have) && (have & DIR_CHUNK_MASK) < max,
-                is_chunk(should),
-            ) {
-                (false, false) => have == should,
-                (true, true) => {
-                    let hb = ((have & DIR_CHUNK_MASK) as usize) * CHUNK;
-                    let wb = ((should & DIR_CHUNK_MASK) as usize) * CHUNK;
-                    (0..CHUNK).all(|j| self.tbl8.get(hb + j) == want.tbl8.get(wb + j))
-                }
-                _ => false,
-            };
-            if same {
-                continue;
-            }
-            fixed += 1;
             let old_chunk =
                 (is_chunk(have) && (have & DIR_CHUNK_MASK) < max).then_some(have & DIR_CHUNK_MASK);
             if is_chunk(should) {
@@ -352,7 +329,43 @@ impl<C: Cells> Dir248<C> {
                 self.free_chunk(c);
             }
         }
-        Ok(fixed)
+        Ok(differ.len())
+    }
+
+    /// The first-level indexes (/24s) whose entries differ from what
+    /// `routes` say, comparing chunk contents rather than chunk numbers.
+    pub fn differences(&self, routes: &[(u32, u8, xe_route)]) -> Result<Vec<usize>> {
+        Ok(self.compare(routes)?.1)
+    }
+
+    /// The tables `routes` make, and the /24s where these differ from them.
+    fn compare(&self, routes: &[(u32, u8, xe_route)]) -> Result<(Dir248<Vec<u32>>, Vec<usize>)> {
+        let max = self.max_chunks();
+        // Built in memory, shortest prefixes first.
+        let mut want = Dir248::new(vec![0u32; TBL24_ENTRIES], vec![0u32; self.tbl8.len()]);
+        let mut sorted: Vec<_> = routes.to_vec();
+        sorted.sort_by_key(|r| r.1);
+        for (a, l, r) in &sorted {
+            want.add(*a, *l, r)?;
+        }
+        let differ = (0..TBL24_ENTRIES)
+            .filter(|&i| {
+                let (have, should) = (self.tbl24.get(i), want.tbl24.get(i));
+                match (
+                    is_chunk(have) && (have & DIR_CHUNK_MASK) < max,
+                    is_chunk(should),
+                ) {
+                    (false, false) => have != should,
+                    (true, true) => {
+                        let hb = ((have & DIR_CHUNK_MASK) as usize) * CHUNK;
+                        let wb = ((should & DIR_CHUNK_MASK) as usize) * CHUNK;
+                        (0..CHUNK).any(|j| self.tbl8.get(hb + j) != want.tbl8.get(wb + j))
+                    }
+                    _ => true,
+                }
+            })
+            .collect();
+        Ok((want, differ))
     }
 }
 
@@ -529,6 +542,7 @@ mod tests {
         // Same tables, another process: nothing to repair, chunks kept.
         let (tbl24, tbl8) = (t.tbl24.clone(), t.tbl8.clone());
         let mut again = Dir248::new(tbl24, tbl8);
+        assert!(again.differences(&routes).expect("compare").is_empty());
         assert_eq!(again.adopt(&routes).expect("adopt"), 0);
         assert_eq!(again.chunks_used(), 2);
         assert_eq!(again.lookup(a("10.1.2.3")).group, 2);
@@ -536,7 +550,9 @@ mod tests {
         let mut more = routes.clone();
         more.push((a("10.2.0.0"), 16, r(4)));
         more.retain(|x| x.2.group != 3);
+        assert_eq!(again.differences(&more).expect("compare").len(), 256 + 1);
         assert_eq!(again.adopt(&more).expect("adopt"), 256 + 1);
+        assert!(again.differences(&more).expect("compare").is_empty());
         assert_eq!(again.lookup(a("10.2.9.9")).group, 4);
         assert_eq!(again.lookup(a("10.1.5.1")).group, 1);
         assert_eq!(again.chunks_used(), 1);

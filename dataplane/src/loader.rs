@@ -498,6 +498,28 @@ impl Dataplane {
         Ok(self.dir.as_mut().expect("just set"))
     }
 
+    /// The /24s where the DIR-24-8 tables packets use disagree with the
+    /// routes in the LPM trie (the record); empty when consistent. Only
+    /// reads, so it can check tables another process writes.
+    pub fn dir_differences(&self) -> Result<Vec<Ipv4Addr>> {
+        let tbl24 = MmapCells::map(&self.skel.maps.xe_tbl24, "xe_tbl24", TBL24_ENTRIES)?;
+        let tbl8 = MmapCells::map(
+            &self.skel.maps.xe_tbl8,
+            "xe_tbl8",
+            (MAX_DIR_CHUNKS * DIR_CHUNK_SIZE) as usize,
+        )?;
+        let routes: Vec<(u32, u8, xe_route)> = self
+            .routes_v4()?
+            .into_iter()
+            .map(|(a, l, r)| (u32::from(a), l, r))
+            .collect();
+        Ok(Dir248::new(tbl24, tbl8)
+            .differences(&routes)?
+            .into_iter()
+            .map(|i| Ipv4Addr::from((i as u32) << 8))
+            .collect())
+    }
+
     /// Kernel-reported memory of each map (fdinfo `memlock`), by map name.
     pub fn map_memory(&self) -> Vec<(String, u64)> {
         let maps: [(&str, &MapMut<'_>); 10] = [
