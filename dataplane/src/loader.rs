@@ -477,6 +477,17 @@ impl Dataplane {
     /// a pin, their contents are first checked against the routes in the LPM
     /// trie (the record) and every /24 that differs is rewritten.
     fn dir(&mut self) -> Result<&mut Dir248<MmapCells>> {
+        self.adopt_lookup_tables()?;
+        Ok(self.dir.as_mut().expect("just set"))
+    }
+
+    /// Takes over the IPv4 lookup tables now rather than at the first IPv4
+    /// route write, so a program attached over maps from a pin (a previous
+    /// run, or a version that kept routes only in the trie) never reads
+    /// tables that disagree with the trie. Returns how many /24s had to be
+    /// rewritten (0 when called again).
+    pub fn adopt_lookup_tables(&mut self) -> Result<usize> {
+        let mut repaired = 0;
         if self.dir.is_none() {
             let tbl24 = MmapCells::map(&self.skel.maps.xe_tbl24, "xe_tbl24", TBL24_ENTRIES)?;
             let tbl8 = MmapCells::map(
@@ -491,11 +502,11 @@ impl Dataplane {
                     .into_iter()
                     .map(|(a, l, r)| (u32::from(a), l, r))
                     .collect();
-                dir.adopt(&routes)?;
+                repaired = dir.adopt(&routes)?;
             }
             self.dir = Some(dir);
         }
-        Ok(self.dir.as_mut().expect("just set"))
+        Ok(repaired)
     }
 
     /// The /24s where the DIR-24-8 tables packets use disagree with the

@@ -162,6 +162,11 @@ fn attach_pin_reuse_replace_detach() {
     // instance's route still forwards next to the new ones (a /32 in the same
     // /24, and a /16 around it), and deleting them gives the /32 back its own.
     let mut second = second;
+    assert_eq!(
+        second.adopt_lookup_tables().expect("adopt lookup tables"),
+        0,
+        "the first instance's tables agree with its routes"
+    );
     let route = xe_route {
         group: 1,
         kind: RT_UNICAST,
