@@ -1,4 +1,4 @@
-/* xdp_ecmp.bpf.c: the XDP fast path: parse, hash the flow, LPM route -> group -> bucket -> next hop, rewrite and redirect. */
+/* xdp_ecmp.bpf.c: the XDP fast path: parse, hash the flow, route (DIR-24-8 for IPv4, LPM trie for IPv6) -> group -> bucket -> next hop, rewrite and redirect. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "include/xe_abi.h"
@@ -129,18 +129,41 @@ static __always_inline int xe_parse_l4(void *data, void *data_end, struct xe_met
 	return XE_CONTINUE;
 }
 
-static __always_inline struct xe_route *xe_route_lookup(const struct xe_meta *m)
+/* IPv4: DIR-24-8, one array read for a prefix up to /24, two for longer
+ * ones. Returns the entry (0: no route). */
+static __always_inline __u32 xe_route_lookup_v4(__u32 dst_be)
+{
+	__u32 dst = bpf_ntohl(dst_be);
+	__u32 key = dst >> 16;
+	struct xe_dir_chunk *c = bpf_map_lookup_elem(&xe_tbl24, &key);
+	__u32 v;
+
+	if (!c)
+		return 0;
+	v = *(volatile __u32 *)&c->e[(dst >> 8) & 0xff];
+	if (!(v & XE_DIR_CHUNK))
+		return v;
+	key = v & XE_DIR_CHUNK_MASK;
+	c = bpf_map_lookup_elem(&xe_tbl8, &key);
+	return c ? *(volatile __u32 *)&c->e[dst & 0xff] : 0;
+}
+
+/* The route for the destination; kind 0 when there is none. */
+static __always_inline void xe_route_lookup(const struct xe_meta *m, struct xe_route *rt)
 {
 	if (m->flow.is_v6) {
 		struct xe_lpm_v6 key = {.prefixlen = 128};
+		struct xe_route *r;
 
 		__builtin_memcpy(key.addr, m->flow.dst, 16);
-		return bpf_map_lookup_elem(&xe_routes_v6, &key);
+		r = bpf_map_lookup_elem(&xe_routes_v6, &key);
+		if (r)
+			*rt = *r;
 	} else {
-		struct xe_lpm_v4 key = {.prefixlen = 32};
+		__u32 v = xe_route_lookup_v4(m->flow.dst[0]);
 
-		__builtin_memcpy(key.addr, m->flow.dst, 4);
-		return bpf_map_lookup_elem(&xe_routes_v4, &key);
+		rt->group = v & XE_DIR_GROUP_MASK;
+		rt->kind = v >> XE_DIR_KIND_SHIFT;
 	}
 }
 
@@ -214,7 +237,7 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct xe_meta m = {};
 	struct xe_config *cfg;
-	struct xe_route *rt;
+	struct xe_route rt = {};
 	struct xe_group *grp;
 	struct xe_nexthop *nh;
 	__u32 *nhid, slot, zero = 0;
@@ -238,14 +261,12 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
 	if (r != XE_CONTINUE)
 		return r;
 
-	rt = xe_route_lookup(&m);
-	if (!rt)
-		return XE_V_PASS_NO_ROUTE;
-	if (rt->kind == XE_RT_LOCAL)
+	xe_route_lookup(&m, &rt);
+	if (rt.kind == XE_RT_LOCAL)
 		return XE_V_PASS_LOCAL;
-	if (rt->kind == XE_RT_BLACKHOLE)
+	if (rt.kind == XE_RT_BLACKHOLE)
 		return XE_V_DROP_BLACKHOLE;
-	if (rt->kind != XE_RT_UNICAST)
+	if (rt.kind != XE_RT_UNICAST)
 		return XE_V_PASS_NO_ROUTE;
 	if (m.ttl <= 1)
 		return XE_V_PASS_TTL;
@@ -260,11 +281,16 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
 							: cfg->hash_fields,
 			       cfg->flags);
 
-	d->group = rt->group;
-	grp = bpf_map_lookup_elem(&xe_groups, &rt->group);
+	d->group = rt.group;
+	grp = bpf_map_lookup_elem(&xe_groups, &rt.group);
 	if (!grp || grp->mode == XE_GROUP_UNUSED || grp->size == 0)
 		return XE_V_PASS_NEXTHOP_DOWN;
-	d->bucket = d->hash % grp->size;
+	/* The same bucket as hash % size; a mask where size is a power of two
+	 * (resilient tables usually are) saves a division. */
+	if (!(grp->size & (grp->size - 1)))
+		d->bucket = d->hash & (grp->size - 1);
+	else
+		d->bucket = d->hash % grp->size;
 	slot = grp->base + d->bucket;
 	nhid = bpf_map_lookup_elem(&xe_slots, &slot);
 	if (!nhid)
@@ -278,7 +304,7 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
 	if (m.l3_len > nh->mtu)
 		return XE_V_PASS_MTU;
 	d->ifindex = nh->ifindex;
-	if (!bpf_map_lookup_elem(&xe_txports, &nh->ifindex))
+	if (!(nh->state & XE_NH_TXPORT))
 		return XE_V_PASS_NO_TXPORT;
 	return xe_rewrite(ctx, &m, nh);
 }
@@ -303,8 +329,9 @@ int xdp_ecmp(struct xdp_md *ctx)
 
 	d.verdict = xe_decide(ctx, &d);
 	if (d.verdict == XE_V_FORWARD)
-		/* XDP_PASS if the port left the map since the lookup above: the
-		 * frame is already rewritten, the kernel then drops it. */
+		/* XDP_PASS if the port is not in the map although the next hop
+		 * says so (it left since the control plane wrote the next hop):
+		 * the frame is already rewritten, the kernel then drops it. */
 		action = bpf_redirect_map(&xe_txports, d.ifindex, XDP_PASS);
 	else if (d.verdict >= XE_V_DROP_TRUNCATED)
 		action = XDP_DROP;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use dataplane::abi::{
-    xe_config, xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, NH_USABLE,
+    xe_config, xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, NH_TXPORT, NH_USABLE,
     RT_UNICAST, XDP_REDIRECT,
 };
 use dataplane::loader::pin_thread_to_cpu;
@@ -54,7 +54,7 @@ pub(crate) fn ecmp_world(
                 mtu: 1500,
                 dmac: [2, 0, 0, 0, 2, id as u8],
                 smac: [2, 0, 0, 0, 1, id as u8],
-                state: NH_USABLE,
+                state: NH_USABLE | NH_TXPORT,
                 ..Default::default()
             },
         )?;

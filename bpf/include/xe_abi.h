@@ -5,8 +5,10 @@
 #include <linux/types.h>
 
 /* Capacities. Routes live in LPM tries without preallocation, so only used
- * entries cost memory; buckets and modulo member lists share one slot pool so
- * a group reserves exactly the slots it uses, never 4096. */
+ * entries cost memory (the IPv4 trie is the control plane's record; packets
+ * look IPv4 up in the DIR-24-8 tables derived from it); buckets and modulo
+ * member lists share one slot pool so a group reserves exactly the slots it
+ * uses, never 4096. */
 enum xe_limits {
 	XE_MAX_ROUTES_V4 = 1 << 21,
 	XE_MAX_ROUTES_V6 = 1 << 20,
@@ -15,6 +17,9 @@ enum xe_limits {
 	XE_MAX_SLOTS = 1 << 21,
 	XE_MAX_GROUP_BUCKETS = 4096,
 	XE_MAX_TXPORTS = 1024,
+	/* DIR-24-8 second-level chunks: one per /24 that holds a prefix longer
+	 * than /24 (1M /32s in consecutive addresses fill 4096). */
+	XE_MAX_DIR_CHUNKS = 16384,
 	/* IPv6 extension headers walked before giving up on finding L4. */
 	XE_MAX_EXT_HEADERS = 8,
 };
@@ -56,12 +61,16 @@ enum xe_group_mode {
 	XE_GROUP_MODULO = 2,
 };
 
-/* Next-hop state bits; a next hop forwards only with all three set. */
+/* Next-hop state bits; a next hop forwards only with the three USABLE bits
+ * and TXPORT set. TXPORT is the control plane's word that the egress port is
+ * in the redirect map, so the program needs no map lookup to know it; a port
+ * leaving the map in between is still caught by bpf_redirect_map's fallback. */
 enum xe_nh_state {
 	XE_NH_VALID = 0x1,
 	XE_NH_RESOLVED = 0x2, /* neighbour MAC known */
 	XE_NH_LINK_UP = 0x4,
 	XE_NH_USABLE = 0x7,
+	XE_NH_TXPORT = 0x8, /* ifindex is in xe_txports */
 };
 
 /* Hash fields: the kernel's fib_multipath_hash_fields bits, and the two
@@ -83,6 +92,32 @@ enum xe_hash_field {
 enum xe_cfg_flag {
 	XE_CFG_SYMMETRIC = 0x1, /* both directions of a flow hash alike */
 };
+
+/* An entry of the IPv4 DIR-24-8 tables (xe_tbl24, xe_tbl8), one aligned
+ * 32-bit word so a packet never reads half of one. 0 = no route. A route is
+ * stored in the entry itself: its group id, its kind (enum xe_route_kind; 0
+ * reads as no route) and, for the control plane's bookkeeping, the length of
+ * the prefix that wrote it. A first-level entry with XE_DIR_CHUNK set instead
+ * points to the 256-entry chunk of xe_tbl8 that holds its /24. */
+enum xe_dir_entry {
+	XE_DIR_GROUP_MASK = 0xffff,  /* bits 0-15: group id */
+	XE_DIR_KIND_SHIFT = 16,	     /* bits 16-23: route kind */
+	XE_DIR_DEPTH_SHIFT = 24,     /* bits 24-29: prefix length (0-32) */
+	XE_DIR_CHUNK = 0x40000000,   /* bit 30: bits 0-23 are a chunk index */
+	XE_DIR_CHUNK_MASK = 0xffffff,
+	XE_DIR_CHUNK_SIZE = 256,
+};
+
+_Static_assert(XE_MAX_GROUPS - 1 <= XE_DIR_GROUP_MASK, "group ids fit a DIR-24-8 entry");
+
+/* 256 consecutive DIR-24-8 entries: the value of both table maps. An array
+ * map rounds each value up to 8 bytes, so 4-byte values would double the
+ * memory; 1 KiB values keep the entries packed, and the mmapped map reads as
+ * one flat array of entries. */
+struct xe_dir_chunk {
+	__u32 e[XE_DIR_CHUNK_SIZE];
+};
+_Static_assert(sizeof(struct xe_dir_chunk) == 1024, "xe_dir_chunk");
 
 /* Key of the IPv4 LPM trie: prefix length in bits, then the address bytes. */
 struct xe_lpm_v4 {
@@ -182,6 +217,7 @@ struct xe_abi_types {
 	enum xe_route_kind route_kind;
 	enum xe_group_mode group_mode;
 	enum xe_nh_state nh_state;
+	enum xe_dir_entry dir_entry;
 	enum xe_hash_field hash_field;
 	enum xe_cfg_flag cfg_flag;
 };

@@ -6,7 +6,8 @@
 #include <bpf/bpf_helpers.h>
 #include "xe_abi.h"
 
-/* IPv4 routes: longest-prefix match on the destination. */
+/* IPv4 routes by prefix: the control plane's record (read back by `show`,
+ * the checker and a restarted daemon); packets use the DIR-24-8 tables below. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct xe_lpm_v4);
@@ -14,6 +15,28 @@ struct {
 	__uint(max_entries, XE_MAX_ROUTES_V4);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } xe_routes_v4 SEC(".maps");
+
+/* DIR-24-8 first level: the route (or a chunk of xe_tbl8) of every /24,
+ * 2^24 entries as enum xe_dir_entry, the top 16 destination bits select a
+ * block, the next 8 the entry. Mmapable so the control plane writes a short
+ * prefix's 65,536 (a /8) or 16M (a default route) entries as memory stores. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_dir_chunk);
+	__uint(max_entries, 1 << 16);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} xe_tbl24 SEC(".maps");
+
+/* DIR-24-8 second level: one 256-entry chunk per /24 holding a prefix longer
+ * than /24, indexed by the last destination byte. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_dir_chunk);
+	__uint(max_entries, XE_MAX_DIR_CHUNKS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} xe_tbl8 SEC(".maps");
 
 /* IPv6 routes: longest-prefix match on the destination. */
 struct {

@@ -142,6 +142,18 @@ pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<V
     for p in maps.keys() {
         diffs.push(format!("{p}: in the maps, not in the kernel"));
     }
+    let dir = dp.dir_differences()?;
+    for a in dir.iter().take(10) {
+        diffs.push(format!(
+            "{a}/24: the IPv4 lookup tables (DIR-24-8) disagree with the route map"
+        ));
+    }
+    if dir.len() > 10 {
+        diffs.push(format!(
+            "... and {} more /24s where the lookup tables disagree",
+            dir.len() - 10
+        ));
+    }
     diffs.sort();
     Ok(diffs)
 }

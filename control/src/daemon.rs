@@ -163,6 +163,15 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         ..Default::default()
     })?;
     dp.set_config(&cfg.config)?;
+    // Before the program goes live on the ports: tables pinned by a previous
+    // run are checked against its routes.
+    let repaired = dp.adopt_lookup_tables()?;
+    if repaired > 0 {
+        tracing::info!(
+            slash24s = repaired,
+            "rewrote IPv4 lookup tables that disagreed with the pinned routes"
+        );
+    }
     let _links = attach_ports(&mut dp, cfg)?;
     let mut mirror = Mirror::open(cfg.rcvbuf)?;
     let mut state = KernelState::new(cfg.table);

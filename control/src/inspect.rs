@@ -153,6 +153,9 @@ pub fn nexthop_row(id: u32, nh: &xe_nexthop) -> NexthopRow {
     if nh.state & dataplane::abi::NH_LINK_UP != 0 {
         state.push("link-up");
     }
+    if nh.state & dataplane::abi::NH_TXPORT != 0 {
+        state.push("txport");
+    }
     NexthopRow {
         id,
         dev: ifname(nh.ifindex),
@@ -161,7 +164,8 @@ pub fn nexthop_row(id: u32, nh: &xe_nexthop) -> NexthopRow {
         src_mac: mac(&nh.smac),
         mtu: nh.mtu,
         vlan: nh.vlan,
-        usable: nh.state & dataplane::abi::NH_USABLE == dataplane::abi::NH_USABLE,
+        usable: nh.state & (dataplane::abi::NH_USABLE | dataplane::abi::NH_TXPORT)
+            == dataplane::abi::NH_USABLE | dataplane::abi::NH_TXPORT,
         state,
     }
 }

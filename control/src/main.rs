@@ -187,6 +187,8 @@ fn attach(
         pin_dir: Some(cli.pin_dir.clone()),
         ..Default::default()
     })?;
+    // Pinned maps may hold routes: the lookup tables must agree before attaching.
+    dp.adopt_lookup_tables()?;
     let seed = seed.unwrap_or_else(rand::random);
     dp.set_config(&xe_config {
         seed: [seed as u32, (seed >> 32) as u32],

@@ -1,7 +1,8 @@
 //! The reconciler: turns the translated kernel state into map writes, in an order that never exposes a torn state to a packet.
 //!
 //! Order of a sync: tx ports, then next hops (a next hop whose MAC or port
-//! changes gets a fresh id; only its state bits are updated in place), then
+//! changes gets a fresh id; only its state bits, NH_TXPORT included, are
+//! updated in place), then
 //! group slots (a resized group is written to a fresh window of the slot pool
 //! and switched with one 8-byte group update; same-size changes rewrite single
 //! 4-byte slots), then routes, and only then are unused groups, next hops and
@@ -13,7 +14,7 @@ use std::net::IpAddr;
 
 use dataplane::abi::{
     xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, MAX_GROUPS, MAX_NEXTHOPS,
-    MAX_SLOTS, NH_LINK_UP, NH_VALID, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST, RT_UNREACHABLE,
+    MAX_SLOTS, NH_LINK_UP, NH_TXPORT, NH_VALID, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST, RT_UNREACHABLE,
 };
 use dataplane::{Dataplane, TableWriter};
 
@@ -497,6 +498,13 @@ impl Reconciler {
         st: &mut SyncStats,
     ) -> Result<()> {
         for (path, want) in &d.paths {
+            // sync_txports ran first: the port is in the redirect map, and
+            // the next hop says so (the program does not look it up).
+            let mut want = *want;
+            if self.txports.contains(&path.ifindex) {
+                want.state |= NH_TXPORT;
+            }
+            let want = &want;
             if !self.path_ids.contains_key(path) {
                 let id = self
                     .path_id_pool

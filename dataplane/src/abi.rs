@@ -18,7 +18,9 @@ pub use skel::types::{
 };
 pub(crate) use skel::{XdpEcmpSkel, XdpEcmpSkelBuilder};
 
-use skel::types::{xe_cfg_flag, xe_group_mode, xe_limits, xe_nh_state, xe_route_kind};
+use skel::types::{
+    xe_cfg_flag, xe_dir_entry, xe_group_mode, xe_limits, xe_nh_state, xe_route_kind,
+};
 use std::mem::size_of;
 
 // The same sizes as the _Static_asserts in xe_abi.h: a layout change on one
@@ -32,6 +34,8 @@ const _: () = assert!(size_of::<xe_config>() == 16);
 const _: () = assert!(size_of::<xe_counter>() == 16);
 const _: () = assert!(size_of::<xe_decision>() == 32);
 const _: () = assert!(size_of::<xe_flow>() == 44);
+const _: () = assert!(MAX_GROUPS - 1 <= DIR_GROUP_MASK);
+const _: () = assert!(DIR_CHUNK_SIZE == 256);
 
 /// Capacities of the maps.
 pub const MAX_GROUPS: u32 = xe_limits::XE_MAX_GROUPS.0;
@@ -41,6 +45,15 @@ pub const MAX_GROUP_BUCKETS: u32 = xe_limits::XE_MAX_GROUP_BUCKETS.0;
 pub const MAX_ROUTES_V4: u32 = xe_limits::XE_MAX_ROUTES_V4.0;
 pub const MAX_ROUTES_V6: u32 = xe_limits::XE_MAX_ROUTES_V6.0;
 pub const MAX_EXT_HEADERS: u32 = xe_limits::XE_MAX_EXT_HEADERS.0;
+pub const MAX_DIR_CHUNKS: u32 = xe_limits::XE_MAX_DIR_CHUNKS.0;
+
+/// DIR-24-8 entry layout (enum xe_dir_entry).
+pub const DIR_GROUP_MASK: u32 = xe_dir_entry::XE_DIR_GROUP_MASK.0;
+pub const DIR_KIND_SHIFT: u32 = xe_dir_entry::XE_DIR_KIND_SHIFT.0;
+pub const DIR_DEPTH_SHIFT: u32 = xe_dir_entry::XE_DIR_DEPTH_SHIFT.0;
+pub const DIR_CHUNK: u32 = xe_dir_entry::XE_DIR_CHUNK.0;
+pub const DIR_CHUNK_MASK: u32 = xe_dir_entry::XE_DIR_CHUNK_MASK.0;
+pub const DIR_CHUNK_SIZE: u32 = xe_dir_entry::XE_DIR_CHUNK_SIZE.0;
 
 /// Route kinds.
 pub const RT_UNICAST: u8 = xe_route_kind::XE_RT_UNICAST.0 as u8;
@@ -59,6 +72,8 @@ pub const NH_VALID: u8 = xe_nh_state::XE_NH_VALID.0 as u8;
 pub const NH_RESOLVED: u8 = xe_nh_state::XE_NH_RESOLVED.0 as u8;
 pub const NH_LINK_UP: u8 = xe_nh_state::XE_NH_LINK_UP.0 as u8;
 pub const NH_USABLE: u8 = xe_nh_state::XE_NH_USABLE.0 as u8;
+/// Set by whoever writes the next hop: its egress port is in the redirect map.
+pub const NH_TXPORT: u8 = xe_nh_state::XE_NH_TXPORT.0 as u8;
 
 /// Hash fields and policies (the kernel's fib_multipath_hash_fields bits).
 pub const HASH_SRC_IP: u32 = xe_hash_field::XE_HASH_SRC_IP.0;

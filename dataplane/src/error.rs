@@ -41,6 +41,8 @@ pub enum Error {
         value: u64,
         max: u64,
     },
+    #[error("{what} is full ({max}): delete routes, or raise the limit and rebuild")]
+    TableFull { what: &'static str, max: u64 },
     #[error("packet of {0} bytes is larger than the test buffer")]
     PacketTooLarge(usize),
 }

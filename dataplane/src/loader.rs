@@ -12,10 +12,14 @@ use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapMut, OpenObject, ProgramInput}
 
 use crate::abi::{
     bytes_of, read_from, xe_config, xe_counter, xe_decision, xe_group, xe_lpm_v4, xe_lpm_v6,
-    xe_nexthop, xe_route, Verdict, XdpEcmpSkel, XdpEcmpSkelBuilder, MAX_NEXTHOPS, MAX_SLOTS,
+    xe_nexthop, xe_route, Verdict, XdpEcmpSkel, XdpEcmpSkelBuilder, DIR_CHUNK_SIZE, MAX_DIR_CHUNKS,
+    MAX_NEXTHOPS, MAX_SLOTS,
 };
+use crate::dir24::{Cells, Dir248, TBL24_ENTRIES};
 use crate::error::{Error, Result};
-use crate::tables::{check_group, check_prefix, check_range, check_slots, TableWriter};
+use crate::tables::{
+    check_group, check_prefix, check_range, check_route_v4, check_slots, TableWriter,
+};
 
 /// How the program stamps the last-used time of resilient buckets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -179,8 +183,83 @@ impl StampReader {
     }
 }
 
+/// A BPF_F_MMAPABLE array of u32 mapped into this process; each entry is
+/// written with one aligned 4-byte store, so the program never reads half of one.
+pub(crate) struct MmapCells {
+    ptr: std::ptr::NonNull<std::sync::atomic::AtomicU32>,
+    len: usize,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is plain shared memory, valid until Drop; all access
+// goes through atomics.
+unsafe impl Send for MmapCells {}
+unsafe impl Sync for MmapCells {}
+
+impl MmapCells {
+    fn map(map: &MapMut<'_>, name: &'static str, len: usize) -> Result<Self> {
+        let bytes = (len * 4).next_multiple_of(4096);
+        // SAFETY: a shared, fresh mapping of the map's fd; the kernel checks
+        // the size against the map and that it was created mmapable.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::Map {
+                map: name,
+                op: "mmap",
+                source: libbpf_rs::Error::from(std::io::Error::last_os_error()),
+            });
+        }
+        let ptr = std::ptr::NonNull::new(p.cast()).ok_or(Error::Map {
+            map: name,
+            op: "mmap",
+            source: libbpf_rs::Error::from(std::io::Error::other("null mapping")),
+        })?;
+        Ok(MmapCells { ptr, len, bytes })
+    }
+
+    fn cell(&self, i: usize) -> &std::sync::atomic::AtomicU32 {
+        assert!(i < self.len, "entry {i} past the map ({})", self.len);
+        // SAFETY: in bounds of a live mapping of 4-byte aligned entries.
+        unsafe { &*self.ptr.as_ptr().add(i) }
+    }
+}
+
+impl Cells for MmapCells {
+    fn get(&self, i: usize) -> u32 {
+        self.cell(i).load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn set(&mut self, i: usize, v: u32) {
+        // Release: a chunk's entries are visible before the pointer to it.
+        self.cell(i).store(v, std::sync::atomic::Ordering::Release);
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for MmapCells {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };
+    }
+}
+
 /// The loaded XDP program and its maps.
 pub struct Dataplane {
+    /// The IPv4 DIR-24-8 tables, mapped on the first IPv4 route write (and
+    /// then checked against the LPM trie if the maps may come from a pin).
+    dir: Option<Dir248<MmapCells>>,
+    /// Maps may have been reused from a pin directory.
+    pinned: bool,
     skel: ManuallyDrop<XdpEcmpSkel<'static>>,
     /// Backing storage of the skeleton's object, freed after the skeleton.
     storage: *mut MaybeUninit<OpenObject>,
@@ -213,6 +292,8 @@ impl Dataplane {
         let result = open_and_load(storage_ref, opts);
         match result {
             Ok(skel) => Ok(Dataplane {
+                dir: None,
+                pinned: opts.pin_dir.is_some(),
                 skel: ManuallyDrop::new(skel),
                 storage,
             }),
@@ -392,10 +473,70 @@ impl Dataplane {
         )
     }
 
+    /// The DIR-24-8 tables, mapped on first use; with maps that may come from
+    /// a pin, their contents are first checked against the routes in the LPM
+    /// trie (the record) and every /24 that differs is rewritten.
+    fn dir(&mut self) -> Result<&mut Dir248<MmapCells>> {
+        self.adopt_lookup_tables()?;
+        Ok(self.dir.as_mut().expect("just set"))
+    }
+
+    /// Takes over the IPv4 lookup tables now rather than at the first IPv4
+    /// route write, so a program attached over maps from a pin (a previous
+    /// run, or a version that kept routes only in the trie) never reads
+    /// tables that disagree with the trie. Returns how many /24s had to be
+    /// rewritten (0 when called again).
+    pub fn adopt_lookup_tables(&mut self) -> Result<usize> {
+        let mut repaired = 0;
+        if self.dir.is_none() {
+            let tbl24 = MmapCells::map(&self.skel.maps.xe_tbl24, "xe_tbl24", TBL24_ENTRIES)?;
+            let tbl8 = MmapCells::map(
+                &self.skel.maps.xe_tbl8,
+                "xe_tbl8",
+                (MAX_DIR_CHUNKS * DIR_CHUNK_SIZE) as usize,
+            )?;
+            let mut dir = Dir248::new(tbl24, tbl8);
+            if self.pinned {
+                let routes: Vec<(u32, u8, xe_route)> = self
+                    .routes_v4()?
+                    .into_iter()
+                    .map(|(a, l, r)| (u32::from(a), l, r))
+                    .collect();
+                repaired = dir.adopt(&routes)?;
+            }
+            self.dir = Some(dir);
+        }
+        Ok(repaired)
+    }
+
+    /// The /24s where the DIR-24-8 tables packets use disagree with the
+    /// routes in the LPM trie (the record); empty when consistent. Only
+    /// reads, so it can check tables another process writes.
+    pub fn dir_differences(&self) -> Result<Vec<Ipv4Addr>> {
+        let tbl24 = MmapCells::map(&self.skel.maps.xe_tbl24, "xe_tbl24", TBL24_ENTRIES)?;
+        let tbl8 = MmapCells::map(
+            &self.skel.maps.xe_tbl8,
+            "xe_tbl8",
+            (MAX_DIR_CHUNKS * DIR_CHUNK_SIZE) as usize,
+        )?;
+        let routes: Vec<(u32, u8, xe_route)> = self
+            .routes_v4()?
+            .into_iter()
+            .map(|(a, l, r)| (u32::from(a), l, r))
+            .collect();
+        Ok(Dir248::new(tbl24, tbl8)
+            .differences(&routes)?
+            .into_iter()
+            .map(|i| Ipv4Addr::from((i as u32) << 8))
+            .collect())
+    }
+
     /// Kernel-reported memory of each map (fdinfo `memlock`), by map name.
     pub fn map_memory(&self) -> Vec<(String, u64)> {
-        let maps: [(&str, &MapMut<'_>); 8] = [
+        let maps: [(&str, &MapMut<'_>); 10] = [
             ("xe_routes_v4", &self.skel.maps.xe_routes_v4),
+            ("xe_tbl24", &self.skel.maps.xe_tbl24),
+            ("xe_tbl8", &self.skel.maps.xe_tbl8),
             ("xe_routes_v6", &self.skel.maps.xe_routes_v6),
             ("xe_groups", &self.skel.maps.xe_groups),
             ("xe_slots", &self.skel.maps.xe_slots),
@@ -531,16 +672,23 @@ fn open_and_load(
 }
 
 impl TableWriter for Dataplane {
+    /// The trie (the record) first, then the DIR-24-8 tables packets use;
+    /// a full chunk table fails before either is written.
     fn set_route_v4(&mut self, addr: Ipv4Addr, len: u8, route: &xe_route) -> Result<()> {
         check_prefix("IPv4", len, 32)?;
+        check_route_v4(route)?;
+        self.dir()?.check_room(u32::from(addr), len)?;
         let key = lpm_v4(addr, len);
-        Self::update(&self.skel.maps.xe_routes_v4, "xe_routes_v4", &key, route)
+        Self::update(&self.skel.maps.xe_routes_v4, "xe_routes_v4", &key, route)?;
+        self.dir()?.add(u32::from(addr), len, route)
     }
 
     fn delete_route_v4(&mut self, addr: Ipv4Addr, len: u8) -> Result<()> {
         check_prefix("IPv4", len, 32)?;
         let key = lpm_v4(addr, len);
-        Self::delete(&self.skel.maps.xe_routes_v4, "xe_routes_v4", &key)
+        Self::delete(&self.skel.maps.xe_routes_v4, "xe_routes_v4", &key)?;
+        self.dir()?.delete(u32::from(addr), len);
+        Ok(())
     }
 
     fn set_route_v6(&mut self, addr: Ipv6Addr, len: u8, route: &xe_route) -> Result<()> {

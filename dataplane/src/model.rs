@@ -11,12 +11,14 @@ use etherparse::{
 
 use crate::abi::{
     xe_config, xe_decision, xe_flow, xe_group, xe_nexthop, xe_route, Verdict, GROUP_UNUSED,
-    HASH_POLICY_L4, HASH_PORTS, MAX_EXT_HEADERS, MAX_GROUPS, MAX_NEXTHOPS, MAX_SLOTS, NH_USABLE,
-    RT_BLACKHOLE, RT_LOCAL, RT_UNICAST,
+    HASH_POLICY_L4, HASH_PORTS, MAX_EXT_HEADERS, MAX_GROUPS, MAX_NEXTHOPS, MAX_SLOTS, NH_TXPORT,
+    NH_USABLE, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST, XDP_PASS,
 };
 use crate::error::Result;
 use crate::hash::flow_hash;
-use crate::tables::{check_group, check_prefix, check_range, check_slots, TableWriter};
+use crate::tables::{
+    check_group, check_prefix, check_range, check_route_v4, check_slots, TableWriter,
+};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -93,6 +95,7 @@ pub struct Tables {
 impl TableWriter for Tables {
     fn set_route_v4(&mut self, addr: Ipv4Addr, len: u8, route: &xe_route) -> Result<()> {
         check_prefix("IPv4", len, 32)?;
+        check_route_v4(route)?;
         self.routes_v4.insert(addr.octets(), len, *route);
         Ok(())
     }
@@ -500,7 +503,7 @@ impl Tables {
             return Err(Verdict::PassMtu);
         }
         d.ifindex = nh.ifindex;
-        if !self.txports.contains(&nh.ifindex) {
+        if nh.state & NH_TXPORT == 0 {
             return Err(Verdict::PassNoTxport);
         }
         Ok(Forward {
@@ -524,7 +527,13 @@ impl Tables {
             }
             Ok(fwd) => {
                 d.verdict = Verdict::Forward as u32;
-                d.action = Verdict::Forward.action();
+                // bpf_redirect_map's fallback: a port missing from the map
+                // although the next hop claims it passes the rewritten frame.
+                d.action = if self.txports.contains(&fwd.nh.ifindex) {
+                    Verdict::Forward.action()
+                } else {
+                    XDP_PASS
+                };
                 (d, rewrite(pkt, &fwd, out))
             }
         }

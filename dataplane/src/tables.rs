@@ -16,7 +16,8 @@ pub trait TableWriter {
     /// Writes next-hop ids into the slot pool starting at `base`.
     fn set_slots(&mut self, base: u32, nexthops: &[u32]) -> Result<()>;
     fn set_nexthop(&mut self, id: u32, nh: &xe_nexthop) -> Result<()>;
-    /// Allows redirects to `ifindex`.
+    /// Allows redirects to `ifindex`. The program does not look the port up:
+    /// next hops on it must also carry `NH_TXPORT` to forward.
     fn add_txport(&mut self, ifindex: u32) -> Result<()>;
     fn remove_txport(&mut self, ifindex: u32) -> Result<()>;
     fn set_config(&mut self, cfg: &xe_config) -> Result<()>;
@@ -48,6 +49,11 @@ pub(crate) fn check_prefix(family: &'static str, len: u8, max: u8) -> Result<()>
     Ok(())
 }
 
+/// An IPv4 route's group id must fit the 16 bits a DIR-24-8 entry keeps for it.
+pub(crate) fn check_route_v4(route: &xe_route) -> Result<()> {
+    check_range("IPv4 route group id", route.group, MAX_GROUPS)
+}
+
 pub(crate) fn check_slots(base: u32, count: usize) -> Result<()> {
     let end = u64::from(base) + count as u64;
     if end > u64::from(MAX_SLOTS) {
@@ -66,7 +72,7 @@ pub(crate) fn check_group(id: u32, group: &xe_group) -> Result<()> {
 }
 
 /// Writes the smallest forwarding world: next hop 1 on `nh.ifindex` (also a
-/// tx port), group 1 of `size` slots all pointing to it in `mode`, and a /32
+/// tx port, so the next hop gets `NH_TXPORT`), group 1 of `size` slots all pointing to it in `mode`, and a /32
 /// route to `dst` through the group. Tests and benchmarks start from it.
 pub fn single_path(
     t: &mut dyn TableWriter,
@@ -76,7 +82,13 @@ pub fn single_path(
     size: u16,
 ) -> Result<()> {
     t.add_txport(nh.ifindex)?;
-    t.set_nexthop(1, nh)?;
+    t.set_nexthop(
+        1,
+        &xe_nexthop {
+            state: nh.state | crate::abi::NH_TXPORT,
+            ..*nh
+        },
+    )?;
     t.set_slots(0, &vec![1; usize::from(size)])?;
     t.set_group(
         1,

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::mac;
 use common::packets::*;
-use dataplane::abi::{xe_config, xe_nexthop, Verdict, GROUP_RESILIENT, NH_USABLE};
+use dataplane::abi::{
+    xe_config, xe_nexthop, xe_route, Verdict, GROUP_RESILIENT, NH_USABLE, RT_UNICAST,
+};
 use dataplane::loader::{current_cpu, ifindex_of, pin_thread_to_cpu};
 use dataplane::tables::single_path;
 use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
@@ -155,6 +157,55 @@ fn attach_pin_reuse_replace_detach() {
         "maps adopted from bpffs"
     );
     assert_eq!(d.ifindex, p1);
+
+    // Writing a route takes over the pinned DIR-24-8 tables: the first
+    // instance's route still forwards next to the new ones (a /32 in the same
+    // /24, and a /16 around it), and deleting them gives the /32 back its own.
+    let mut second = second;
+    assert_eq!(
+        second.adopt_lookup_tables().expect("adopt lookup tables"),
+        0,
+        "the first instance's tables agree with its routes"
+    );
+    let route = xe_route {
+        group: 1,
+        kind: RT_UNICAST,
+        ..Default::default()
+    };
+    second
+        .set_route_v4("172.16.255.67".parse().expect("v4"), 32, &route)
+        .expect("route after adoption");
+    second
+        .set_route_v4("172.16.0.0".parse().expect("v4"), 16, &route)
+        .expect("covering route");
+    let verdict_to = |dp: &Dataplane, dst: &str| {
+        let pkt = eth(
+            common::IN_MAC,
+            &[],
+            ETH_IP,
+            &Ip4::new("10.2.0.100", dst, 17).packet(&udp(1, 53, b"")),
+        );
+        let mut out = vec![0u8; 256];
+        dp.test_run(&pkt, &mut out).expect("test run");
+        Verdict::from_u32(dp.last_decision(cpu).expect("trace").verdict)
+    };
+    for dst in ["172.16.255.66", "172.16.255.67", "172.16.1.1"] {
+        assert_eq!(verdict_to(&second, dst), Some(Verdict::Forward), "{dst}");
+    }
+    second
+        .delete_route_v4("172.16.0.0".parse().expect("v4"), 16)
+        .expect("delete");
+    second
+        .delete_route_v4("172.16.255.67".parse().expect("v4"), 32)
+        .expect("delete");
+    assert_eq!(verdict_to(&second, "172.16.255.66"), Some(Verdict::Forward));
+    for dst in ["172.16.255.67", "172.16.1.1"] {
+        assert_eq!(
+            verdict_to(&second, dst),
+            Some(Verdict::PassNoRoute),
+            "{dst}"
+        );
+    }
 
     // Replace the program behind the pinned link in one step, then detach.
     let pinned = XdpLink::open_pinned(&link_pin, p0).expect("open pinned link");

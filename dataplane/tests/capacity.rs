@@ -149,4 +149,18 @@ fn a_million_routes_and_full_group_and_nexthop_tables() {
         MAX_NEXTHOPS,
         MAX_GROUPS - 1
     );
+    // The IPv4 route maps: the trie (the record) and the DIR-24-8 tables.
+    let route_bytes: u64 =
+        w.dp.map_memory()
+            .iter()
+            .filter(|(m, _)| ["xe_routes_v4", "xe_tbl24", "xe_tbl8"].contains(&m.as_str()))
+            .inspect(|(m, b)| println!("  {m} memlock {:.1} MiB", *b as f64 / 1048576.0))
+            .map(|(_, b)| b)
+            .sum();
+    let per_route = route_bytes as f64 / f64::from(ROUTES);
+    println!(
+        "capacity: IPv4 route maps {:.1} MiB, {per_route:.0} B/route",
+        route_bytes as f64 / 1048576.0
+    );
+    assert!(per_route <= 128.0, "{per_route:.0} B/route, more than 128");
 }

@@ -66,3 +66,25 @@ fn golden_fixtures() {
         "every verdict class needs a fixture: {classes:?}"
     );
 }
+
+/// A next hop that says its port is in the redirect map when it no longer is
+/// (removed after the control plane wrote the next hop): bpf_redirect_map's
+/// fallback passes the rewritten frame, and the model says the same.
+#[test]
+fn port_gone_from_the_redirect_map_passes() {
+    if !require_root("port_gone_from_the_redirect_map_passes") {
+        return;
+    }
+    let mut world = World::new("txgone");
+    let p0 = world.ifindex[0];
+    world.both(|t| t.remove_txport(p0));
+    let ip = Ip4::new("10.2.0.100", "10.24.5.9", 17);
+    let pkt = eth(IN_MAC, &[], 0x0800, &ip.packet(&udp(1, 2, b"")));
+    let (action, out, d) = world.run(&pkt);
+    assert_eq!(verdict_of(&d), Verdict::Forward);
+    assert_eq!(action, dataplane::abi::XDP_PASS);
+    assert_eq!(d.nexthop, NH_P0);
+    let (md, mout) = world.model(&pkt);
+    assert_eq!(fields(&md), fields(&d), "model decision");
+    assert_eq!(hex(&mout), hex(&out), "model output bytes");
+}

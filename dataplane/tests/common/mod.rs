@@ -8,8 +8,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use dataplane::abi::{
     xe_config, xe_decision, xe_flow, xe_group, xe_nexthop, xe_route, Verdict, GROUP_MODULO,
-    GROUP_RESILIENT, NH_LINK_UP, NH_RESOLVED, NH_USABLE, NH_VALID, RT_BLACKHOLE, RT_LOCAL,
-    RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
+    GROUP_RESILIENT, NH_LINK_UP, NH_RESOLVED, NH_TXPORT, NH_USABLE, NH_VALID, RT_BLACKHOLE,
+    RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
 };
 use dataplane::loader::{current_cpu, ifindex_of, pin_thread_to_cpu};
 use dataplane::testnet::TestNet;
@@ -129,7 +129,8 @@ impl World {
         w
     }
 
-    fn both(&mut self, f: impl Fn(&mut dyn TableWriter) -> dataplane::Result<()>) {
+    /// Applies the same write to the maps and to the model.
+    pub fn both(&mut self, f: impl Fn(&mut dyn TableWriter) -> dataplane::Result<()>) {
         f(&mut self.dp).expect("writing the maps");
         f(&mut self.model).expect("writing the model");
     }
@@ -141,15 +142,20 @@ impl World {
     fn populate(&mut self) {
         let [p0, p1, p2] = self.ifindex;
         let u = self.unlisted_ifindex;
+        // Next hops on the ports added to the tx port map below say so.
+        let (usable, tx) = (NH_USABLE | NH_TXPORT, NH_TXPORT);
         self.nexthops = vec![
-            (NH_P0, nh(p0, 0x10, 1500, 0, NH_USABLE)),
-            (NH_P1, nh(p1, 0x11, 1500, 0, NH_USABLE)),
-            (NH_VLAN, nh(p2, 0x12, 1500, 100, NH_USABLE)),
-            (NH_UNRESOLVED, nh(p0, 0x13, 1500, 0, NH_VALID | NH_LINK_UP)),
-            (NH_DOWN, nh(p1, 0x14, 1500, 0, NH_VALID | NH_RESOLVED)),
-            (NH_MTU1280, nh(p2, 0x15, 1280, 0, NH_USABLE)),
+            (NH_P0, nh(p0, 0x10, 1500, 0, usable)),
+            (NH_P1, nh(p1, 0x11, 1500, 0, usable)),
+            (NH_VLAN, nh(p2, 0x12, 1500, 100, usable)),
+            (
+                NH_UNRESOLVED,
+                nh(p0, 0x13, 1500, 0, NH_VALID | NH_LINK_UP | tx),
+            ),
+            (NH_DOWN, nh(p1, 0x14, 1500, 0, NH_VALID | NH_RESOLVED | tx)),
+            (NH_MTU1280, nh(p2, 0x15, 1280, 0, usable)),
             (NH_UNLISTED, nh(u, 0x16, 1500, 0, NH_USABLE)),
-            (NH_P2, nh(p2, 0x17, 1500, 0, NH_USABLE)),
+            (NH_P2, nh(p2, 0x17, 1500, 0, usable)),
         ];
         let anycast: Vec<u32> = (0..RES_BUCKETS)
             .map(|i| if i % 2 == 0 { NH_P0 } else { NH_P1 })
