@@ -78,4 +78,19 @@ int xdp_sink(struct xdp_md *ctx)
 	return XDP_DROP;
 }
 
+/* Counts and drops at a port's tc egress: where a frame the kernel forwarded
+ * ends, before the veth would turn it into an XDP frame for the peer's sink
+ * (a copy the XDP forwarders' frames do not pay). */
+SEC("tc")
+int tc_sink(struct __sk_buff *skb)
+{
+	__u32 key = skb->ifindex;
+	__u64 *n;
+
+	n = bpf_map_lookup_elem(&sink_count, &key);
+	if (n)
+		*n += 1;
+	return 2; /* TC_ACT_SHOT */
+}
+
 char _license[] SEC("license") = "Dual BSD/GPL";
