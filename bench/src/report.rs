@@ -4,10 +4,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One cell: the text a person reads and, when it is a measurement, its value.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Cell {
     pub text: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,7 +39,7 @@ pub fn text(s: impl Into<String>) -> Cell {
 }
 
 /// A table of one benchmark, as measured in this run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Table {
     /// Stable key for the JSON and the charts.
     pub id: String,
@@ -115,7 +115,7 @@ impl Table {
 }
 
 /// A goal of the benchmark issue and whether this run met it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Goal {
     pub what: String,
     pub target: String,
@@ -125,7 +125,7 @@ pub struct Goal {
 }
 
 /// The machine the figures come from.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Machine {
     pub cpu: String,
     pub cpus: usize,
@@ -163,7 +163,7 @@ impl Machine {
 }
 
 /// Everything one run measured.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub command: String,
     pub started: String,
