@@ -801,19 +801,7 @@ mod tests {
     use report::{num, text, Report, Table};
 
     fn prog_cost(id: &str, rows: &[(f64, f64, f64, f64)]) -> Table {
-        let mut t = Table::new(
-            id,
-            "x",
-            &[
-                "routes",
-                "xdp-ecmp resilient",
-                "xdp-ecmp modulo",
-                "bare forwarder",
-                "bpf_fib_lookup forwarder",
-                "resilient / bare",
-                "resilient / fib",
-            ],
-        );
+        let mut t = Table::new(id, "x", &compare::COLUMNS);
         for &(n, ours, bare, fib) in rows {
             t.row(vec![
                 num(n, 0),

@@ -481,6 +481,26 @@ impl Dataplane {
         Ok(self.dir.as_mut().expect("just set"))
     }
 
+    /// The DIR-24-8 tables mapped into this process.
+    fn dir_cells(&self) -> Result<(MmapCells, MmapCells)> {
+        let tbl24 = MmapCells::map(&self.skel.maps.xe_tbl24, "xe_tbl24", TBL24_ENTRIES)?;
+        let tbl8 = MmapCells::map(
+            &self.skel.maps.xe_tbl8,
+            "xe_tbl8",
+            (MAX_DIR_CHUNKS * DIR_CHUNK_SIZE) as usize,
+        )?;
+        Ok((tbl24, tbl8))
+    }
+
+    /// The IPv4 routes of the trie (the record) as (address, length, route).
+    fn trie_routes_v4(&self) -> Result<Vec<(u32, u8, xe_route)>> {
+        Ok(self
+            .routes_v4()?
+            .into_iter()
+            .map(|(a, l, r)| (u32::from(a), l, r))
+            .collect())
+    }
+
     /// Takes over the IPv4 lookup tables now rather than at the first IPv4
     /// route write, so a program attached over maps from a pin (a previous
     /// run, or a version that kept routes only in the trie) never reads
@@ -489,20 +509,10 @@ impl Dataplane {
     pub fn adopt_lookup_tables(&mut self) -> Result<usize> {
         let mut repaired = 0;
         if self.dir.is_none() {
-            let tbl24 = MmapCells::map(&self.skel.maps.xe_tbl24, "xe_tbl24", TBL24_ENTRIES)?;
-            let tbl8 = MmapCells::map(
-                &self.skel.maps.xe_tbl8,
-                "xe_tbl8",
-                (MAX_DIR_CHUNKS * DIR_CHUNK_SIZE) as usize,
-            )?;
+            let (tbl24, tbl8) = self.dir_cells()?;
             let mut dir = Dir248::new(tbl24, tbl8);
             if self.pinned {
-                let routes: Vec<(u32, u8, xe_route)> = self
-                    .routes_v4()?
-                    .into_iter()
-                    .map(|(a, l, r)| (u32::from(a), l, r))
-                    .collect();
-                repaired = dir.adopt(&routes)?;
+                repaired = dir.adopt(&self.trie_routes_v4()?)?;
             }
             self.dir = Some(dir);
         }
@@ -513,19 +523,9 @@ impl Dataplane {
     /// routes in the LPM trie (the record); empty when consistent. Only
     /// reads, so it can check tables another process writes.
     pub fn dir_differences(&self) -> Result<Vec<Ipv4Addr>> {
-        let tbl24 = MmapCells::map(&self.skel.maps.xe_tbl24, "xe_tbl24", TBL24_ENTRIES)?;
-        let tbl8 = MmapCells::map(
-            &self.skel.maps.xe_tbl8,
-            "xe_tbl8",
-            (MAX_DIR_CHUNKS * DIR_CHUNK_SIZE) as usize,
-        )?;
-        let routes: Vec<(u32, u8, xe_route)> = self
-            .routes_v4()?
-            .into_iter()
-            .map(|(a, l, r)| (u32::from(a), l, r))
-            .collect();
+        let (tbl24, tbl8) = self.dir_cells()?;
         Ok(Dir248::new(tbl24, tbl8)
-            .differences(&routes)?
+            .differences(&self.trie_routes_v4()?)?
             .into_iter()
             .map(|i| Ipv4Addr::from((i as u32) << 8))
             .collect())
