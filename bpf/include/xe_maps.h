@@ -63,7 +63,7 @@ struct {
 	__uint(max_entries, XE_MAX_SLOTS);
 } xe_slots SEC(".maps");
 
-/* Last-used time of each slot in 2^20 ns ticks (coarse clock), written only
+/* Last-used time of each slot in jiffies (low 32 bits | 1; 0: never), written only
  * when it changes so busy buckets do not bounce a cache line per packet. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -29,8 +29,8 @@ pub struct RunConfig {
     pub metrics: Option<std::net::SocketAddr>,
 }
 
-/// Time in ms on the clock the program stamps buckets with
-/// (bpf_ktime_get_coarse_ns is CLOCK_MONOTONIC_COARSE).
+/// Time in ms of the daemon's timers (bucket stamps are converted to it
+/// through `Dataplane::stamp_clock`).
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -39,40 +39,6 @@ pub fn now_ms() -> u64 {
     // SAFETY: valid timespec out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
-
-/// A slot's last use in ms of `now_ms`'s clock, from the program's 2^20 ns
-/// ticks. A use anywhere in a tick counts as at its end: when in doubt a
-/// bucket is busy, so a flow is never moved on a rounding error.
-pub fn stamp_to_ms(tick: u32, now_ms: u64) -> Option<u64> {
-    if tick == 0 {
-        return None;
-    }
-    let now_tick = ((now_ms * 1_000_000) >> 20) as u32;
-    let age_ticks = u64::from(now_tick.wrapping_sub(tick)).saturating_sub(1);
-    let age_ms = (age_ticks << 20) / 1_000_000;
-    Some(now_ms.saturating_sub(age_ms))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stamps_convert_to_the_end_of_their_tick() {
-        let now = 1_000_000u64; // ms
-        let now_tick = ((now * 1_000_000) >> 20) as u32;
-        assert_eq!(stamp_to_ms(0, now), None, "never used");
-        assert_eq!(stamp_to_ms(now_tick, now), Some(now), "used this tick: now");
-        let ten_ticks_ago = stamp_to_ms(now_tick - 10, now).expect("used");
-        assert!(
-            now - ten_ticks_ago >= 9 && now - ten_ticks_ago <= 10,
-            "{}",
-            now - ten_ticks_ago
-        );
-        // Wrapping tick counter.
-        assert!(stamp_to_ms(now_tick.wrapping_sub(5), now).is_some());
-    }
 }
 
 /// Statistics the daemon keeps.
@@ -215,7 +181,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
                 all: bool|
      -> Result<()> {
         let now = now_ms();
-        let last_used = |slot: u32| stamp_to_ms(stamps.get(slot), now);
+        let clock = dp.stamp_clock()?;
+        let last_used = |slot: u32| clock.last_used_ms(stamps.get(slot), now);
         let dirty = state.take_dirty();
         let dirty = if all { Dirty::All } else { dirty };
         let st = rec.sync(state, &dirty, dp, now, &last_used)?;
@@ -228,6 +195,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     tracing::info!(
         routes = state.routes.len(),
         links = state.links.len(),
+        stamp_clock_hz = dp.stamp_clock()?.hz,
         "initial sync done"
     );
     let started = Instant::now();

@@ -52,7 +52,7 @@ pub struct BucketRow {
     pub index: u32,
     pub nexthop: u32,
     pub dev: String,
-    /// Last-used tick of the program's coarse clock (2^20 ns), 0 = never.
+    /// Last-used stamp: the kernel's jiffies (low 32 bits, | 1), 0 = never.
     pub last_used_tick: u32,
 }
 

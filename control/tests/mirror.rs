@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use control::check::check;
-use control::daemon::{now_ms, stamp_to_ms};
+use control::daemon::now_ms;
 use control::mirror::{Event, Mirror};
 use control::reconcile::Reconciler;
 use control::state::{KernelState, PathKey, Prefix};
@@ -95,7 +95,8 @@ impl Env {
         }
         let stamps = self.dp.stamp_reader().expect("stamps");
         let now = now_ms();
-        let last_used = |s: u32| stamp_to_ms(stamps.get(s), now);
+        let clock = self.dp.stamp_clock().expect("stamp clock");
+        let last_used = |s: u32| clock.last_used_ms(stamps.get(s), now);
         let dirty = self.state.take_dirty();
         self.rec
             .sync(&self.state, &dirty, &mut self.dp, now, &last_used)

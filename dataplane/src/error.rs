@@ -15,6 +15,8 @@ pub enum Error {
     },
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
     TestRun(libbpf_rs::Error),
+    #[error("reading the bucket stamp clock: {0}")]
+    Clock(&'static str),
     #[error("interface {0:?} not found (check `ip link`)")]
     NoSuchInterface(String),
     #[error("attaching XDP to ifindex {ifindex} failed in native mode ({native}) and generic mode ({generic})")]

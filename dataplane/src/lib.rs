@@ -10,6 +10,8 @@ pub mod tables;
 pub mod testnet;
 
 pub use error::{Error, Result};
-pub use loader::{AttachMode, Dataplane, LoadOptions, RunOutput, StampMode, StampReader, XdpLink};
+pub use loader::{
+    AttachMode, Dataplane, LoadOptions, RunOutput, StampClock, StampMode, StampReader, XdpLink,
+};
 pub use model::Tables;
 pub use tables::TableWriter;
