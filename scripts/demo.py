@@ -307,8 +307,9 @@ def main():
             # What spine02's daemon did to its bucket tables, for the failed claim.
             try:
                 with open("/run/xe-testbed/spine02.log") as f:
-                    moves = [l.rstrip() for l in f if "buckets moved" in l or "bucket table" in l]
-                print("spine02 daemon, bucket moves of its last run:\n  " + "\n  ".join(moves or ["(none)"]), file=sys.stderr)
+                    moves = [l.rstrip() for l in f
+                             if any(k in l for k in ("=== xdp-ecmp run", "buckets moved", "bucket table", "initial sync done", "adopted the pinned maps"))]
+                print("spine02 daemon runs and their bucket moves:\n  " + "\n  ".join(moves or ["(none)"]), file=sys.stderr)
             except OSError as e:
                 print(f"spine02 daemon log: {e}", file=sys.stderr)
         if not a.keep:

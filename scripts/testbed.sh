@@ -195,13 +195,17 @@ start_service() {
 start_daemon() {
     local n=$1; shift
     stop_daemon "$n"
-    nsenter --net="/run/netns/$(ns "$n")" "$XDP_ECMP" --pin-dir "/sys/fs/bpf/$(ns "$n")" run "$@" \
-        >"$STATE/$n.log" 2>&1 &
+    # The log keeps every run of the node's daemon (a scenario restarts it).
+    local log="$STATE/$n.log" before=0
+    [[ -f $log ]] && before=$(wc -l < "$log")
+    echo "=== xdp-ecmp run $* ($(date -u +%T.%N))" >> "$log"
+    RUST_LOG=${RUST_LOG:-info,control::reconcile=debug} nsenter --net="/run/netns/$(ns "$n")" "$XDP_ECMP" --pin-dir "/sys/fs/bpf/$(ns "$n")" run "$@" \
+        >>"$log" 2>&1 &
     echo $! > "$STATE/$n.pid"
     echo "$*" > "$STATE/$n.flags"
     # Ready when the last port's link is pinned and the anycast route is in the maps.
     local t=0
-    until grep -q "initial sync done" "$STATE/$n.log" 2>/dev/null; do
+    until tail -n +"$((before + 1))" "$log" 2>/dev/null | grep -q "initial sync done"; do
         sleep 0.1; t=$((t + 1))
         ((t < 100)) || die "xdp-ecmp in $n did not start: $(tail -3 "$STATE/$n.log")"
         kill -0 "$(cat "$STATE/$n.pid")" 2>/dev/null || die "xdp-ecmp in $n exited: $(tail -3 "$STATE/$n.log")"

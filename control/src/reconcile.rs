@@ -429,6 +429,9 @@ impl Reconciler {
                 }
             }
             if let Some(DesiredRoute::Forward(key)) = &verdict {
+                if old_key.as_ref() != Some(key) {
+                    tracing::debug!(prefix = ?p, from = ?old_key, to = ?key, "route changes group");
+                }
                 *self.group_refs.entry(key.clone()).or_default() += 1;
                 if let Some(old) = &old_key {
                     // A route whose member set changed (as a routing daemon
@@ -446,6 +449,7 @@ impl Reconciler {
                 }
                 self.route_groups.insert(p, key.clone());
             } else if let Some(g) = old_key.as_ref().and_then(|k| self.groups.get(k)) {
+                tracing::debug!(prefix = ?p, from = ?old_key, "route stops forwarding");
                 // Leaving forwarding: remember its table for a while.
                 if let Some(t) = &g.table {
                     self.recent
