@@ -308,7 +308,7 @@ def main():
             try:
                 with open("/run/xe-testbed/spine02.log") as f:
                     moves = [l.rstrip() for l in f
-                             if any(k in l for k in ("=== xdp-ecmp run", "buckets moved", "bucket table", "initial sync done", "adopted the pinned maps"))]
+                             if any(k in l for k in ("=== xdp-ecmp run", "buckets moved", "bucket table", "initial sync done", "adopted the pinned maps", "changes group", "stops forwarding"))]
                 print("spine02 daemon runs and their bucket moves:\n  " + "\n  ".join(moves or ["(none)"]), file=sys.stderr)
             except OSError as e:
                 print(f"spine02 daemon log: {e}", file=sys.stderr)
