@@ -65,16 +65,20 @@ int xdp_gen(struct xdp_md *ctx)
 	return bpf_redirect(cfg->ifindex, 0);
 }
 
+/* One more frame ended at port `ifindex`. */
+static __always_inline void sink_count_one(__u32 ifindex)
+{
+	__u64 *n = bpf_map_lookup_elem(&sink_count, &ifindex);
+
+	if (n)
+		*n += 1;
+}
+
 /* Counts and drops: the end of every path in the benchmark. */
 SEC("xdp")
 int xdp_sink(struct xdp_md *ctx)
 {
-	__u32 key = ctx->ingress_ifindex;
-	__u64 *n;
-
-	n = bpf_map_lookup_elem(&sink_count, &key);
-	if (n)
-		*n += 1;
+	sink_count_one(ctx->ingress_ifindex);
 	return XDP_DROP;
 }
 
@@ -84,12 +88,7 @@ int xdp_sink(struct xdp_md *ctx)
 SEC("tc")
 int tc_sink(struct __sk_buff *skb)
 {
-	__u32 key = skb->ifindex;
-	__u64 *n;
-
-	n = bpf_map_lookup_elem(&sink_count, &key);
-	if (n)
-		*n += 1;
+	sink_count_one(skb->ifindex);
 	return 2; /* TC_ACT_SHOT */
 }
 

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use dataplane::abi::{
-    xe_config, xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, NH_TXPORT, NH_USABLE,
-    RT_UNICAST, XDP_REDIRECT,
+    xe_config, xe_nexthop, GROUP_MODULO, GROUP_RESILIENT, NH_USABLE, XDP_REDIRECT,
 };
 use dataplane::loader::pin_thread_to_cpu;
+use dataplane::tables::multipath;
 use dataplane::{Dataplane, LoadOptions, StampMode, TableWriter};
 
 mod charts;
@@ -44,42 +44,18 @@ pub(crate) fn ecmp_world(
     size: u16,
     seed: [u32; 2],
 ) -> Result<()> {
-    for (k, &ifindex) in ports.iter().enumerate() {
-        let id = k as u32 + 1;
-        dp.add_txport(ifindex)?;
-        dp.set_nexthop(
-            id,
-            &xe_nexthop {
-                ifindex,
-                mtu: 1500,
-                dmac: [2, 0, 0, 0, 2, id as u8],
-                smac: [2, 0, 0, 0, 1, id as u8],
-                state: NH_USABLE | NH_TXPORT,
-                ..Default::default()
-            },
-        )?;
-    }
-    let n = ports.len() as u32;
-    let slots: Vec<u32> = (0..u32::from(size)).map(|i| 1 + i % n).collect();
-    dp.set_slots(0, &slots)?;
-    dp.set_group(
-        1,
-        &xe_group {
-            base: 0,
-            size,
-            mode,
+    let nhs: Vec<xe_nexthop> = (1..)
+        .zip(ports)
+        .map(|(id, &ifindex)| xe_nexthop {
+            ifindex,
+            mtu: 1500,
+            dmac: [2, 0, 0, 0, 2, id],
+            smac: [2, 0, 0, 0, 1, id],
+            state: NH_USABLE,
             ..Default::default()
-        },
-    )?;
-    dp.set_route_v4(
-        ANYCAST,
-        32,
-        &xe_route {
-            group: 1,
-            kind: RT_UNICAST,
-            ..Default::default()
-        },
-    )?;
+        })
+        .collect();
+    multipath(dp, ANYCAST, &nhs, mode, size)?;
     dp.set_config(&xe_config {
         seed,
         ..Default::default()

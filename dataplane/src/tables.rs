@@ -72,8 +72,9 @@ pub(crate) fn check_group(id: u32, group: &xe_group) -> Result<()> {
 }
 
 /// Writes the smallest forwarding world: next hop 1 on `nh.ifindex` (also a
-/// tx port, so the next hop gets `NH_TXPORT`), group 1 of `size` slots all pointing to it in `mode`, and a /32
-/// route to `dst` through the group. Tests and benchmarks start from it.
+/// tx port, so the next hop gets `NH_TXPORT`), group 1 of `size` slots all
+/// pointing to it in `mode`, and a /32 route to `dst` through the group.
+/// Tests and benchmarks start from it.
 pub fn single_path(
     t: &mut dyn TableWriter,
     dst: Ipv4Addr,
@@ -81,15 +82,32 @@ pub fn single_path(
     mode: u8,
     size: u16,
 ) -> Result<()> {
-    t.add_txport(nh.ifindex)?;
-    t.set_nexthop(
-        1,
-        &xe_nexthop {
-            state: nh.state | crate::abi::NH_TXPORT,
-            ..*nh
-        },
-    )?;
-    t.set_slots(0, &vec![1; usize::from(size)])?;
+    multipath(t, dst, std::slice::from_ref(nh), mode, size)
+}
+
+/// Like `single_path` over several next hops: next hop k+1 is `nhs[k]`
+/// (its port a tx port, `NH_TXPORT` set), group 1's `size` slots cycle
+/// through them.
+pub fn multipath(
+    t: &mut dyn TableWriter,
+    dst: Ipv4Addr,
+    nhs: &[xe_nexthop],
+    mode: u8,
+    size: u16,
+) -> Result<()> {
+    for (k, nh) in nhs.iter().enumerate() {
+        t.add_txport(nh.ifindex)?;
+        t.set_nexthop(
+            k as u32 + 1,
+            &xe_nexthop {
+                state: nh.state | crate::abi::NH_TXPORT,
+                ..*nh
+            },
+        )?;
+    }
+    let n = nhs.len() as u32;
+    let slots: Vec<u32> = (0..u32::from(size)).map(|i| 1 + i % n).collect();
+    t.set_slots(0, &slots)?;
     t.set_group(
         1,
         &xe_group {
