@@ -171,6 +171,22 @@ static __always_inline void xe_route_lookup(const struct xe_meta *m, struct xe_r
 	}
 }
 
+/* A group entry in one aligned 8-byte load. The control plane points a group
+ * at a new slot window with one 8-byte store, so base, size and mode always
+ * come from the same version; separate loads could pair an old size with a
+ * new base and index past the new window (tests/object_reads.rs checks the
+ * compiled program keeps this one load). */
+static __always_inline struct xe_group xe_group_load(const struct xe_group *p)
+{
+	union {
+		__u64 word;
+		struct xe_group g;
+	} u;
+
+	u.word = *(const volatile __u64 *)p;
+	return u.g;
+}
+
 /* Mark a resilient bucket busy for the control plane's idle timer. */
 static __always_inline void xe_stamp(__u32 slot)
 {
@@ -245,9 +261,10 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
 	struct xe_meta m = {};
 	struct xe_config *cfg;
 	struct xe_route rt = {};
-	struct xe_group *grp;
+	struct xe_group *gp, grp;
 	struct xe_nexthop *nh;
 	__u32 *nhid, slot, zero = 0;
+	__u8 state;
 	__be16 proto;
 	int r;
 
@@ -289,29 +306,36 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
 			       cfg->flags);
 
 	d->group = rt.group;
-	grp = bpf_map_lookup_elem(&xe_groups, &rt.group);
-	if (!grp || grp->mode == XE_GROUP_UNUSED || grp->size == 0)
+	gp = bpf_map_lookup_elem(&xe_groups, &rt.group);
+	if (!gp)
+		return XE_V_PASS_NEXTHOP_DOWN;
+	grp = xe_group_load(gp);
+	if (grp.mode == XE_GROUP_UNUSED || grp.size == 0)
 		return XE_V_PASS_NEXTHOP_DOWN;
 	/* The same bucket as hash % size; a mask where size is a power of two
 	 * (resilient tables usually are) saves a division. */
-	if (!(grp->size & (grp->size - 1)))
-		d->bucket = d->hash & (grp->size - 1);
+	if (!(grp.size & (grp.size - 1)))
+		d->bucket = d->hash & (grp.size - 1);
 	else
-		d->bucket = d->hash % grp->size;
-	slot = grp->base + d->bucket;
+		d->bucket = d->hash % grp.size;
+	slot = grp.base + d->bucket;
 	nhid = bpf_map_lookup_elem(&xe_slots, &slot);
 	if (!nhid)
 		return XE_V_PASS_NEXTHOP_DOWN;
-	if (grp->mode == XE_GROUP_RESILIENT)
+	if (grp.mode == XE_GROUP_RESILIENT)
 		xe_stamp(slot);
-	d->nexthop = *nhid;
-	nh = bpf_map_lookup_elem(&xe_nexthops, nhid);
-	if (!nh || (nh->state & XE_NH_USABLE) != XE_NH_USABLE)
+	d->nexthop = *(volatile __u32 *)nhid;
+	nh = bpf_map_lookup_elem(&xe_nexthops, &d->nexthop);
+	if (!nh)
+		return XE_V_PASS_NEXTHOP_DOWN;
+	/* The state bits are the one field changed in place: read them once. */
+	state = *(volatile __u8 *)&nh->state;
+	if ((state & XE_NH_USABLE) != XE_NH_USABLE)
 		return XE_V_PASS_NEXTHOP_DOWN;
 	if (m.l3_len > nh->mtu)
 		return XE_V_PASS_MTU;
 	d->ifindex = nh->ifindex;
-	if (!(nh->state & XE_NH_TXPORT))
+	if (!(state & XE_NH_TXPORT))
 		return XE_V_PASS_NO_TXPORT;
 	return xe_rewrite(ctx, &m, nh);
 }

@@ -47,20 +47,26 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } xe_routes_v6 SEC(".maps");
 
-/* ECMP groups by id: a window of the slot pool and its mode. */
+/* ECMP groups by id: a window of the slot pool and its mode. Mmapable: the
+ * control plane replaces an entry with one 8-byte store, the program reads it
+ * with one 8-byte load. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct xe_group);
 	__uint(max_entries, XE_MAX_GROUPS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 } xe_groups SEC(".maps");
 
-/* Slot pool: next-hop id per resilient bucket or per live modulo member. */
+/* Slot pool: next-hop id per resilient bucket or per live modulo member.
+ * Mmapable: each slot is written with one aligned 4-byte store (the array
+ * pads entries to 8 bytes). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, __u32);
 	__uint(max_entries, XE_MAX_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 } xe_slots SEC(".maps");
 
 /* Last-used time of each slot in jiffies (low 32 bits | 1; 0: never), written only
