@@ -8,6 +8,11 @@
 //! 4-byte slots), then routes, and only then are unused groups, next hops and
 //! ports retired. So a packet can meet a bucket pointing to an old next hop,
 //! never to a removed one or to one without a MAC.
+//!
+//! What a sync unlinks (a group's old slot window, a retired group id or
+//! next-hop id) may still be in use by a packet on another CPU: it is held
+//! until a grace period that began after the sync's last write is over
+//! (`dataplane::grace`), and only then handed out again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -16,6 +21,7 @@ use dataplane::abi::{
     xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, MAX_GROUPS, MAX_NEXTHOPS,
     MAX_SLOTS, NH_LINK_UP, NH_TXPORT, NH_VALID, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST, RT_UNREACHABLE,
 };
+use dataplane::grace::{GracePeriods, Quarantine};
 use dataplane::{Dataplane, TableWriter};
 
 use crate::resilient::{BucketTable, Member, TableConfig};
@@ -151,6 +157,14 @@ fn same(a: &xe_nexthop, b: &xe_nexthop) -> bool {
     same_except_state(a, b) && a.state == b.state
 }
 
+/// Something a sync unlinked, reusable after a grace period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unlinked {
+    Window { base: u32, size: u32 },
+    Group(u32),
+    Nexthop(u32),
+}
+
 /// A group as written.
 #[derive(Debug)]
 struct WrittenGroup {
@@ -189,8 +203,12 @@ pub struct Reconciler {
     pool: SlotPool,
     routes: HashMap<Prefix, xe_route>,
     txports: HashSet<u32>,
-    /// Next-hop ids replaced during this sync, freed once no slot holds them.
+    /// Next-hop ids replaced during this sync, retired once no slot holds them.
     retiring: Vec<u32>,
+    /// Unlinked during this sync; held at its end.
+    unlinked: Vec<Unlinked>,
+    /// Unlinked by earlier syncs, waiting for their grace period.
+    held: Quarantine<Unlinked>,
     /// Groups (id, base, size) found in adopted maps that no route kept, freed after the next sync.
     stale_groups: Vec<(u32, u32, u32)>,
     /// The group each forwarding prefix uses, and how many prefixes use each group.
@@ -217,6 +235,8 @@ impl Reconciler {
             routes: HashMap::new(),
             txports: HashSet::new(),
             retiring: Vec::new(),
+            unlinked: Vec::new(),
+            held: Quarantine::default(),
             stale_groups: Vec::new(),
             route_groups: HashMap::new(),
             group_refs: HashMap::new(),
@@ -405,6 +425,8 @@ impl Reconciler {
         last_used: &dyn Fn(u32) -> Option<u64>,
     ) -> Result<SyncStats> {
         let plain = self.mode.plan();
+        let grace = dp.grace();
+        self.reclaim(&grace, false);
         let prefixes: Vec<Prefix> = match dirty {
             Dirty::All => {
                 let mut all: HashSet<Prefix> = ks.routes.keys().copied().collect();
@@ -480,7 +502,56 @@ impl Reconciler {
         self.inherited.clear();
         self.sync_routes(&updates, dp, &mut st)?;
         self.retire(&d, &live_groups, dp)?;
+        // Every unlinking store of this sync is done: what it unlinked is
+        // reusable once the packets that may hold it have left the program.
+        if !self.unlinked.is_empty() {
+            let cookie = grace.cookie();
+            for u in std::mem::take(&mut self.unlinked) {
+                self.held.hold(cookie, u);
+            }
+        }
         Ok(st)
+    }
+
+    /// Hands back what earlier syncs unlinked and whose grace period is
+    /// over; with `wait`, first waits for the oldest. Whether anything came back.
+    fn reclaim(&mut self, grace: &GracePeriods, wait: bool) -> bool {
+        let back = if wait {
+            self.held.release_waiting(grace)
+        } else {
+            self.held.release(grace)
+        };
+        let any = !back.is_empty();
+        for u in back {
+            match u {
+                Unlinked::Window { base, size } => self.pool.release(base, size),
+                Unlinked::Group(id) => self.group_ids.release(id),
+                Unlinked::Nexthop(id) => self.nh_ids.release(id),
+            }
+        }
+        any
+    }
+
+    /// Allocates with `alloc`; when it finds nothing, waits for what earlier
+    /// syncs unlinked to come back and tries again.
+    fn alloc_or_wait<T>(
+        &mut self,
+        grace: &GracePeriods,
+        mut alloc: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<T> {
+        loop {
+            if let Some(v) = alloc(self) {
+                return Some(v);
+            }
+            if !self.reclaim(grace, true) {
+                return None;
+            }
+        }
+    }
+
+    /// Next-hop ids, slot windows and group ids unlinked and not yet reusable.
+    pub fn held(&self) -> usize {
+        self.held.len() + self.unlinked.len()
     }
 
     fn sync_txports(&mut self, d: &Desired, dp: &mut dyn TableWriter) -> Result<()> {
@@ -532,8 +603,7 @@ impl Reconciler {
                 old => {
                     // New contents under a new id: slots switch to it one by one.
                     let id = self
-                        .nh_ids
-                        .alloc()
+                        .alloc_or_wait(&dp.grace(), |r| r.nh_ids.alloc())
                         .ok_or_else(|| anyhow::anyhow!("next-hop table full ({MAX_NEXTHOPS})"))?;
                     dp.set_nexthop(id, want)?;
                     self.nexthops
@@ -698,17 +768,16 @@ impl Reconciler {
             }
         }
         // A new window, filled before the group points at it.
+        let grace = dp.grace();
         let base = self
-            .pool
-            .alloc(size)
+            .alloc_or_wait(&grace, |r| r.pool.alloc(size))
             .ok_or_else(|| anyhow::anyhow!("slot pool full ({MAX_SLOTS} slots)"))?;
         dp.set_slots(base, &slots)?;
         st.slots_written += slots.len();
         let id = match self.groups.get(key) {
             Some(w) => w.id,
             None => self
-                .group_ids
-                .alloc()
+                .alloc_or_wait(&grace, |r| r.group_ids.alloc())
                 .ok_or_else(|| anyhow::anyhow!("group table full ({MAX_GROUPS})"))?,
         };
         dp.set_group(
@@ -731,7 +800,10 @@ impl Reconciler {
                 table,
             },
         ) {
-            self.pool.release(old.base, old.slots.len() as u32);
+            self.unlinked.push(Unlinked::Window {
+                base: old.base,
+                size: old.slots.len() as u32,
+            });
         }
         Ok(())
     }
@@ -804,8 +876,13 @@ impl Reconciler {
         for k in dead {
             if let Some(g) = self.groups.remove(&k) {
                 dp.set_group(g.id, &xe_group::default())?;
-                self.pool.release(g.base, g.slots.len() as u32);
-                self.group_ids.release(g.id);
+                self.unlinked.extend([
+                    Unlinked::Window {
+                        base: g.base,
+                        size: g.slots.len() as u32,
+                    },
+                    Unlinked::Group(g.id),
+                ]);
             }
         }
         let dead: Vec<PathKey> = self
@@ -817,18 +894,18 @@ impl Reconciler {
         for p in dead {
             if let Some(w) = self.nexthops.remove(&p) {
                 dp.set_nexthop(w.id, &xe_nexthop::default())?;
-                self.nh_ids.release(w.id);
+                self.unlinked.push(Unlinked::Nexthop(w.id));
             }
             // Path ids stay: a bucket table remembered for a returning route names its members by them.
         }
         for (id, base, size) in std::mem::take(&mut self.stale_groups) {
             dp.set_group(id, &xe_group::default())?;
-            self.pool.release(base, size);
-            self.group_ids.release(id);
+            self.unlinked
+                .extend([Unlinked::Window { base, size }, Unlinked::Group(id)]);
         }
         for id in std::mem::take(&mut self.retiring) {
             dp.set_nexthop(id, &xe_nexthop::default())?;
-            self.nh_ids.release(id);
+            self.unlinked.push(Unlinked::Nexthop(id));
         }
         let used: HashSet<u32> = d.paths.keys().map(|p| p.ifindex).collect();
         let dead: Vec<u32> = self

@@ -7,22 +7,18 @@
 //! longer than itself, and a delete rewrites exactly the entries it wrote,
 //! with the next shorter prefix that covers it.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
 
 use crate::abi::{
     xe_route, DIR_CHUNK, DIR_CHUNK_MASK, DIR_CHUNK_SIZE, DIR_DEPTH_SHIFT, DIR_GROUP_MASK,
     DIR_KIND_SHIFT,
 };
 use crate::error::{Error, Result};
+use crate::grace::{GracePeriods, Quarantine};
 
 /// First-level entries: one per /24.
 pub const TBL24_ENTRIES: usize = 1 << 24;
 const CHUNK: usize = DIR_CHUNK_SIZE as usize;
-
-/// How long a freed chunk rests before it is reused, so a packet that read
-/// the old pointer just before it was replaced finishes with the old contents.
-const CHUNK_GRACE: Duration = Duration::from_millis(2);
 
 /// Array of 32-bit entries; `set` must be one aligned 4-byte store.
 pub trait Cells {
@@ -87,14 +83,19 @@ pub struct Dir248<C: Cells> {
     rules: HashMap<(u32, u8), u32>,
     /// Chunks never handed out start here.
     fresh: u32,
-    /// Freed chunks, oldest first, with when they were freed.
-    freed: VecDeque<(u32, Instant)>,
+    /// Freed chunks a packet may still read: reused only after a grace
+    /// period, so a packet that read the old pointer finishes with the old
+    /// contents.
+    freed: Quarantine<u32>,
+    /// Freed chunks past their grace period.
+    free: Vec<u32>,
+    grace: GracePeriods,
     chunks_used: u32,
 }
 
 impl<C: Cells> Dir248<C> {
-    /// Tables over empty (all-zero) stores.
-    pub fn new(tbl24: C, tbl8: C) -> Self {
+    /// Tables over empty (all-zero) stores; freed chunks wait for `grace`.
+    pub fn new(tbl24: C, tbl8: C, grace: GracePeriods) -> Self {
         assert_eq!(tbl24.len(), TBL24_ENTRIES, "first level of 2^24 entries");
         assert_eq!(tbl8.len() % CHUNK, 0, "second level in whole chunks");
         Dir248 {
@@ -102,7 +103,9 @@ impl<C: Cells> Dir248<C> {
             tbl8,
             rules: HashMap::new(),
             fresh: 0,
-            freed: VecDeque::new(),
+            freed: Quarantine::default(),
+            free: Vec::new(),
+            grace,
             chunks_used: 0,
         }
     }
@@ -141,7 +144,7 @@ impl<C: Cells> Dir248<C> {
         if len <= 24 || is_chunk(self.tbl24.get((addr >> 8) as usize)) {
             return Ok(());
         }
-        if self.fresh < self.max_chunks() || !self.freed.is_empty() {
+        if self.fresh < self.max_chunks() || !self.free.is_empty() || !self.freed.is_empty() {
             return Ok(());
         }
         Err(self.full())
@@ -158,22 +161,22 @@ impl<C: Cells> Dir248<C> {
         let c = if self.fresh < self.max_chunks() {
             self.fresh += 1;
             self.fresh - 1
-        } else if let Some((c, at)) = self.freed.pop_front() {
-            let rest = CHUNK_GRACE.saturating_sub(at.elapsed());
-            if !rest.is_zero() {
-                std::thread::sleep(rest);
-            }
-            c
         } else {
-            return Err(self.full());
+            self.free.extend(self.freed.release(&self.grace));
+            if self.free.is_empty() {
+                // Every chunk is taken or still readable: wait for the oldest.
+                self.free.extend(self.freed.release_waiting(&self.grace));
+            }
+            self.free.pop().ok_or_else(|| self.full())?
         };
         self.chunks_used += 1;
         Ok(c)
     }
 
+    /// Call after the entry that pointed to `c` was replaced.
     fn free_chunk(&mut self, c: u32) {
         self.chunks_used -= 1;
-        self.freed.push_back((c, Instant::now()));
+        self.freed.hold(self.grace.cookie(), c);
     }
 
     /// Adds or replaces the route of `addr/len` (host order).
@@ -294,17 +297,14 @@ impl<C: Cells> Dir248<C> {
             }
         }
         self.fresh = max;
-        self.freed = (0..max)
-            .filter(|c| !used[*c as usize])
-            .map(|c| {
-                (
-                    c,
-                    Instant::now()
-                        .checked_sub(CHUNK_GRACE)
-                        .unwrap_or_else(Instant::now),
-                )
-            })
-            .collect();
+        // The process that wrote the tables may have freed some of the
+        // unused chunks a moment ago: they too wait for a grace period.
+        self.freed = Quarantine::default();
+        self.free.clear();
+        let cookie = self.grace.cookie();
+        for c in (0..max).filter(|c| !used[*c as usize]) {
+            self.freed.hold(cookie, c);
+        }
         self.chunks_used = max - self.freed.len() as u32;
         let (want, differ) = self.compare(routes)?;
         self.rules = want.rules.clone();
@@ -342,7 +342,11 @@ impl<C: Cells> Dir248<C> {
     fn compare(&self, routes: &[(u32, u8, xe_route)]) -> Result<(Dir248<Vec<u32>>, Vec<usize>)> {
         let max = self.max_chunks();
         // Built in memory, shortest prefixes first.
-        let mut want = Dir248::new(vec![0u32; TBL24_ENTRIES], vec![0u32; self.tbl8.len()]);
+        let mut want = Dir248::new(
+            vec![0u32; TBL24_ENTRIES],
+            vec![0u32; self.tbl8.len()],
+            GracePeriods::immediate(),
+        );
         let mut sorted: Vec<_> = routes.to_vec();
         sorted.sort_by_key(|r| r.1);
         for (a, l, r) in &sorted {
@@ -375,7 +379,11 @@ mod tests {
     use crate::abi::{RT_BLACKHOLE, RT_UNICAST};
 
     fn tables(chunks: usize) -> Dir248<Vec<u32>> {
-        Dir248::new(vec![0; TBL24_ENTRIES], vec![0; chunks * CHUNK])
+        Dir248::new(
+            vec![0; TBL24_ENTRIES],
+            vec![0; chunks * CHUNK],
+            GracePeriods::immediate(),
+        )
     }
 
     fn r(group: u32) -> xe_route {
@@ -541,7 +549,7 @@ mod tests {
         }
         // Same tables, another process: nothing to repair, chunks kept.
         let (tbl24, tbl8) = (t.tbl24.clone(), t.tbl8.clone());
-        let mut again = Dir248::new(tbl24, tbl8);
+        let mut again = Dir248::new(tbl24, tbl8, GracePeriods::immediate());
         assert!(again.differences(&routes).expect("compare").is_empty());
         assert_eq!(again.adopt(&routes).expect("adopt"), 0);
         assert_eq!(again.chunks_used(), 2);

@@ -45,6 +45,13 @@ pub enum Error {
     },
     #[error("{what} is full ({max}): delete routes, or raise the limit and rebuild")]
     TableFull { what: &'static str, max: u64 },
+    #[error("{what}: {source} (grace periods need membarrier(2) or BPF map-in-map support)")]
+    Grace {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{path} is in use by another xdp-ecmp writer ({holder}): stop it first, or give this one another --pin-dir")]
+    Locked { path: PathBuf, holder: String },
     #[error("packet of {0} bytes is larger than the test buffer")]
     PacketTooLarge(usize),
 }

@@ -3,9 +3,13 @@
 pub mod abi;
 pub mod dir24;
 pub mod error;
+pub mod grace;
 pub mod hash;
+pub mod insns;
 pub mod loader;
+mod mmap;
 pub mod model;
+pub mod pins;
 pub mod tables;
 pub mod testnet;
 

@@ -5,6 +5,7 @@ use std::mem::{ManuallyDrop, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -13,10 +14,13 @@ use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapMut, OpenObject, ProgramInput}
 use crate::abi::{
     bytes_of, read_from, xe_config, xe_counter, xe_decision, xe_group, xe_lpm_v4, xe_lpm_v6,
     xe_nexthop, xe_route, Verdict, XdpEcmpSkel, XdpEcmpSkelBuilder, DIR_CHUNK_SIZE, MAX_DIR_CHUNKS,
-    MAX_NEXTHOPS, MAX_SLOTS,
+    MAX_GROUPS, MAX_NEXTHOPS, MAX_SLOTS,
 };
-use crate::dir24::{Cells, Dir248, TBL24_ENTRIES};
+use crate::dir24::{Dir248, TBL24_ENTRIES};
 use crate::error::{Error, Result};
+use crate::grace::GracePeriods;
+use crate::insns::{value_accesses, Insn, ValueAccess};
+use crate::mmap::MmapCells;
 use crate::tables::{
     check_group, check_prefix, check_range, check_route_v4, check_slots, TableWriter,
 };
@@ -206,78 +210,14 @@ impl StampReader {
     }
 }
 
-/// A BPF_F_MMAPABLE array of u32 mapped into this process; each entry is
-/// written with one aligned 4-byte store, so the program never reads half of one.
-pub(crate) struct MmapCells {
-    ptr: std::ptr::NonNull<std::sync::atomic::AtomicU32>,
-    len: usize,
-    bytes: usize,
-}
-
-// SAFETY: the mapping is plain shared memory, valid until Drop; all access
-// goes through atomics.
-unsafe impl Send for MmapCells {}
-unsafe impl Sync for MmapCells {}
-
-impl MmapCells {
-    fn map(map: &MapMut<'_>, name: &'static str, len: usize) -> Result<Self> {
-        let bytes = (len * 4).next_multiple_of(4096);
-        // SAFETY: a shared, fresh mapping of the map's fd; the kernel checks
-        // the size against the map and that it was created mmapable.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(Error::Map {
-                map: name,
-                op: "mmap",
-                source: libbpf_rs::Error::from(std::io::Error::last_os_error()),
-            });
-        }
-        let ptr = std::ptr::NonNull::new(p.cast()).ok_or(Error::Map {
-            map: name,
-            op: "mmap",
-            source: libbpf_rs::Error::from(std::io::Error::other("null mapping")),
-        })?;
-        Ok(MmapCells { ptr, len, bytes })
-    }
-
-    fn cell(&self, i: usize) -> &std::sync::atomic::AtomicU32 {
-        assert!(i < self.len, "entry {i} past the map ({})", self.len);
-        // SAFETY: in bounds of a live mapping of 4-byte aligned entries.
-        unsafe { &*self.ptr.as_ptr().add(i) }
-    }
-}
-
-impl Cells for MmapCells {
-    fn get(&self, i: usize) -> u32 {
-        self.cell(i).load(std::sync::atomic::Ordering::Relaxed)
-    }
-    fn set(&mut self, i: usize, v: u32) {
-        // Release: a chunk's entries are visible before the pointer to it.
-        self.cell(i).store(v, std::sync::atomic::Ordering::Release);
-    }
-    fn len(&self) -> usize {
-        self.len
-    }
-}
-
-impl Drop for MmapCells {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `map`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };
-    }
-}
-
 /// The loaded XDP program and its maps.
 pub struct Dataplane {
+    /// xe_groups and xe_slots mapped into this process: a group entry is
+    /// replaced with one 8-byte store, a slot with one 4-byte store.
+    groups: MmapCells,
+    slots: MmapCells,
+    /// When what packets may still hold can be reused.
+    grace: GracePeriods,
     /// The IPv4 DIR-24-8 tables, mapped on the first IPv4 route write (and
     /// then checked against the LPM trie if the maps may come from a pin).
     dir: Option<Dir248<MmapCells>>,
@@ -314,9 +254,16 @@ impl Dataplane {
         let storage: *mut MaybeUninit<OpenObject> = Box::into_raw(Box::new(MaybeUninit::uninit()));
         // SAFETY: storage lives until Drop, after the skeleton that borrows it.
         let storage_ref: &'static mut MaybeUninit<OpenObject> = unsafe { &mut *storage };
-        let result = open_and_load(storage_ref, opts);
+        let result = open_and_load(storage_ref, opts).and_then(|skel| {
+            let groups = MmapCells::map(&skel.maps.xe_groups, "xe_groups", MAX_GROUPS as usize, 8)?;
+            let slots = MmapCells::map(&skel.maps.xe_slots, "xe_slots", MAX_SLOTS as usize, 8)?;
+            Ok((skel, groups, slots, GracePeriods::kernel()?))
+        });
         match result {
-            Ok(skel) => Ok(Dataplane {
+            Ok((skel, groups, slots, grace)) => Ok(Dataplane {
+                groups,
+                slots,
+                grace,
                 dir: None,
                 pinned: opts.pin_dir.is_some(),
                 hz: None,
@@ -329,6 +276,42 @@ impl Dataplane {
                 Err(e)
             }
         }
+    }
+
+    /// How the loaded program reads the values of `map` (one of the maps the
+    /// control plane replaces entries of while packets flow): every access
+    /// through a pointer a lookup in it returned, in program order.
+    pub fn program_reads(&self, map: &str) -> Result<Vec<ValueAccess>> {
+        let m = &self.skel.maps;
+        let fd = match map {
+            "xe_groups" => m.xe_groups.as_fd(),
+            "xe_nexthops" => m.xe_nexthops.as_fd(),
+            "xe_slots" => m.xe_slots.as_fd(),
+            "xe_tbl24" => m.xe_tbl24.as_fd(),
+            "xe_tbl8" => m.xe_tbl8.as_fd(),
+            _ => {
+                return Err(Error::Pin {
+                    what: "program_reads: not a map the control plane replaces entries of:",
+                    path: PathBuf::from(map),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                })
+            }
+        };
+        let insns: Vec<Insn> = self
+            .skel
+            .progs
+            .xdp_ecmp
+            .insns()
+            .iter()
+            .map(|n| Insn {
+                code: n.code,
+                dst: n.dst_reg(),
+                src: n.src_reg(),
+                off: n.off,
+                imm: n.imm,
+            })
+            .collect();
+        Ok(value_accesses(&insns, fd.as_raw_fd()))
     }
 
     /// The program's fd (for attaching and link updates).
@@ -509,11 +492,12 @@ impl Dataplane {
 
     /// The DIR-24-8 tables mapped into this process.
     fn dir_cells(&self) -> Result<(MmapCells, MmapCells)> {
-        let tbl24 = MmapCells::map(&self.skel.maps.xe_tbl24, "xe_tbl24", TBL24_ENTRIES)?;
+        let tbl24 = MmapCells::map(&self.skel.maps.xe_tbl24, "xe_tbl24", TBL24_ENTRIES, 4)?;
         let tbl8 = MmapCells::map(
             &self.skel.maps.xe_tbl8,
             "xe_tbl8",
             (MAX_DIR_CHUNKS * DIR_CHUNK_SIZE) as usize,
+            4,
         )?;
         Ok((tbl24, tbl8))
     }
@@ -536,7 +520,7 @@ impl Dataplane {
         let mut repaired = 0;
         if self.dir.is_none() {
             let (tbl24, tbl8) = self.dir_cells()?;
-            let mut dir = Dir248::new(tbl24, tbl8);
+            let mut dir = Dir248::new(tbl24, tbl8, self.grace.clone());
             if self.pinned {
                 repaired = dir.adopt(&self.trie_routes_v4()?)?;
             }
@@ -550,7 +534,7 @@ impl Dataplane {
     /// reads, so it can check tables another process writes.
     pub fn dir_differences(&self) -> Result<Vec<Ipv4Addr>> {
         let (tbl24, tbl8) = self.dir_cells()?;
-        Ok(Dir248::new(tbl24, tbl8)
+        Ok(Dir248::new(tbl24, tbl8, GracePeriods::immediate())
             .differences(&self.trie_routes_v4()?)?
             .into_iter()
             .map(|i| Ipv4Addr::from((i as u32) << 8))
@@ -735,7 +719,7 @@ fn open_and_load(
         rodata.stamp_mode = opts.stamp_mode as u8;
     }
     if let Some(dir) = &opts.pin_dir {
-        check_bpffs(dir)?;
+        crate::pins::ensure_bpffs(dir)?;
         std::fs::create_dir_all(dir).map_err(|source| Error::Pin {
             what: "creating pin directory",
             path: dir.clone(),
@@ -785,16 +769,22 @@ impl TableWriter for Dataplane {
         Self::delete(&self.skel.maps.xe_routes_v6, "xe_routes_v6", &key)
     }
 
+    /// One 8-byte store (Release: the window's slots, written before, are
+    /// visible first); the program reads the entry with one 8-byte load.
     fn set_group(&mut self, id: u32, group: &xe_group) -> Result<()> {
         check_group(id, group)?;
-        Self::update(&self.skel.maps.xe_groups, "xe_groups", &id, group)
+        let word = u64::from_ne_bytes(bytes_of(group).try_into().expect("8-byte xe_group"));
+        self.groups.word(id as usize).store(word, Ordering::Release);
+        Ok(())
     }
 
     fn set_slots(&mut self, base: u32, nexthops: &[u32]) -> Result<()> {
         check_slots(base, nexthops.len())?;
         for (i, nh) in nexthops.iter().enumerate() {
-            let slot = base + i as u32;
-            Self::update(&self.skel.maps.xe_slots, "xe_slots", &slot, nh)?;
+            // Release: the next hop it names is written before.
+            self.slots
+                .cell(base as usize + i)
+                .store(*nh, Ordering::Release);
         }
         Ok(())
     }
@@ -815,29 +805,10 @@ impl TableWriter for Dataplane {
     fn set_config(&mut self, cfg: &xe_config) -> Result<()> {
         Self::update(&self.skel.maps.xe_config, "xe_config", &0u32, cfg)
     }
-}
 
-/// Pins only work on a bpf filesystem: say so, and how to mount one, rather
-/// than fail later with a bare ENOENT or EPERM.
-fn check_bpffs(dir: &Path) -> Result<()> {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let existing = dir
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    let c = cpath(existing)?;
-    // SAFETY: NUL-terminated path and a zeroed out-struct.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    let on_bpffs =
-        unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC;
-    if !on_bpffs {
-        return Err(Error::Pin {
-            what: "pin directory is not on a bpf filesystem (mount one: `mount -t bpf bpf /sys/fs/bpf`):",
-            path: dir.to_owned(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        });
+    fn grace(&self) -> GracePeriods {
+        self.grace.clone()
     }
-    Ok(())
 }
 
 fn lpm_v4(addr: Ipv4Addr, prefix_len: u8) -> xe_lpm_v4 {

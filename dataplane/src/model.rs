@@ -143,6 +143,11 @@ impl TableWriter for Tables {
         self.config = *cfg;
         Ok(())
     }
+
+    /// No packet reads these tables while they are written.
+    fn grace(&self) -> crate::grace::GracePeriods {
+        crate::grace::GracePeriods::immediate()
+    }
 }
 
 impl Tables {

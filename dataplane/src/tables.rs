@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::abi::{xe_config, xe_group, xe_nexthop, xe_route, MAX_GROUPS, MAX_SLOTS};
 use crate::error::{Error, Result};
+use crate::grace::GracePeriods;
 
 /// Writes forwarding state; implemented by the BPF maps (`Dataplane`) and by
 /// the reference model (`Tables`), so one description of a world fills both.
@@ -21,6 +22,10 @@ pub trait TableWriter {
     fn add_txport(&mut self, ifindex: u32) -> Result<()>;
     fn remove_txport(&mut self, ifindex: u32) -> Result<()>;
     fn set_config(&mut self, cfg: &xe_config) -> Result<()>;
+    /// When memory unlinked from these tables (slot windows, group and
+    /// next-hop ids) may be reused: after a grace period for the live maps,
+    /// at once for tables no packet reads.
+    fn grace(&self) -> GracePeriods;
 }
 
 pub(crate) fn check_range(what: &'static str, value: u32, max: u32) -> Result<()> {
