@@ -24,3 +24,9 @@ else
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2; exit 1; }
+
+# Pins live on the bpf filesystem; a fresh machine has none mounted (the
+# daemon and the CLI also mount it themselves when it is missing).
+if [[ $(id -u) -eq 0 ]] && ! mountpoint -q /sys/fs/bpf; then
+    mount -t bpf bpf /sys/fs/bpf && echo "setup: mounted the bpf filesystem at /sys/fs/bpf"
+fi

@@ -4,7 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/setup.sh
+if [[ $(id -u) -eq 0 && ${XE_FRESH_MOUNTS:-} != 1 ]]; then
+    ./scripts/setup.sh
+    # The suite runs in a private mount namespace where /sys/fs/bpf starts
+    # unmounted, as on a fresh machine: whatever needs bpffs (the daemon,
+    # attach, the CLI, the tests' pins) must mount it itself.
+    exec unshare --mount --propagation private env XE_FRESH_MOUNTS=1 "$(pwd)/scripts/test.sh" "$@"
+fi
+if [[ ${XE_FRESH_MOUNTS:-} == 1 ]]; then
+    while mountpoint -q /sys/fs/bpf; do umount /sys/fs/bpf; done
+    echo "== private mount namespace: /sys/fs/bpf is not mounted"
+else
+    ./scripts/setup.sh
+fi
 
 echo "== format and lint"
 cargo fmt --all -- --check

@@ -124,6 +124,9 @@ fn install_signal_handlers() {
 /// Runs the daemon until `run_for` elapses (or forever).
 pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     install_signal_handlers();
+    // One writer at a time: a second daemon or an `attach` on the same pin
+    // directory is told who holds it.
+    let _lock = dataplane::pins::WriterLock::acquire(&cfg.pin_dir)?;
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(cfg.pin_dir.clone()),
         ..Default::default()

@@ -183,6 +183,8 @@ fn attach(
             );
         }
     }
+    // A running daemon owns these maps (and its chunk and id allocators).
+    let _lock = dataplane::pins::WriterLock::acquire(&cli.pin_dir)?;
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(cli.pin_dir.clone()),
         ..Default::default()
