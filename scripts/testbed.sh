@@ -199,7 +199,7 @@ start_daemon() {
     local log="$STATE/$n.log" before=0
     [[ -f $log ]] && before=$(wc -l < "$log")
     echo "=== xdp-ecmp run $* ($(date -u +%T.%N))" >> "$log"
-    RUST_LOG=${RUST_LOG:-info,control::reconcile=debug} nsenter --net="/run/netns/$(ns "$n")" "$XDP_ECMP" --pin-dir "/sys/fs/bpf/$(ns "$n")" run "$@" \
+    RUST_LOG=${RUST_LOG:-info,control::reconcile=debug} nsenter --net="/run/netns/$(ns "$n")" "$XDP_ECMP" --pin-dir "/sys/fs/bpf/$(ns "$n")" --state-dir "$STATE/$n.state" run "$@" \
         >>"$log" 2>&1 &
     echo $! > "$STATE/$n.pid"
     echo "$*" > "$STATE/$n.flags"

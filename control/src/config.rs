@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub attach_mode: Option<String>,
     /// Serve Prometheus metrics at this address, e.g. "127.0.0.1:9477".
     pub metrics: Option<std::net::SocketAddr>,
+    /// Where the hash seed is kept across reboots.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl FileConfig {

@@ -21,7 +21,14 @@ pub struct RunConfig {
     pub table: u32,
     pub mode: PlainGroupMode,
     pub attach: AttachMode,
+    /// Hash fields and flags; the seed in it is settled at start (see `seed`).
     pub config: xe_config,
+    /// A seed given by flag or config file, or `new_hash_seed` to make a new one;
+    /// otherwise the running program's or the stored one is kept.
+    pub hash_seed: Option<u64>,
+    pub new_hash_seed: bool,
+    /// Where the seed is kept across reboots.
+    pub state_dir: PathBuf,
     pub rcvbuf: usize,
     /// Stop after this long (tests); None runs until killed.
     pub run_for: Option<Duration>,
@@ -127,11 +134,22 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     // One writer at a time: a second daemon or an `attach` on the same pin
     // directory is told who holds it.
     let _lock = dataplane::pins::WriterLock::acquire(&cfg.pin_dir)?;
+    let had_pins = cfg.pin_dir.join("xe_config").exists();
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(cfg.pin_dir.clone()),
         ..Default::default()
     })?;
-    dp.set_config(&cfg.config)?;
+    let pinned = had_pins.then(|| dp.config()).transpose()?;
+    let seed = crate::seed::settle(
+        cfg.hash_seed,
+        cfg.new_hash_seed,
+        pinned.map(|c| crate::seed::of_config(&c)),
+        &crate::seed::StateDir(cfg.state_dir.clone()),
+    )?;
+    dp.set_config(&xe_config {
+        seed: crate::seed::words(seed),
+        ..cfg.config
+    })?;
     // Before the program goes live on the ports: tables pinned by a previous
     // run are checked against its routes.
     let repaired = dp.adopt_lookup_tables()?;

@@ -9,5 +9,6 @@ pub mod mirror;
 pub mod nexthop_msg;
 pub mod reconcile;
 pub mod resilient;
+pub mod seed;
 pub mod state;
 pub mod translate;

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use control::config::{parse_seed, parse_table, plain_mode, FileConfig};
 use control::daemon::{run, RunConfig};
-use control::inspect;
+use control::{inspect, seed};
 use dataplane::abi::{xe_config, CFG_SYMMETRIC, HASH_POLICY_L3, HASH_POLICY_L4};
 use dataplane::loader::{ifindex_of, pinned_verdict_counters};
 use dataplane::{AttachMode, Dataplane, LoadOptions, TableWriter, XdpLink};
@@ -23,6 +23,10 @@ struct Cli {
     /// bpffs directory holding the pinned maps and links.
     #[arg(long, global = true, default_value = "/sys/fs/bpf/xdp-ecmp")]
     pin_dir: PathBuf,
+    /// Directory where the hash seed is kept across reboots (default
+    /// /var/lib/xdp-ecmp; `state_dir` in the config file).
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -57,47 +61,55 @@ enum ShowWhat {
     Stats,
 }
 
+#[derive(Args)]
+struct RunArgs {
+    /// TOML config file (keys: ports, table, plain_groups, buckets, idle_timer, unbalanced_timer,
+    /// hash_seed, hash_policy, symmetric, netlink_rcvbuf, attach_mode, metrics, state_dir); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Ports to attach to.
+    #[arg(long = "port", short = 'p')]
+    ports: Vec<String>,
+    /// Routing table to mirror (main, local, default or a number).
+    #[arg(long)]
+    table: Option<String>,
+    /// resilient or modulo, for multipath routes and plain nexthop groups.
+    #[arg(long)]
+    plain_groups: Option<String>,
+    #[arg(long)]
+    buckets: Option<u16>,
+    /// Seconds a bucket must be idle before it moves.
+    #[arg(long)]
+    idle_timer: Option<u64>,
+    /// Seconds after which busy buckets of an unbalanced group move too (0 = never).
+    #[arg(long)]
+    unbalanced_timer: Option<u64>,
+    /// 64-bit hash seed as hex. Without it the running program's seed
+    /// is kept, else the one stored in the state directory, else a new one.
+    #[arg(long, value_parser = parse_seed)]
+    hash_seed: Option<u64>,
+    /// Make a new random hash seed (established flows move).
+    #[arg(long)]
+    new_hash_seed: bool,
+    #[arg(long, value_enum)]
+    hash_policy: Option<Policy>,
+    #[arg(long)]
+    symmetric: bool,
+    /// Netlink receive buffer in bytes.
+    #[arg(long)]
+    netlink_rcvbuf: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
+    /// Exit after this many seconds (for tests).
+    #[arg(long, hide = true)]
+    run_for: Option<f64>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon: attach, mirror the kernel's routes/nexthops/neighbours/links, keep the maps in step.
-    Run {
-        /// TOML config file (keys: ports, table, plain_groups, buckets, idle_timer, unbalanced_timer,
-        /// hash_seed, hash_policy, symmetric, netlink_rcvbuf, attach_mode); flags override it.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Ports to attach to.
-        #[arg(long = "port", short = 'p')]
-        ports: Vec<String>,
-        /// Routing table to mirror (main, local, default or a number).
-        #[arg(long)]
-        table: Option<String>,
-        /// resilient or modulo, for multipath routes and plain nexthop groups.
-        #[arg(long)]
-        plain_groups: Option<String>,
-        #[arg(long)]
-        buckets: Option<u16>,
-        /// Seconds a bucket must be idle before it moves.
-        #[arg(long)]
-        idle_timer: Option<u64>,
-        /// Seconds after which busy buckets of an unbalanced group move too (0 = never).
-        #[arg(long)]
-        unbalanced_timer: Option<u64>,
-        #[arg(long, value_parser = parse_seed)]
-        hash_seed: Option<u64>,
-        #[arg(long, value_enum)]
-        hash_policy: Option<Policy>,
-        #[arg(long)]
-        symmetric: bool,
-        /// Netlink receive buffer in bytes.
-        #[arg(long)]
-        netlink_rcvbuf: Option<usize>,
-        /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
-        #[arg(long)]
-        metrics: Option<std::net::SocketAddr>,
-        /// Exit after this many seconds (for tests).
-        #[arg(long, hide = true)]
-        run_for: Option<f64>,
-    },
+    Run(RunArgs),
     /// Show what the dataplane holds.
     Show {
         #[command(subcommand)]
@@ -137,7 +149,8 @@ enum Cmd {
         ports: Vec<String>,
         #[arg(long, value_enum, default_value = "auto")]
         mode: Mode,
-        /// 64-bit hash seed as hex; random when not given.
+        /// 64-bit hash seed as hex. Without it the pinned program's seed is
+        /// kept, else the one stored in the state directory, else a new one.
         #[arg(long, value_parser = parse_seed)]
         hash_seed: Option<u64>,
         #[arg(long, value_enum, default_value = "l4")]
@@ -185,15 +198,22 @@ fn attach(
     }
     // A running daemon owns these maps (and its chunk and id allocators).
     let _lock = dataplane::pins::WriterLock::acquire(&cli.pin_dir)?;
+    let had_pins = cli.pin_dir.join("xe_config").exists();
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(cli.pin_dir.clone()),
         ..Default::default()
     })?;
     // Pinned maps may hold routes: the lookup tables must agree before attaching.
     dp.adopt_lookup_tables()?;
-    let seed = seed.unwrap_or_else(rand::random);
+    let pinned = had_pins.then(|| dp.config()).transpose()?;
+    let seed = seed::settle(
+        seed,
+        false,
+        pinned.map(|c| seed::of_config(&c)),
+        &seed::StateDir(state_dir(cli, None)),
+    )?;
     dp.set_config(&xe_config {
-        seed: [seed as u32, (seed >> 32) as u32],
+        seed: seed::words(seed),
         hash_fields: policy_fields(policy),
         flags: if symmetric { CFG_SYMMETRIC } else { 0 },
     })?;
@@ -248,6 +268,15 @@ fn stats(cli: &Cli, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The state directory: the flag, else the config file's, else the default.
+fn state_dir(cli: &Cli, file: Option<&Path>) -> PathBuf {
+    cli.state_dir
+        .as_deref()
+        .or(file)
+        .unwrap_or(seed::default_state_dir())
+        .to_owned()
+}
+
 fn policy_fields(p: Policy) -> u32 {
     match p {
         Policy::L3 => HASH_POLICY_L3,
@@ -255,23 +284,23 @@ fn policy_fields(p: Policy) -> u32 {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_cmd(
-    cli: &Cli,
-    config: Option<&Path>,
-    ports: &[String],
-    table: Option<&str>,
-    plain_groups: Option<&str>,
-    buckets: Option<u16>,
-    idle_timer: Option<u64>,
-    unbalanced_timer: Option<u64>,
-    hash_seed: Option<u64>,
-    hash_policy: Option<Policy>,
-    symmetric: bool,
-    rcvbuf: Option<usize>,
-    metrics: Option<std::net::SocketAddr>,
-    run_for: Option<f64>,
-) -> Result<()> {
+fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
+    let RunArgs {
+        config,
+        ports,
+        table,
+        plain_groups,
+        buckets,
+        idle_timer,
+        unbalanced_timer,
+        hash_seed,
+        new_hash_seed,
+        hash_policy,
+        symmetric,
+        netlink_rcvbuf,
+        metrics,
+        run_for,
+    } = args;
     let file = match config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
@@ -284,21 +313,22 @@ fn run_cmd(
     if ports.is_empty() {
         bail!("no ports: give --port IFACE (repeatable) or `ports = [...]` in the config file");
     }
-    let table = parse_table(table.or(file.table.as_deref()).unwrap_or("main"))?;
+    let table = parse_table(table.as_deref().or(file.table.as_deref()).unwrap_or("main"))?;
     let mode = plain_mode(
         plain_groups
+            .as_deref()
             .or(file.plain_groups.as_deref())
             .unwrap_or("resilient"),
         buckets.or(file.buckets).unwrap_or(128),
         idle_timer.or(file.idle_timer).unwrap_or(120),
         unbalanced_timer.or(file.unbalanced_timer).unwrap_or(0),
     )?;
-    let seed = match (hash_seed, &file.hash_seed) {
-        (Some(s), _) => s,
-        (None, Some(s)) => parse_seed(s).map_err(|e| anyhow::anyhow!("hash_seed: {e}"))?,
-        (None, None) => rand::random(),
+    let seed = match (*hash_seed, &file.hash_seed) {
+        (Some(s), _) => Some(s),
+        (None, Some(s)) => Some(parse_seed(s).map_err(|e| anyhow::anyhow!("hash_seed: {e}"))?),
+        (None, None) => None,
     };
-    let policy = match (hash_policy, file.hash_policy.as_deref()) {
+    let policy = match (*hash_policy, file.hash_policy.as_deref()) {
         (Some(p), _) => p,
         (None, Some("l3")) => Policy::L3,
         (None, Some("l4") | None) => Policy::L4,
@@ -316,16 +346,19 @@ fn run_cmd(
         table,
         mode,
         attach,
+        hash_seed: seed,
+        new_hash_seed: *new_hash_seed,
+        state_dir: state_dir(cli, file.state_dir.as_deref()),
         config: xe_config {
-            seed: [seed as u32, (seed >> 32) as u32],
+            seed: [0; 2],
             hash_fields: policy_fields(policy),
-            flags: if symmetric || file.symmetric == Some(true) {
+            flags: if *symmetric || file.symmetric == Some(true) {
                 CFG_SYMMETRIC
             } else {
                 0
             },
         },
-        rcvbuf: rcvbuf.or(file.netlink_rcvbuf).unwrap_or(8 << 20),
+        rcvbuf: netlink_rcvbuf.or(file.netlink_rcvbuf).unwrap_or(8 << 20),
         run_for: run_for.map(Duration::from_secs_f64),
         metrics: metrics.or(file.metrics),
     };
@@ -606,36 +639,7 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match &cli.cmd {
-        Cmd::Run {
-            config,
-            ports,
-            table,
-            plain_groups,
-            buckets,
-            idle_timer,
-            unbalanced_timer,
-            hash_seed,
-            hash_policy,
-            symmetric,
-            netlink_rcvbuf,
-            metrics,
-            run_for,
-        } => run_cmd(
-            &cli,
-            config.as_deref(),
-            ports,
-            table.as_deref(),
-            plain_groups.as_deref(),
-            *buckets,
-            *idle_timer,
-            *unbalanced_timer,
-            *hash_seed,
-            *hash_policy,
-            *symmetric,
-            *netlink_rcvbuf,
-            *metrics,
-            *run_for,
-        ),
+        Cmd::Run(args) => run_cmd(&cli, args),
         Cmd::Show { what, json } => show(&cli, what, *json),
         Cmd::Calc {
             proto,

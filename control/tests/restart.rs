@@ -201,3 +201,56 @@ fn fetch_metrics(addr: &str) -> String {
     assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
     out
 }
+
+/// The running program's hash seed.
+fn running_seed(pins: &PinDir) -> u64 {
+    let c = control::inspect::open(&pins.0)
+        .and_then(|dp| Ok(dp.config()?))
+        .expect("pinned config");
+    control::seed::of_config(&c)
+}
+
+#[test]
+fn the_hash_seed_survives_restarts_and_reboots_and_changes_only_when_asked() {
+    if !require_root("the_hash_seed_survives_restarts_and_reboots_and_changes_only_when_asked") {
+        return;
+    }
+    let net = fabric("seed", 2);
+    anycast_route(&net, &[0, 1]);
+    let pins = PinDir::new("seed");
+    let run =
+        |extra: &[&str]| Daemon::start(&net, &pins, &[&["-p", "xe-in"], extra].concat(), true);
+
+    let d = run(&[]);
+    let first = running_seed(&pins);
+    d.kill();
+    // kill -9 and a new start: the pinned program's seed is kept.
+    let d = run(&[]);
+    let after_restart = running_seed(&pins);
+    d.kill();
+    // A reboot: pins (and the program) are gone; the state file keeps the seed.
+    support::xdp_ecmp(&net, &pins, &["detach", "xe-in"]);
+    std::fs::remove_dir_all(&pins.0).expect("remove pins");
+    let d = run(&[]);
+    let after_reboot = running_seed(&pins);
+    let log = d.stop();
+    assert!(log.contains("hash seed kept from the state file"), "{log}");
+    // Only an explicit flag changes it, with a warning.
+    let d = run(&["--new-hash-seed"]);
+    let renewed = running_seed(&pins);
+    let log = d.stop();
+    println!(
+        "seed: first {first:016x}, after kill -9 {after_restart:016x}, after a reboot {after_reboot:016x}, --new-hash-seed {renewed:016x}"
+    );
+    assert_eq!(after_restart, first, "a restart keeps the seed");
+    assert_eq!(after_reboot, first, "a reboot keeps the seed");
+    assert_ne!(renewed, first, "--new-hash-seed makes a new one");
+    assert!(
+        log.contains("hash seed changes") && log.contains("established flows move"),
+        "changing the seed says so: {log}"
+    );
+    let d = run(&[]);
+    assert_eq!(running_seed(&pins), renewed, "and the new one is kept");
+    drop(d);
+    support::xdp_ecmp(&net, &pins, &["detach", "xe-in"]);
+}

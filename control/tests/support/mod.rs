@@ -18,9 +18,17 @@ impl PinDir {
     }
 }
 
+impl PinDir {
+    /// The state directory (hash seed) of the daemons of this test.
+    pub fn state(&self) -> PathBuf {
+        std::env::temp_dir().join(self.0.file_name().expect("pin dir name"))
+    }
+}
+
 impl Drop for PinDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(self.state());
     }
 }
 
@@ -36,6 +44,8 @@ fn command(net: &TestNet, pins: &PinDir, args: &[&str]) -> Command {
         .arg(env!("CARGO_BIN_EXE_xdp-ecmp"))
         .arg("--pin-dir")
         .arg(&pins.0)
+        .arg("--state-dir")
+        .arg(pins.state())
         .args(args);
     c
 }
@@ -53,14 +63,18 @@ impl Daemon {
         } else {
             Stdio::null()
         });
-        let d = Daemon(c.spawn().expect("starting xdp-ecmp run"));
-        let t0 = std::time::Instant::now();
         let port = args
             .iter()
             .position(|a| *a == "-p")
             .map(|i| args[i + 1])
             .expect("a -p PORT");
-        while !pins.0.join(format!("link_{port}")).exists() {
+        // Every start loads a new program and attaches it (or swaps it into
+        // the pinned link): a new program id on the port means this daemon
+        // has settled its config and attached.
+        let before = xdp_prog_id(net, port);
+        let d = Daemon(c.spawn().expect("starting xdp-ecmp run"));
+        let t0 = std::time::Instant::now();
+        while !pins.0.join(format!("link_{port}")).exists() || xdp_prog_id(net, port) == before {
             assert!(
                 t0.elapsed() < std::time::Duration::from_secs(10),
                 "the daemon did not attach to {port}"
@@ -95,6 +109,17 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The id of the XDP program attached to `dev`, if any.
+pub fn xdp_prog_id(net: &TestNet, dev: &str) -> Option<u32> {
+    let o = Command::new("ip")
+        .args(["-n", net.name(), "-d", "link", "show", "dev", dev])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let after = text.split("prog/xdp id ").nth(1)?;
+    after.split_whitespace().next()?.parse().ok()
 }
 
 /// The MAC of neighbour 10.0.`port`.2, in its `version`.
