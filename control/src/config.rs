@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// Where the hash seed is kept across reboots.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Attach ports missing at start when they appear.
+    pub wait_for_ports: Option<bool>,
 }
 
 impl FileConfig {

@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use dataplane::abi::xe_config;
-use dataplane::loader::ifindex_of;
-use dataplane::{AttachMode, Dataplane, LoadOptions, TableWriter, XdpLink};
+use dataplane::{AttachMode, Dataplane, LoadOptions, TableWriter};
 
 use crate::mirror::{Event, Mirror};
+use crate::ports::Ports;
 use crate::reconcile::Reconciler;
 use crate::state::{Dirty, KernelState};
 use crate::translate::PlainGroupMode;
@@ -34,6 +34,8 @@ pub struct RunConfig {
     pub run_for: Option<Duration>,
     /// Serve Prometheus metrics here.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Attach ports missing at start when they appear, instead of failing.
+    pub wait_for_ports: bool,
 }
 
 /// Time in ms of the daemon's timers (bucket stamps are converted to it
@@ -80,33 +82,6 @@ impl RunStats {
             h.value_at_quantile(0.999),
         )
     }
-}
-
-/// Attaches to every port (adopting a pinned link by replacing its program).
-fn attach_ports(dp: &mut Dataplane, cfg: &RunConfig) -> Result<Vec<XdpLink>> {
-    let mut links = Vec::new();
-    for port in &cfg.ports {
-        let ifindex = ifindex_of(port).with_context(|| format!("port {port}"))?;
-        dp.add_txport(ifindex)
-            .with_context(|| format!("adding port {port} to the redirect map"))?;
-        let pin = cfg.pin_dir.join(format!("link_{port}"));
-        let link = if pin.exists() {
-            let l = XdpLink::open_pinned(&pin, ifindex)?;
-            l.update_program(dp)
-                .with_context(|| format!("replacing the program on {port}"))?;
-            tracing::info!(port, "adopted pinned XDP link, program replaced");
-            l
-        } else {
-            let l = dp
-                .attach(ifindex, cfg.attach)
-                .with_context(|| format!("port {port}"))?;
-            l.pin(&pin)?;
-            tracing::info!(port, mode = l.mode, "attached");
-            l
-        };
-        links.push(link);
-    }
-    Ok(links)
 }
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -159,7 +134,13 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             "rewrote IPv4 lookup tables that disagreed with the pinned routes"
         );
     }
-    let _links = attach_ports(&mut dp, cfg)?;
+    let mut ports = Ports::attach(
+        &cfg.ports,
+        &cfg.pin_dir,
+        cfg.attach,
+        cfg.wait_for_ports,
+        &mut dp,
+    )?;
     let mut mirror = Mirror::open(cfg.rcvbuf)?;
     let mut state = KernelState::new(cfg.table);
     mirror.dump(&mut state)?;
@@ -240,6 +221,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         match polled {
             Event::Changed(c) if c.any() => {
                 stats.events += 1;
+                ports.follow(&state, &mut dp);
                 sync(&mut rec, &mut state, &mut dp, &mut stats, false)?;
                 let _ = stats
                     .latency_us
@@ -263,6 +245,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
                     "netlink overrun: dumping the kernel state again"
                 );
                 state = mirror.resync(cfg.table)?;
+                ports.follow(&state, &mut dp);
                 sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
             }
         }

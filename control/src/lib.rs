@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod mirror;
 pub mod nexthop_msg;
+pub mod ports;
 pub mod reconcile;
 pub mod resilient;
 pub mod seed;

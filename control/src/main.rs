@@ -64,7 +64,8 @@ enum ShowWhat {
 #[derive(Args)]
 struct RunArgs {
     /// TOML config file (keys: ports, table, plain_groups, buckets, idle_timer, unbalanced_timer,
-    /// hash_seed, hash_policy, symmetric, netlink_rcvbuf, attach_mode, metrics, state_dir); flags override it.
+    /// hash_seed, hash_policy, symmetric, netlink_rcvbuf, attach_mode, metrics, state_dir,
+    /// wait_for_ports); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Ports to attach to.
@@ -101,6 +102,10 @@ struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
+    /// Attach configured ports that do not exist yet when they appear
+    /// (otherwise a missing port is an error before anything is attached).
+    #[arg(long)]
+    wait_for_ports: bool,
     /// Exit after this many seconds (for tests).
     #[arg(long, hide = true)]
     run_for: Option<f64>,
@@ -299,6 +304,7 @@ fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
         symmetric,
         netlink_rcvbuf,
         metrics,
+        wait_for_ports,
         run_for,
     } = args;
     let file = match config {
@@ -361,6 +367,7 @@ fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
         rcvbuf: netlink_rcvbuf.or(file.netlink_rcvbuf).unwrap_or(8 << 20),
         run_for: run_for.map(Duration::from_secs_f64),
         metrics: metrics.or(file.metrics),
+        wait_for_ports: *wait_for_ports || file.wait_for_ports == Some(true),
     };
     let stats = run(&cfg)?;
     let (p50, p99, p999) = stats.latency_quantiles();

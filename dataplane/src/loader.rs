@@ -136,6 +136,27 @@ impl XdpLink {
         Ok(())
     }
 
+    /// The interface the link holds the program on; None once the interface
+    /// is gone (the kernel then detached it) or the link was detached.
+    pub fn attached_ifindex(&self) -> Result<Option<u32>> {
+        let mut info = libbpf_sys::bpf_link_info::default();
+        let mut len = std::mem::size_of::<libbpf_sys::bpf_link_info>() as u32;
+        // SAFETY: valid link fd and an out-struct of the size given.
+        let rc = unsafe {
+            libbpf_sys::bpf_link_get_info_by_fd(self.fd.as_raw_fd(), &mut info, &mut len)
+        };
+        if rc < 0 {
+            return Err(Error::AttachMode {
+                ifindex: self.ifindex,
+                mode: "link info",
+                source: std::io::Error::from_raw_os_error(-rc),
+            });
+        }
+        // SAFETY: an XDP link's info fills the xdp member of the union.
+        let ifindex = unsafe { info.__bindgen_anon_1.xdp.ifindex };
+        Ok((ifindex != 0).then_some(ifindex))
+    }
+
     /// Detaches the program from the interface now, even if the link is pinned.
     pub fn detach(self) -> Result<()> {
         // SAFETY: valid link fd.
