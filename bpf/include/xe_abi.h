@@ -24,6 +24,14 @@ enum xe_limits {
 	XE_MAX_EXT_HEADERS = 8,
 };
 
+/* The layout of the pinned maps (types, sizes, flags, value layouts). Bump it
+ * with any change to a map or a value struct: a build refuses pins of
+ * another layout instead of reading them as its own. 1: unversioned pins;
+ * 2: groups and slots mmapable, the xe_layout map. */
+enum xe_layout {
+	XE_LAYOUT_VERSION = 2,
+};
+
 /* Why the program decided what it did; one per-CPU counter each. Keep the
  * order: the Rust side and the README's verdict table use these numbers. */
 enum xe_verdict {
@@ -212,6 +220,7 @@ _Static_assert(sizeof(struct xe_flow) == 44, "xe_flow");
  * one unused instance. */
 struct xe_abi_types {
 	struct xe_flow flow;
+	enum xe_layout layout;
 	enum xe_limits limits;
 	enum xe_verdict verdict;
 	enum xe_route_kind route_kind;

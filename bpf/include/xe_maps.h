@@ -94,6 +94,15 @@ struct {
 	__uint(max_entries, XE_MAX_TXPORTS);
 } xe_txports SEC(".maps");
 
+/* The layout version of these maps (XE_LAYOUT_VERSION), written by the
+ * loader: pins of another layout are refused, never read as this one's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} xe_layout SEC(".maps");
+
 /* Hash seed, fields and flags (one entry). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -19,7 +19,7 @@ pub use skel::types::{
 pub(crate) use skel::{XdpEcmpSkel, XdpEcmpSkelBuilder};
 
 use skel::types::{
-    xe_cfg_flag, xe_dir_entry, xe_group_mode, xe_limits, xe_nh_state, xe_route_kind,
+    xe_cfg_flag, xe_dir_entry, xe_group_mode, xe_layout, xe_limits, xe_nh_state, xe_route_kind,
 };
 use std::mem::size_of;
 
@@ -38,6 +38,8 @@ const _: () = assert!(MAX_GROUPS - 1 <= DIR_GROUP_MASK);
 const _: () = assert!(DIR_CHUNK_SIZE == 256);
 
 /// Capacities of the maps.
+/// The layout version of the pinned maps this build reads and writes.
+pub const LAYOUT_VERSION: u32 = xe_layout::XE_LAYOUT_VERSION.0;
 pub const MAX_GROUPS: u32 = xe_limits::XE_MAX_GROUPS.0;
 pub const MAX_NEXTHOPS: u32 = xe_limits::XE_MAX_NEXTHOPS.0;
 pub const MAX_SLOTS: u32 = xe_limits::XE_MAX_SLOTS.0;

@@ -52,6 +52,12 @@ pub enum Error {
     },
     #[error("{path} is in use by another xdp-ecmp writer ({holder}): stop it first, or give this one another --pin-dir")]
     Locked { path: PathBuf, holder: String },
+    #[error("the maps pinned under {dir} are {found}, this build uses layout version {want}, and it does not read another layout's maps as its own. To change versions: `xdp-ecmp detach PORTS` (the kernel forwards meanwhile), `rm -r {dir}`, then start this build")]
+    Layout {
+        dir: PathBuf,
+        found: String,
+        want: u32,
+    },
     #[error("packet of {0} bytes is larger than the test buffer")]
     PacketTooLarge(usize),
 }

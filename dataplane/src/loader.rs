@@ -13,8 +13,8 @@ use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapMut, OpenObject, ProgramInput}
 
 use crate::abi::{
     bytes_of, read_from, xe_config, xe_counter, xe_decision, xe_group, xe_lpm_v4, xe_lpm_v6,
-    xe_nexthop, xe_route, Verdict, XdpEcmpSkel, XdpEcmpSkelBuilder, DIR_CHUNK_SIZE, MAX_DIR_CHUNKS,
-    MAX_GROUPS, MAX_NEXTHOPS, MAX_SLOTS,
+    xe_nexthop, xe_route, Verdict, XdpEcmpSkel, XdpEcmpSkelBuilder, DIR_CHUNK_SIZE, LAYOUT_VERSION,
+    MAX_DIR_CHUNKS, MAX_GROUPS, MAX_NEXTHOPS, MAX_SLOTS,
 };
 use crate::dir24::{Dir248, TBL24_ENTRIES};
 use crate::error::{Error, Result};
@@ -741,6 +741,7 @@ fn open_and_load(
     }
     if let Some(dir) = &opts.pin_dir {
         crate::pins::ensure_bpffs(dir)?;
+        crate::pins::check_layout(dir)?;
         std::fs::create_dir_all(dir).map_err(|source| Error::Pin {
             what: "creating pin directory",
             path: dir.clone(),
@@ -755,7 +756,17 @@ fn open_and_load(
                 .map_err(|source| Error::Load { source })?;
         }
     }
-    open.load().map_err(|source| Error::Load { source })
+    let skel = open.load().map_err(|source| Error::Load { source })?;
+    // Pinned with the maps: says which layout they have.
+    skel.maps
+        .xe_layout
+        .update(
+            &0u32.to_ne_bytes(),
+            &LAYOUT_VERSION.to_ne_bytes(),
+            MapFlags::ANY,
+        )
+        .map_err(map_err("xe_layout", "update"))?;
+    Ok(skel)
 }
 
 impl TableWriter for Dataplane {

@@ -6,6 +6,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use libbpf_rs::MapCore;
+
+use crate::abi::LAYOUT_VERSION;
 use crate::error::{Error, Result};
 
 /// Where bpffs is mounted by convention.
@@ -97,6 +100,45 @@ fn under_ip_netns_exec() -> Option<String> {
     let (fstype, source) = (after.next()?, after.next()?);
     (fstype == "sysfs" && source != "sysfs" && Path::new("/run/netns").join(source).exists())
         .then(|| source.to_owned())
+}
+
+/// Refuses pinned maps of another layout before anything reuses them: the
+/// `xe_layout` pin holds the version; maps pinned without it come from a
+/// build before versioning.
+pub fn check_layout(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(()); // nothing pinned yet
+    };
+    let has_maps = entries
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("xe_"));
+    if !has_maps {
+        return Ok(());
+    }
+    let refuse = |found: String| Error::Layout {
+        dir: dir.to_owned(),
+        found,
+        want: LAYOUT_VERSION,
+    };
+    let path = dir.join("xe_layout");
+    if !path.exists() {
+        return Err(refuse("of an older build (no layout version)".into()));
+    }
+    let map = libbpf_rs::MapHandle::from_pinned_path(&path).map_err(|e| Error::Pin {
+        what: "opening pinned map",
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let found = map
+        .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .ok()
+        .flatten()
+        .and_then(|v| Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?)));
+    match found {
+        Some(v) if v == LAYOUT_VERSION => Ok(()),
+        Some(v) => Err(refuse(format!("of layout version {v}"))),
+        None => Err(refuse("of an unknown layout (unreadable xe_layout)".into())),
+    }
 }
 
 /// The one-writer lock on a pin directory: the daemon and `attach` hold it

@@ -287,3 +287,53 @@ fn live_frame_is_redirected_out_the_egress_port() {
     assert_eq!(fwd.bytes, (FRAMES * pkt.len()) as u64);
     assert_eq!(per_nh.packets, FRAMES as u64);
 }
+
+#[test]
+fn pins_of_another_layout_are_refused_not_read() {
+    if !require_root("pins_of_another_layout_are_refused_not_read") {
+        return;
+    }
+    use libbpf_rs::MapCore;
+    let pins = PinDir(PathBuf::from(format!(
+        "/sys/fs/bpf/xe-t{}-layout",
+        std::process::id()
+    )));
+    let opts = LoadOptions {
+        pin_dir: Some(pins.0.clone()),
+        ..Default::default()
+    };
+    drop(Dataplane::load(&opts).expect("fresh pins"));
+    drop(Dataplane::load(&opts).expect("pins of this layout are adopted"));
+
+    // Pins that say another version.
+    let layout =
+        libbpf_rs::MapHandle::from_pinned_path(pins.0.join("xe_layout")).expect("xe_layout pin");
+    layout
+        .update(
+            &0u32.to_ne_bytes(),
+            &1u32.to_ne_bytes(),
+            libbpf_rs::MapFlags::ANY,
+        )
+        .expect("write version 1");
+    let e = Dataplane::load(&opts)
+        .err()
+        .expect("version 1 refused")
+        .to_string();
+    println!("{e}");
+    assert!(
+        e.contains("layout version 1")
+            && e.contains(&format!(
+                "layout version {}",
+                dataplane::abi::LAYOUT_VERSION
+            ))
+            && e.contains("detach"),
+        "{e}"
+    );
+    // Pins of a build before versioning (no xe_layout at all).
+    std::fs::remove_file(pins.0.join("xe_layout")).expect("unpin");
+    let e = Dataplane::load(&opts)
+        .err()
+        .expect("unversioned refused")
+        .to_string();
+    assert!(e.contains("older build"), "{e}");
+}
