@@ -9,6 +9,9 @@
 
 /* Set before load: record every decision in xe_trace (tests, `xdp-ecmp calc`). */
 const volatile __u8 trace_decisions = 0;
+/* Set before load: 0 for a copy that only answers questions (`xdp-ecmp calc`
+ * over the live maps), so it leaves the production counters alone. */
+const volatile __u8 count_packets = 1;
 /* Set before load, for measurement only: 0 stamps a bucket when its tick
  * changes, 1 stamps on every packet, 2 never stamps. */
 const volatile __u8 stamp_mode = 0;
@@ -369,9 +372,11 @@ int xdp_ecmp(struct xdp_md *ctx)
 	else
 		action = XDP_PASS;
 
-	xe_count(&xe_verdicts, d.verdict, bytes);
-	if (d.verdict == XE_V_FORWARD)
-		xe_count(&xe_nh_stats, d.nexthop, bytes);
+	if (count_packets) {
+		xe_count(&xe_verdicts, d.verdict, bytes);
+		if (d.verdict == XE_V_FORWARD)
+			xe_count(&xe_nh_stats, d.nexthop, bytes);
+	}
 	if (trace_decisions) {
 		struct xe_decision *t = bpf_map_lookup_elem(&xe_trace, &zero);
 

@@ -60,6 +60,26 @@ pub fn parse_table(s: &str) -> Result<u32> {
     }
 }
 
+/// The longest idle or unbalanced timer, in seconds: a year (the timers are
+/// kept in milliseconds, compared with 32-bit jiffies stamps).
+pub const MAX_TIMER_S: u64 = 365 * 24 * 3600;
+
+/// The netlink receive buffer's range in bytes: the kernel takes an int and
+/// doubles it.
+pub const RCVBUF_RANGE: std::ops::RangeInclusive<usize> = 64 * 1024..=(1 << 30);
+
+/// Checks the netlink receive buffer size.
+pub fn check_rcvbuf(bytes: usize) -> Result<usize> {
+    if !RCVBUF_RANGE.contains(&bytes) {
+        bail!(
+            "netlink_rcvbuf = {bytes}: must be between {} and {} bytes",
+            RCVBUF_RANGE.start(),
+            RCVBUF_RANGE.end()
+        );
+    }
+    Ok(bytes)
+}
+
 /// Builds the plain-group mode from its parts, checking ranges.
 pub fn plain_mode(
     kind: &str,
@@ -72,6 +92,11 @@ pub fn plain_mode(
         "resilient" => {
             if !(64..=4096).contains(&buckets) {
                 bail!("buckets = {buckets}: must be between 64 and 4096");
+            }
+            for (key, v) in [("idle_timer", idle_s), ("unbalanced_timer", unbalanced_s)] {
+                if v > MAX_TIMER_S {
+                    bail!("{key} = {v}: must be at most {MAX_TIMER_S} seconds (a year)");
+                }
             }
             Ok(PlainGroupMode::Resilient {
                 buckets,
@@ -116,6 +141,21 @@ mod tests {
                 unbalanced_timer_ms: 0
             }
         );
+        let e = plain_mode("resilient", 128, u64::MAX, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("idle_timer") && e.contains("at most"), "{e}");
+        let e = plain_mode("resilient", 128, 1, MAX_TIMER_S + 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unbalanced_timer"), "{e}");
+        assert!(plain_mode("resilient", 128, MAX_TIMER_S, MAX_TIMER_S).is_ok());
+        assert!(check_rcvbuf(usize::MAX)
+            .unwrap_err()
+            .to_string()
+            .contains("netlink_rcvbuf"));
+        assert!(check_rcvbuf(100).is_err());
+        assert_eq!(check_rcvbuf(8 << 20).expect("8 MiB"), 8 << 20);
         assert_eq!(parse_table("main").expect("main"), 254);
         assert!(parse_table("mian")
             .unwrap_err()

@@ -10,7 +10,7 @@ use dataplane::abi::{
     RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
 };
 use dataplane::loader::{current_cpu, pin_thread_to_cpu};
-use dataplane::{Dataplane, LoadOptions};
+use dataplane::{Dataplane, LoadOptions, StampMode};
 use serde::Serialize;
 
 /// A route as the maps hold it.
@@ -87,15 +87,18 @@ fn kind_name(k: u8) -> &'static str {
     }
 }
 
-/// Opens the pinned maps (loading a traced copy of the program over them).
+/// Opens the pinned maps (loading a traced copy of the program over them
+/// that neither stamps buckets nor counts packets: asking where a flow goes
+/// leaves the idle timers and the statistics as they were).
 pub fn open(pin_dir: &Path) -> Result<Dataplane> {
     if !pin_dir.join("xe_routes_v4").exists() {
         bail!("no xdp-ecmp maps pinned under {} (is `xdp-ecmp run` or `attach` using this --pin-dir?)", pin_dir.display());
     }
     Ok(Dataplane::load(&LoadOptions {
         trace_decisions: true,
+        stamp_mode: StampMode::Never,
+        no_counters: true,
         pin_dir: Some(pin_dir.to_owned()),
-        ..Default::default()
     })?)
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use control::config::{parse_seed, parse_table, plain_mode, FileConfig};
+use control::config::{check_rcvbuf, parse_seed, parse_table, plain_mode, FileConfig};
 use control::daemon::{run, RunConfig};
 use control::{inspect, seed};
 use dataplane::abi::{xe_config, CFG_SYMMETRIC, HASH_POLICY_L3, HASH_POLICY_L4};
@@ -364,7 +364,7 @@ fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
                 0
             },
         },
-        rcvbuf: netlink_rcvbuf.or(file.netlink_rcvbuf).unwrap_or(8 << 20),
+        rcvbuf: check_rcvbuf(netlink_rcvbuf.or(file.netlink_rcvbuf).unwrap_or(8 << 20))?,
         run_for: run_for.map(Duration::from_secs_f64),
         metrics: metrics.or(file.metrics),
         wait_for_ports: *wait_for_ports || file.wait_for_ports == Some(true),

@@ -55,6 +55,8 @@ fn calc_answers_where_real_frames_go() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    let before = production_marks(&pins);
+
     // The guide's two flows, in its own words.
     let mut egress_of_sport = Vec::new();
     for sport in ["32700", "31884"] {
@@ -123,6 +125,12 @@ fn calc_answers_where_real_frames_go() {
     );
     let hashes: HashSet<String> = ["1", "2", "3", "4"].iter().map(|s| seeded(s).1).collect();
     assert_eq!(hashes.len(), 4, "other seeds hash the flow differently");
+    // Asking changed nothing the daemon and the operator rely on.
+    assert_eq!(
+        production_marks(&pins),
+        before,
+        "calc counted packets or stamped buckets of the live maps"
+    );
 
     // 16 flows: calc's answer vs the peer that receives the real frame.
     net.enter().expect("enter");
@@ -206,4 +214,30 @@ fn calc_answers_where_real_frames_go() {
     let bad = xdp_ecmp(&net, &pins, &["calc", "--pcap", "/nonexistent.pcap"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.pcap"));
     println!("calc: {agree}/16 flows left by the port calc named; --pcap answered 16 frames; guide flows -> {egress_of_sport:?}");
+}
+
+/// What calc must leave alone: the packets counted as forwarded (what its
+/// questions would be counted as; the port's own chatter, ND and the like,
+/// counts as passed), and the anycast group's bucket stamps (the idle timer
+/// reads them).
+fn production_marks(pins: &PinDir) -> (u64, Vec<u32>) {
+    let counted = dataplane::loader::pinned_verdict_counters(&pins.0)
+        .expect("counters")
+        .iter()
+        .filter(|(v, _)| v.name() == "forward")
+        .map(|(_, c)| c.packets)
+        .sum();
+    let dp = control::inspect::open(&pins.0).expect("pins");
+    let route = dp
+        .routes_v4()
+        .expect("routes")
+        .into_iter()
+        .find(|(a, l, _)| a.octets() == [172, 16, 255, 66] && *l == 32)
+        .expect("anycast route")
+        .2;
+    let g = dp.group(route.group).expect("group");
+    let stamps = (g.base..g.base + u32::from(g.size))
+        .map(|s| dp.slot_used(s).expect("stamp"))
+        .collect();
+    (counted, stamps)
 }

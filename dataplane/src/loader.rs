@@ -43,6 +43,9 @@ pub struct LoadOptions {
     /// Record each decision in the trace map (tests, `xdp-ecmp calc`).
     pub trace_decisions: bool,
     pub stamp_mode: StampMode,
+    /// Leave the packet counters alone (a copy of the program that answers
+    /// questions over the live maps, as `xdp-ecmp calc` does).
+    pub no_counters: bool,
     /// Pin the maps under this bpffs directory, reusing maps already pinned there.
     pub pin_dir: Option<PathBuf>,
 }
@@ -738,6 +741,7 @@ fn open_and_load(
     if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
         rodata.trace_decisions = u8::from(opts.trace_decisions);
         rodata.stamp_mode = opts.stamp_mode as u8;
+        rodata.count_packets = u8::from(!opts.no_counters);
     }
     if let Some(dir) = &opts.pin_dir {
         crate::pins::ensure_bpffs(dir)?;
