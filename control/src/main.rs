@@ -59,6 +59,8 @@ enum ShowWhat {
     Buckets { group: u32 },
     /// Packets and bytes per verdict.
     Stats,
+    /// Used and limit of every table.
+    Capacity,
 }
 
 #[derive(Args)]
@@ -453,6 +455,34 @@ fn show(cli: &Cli, what: &ShowWhat, json: bool) -> Result<()> {
                 println!(
                     "id {group} index {} nhid {} dev {} used {}",
                     b.index, b.nexthop, b.dev, b.last_used_tick
+                );
+            }
+        }
+        ShowWhat::Capacity => {
+            let rows = dp.capacity()?;
+            if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "table": r.table, "used": r.used, "limit": r.limit, "note": r.note,
+                        })
+                    })
+                    .collect();
+                return print_json(&v);
+            }
+            println!(
+                "{:<22} {:>10} {:>10} {:>6}  what fills it",
+                "table", "used", "limit", "use"
+            );
+            for r in rows {
+                println!(
+                    "{:<22} {:>10} {:>10} {:>5.1}%  {}",
+                    r.table,
+                    r.used,
+                    r.limit,
+                    100.0 * r.used as f64 / r.limit.max(1) as f64,
+                    r.note
                 );
             }
         }

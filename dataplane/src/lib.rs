@@ -1,6 +1,7 @@
 //! xdp-ecmp dataplane: the XDP program's skeleton and ABI types, the loader, typed maps, and the reference model.
 
 pub mod abi;
+pub mod capacity;
 pub mod dir24;
 pub mod error;
 pub mod grace;

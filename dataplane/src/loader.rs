@@ -238,7 +238,7 @@ impl StampReader {
 pub struct Dataplane {
     /// xe_groups and xe_slots mapped into this process: a group entry is
     /// replaced with one 8-byte store, a slot with one 4-byte store.
-    groups: MmapCells,
+    pub(crate) groups: MmapCells,
     slots: MmapCells,
     /// When what packets may still hold can be reused.
     grace: GracePeriods,
@@ -249,7 +249,7 @@ pub struct Dataplane {
     pinned: bool,
     /// The kernel's tick rate, measured on first use of the stamp clock.
     hz: Option<u32>,
-    skel: ManuallyDrop<XdpEcmpSkel<'static>>,
+    pub(crate) skel: ManuallyDrop<XdpEcmpSkel<'static>>,
     /// Backing storage of the skeleton's object, freed after the skeleton.
     storage: *mut MaybeUninit<OpenObject>,
 }
@@ -515,7 +515,7 @@ impl Dataplane {
     }
 
     /// The DIR-24-8 tables mapped into this process.
-    fn dir_cells(&self) -> Result<(MmapCells, MmapCells)> {
+    pub(crate) fn dir_cells(&self) -> Result<(MmapCells, MmapCells)> {
         let tbl24 = MmapCells::map(&self.skel.maps.xe_tbl24, "xe_tbl24", TBL24_ENTRIES, 4)?;
         let tbl8 = MmapCells::map(
             &self.skel.maps.xe_tbl8,

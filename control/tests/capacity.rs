@@ -1,0 +1,71 @@
+//! `show capacity` tells how full each table is, counted from the maps: one 3-way anycast route fills one group, 128 slots, 3 next hops.
+
+use std::time::{Duration, Instant};
+
+use dataplane::testnet::require_root;
+use support::{anycast_route, fabric, xdp_ecmp, Daemon, PinDir};
+
+mod support;
+
+#[test]
+fn show_capacity_counts_what_the_maps_hold() {
+    if !require_root("show_capacity_counts_what_the_maps_hold") {
+        return;
+    }
+    let net = fabric("cap", 3);
+    anycast_route(&net, &[0, 1, 2]);
+    let pins = PinDir::new("cap");
+    let _d = Daemon::start(&net, &pins, &["-p", "xe-in", "--run-for", "60"], false);
+    let t0 = Instant::now();
+    let rows = loop {
+        let o = xdp_ecmp(&net, &pins, &["show", "capacity", "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        let rows: Vec<(String, u64, u64)> = v
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    r["table"].as_str().expect("table").to_string(),
+                    r["used"].as_u64().expect("used"),
+                    r["limit"].as_u64().expect("limit"),
+                )
+            })
+            .collect();
+        if rows.iter().any(|r| r.0 == "groups" && r.1 == 1) {
+            break rows;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{rows:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let used = |t: &str| rows.iter().find(|r| r.0 == t).map(|r| r.1).expect(t);
+    println!("{rows:?}");
+    assert_eq!(used("slot pool"), 128, "one resilient group of 128 buckets");
+    assert_eq!(used("next hops"), 3);
+    // One chunk per /24 holding a prefix longer than /24, as `show routes` lists them.
+    let o = xdp_ecmp(&net, &pins, &["show", "routes", "--json"]);
+    let routes: serde_json::Value = serde_json::from_slice(&o.stdout).expect("routes json");
+    let slash24s: std::collections::HashSet<[u8; 3]> = routes
+        .as_array()
+        .expect("routes")
+        .iter()
+        .filter_map(|r| {
+            let (addr, len) = r["prefix"].as_str()?.split_once('/')?;
+            let a: std::net::Ipv4Addr = addr.parse().ok()?;
+            (len.parse::<u8>().ok()? > 24).then(|| [a.octets()[0], a.octets()[1], a.octets()[2]])
+        })
+        .collect();
+    assert_eq!(
+        used("IPv4 DIR-24-8 chunks"),
+        slash24s.len() as u64,
+        "{slash24s:?}"
+    );
+    assert!(used("IPv4 routes") >= 1);
+    assert!(used("tx ports") >= 4, "xe-in and the three egress ports");
+    assert!(rows.iter().all(|r| r.2 > 0 && r.1 <= r.2));
+    let text = xdp_ecmp(&net, &pins, &["show", "capacity"]);
+    let t = String::from_utf8_lossy(&text.stdout);
+    assert!(t.contains("slot pool") && t.contains("16,384"), "{t}");
+    support::xdp_ecmp(&net, &pins, &["detach", "xe-in"]);
+}

@@ -1,0 +1,98 @@
+//! How full each table of the dataplane is: used entries against the limit, read from the maps themselves.
+
+use libbpf_rs::{MapCore, MapFlags};
+
+use crate::abi::{
+    read_from, xe_group, xe_nexthop, DIR_CHUNK, MAX_DIR_CHUNKS, MAX_GROUPS, MAX_NEXTHOPS,
+    MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_SLOTS, MAX_TXPORTS, NH_VALID,
+};
+use crate::dir24::{Cells, TBL24_ENTRIES};
+use crate::error::Result;
+use crate::Dataplane;
+
+/// One table's fill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableUse {
+    pub table: &'static str,
+    pub used: u64,
+    pub limit: u64,
+    /// What one entry is, and what fills the table.
+    pub note: &'static str,
+}
+
+impl Dataplane {
+    /// Used and limit of every table (a scan of each map: about a second
+    /// with a million routes).
+    pub fn capacity(&self) -> Result<Vec<TableUse>> {
+        let m = &self.skel.maps;
+        let groups: Vec<xe_group> = (0..MAX_GROUPS as usize)
+            .map(|i| {
+                let w = self
+                    .groups
+                    .word(i)
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                read_from::<xe_group>(&w.to_ne_bytes()).unwrap_or_default()
+            })
+            .filter(|g| g.mode != 0)
+            .collect();
+        let slots: u64 = groups.iter().map(|g| u64::from(g.size)).sum();
+        let (tbl24, _) = self.dir_cells()?;
+        let chunks = (0..TBL24_ENTRIES)
+            .filter(|i| tbl24.get(*i) & DIR_CHUNK != 0)
+            .count() as u64;
+        let nexthops = (1..MAX_NEXTHOPS)
+            .filter(|id| {
+                m.xe_nexthops
+                    .lookup(&id.to_ne_bytes(), MapFlags::ANY)
+                    .ok()
+                    .flatten()
+                    .and_then(|b| read_from::<xe_nexthop>(&b))
+                    .is_some_and(|n| n.state & NH_VALID != 0)
+            })
+            .count() as u64;
+        Ok(vec![
+            TableUse {
+                table: "IPv4 routes",
+                used: m.xe_routes_v4.keys().count() as u64,
+                limit: MAX_ROUTES_V4.into(),
+                note: "one per prefix",
+            },
+            TableUse {
+                table: "IPv4 DIR-24-8 chunks",
+                used: chunks,
+                limit: MAX_DIR_CHUNKS.into(),
+                note: "one per /24 holding a prefix longer than /24",
+            },
+            TableUse {
+                table: "IPv6 routes",
+                used: m.xe_routes_v6.keys().count() as u64,
+                limit: MAX_ROUTES_V6.into(),
+                note: "one per prefix",
+            },
+            TableUse {
+                table: "groups",
+                used: groups.len() as u64,
+                limit: u64::from(MAX_GROUPS) - 1,
+                note: "one per distinct member set; each also takes slots",
+            },
+            TableUse {
+                table: "slot pool",
+                used: slots,
+                limit: MAX_SLOTS.into(),
+                note: "a resilient group takes one slot per bucket (128 by default: 16,384 such groups fill it), a modulo group one per member weight",
+            },
+            TableUse {
+                table: "next hops",
+                used: nexthops,
+                limit: u64::from(MAX_NEXTHOPS) - 1,
+                note: "one per (port, gateway)",
+            },
+            TableUse {
+                table: "tx ports",
+                used: m.xe_txports.keys().count() as u64,
+                limit: MAX_TXPORTS.into(),
+                note: "one per egress or attached port",
+            },
+        ])
+    }
+}
