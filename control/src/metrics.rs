@@ -1,13 +1,20 @@
 //! Prometheus endpoint of the daemon (opt-in address): the page (verdict and next-hop counters, group imbalance, syncs, re-dumps, event->map latency) and the HTTP server that answers scrapes.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use dataplane::abi::{xe_counter, Verdict};
 use dataplane::loader::{pinned_nexthop_counters, pinned_verdict_counters};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
@@ -15,6 +22,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
 
 /// What the daemon publishes after each sync.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +39,19 @@ pub struct Snapshot {
 }
 
 pub type Shared = Arc<Mutex<Snapshot>>;
+
+/// Every connection is closed 5 s after it was accepted, whatever it is
+/// doing: a client that sends nothing, trickles its request or never reads
+/// the answer holds one task that long, and never delays another scrape.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest request head read, in bytes: a longer one (an endless request
+/// line) is answered 431 and the connection closed.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// Connections served at once; more are closed as soon as they are accepted,
+/// so a flood of clients costs at most this many buffers and descriptors.
+pub const MAX_CLIENTS: usize = 256;
 
 /// Renders the metrics page (Prometheus text format 0.0.4) from the counters
 /// pinned under `pin_dir` and `snap`; counters that cannot be read (nothing
@@ -184,39 +205,84 @@ impl Collector for Page {
     }
 }
 
-/// Serves GET /metrics on `addr` from a thread.
-pub fn serve(addr: SocketAddr, pin_dir: PathBuf, shared: Shared) -> Result<()> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("metrics address {addr}"))?;
+/// Serves the page at GET /metrics on `addr` from a thread of its own, and
+/// returns the address bound (port 0 picks a free one). Clients are served
+/// concurrently, each within [`CLIENT_TIMEOUT`] and [`MAX_REQUEST_HEAD`].
+pub fn serve(addr: SocketAddr, pin_dir: PathBuf, shared: Shared) -> Result<SocketAddr> {
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("metrics address {addr}"))?;
+    let bound = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("starting the metrics runtime")?;
+    let listener = {
+        let _in_runtime = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)
+            .with_context(|| format!("metrics address {addr}"))?
+    };
+    let source = Arc::new((pin_dir, shared));
     std::thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut reader = BufReader::new(&stream);
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                // Drain the request headers.
-                let mut h = String::new();
-                while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
-                    h.clear();
-                }
-                let (status, body) = if line.starts_with("GET /metrics") {
-                    let snap = shared.lock().clone();
-                    ("200 OK", render(&pin_dir, &snap))
-                } else {
-                    ("404 Not Found", "try /metrics\n".to_string())
-                };
-                let mut w = &stream;
-                let _ = write!(
-                    w,
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        })
+        .spawn(move || runtime.block_on(accept(listener, source)))
         .context("starting the metrics thread")?;
-    Ok(())
+    Ok(bound)
+}
+
+/// Accepts clients for ever, one task each.
+async fn accept(listener: tokio::net::TcpListener, source: Arc<(PathBuf, Shared)>) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait for some to close.
+                tracing::warn!(error = %e, "metrics: accepting a client failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("metrics: {MAX_CLIENTS} clients already open, closing a new one");
+            continue;
+        };
+        let source = source.clone();
+        tokio::spawn(async move {
+            let service = service_fn(|req: Request<Incoming>| {
+                std::future::ready(Ok::<_, Infallible>(answer(&req, &source.0, &source.1)))
+            });
+            let connection = http1::Builder::new()
+                .keep_alive(false)
+                .max_buf_size(MAX_REQUEST_HEAD)
+                .serve_connection(TokioIo::new(stream), service);
+            // On timeout the connection is dropped, which closes it.
+            let _ = tokio::time::timeout(CLIENT_TIMEOUT, connection).await;
+            drop(slot);
+        });
+    }
+}
+
+/// GET (or HEAD) /metrics gets the page; anything else 404.
+fn answer(req: &Request<Incoming>, pin_dir: &Path, shared: &Shared) -> Response<String> {
+    let is_page =
+        matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path() == "/metrics";
+    let (status, body) = if is_page {
+        let snap = shared.lock().clone();
+        (StatusCode::OK, render(pin_dir, &snap))
+    } else {
+        (StatusCode::NOT_FOUND, "try GET /metrics\n".to_string())
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    if is_page {
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(prometheus_text::CONTENT_TYPE),
+        );
+    }
+    response
 }
 
 #[cfg(test)]
