@@ -156,7 +156,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let stamps = dp.stamp_reader()?;
     let shared: crate::metrics::Shared = Default::default();
     if let Some(addr) = cfg.metrics {
-        crate::metrics::serve(addr, cfg.pin_dir.clone(), shared.clone())?;
+        let addr = crate::metrics::serve(addr, cfg.pin_dir.clone(), shared.clone())?;
         tracing::info!(%addr, "serving metrics at /metrics");
     }
     let publish = |rec: &Reconciler, stats: &RunStats| {

@@ -1,13 +1,28 @@
-//! Prometheus text endpoint of the daemon (opt-in address): verdict and next-hop counters, group imbalance, resyncs, event->map latency.
+//! Prometheus endpoint of the daemon (opt-in address): the page (verdict and next-hop counters, group imbalance, syncs, re-dumps, event->map latency) and the HTTP server that answers scrapes.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use dataplane::abi::{xe_counter, Verdict};
 use dataplane::loader::{pinned_nexthop_counters, pinned_verdict_counters};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
 
 /// What the daemon publishes after each sync.
 #[derive(Debug, Clone, Default)]
@@ -25,116 +40,435 @@ pub struct Snapshot {
 
 pub type Shared = Arc<Mutex<Snapshot>>;
 
-/// Renders the metrics page.
-pub fn render(pin_dir: &std::path::Path, snap: &Snapshot) -> String {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-    };
-    metric(
-        "xdp_ecmp_verdict_packets_total",
-        "counter",
-        "Packets by forwarding verdict.",
-    );
+/// Every connection is closed 5 s after it was accepted, whatever it is
+/// doing: a client that sends nothing, trickles its request or never reads
+/// the answer holds one task that long, and never delays another scrape.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest request head read, in bytes: a longer one (an endless request
+/// line) is answered 431 and the connection closed.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// Connections served at once; more are closed as soon as they are accepted,
+/// so a flood of clients costs at most this many buffers and descriptors.
+pub const MAX_CLIENTS: usize = 256;
+
+/// Renders the metrics page (Prometheus text format 0.0.4) from the counters
+/// pinned under `pin_dir` and `snap`; counters that cannot be read (nothing
+/// pinned there) are left out.
+pub fn render(pin_dir: &Path, snap: &Snapshot) -> String {
     let verdicts = pinned_verdict_counters(pin_dir).unwrap_or_default();
-    let mut body = String::new();
-    for (v, c) in &verdicts {
-        body.push_str(&format!(
-            "xdp_ecmp_verdict_packets_total{{verdict=\"{}\"}} {}\n",
-            v.name(),
-            c.packets
-        ));
-    }
-    out.push_str(&body);
-    out.push_str("# HELP xdp_ecmp_verdict_bytes_total Bytes by forwarding verdict.\n# TYPE xdp_ecmp_verdict_bytes_total counter\n");
-    for (v, c) in &verdicts {
-        out.push_str(&format!(
-            "xdp_ecmp_verdict_bytes_total{{verdict=\"{}\"}} {}\n",
-            v.name(),
-            c.bytes
-        ));
-    }
     let ids: Vec<u32> = snap.nexthops.iter().map(|n| n.0).collect();
     let counters = pinned_nexthop_counters(pin_dir, &ids).unwrap_or_default();
-    out.push_str("# HELP xdp_ecmp_nexthop_packets_total Packets forwarded per next hop.\n# TYPE xdp_ecmp_nexthop_packets_total counter\n");
-    for ((id, dev), (_, c)) in snap.nexthops.iter().zip(&counters) {
-        out.push_str(&format!(
-            "xdp_ecmp_nexthop_packets_total{{nexthop=\"{id}\",dev=\"{dev}\"}} {}\n",
-            c.packets
-        ));
-    }
-    out.push_str("# HELP xdp_ecmp_nexthop_bytes_total Bytes forwarded per next hop.\n# TYPE xdp_ecmp_nexthop_bytes_total counter\n");
-    for ((id, dev), (_, c)) in snap.nexthops.iter().zip(&counters) {
-        out.push_str(&format!(
-            "xdp_ecmp_nexthop_bytes_total{{nexthop=\"{id}\",dev=\"{dev}\"}} {}\n",
-            c.bytes
-        ));
-    }
-    out.push_str("# HELP xdp_ecmp_group_imbalance Largest |held/wanted - 1| over a group's members (0 = balanced).\n# TYPE xdp_ecmp_group_imbalance gauge\n");
-    for (g, x) in &snap.imbalance {
-        out.push_str(&format!("xdp_ecmp_group_imbalance{{group=\"{g}\"}} {x}\n"));
-    }
-    for (name, help, v) in [
-        (
-            "xdp_ecmp_syncs_total",
-            "Reconciliations written to the maps.",
-            snap.syncs,
-        ),
-        (
-            "xdp_ecmp_resyncs_total",
-            "Full re-dumps after netlink overruns.",
-            snap.resyncs,
-        ),
-        (
-            "xdp_ecmp_netlink_events_total",
-            "Netlink event batches applied.",
-            snap.events,
-        ),
-    ] {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-        ));
-    }
-    out.push_str("# HELP xdp_ecmp_event_to_map_seconds Netlink event to maps written.\n# TYPE xdp_ecmp_event_to_map_seconds summary\n");
-    for (q, v) in &snap.latency {
-        out.push_str(&format!(
-            "xdp_ecmp_event_to_map_seconds{{quantile=\"{q}\"}} {v}\n"
-        ));
-    }
+    let nexthops = snap
+        .nexthops
+        .iter()
+        .zip(&counters)
+        .map(|((id, dev), (_, c))| (*id, dev.clone(), *c))
+        .collect();
+    page(Page {
+        snap: snap.clone(),
+        verdicts,
+        nexthops,
+    })
+}
+
+/// Everything one page shows, read before it is written.
+#[derive(Debug)]
+struct Page {
+    snap: Snapshot,
+    verdicts: Vec<(Verdict, xe_counter)>,
+    /// (next-hop id, egress device, counters).
+    nexthops: Vec<(u32, String, xe_counter)>,
+}
+
+fn page(page: Page) -> String {
+    let mut registry = Registry::with_prefix("xdp_ecmp");
+    registry.register_collector(Box::new(page));
+    let mut out = String::new();
+    prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
 }
 
-/// Serves GET /metrics on `addr` from a thread.
-pub fn serve(addr: SocketAddr, pin_dir: PathBuf, shared: Shared) -> Result<()> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("metrics address {addr}"))?;
+/// One metric family: a HELP and TYPE line, then one sample per label set.
+fn family<L, M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> std::fmt::Result
+where
+    L: prometheus_client::encoding::EncodeLabelSet,
+{
+    let mut metric = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in samples {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A metric family with one sample and no labels.
+fn single<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: M,
+) -> std::fmt::Result {
+    value.encode(enc.encode_descriptor(name, help, None, value.metric_type())?)
+}
+
+impl Collector for Page {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        use MetricType::{Counter, Gauge};
+        let verdict = |v: &Verdict| [("verdict", v.name().to_string())];
+        let nexthop = |id: &u32, dev: &str| [("nexthop", id.to_string()), ("dev", dev.to_string())];
+        let Page {
+            snap,
+            verdicts,
+            nexthops,
+        } = self;
+        family(
+            &mut enc,
+            "verdict_packets",
+            "Packets by forwarding verdict.",
+            Counter,
+            verdicts
+                .iter()
+                .map(|(v, c)| (verdict(v), ConstCounter::new(c.packets))),
+        )?;
+        family(
+            &mut enc,
+            "verdict_bytes",
+            "Bytes by forwarding verdict.",
+            Counter,
+            verdicts
+                .iter()
+                .map(|(v, c)| (verdict(v), ConstCounter::new(c.bytes))),
+        )?;
+        family(
+            &mut enc,
+            "nexthop_packets",
+            "Packets forwarded per next hop.",
+            Counter,
+            nexthops
+                .iter()
+                .map(|(id, dev, c)| (nexthop(id, dev), ConstCounter::new(c.packets))),
+        )?;
+        family(
+            &mut enc,
+            "nexthop_bytes",
+            "Bytes forwarded per next hop.",
+            Counter,
+            nexthops
+                .iter()
+                .map(|(id, dev, c)| (nexthop(id, dev), ConstCounter::new(c.bytes))),
+        )?;
+        family(
+            &mut enc,
+            "group_imbalance",
+            "Largest |held/wanted - 1| over a group's members (0 = balanced).",
+            Gauge,
+            snap.imbalance
+                .iter()
+                .map(|(g, x)| ([("group", *g)], ConstGauge::new(*x))),
+        )?;
+        single(
+            &mut enc,
+            "syncs",
+            "Reconciliations written to the maps.",
+            ConstCounter::new(snap.syncs),
+        )?;
+        single(
+            &mut enc,
+            "resyncs",
+            "Full re-dumps after netlink overruns.",
+            ConstCounter::new(snap.resyncs),
+        )?;
+        single(
+            &mut enc,
+            "netlink_events",
+            "Netlink event batches applied.",
+            ConstCounter::new(snap.events),
+        )?;
+        // The quantiles of a summary, typed gauge: the crate has no summary
+        // type, and the series (name, `quantile` label) are the same.
+        family(
+            &mut enc,
+            "event_to_map_seconds",
+            "Netlink event to maps written, by quantile.",
+            Gauge,
+            snap.latency
+                .iter()
+                .map(|(q, v)| ([("quantile", q.to_string())], ConstGauge::new(*v))),
+        )
+    }
+}
+
+/// Serves the page at GET /metrics on `addr` from a thread of its own, and
+/// returns the address bound (port 0 picks a free one). Clients are served
+/// concurrently, each within [`CLIENT_TIMEOUT`] and [`MAX_REQUEST_HEAD`].
+pub fn serve(addr: SocketAddr, pin_dir: PathBuf, shared: Shared) -> Result<SocketAddr> {
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("metrics address {addr}"))?;
+    let bound = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("starting the metrics runtime")?;
+    let listener = {
+        let _in_runtime = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)
+            .with_context(|| format!("metrics address {addr}"))?
+    };
+    let source = Arc::new((pin_dir, shared));
     std::thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut reader = BufReader::new(&stream);
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                // Drain the request headers.
-                let mut h = String::new();
-                while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
-                    h.clear();
-                }
-                let (status, body) = if line.starts_with("GET /metrics") {
-                    let snap = shared.lock().clone();
-                    ("200 OK", render(&pin_dir, &snap))
-                } else {
-                    ("404 Not Found", "try /metrics\n".to_string())
-                };
-                let mut w = &stream;
-                let _ = write!(
-                    w,
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        })
+        .spawn(move || runtime.block_on(accept(listener, source)))
         .context("starting the metrics thread")?;
-    Ok(())
+    Ok(bound)
+}
+
+/// Accepts clients for ever, one task each.
+async fn accept(listener: tokio::net::TcpListener, source: Arc<(PathBuf, Shared)>) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait for some to close.
+                tracing::warn!(error = %e, "metrics: accepting a client failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("metrics: {MAX_CLIENTS} clients already open, closing a new one");
+            continue;
+        };
+        let source = source.clone();
+        tokio::spawn(async move {
+            let service = service_fn(|req: Request<Incoming>| {
+                std::future::ready(Ok::<_, Infallible>(answer(&req, &source.0, &source.1)))
+            });
+            let connection = http1::Builder::new()
+                .keep_alive(false)
+                .max_buf_size(MAX_REQUEST_HEAD)
+                .serve_connection(TokioIo::new(stream), service);
+            // On timeout the connection is dropped, which closes it.
+            let _ = tokio::time::timeout(CLIENT_TIMEOUT, connection).await;
+            drop(slot);
+        });
+    }
+}
+
+/// GET (or HEAD) /metrics gets the page; anything else 404.
+fn answer(req: &Request<Incoming>, pin_dir: &Path, shared: &Shared) -> Response<String> {
+    let is_page =
+        matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path() == "/metrics";
+    let (status, body) = if is_page {
+        let snap = shared.lock().clone();
+        (StatusCode::OK, render(pin_dir, &snap))
+    } else {
+        (StatusCode::NOT_FOUND, "try GET /metrics\n".to_string())
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    if is_page {
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(prometheus_text::CONTENT_TYPE),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter(packets: u64, bytes: u64) -> xe_counter {
+        xe_counter { packets, bytes }
+    }
+
+    fn sample_page(dev: &str) -> String {
+        page(Page {
+            snap: Snapshot {
+                syncs: 3,
+                resyncs: 1,
+                events: 2,
+                latency: vec![(0.5, 0.001), (0.99, 0.002), (0.999, 0.004)],
+                imbalance: vec![(100, 0.25)],
+                nexthops: vec![(7, dev.to_string())],
+            },
+            verdicts: vec![
+                (Verdict::Forward, counter(10, 1000)),
+                (Verdict::PassNoRoute, counter(1, 60)),
+            ],
+            nexthops: vec![(7, dev.to_string(), counter(10, 1000))],
+        })
+    }
+
+    /// A sample line: (name, unescaped labels, value).
+    type Sample = (String, Vec<(String, String)>, f64);
+
+    /// Panics on a line that is not `name{label="value",...} number` in the
+    /// text format.
+    fn parse_sample(line: &str) -> Sample {
+        let is_name = |s: &str| {
+            s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        let mut it = line.chars().peekable();
+        let mut name = String::new();
+        while let Some(c) = it.next_if(|c| *c != '{' && *c != ' ') {
+            name.push(c);
+        }
+        assert!(is_name(&name), "bad metric name in {line:?}");
+        let mut labels = Vec::new();
+        if it.next_if_eq(&'{').is_some() {
+            while it.next_if_eq(&'}').is_none() {
+                it.next_if_eq(&',');
+                let key: String = it.by_ref().take_while(|c| *c != '=').collect();
+                assert!(is_name(&key), "bad label name {key:?} in {line:?}");
+                assert_eq!(it.next(), Some('"'), "label value not quoted in {line:?}");
+                let mut value = String::new();
+                loop {
+                    match it.next().expect("a closing quote") {
+                        '"' => break,
+                        '\\' => match it.next() {
+                            Some('\\') => value.push('\\'),
+                            Some('"') => value.push('"'),
+                            Some('n') => value.push('\n'),
+                            c => panic!("bad escape {c:?} in {line:?}"),
+                        },
+                        c => value.push(c),
+                    }
+                }
+                labels.push((key, value));
+            }
+        }
+        let rest: String = it.collect();
+        let value = rest
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        (name, labels, value)
+    }
+
+    /// Every line of `page` as a sample, checking that the others are HELP
+    /// or TYPE lines of this daemon.
+    fn samples(page: &str) -> Vec<Sample> {
+        page.lines()
+            .filter(|line| {
+                let comment = line.starts_with('#');
+                assert!(
+                    !comment
+                        || line.starts_with("# HELP xdp_ecmp_")
+                        || line.starts_with("# TYPE xdp_ecmp_"),
+                    "stray line {line:?}"
+                );
+                !comment
+            })
+            .map(parse_sample)
+            .collect()
+    }
+
+    #[test]
+    fn label_values_with_quotes_backslashes_and_newlines_are_escaped() {
+        let dev = "we\"ird\\dev\nname";
+        let page = sample_page(dev);
+        assert!(
+            page.contains(
+                r#"xdp_ecmp_nexthop_packets_total{nexthop="7",dev="we\"ird\\dev\nname"} 10"#
+            ),
+            "{page}"
+        );
+        let samples = samples(&page);
+        let nexthop: Vec<_> = samples
+            .iter()
+            .filter(|s| s.0.starts_with("xdp_ecmp_nexthop_"))
+            .collect();
+        assert_eq!(nexthop.len(), 2, "{page}");
+        for (_, labels, _) in nexthop {
+            assert_eq!(
+                labels,
+                &[
+                    ("nexthop".to_string(), "7".to_string()),
+                    ("dev".to_string(), dev.to_string())
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn every_metric_family_is_present_with_its_values() {
+        let page = sample_page("eth0");
+        let families = [
+            ("xdp_ecmp_verdict_packets_total", "counter"),
+            ("xdp_ecmp_verdict_bytes_total", "counter"),
+            ("xdp_ecmp_nexthop_packets_total", "counter"),
+            ("xdp_ecmp_nexthop_bytes_total", "counter"),
+            ("xdp_ecmp_group_imbalance", "gauge"),
+            ("xdp_ecmp_syncs_total", "counter"),
+            ("xdp_ecmp_resyncs_total", "counter"),
+            ("xdp_ecmp_netlink_events_total", "counter"),
+            ("xdp_ecmp_event_to_map_seconds", "gauge"),
+        ];
+        let types: Vec<&str> = page.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        assert_eq!(types.len(), families.len(), "{page}");
+        for (name, kind) in families {
+            assert!(
+                types.contains(&format!("# TYPE {name} {kind}").as_str()),
+                "{name}: {page}"
+            );
+            assert!(page.contains(&format!("# HELP {name} ")), "{name}: {page}");
+        }
+        let value = |name: &str, labels: &[(&str, &str)]| {
+            let labels: Vec<(String, String)> = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            samples(&page)
+                .into_iter()
+                .find(|s| s.0 == name && s.1 == labels)
+                .unwrap_or_else(|| panic!("{name} {labels:?} missing: {page}"))
+                .2
+        };
+        assert_eq!(
+            value("xdp_ecmp_verdict_packets_total", &[("verdict", "forward")]),
+            10.0
+        );
+        assert_eq!(
+            value(
+                "xdp_ecmp_verdict_bytes_total",
+                &[("verdict", "pass-no-route")]
+            ),
+            60.0
+        );
+        let eth0 = [("nexthop", "7"), ("dev", "eth0")];
+        assert_eq!(value("xdp_ecmp_nexthop_packets_total", &eth0), 10.0);
+        assert_eq!(value("xdp_ecmp_nexthop_bytes_total", &eth0), 1000.0);
+        assert_eq!(value("xdp_ecmp_group_imbalance", &[("group", "100")]), 0.25);
+        assert_eq!(value("xdp_ecmp_syncs_total", &[]), 3.0);
+        assert_eq!(value("xdp_ecmp_resyncs_total", &[]), 1.0);
+        assert_eq!(value("xdp_ecmp_netlink_events_total", &[]), 2.0);
+        assert_eq!(
+            value("xdp_ecmp_event_to_map_seconds", &[("quantile", "0.99")]),
+            0.002
+        );
+    }
+
+    #[test]
+    fn without_pinned_maps_the_families_are_still_described() {
+        let page = render(Path::new("/nonexistent/xdp-ecmp"), &Snapshot::default());
+        assert_eq!(
+            page.lines().filter(|l| l.starts_with("# TYPE ")).count(),
+            9,
+            "{page}"
+        );
+        samples(&page);
+    }
 }
