@@ -369,7 +369,7 @@ fn parse_group(
     payload: &[u8],
     weight_high: WeightHigh,
 ) -> Result<Vec<NexthopGroupEntry>, DecodeError> {
-    if payload.len() % NEXTHOP_GROUP_ENTRY_LEN != 0 {
+    if !payload.len().is_multiple_of(NEXTHOP_GROUP_ENTRY_LEN) {
         return Err(format!(
             "NHA_GROUP of {} bytes is not an array of {NEXTHOP_GROUP_ENTRY_LEN}-byte nexthop_grp",
             payload.len()

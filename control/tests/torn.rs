@@ -88,7 +88,7 @@ fn frames_never_meet_a_half_written_next_hop() {
             send_frame(&tx, &frame).expect("send");
             i += 1;
             sent2.store(i, Ordering::Relaxed);
-            if i % 16 == 0 {
+            if i.is_multiple_of(16) {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }

@@ -483,7 +483,7 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         // Addresses in two /16s so prefixes overlap a lot.
         let pick = |rng: &mut Rng| {
-            let hi = if rng.next() % 2 == 0 {
+            let hi = if rng.next().is_multiple_of(2) {
                 0x0a01_0000
             } else {
                 0xc0a8_0000
@@ -493,13 +493,13 @@ mod tests {
         let lens = [8u8, 12, 16, 20, 23, 24, 25, 26, 28, 30, 31, 32];
         for step in 0..4000 {
             // A default route rewrites 2^24 entries: now and then.
-            let len = if rng.next() % 200 == 0 {
+            let len = if rng.next().is_multiple_of(200) {
                 0
             } else {
                 lens[rng.next() as usize % lens.len()]
             };
             let addr = pick(&mut rng) & mask(len);
-            if rng.next() % 3 == 0 && !rules.is_empty() {
+            if rng.next().is_multiple_of(3) && !rules.is_empty() {
                 let keys: Vec<_> = rules.keys().copied().collect();
                 let (ka, kl) = keys[rng.next() as usize % keys.len()];
                 assert!(t.delete(ka, kl));
@@ -507,7 +507,7 @@ mod tests {
             } else {
                 let route = xe_route {
                     group: rng.next() % 65536,
-                    kind: if rng.next() % 5 == 0 {
+                    kind: if rng.next().is_multiple_of(5) {
                         RT_BLACKHOLE
                     } else {
                         RT_UNICAST
