@@ -426,7 +426,7 @@ impl Reconciler {
     ) -> Result<SyncStats> {
         let plain = self.mode.plan();
         let grace = dp.grace();
-        self.reclaim(&grace, false);
+        self.reclaim(&grace, dp, false)?;
         let prefixes: Vec<Prefix> = match dirty {
             Dirty::All => {
                 let mut all: HashSet<Prefix> = ks.routes.keys().copied().collect();
@@ -514,8 +514,16 @@ impl Reconciler {
     }
 
     /// Hands back what earlier syncs unlinked and whose grace period is
-    /// over; with `wait`, first waits for the oldest. Whether anything came back.
-    fn reclaim(&mut self, grace: &GracePeriods, wait: bool) -> bool {
+    /// over; with `wait`, first waits for the oldest. Unlinked groups and next
+    /// hops are cleared only now: a packet that picked up the id just before
+    /// it was unlinked still reads the whole old entry, never a cleared or
+    /// half-cleared one. Whether anything came back.
+    fn reclaim(
+        &mut self,
+        grace: &GracePeriods,
+        dp: &mut dyn TableWriter,
+        wait: bool,
+    ) -> Result<bool> {
         let back = if wait {
             self.held.release_waiting(grace)
         } else {
@@ -525,26 +533,33 @@ impl Reconciler {
         for u in back {
             match u {
                 Unlinked::Window { base, size } => self.pool.release(base, size),
-                Unlinked::Group(id) => self.group_ids.release(id),
-                Unlinked::Nexthop(id) => self.nh_ids.release(id),
+                Unlinked::Group(id) => {
+                    dp.set_group(id, &xe_group::default())?;
+                    self.group_ids.release(id);
+                }
+                Unlinked::Nexthop(id) => {
+                    dp.set_nexthop(id, &xe_nexthop::default())?;
+                    self.nh_ids.release(id);
+                }
             }
         }
-        any
+        Ok(any)
     }
 
     /// Allocates with `alloc`; when it finds nothing, waits for what earlier
     /// syncs unlinked to come back and tries again.
     fn alloc_or_wait<T>(
         &mut self,
-        grace: &GracePeriods,
+        dp: &mut dyn TableWriter,
         mut alloc: impl FnMut(&mut Self) -> Option<T>,
-    ) -> Option<T> {
+    ) -> Result<Option<T>> {
+        let grace = dp.grace();
         loop {
             if let Some(v) = alloc(self) {
-                return Some(v);
+                return Ok(Some(v));
             }
-            if !self.reclaim(grace, true) {
-                return None;
+            if !self.reclaim(&grace, dp, true)? {
+                return Ok(None);
             }
         }
     }
@@ -603,7 +618,7 @@ impl Reconciler {
                 old => {
                     // New contents under a new id: slots switch to it one by one.
                     let id = self
-                        .alloc_or_wait(&dp.grace(), |r| r.nh_ids.alloc())
+                        .alloc_or_wait(dp, |r| r.nh_ids.alloc())?
                         .ok_or_else(|| anyhow::anyhow!("next-hop table full ({MAX_NEXTHOPS})"))?;
                     dp.set_nexthop(id, want)?;
                     self.nexthops
@@ -768,16 +783,15 @@ impl Reconciler {
             }
         }
         // A new window, filled before the group points at it.
-        let grace = dp.grace();
         let base = self
-            .alloc_or_wait(&grace, |r| r.pool.alloc(size))
+            .alloc_or_wait(dp, |r| r.pool.alloc(size))?
             .ok_or_else(|| anyhow::anyhow!("slot pool full ({MAX_SLOTS} slots)"))?;
         dp.set_slots(base, &slots)?;
         st.slots_written += slots.len();
         let id = match self.groups.get(key) {
             Some(w) => w.id,
             None => self
-                .alloc_or_wait(&grace, |r| r.group_ids.alloc())
+                .alloc_or_wait(dp, |r| r.group_ids.alloc())?
                 .ok_or_else(|| anyhow::anyhow!("group table full ({MAX_GROUPS})"))?,
         };
         dp.set_group(
@@ -875,7 +889,7 @@ impl Reconciler {
             .collect();
         for k in dead {
             if let Some(g) = self.groups.remove(&k) {
-                dp.set_group(g.id, &xe_group::default())?;
+                // No route points to it any more: cleared after its grace period.
                 self.unlinked.extend([
                     Unlinked::Window {
                         base: g.base,
@@ -893,18 +907,16 @@ impl Reconciler {
             .collect();
         for p in dead {
             if let Some(w) = self.nexthops.remove(&p) {
-                dp.set_nexthop(w.id, &xe_nexthop::default())?;
+                // No slot holds it any more: cleared after its grace period.
                 self.unlinked.push(Unlinked::Nexthop(w.id));
             }
             // Path ids stay: a bucket table remembered for a returning route names its members by them.
         }
         for (id, base, size) in std::mem::take(&mut self.stale_groups) {
-            dp.set_group(id, &xe_group::default())?;
             self.unlinked
                 .extend([Unlinked::Window { base, size }, Unlinked::Group(id)]);
         }
         for id in std::mem::take(&mut self.retiring) {
-            dp.set_nexthop(id, &xe_nexthop::default())?;
             self.unlinked.push(Unlinked::Nexthop(id));
         }
         let used: HashSet<u32> = d.paths.keys().map(|p| p.ifindex).collect();
