@@ -759,6 +759,9 @@ impl TableWriter for Tap<'_> {
                     self.leave_window((base, size));
                 }
             }
+            // A may take back a window it left: it is no longer B's to reuse.
+            self.a_windows_left
+                .retain(|(b, s)| !(*b < window.0 + window.1 && window.0 < b + s));
             self.a_groups.insert(id, window);
             self.a_groups_retired.remove(&id);
         } else if let Some(w) = self.a_groups.remove(&id) {
