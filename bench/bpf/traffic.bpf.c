@@ -1,7 +1,9 @@
-/* traffic.bpf.c: the packet-rate benchmark's traffic generator (run by BPF_PROG_TEST_RUN with live frames) and its counting sinks. */
+/* traffic.bpf.c: the traffic generator of the packet-rate and torn-state runs (BPF_PROG_TEST_RUN with live frames), their counting sinks, and the checking sink of the torn-state run. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
 
 #define GEN_HDR_LEN 42 /* Ethernet 14 + IPv4 20 + UDP 8 */
 
@@ -90,6 +92,125 @@ int tc_sink(struct __sk_buff *skb)
 {
 	sink_count_one(skb->ifindex);
 	return 2; /* TC_ACT_SHOT */
+}
+
+/* The torn-state run's frames: IPv4 UDP to this address (network order). */
+#define CHECK_DST bpf_htonl(0xac10ff42) /* 172.16.255.66 */
+/* Wrong frames kept for the failure message. */
+#define CHECK_KEEP 16
+
+/* A (sink ingress ifindex, destination MAC) pair. */
+struct check_key {
+	__u32 ifindex;
+	__u8 dmac[6];
+	__u8 pad[2];
+};
+
+/* The source MAC a frame with a valid pair must carry (its egress port's). */
+struct check_val {
+	__u8 smac[6];
+	__u8 pad[2];
+};
+
+/* One wrong frame as it reached a sink. */
+struct check_wrong {
+	__u32 ifindex; /* the sink's ingress ifindex */
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u16 sport; /* network order: the flow */
+	__u8 ttl;
+	__u8 cpu;
+};
+
+/* Valid (sink ifindex, destination MAC) pairs, written by userspace, with the source MAC each must carry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct check_key);
+	__type(value, struct check_val);
+	__uint(max_entries, 256);
+} check_valid SEC(".maps");
+
+/* Frames seen by the checking sinks, per CPU: [0] valid, [1] wrong, [2] not the run's (ignored). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 3);
+} check_count SEC(".maps");
+
+/* The first CHECK_KEEP wrong frames each CPU saw, by that CPU's count of wrong frames before it (per CPU: no atomics). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct check_wrong);
+	__uint(max_entries, CHECK_KEEP);
+} check_wrong SEC(".maps");
+
+/* Counts one frame as `what`; returns how many this CPU had counted so before (0 if the counter is missing). */
+static __always_inline __u64 check_count_one(__u32 what)
+{
+	__u64 *n = bpf_map_lookup_elem(&check_count, &what);
+	__u64 before = 0;
+
+	if (n) {
+		before = *n;
+		*n = before + 1;
+	}
+	return before;
+}
+
+/* Nonzero if the MACs differ (no memcmp in BPF). */
+static __always_inline int check_mac_differs(const __u8 *a, const __u8 *b)
+{
+	int d = 0;
+
+#pragma unroll
+	for (int i = 0; i < ETH_ALEN; i++)
+		d |= a[i] ^ b[i];
+	return d;
+}
+
+/* Checks and drops: a frame of the run is valid only if its destination MAC
+ * is a neighbour of A's on the port it left by, and its source MAC is that
+ * port's; a wrong one is counted and the first few on each CPU are kept. */
+SEC("xdp")
+int xdp_check(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *iph = (void *)(eth + 1);
+	struct check_key key = {.ifindex = ctx->ingress_ifindex};
+	struct check_val *want;
+	struct check_wrong *w;
+	__u16 *udp;
+	__u32 at;
+
+	if ((void *)(iph + 1) + 4 > data_end || eth->h_proto != bpf_htons(ETH_P_IP) ||
+	    iph->ihl != 5 || iph->protocol != 17 || iph->daddr != CHECK_DST) {
+		check_count_one(2);
+		return XDP_DROP;
+	}
+	udp = (void *)(iph + 1);
+	__builtin_memcpy(key.dmac, eth->h_dest, ETH_ALEN);
+	want = bpf_map_lookup_elem(&check_valid, &key);
+	if (want && !check_mac_differs(want->smac, eth->h_source)) {
+		check_count_one(0);
+		return XDP_DROP;
+	}
+	at = check_count_one(1);
+	if (at >= CHECK_KEEP)
+		return XDP_DROP;
+	w = bpf_map_lookup_elem(&check_wrong, &at);
+	if (!w)
+		return XDP_DROP;
+	w->ifindex = ctx->ingress_ifindex;
+	__builtin_memcpy(w->dmac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(w->smac, eth->h_source, ETH_ALEN);
+	w->sport = udp[0];
+	w->ttl = iph->ttl;
+	w->cpu = bpf_get_smp_processor_id();
+	return XDP_DROP;
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

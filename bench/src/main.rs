@@ -20,6 +20,7 @@ mod control_plane;
 mod flows;
 mod rate;
 mod report;
+mod torn;
 
 use report::{num, text, Table};
 
@@ -658,6 +659,15 @@ enum Cmd {
     Split,
     /// Flows moved when one member fails and returns
     Disruption,
+    /// Torn-state stress run: live traffic from both CPUs while the in-process reconciler churns next hops, group windows and DIR-24-8 chunks; fails on any frame that leaves with a MAC its route never had
+    Torn {
+        /// Seconds of churn under traffic.
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        /// Seed of the change schedule (default: the test's).
+        #[arg(long, default_value_t = torn::DEFAULT_SEED)]
+        seed: u64,
+    },
 }
 
 fn print_all(tables: Vec<Table>) {
@@ -735,6 +745,15 @@ fn main() -> Result<()> {
         }
         Cmd::Disruption => {
             flows::disruption(32_768, 1).print();
+            Ok(())
+        }
+        Cmd::Torn { seconds, seed } => {
+            let r = torn::torn(&torn::TornOptions { seconds, seed })?;
+            println!("{}", r.line());
+            let failures = r.failures();
+            if !failures.is_empty() {
+                bail!("torn-state run failed:\n{}", failures.join("\n"));
+            }
             Ok(())
         }
     }

@@ -16,13 +16,13 @@ use std::os::fd::AsFd;
 use crate::report::{num, pct, text, Table};
 
 #[allow(clippy::all, clippy::pedantic, non_camel_case_types, dead_code, unused)]
-mod traffic {
+pub(crate) mod traffic {
     include!(concat!(env!("OUT_DIR"), "/traffic.skel.rs"));
 }
 use crate::compare::skel as peers;
 
 /// BPF_F_TEST_XDP_LIVE_FRAMES: the test run transmits what the program redirects.
-const LIVE_FRAMES: u32 = 2;
+pub(crate) const LIVE_FRAMES: u32 = 2;
 /// Distinct flows (source ports) the generator cycles through.
 const FLOWS: u32 = 1024;
 use crate::ANYCAST;
@@ -65,11 +65,11 @@ impl Forwarder {
     }
 }
 
-fn mac(kind: u8, i: u8) -> [u8; 6] {
+pub(crate) fn mac(kind: u8, i: u8) -> [u8; 6] {
     [2, 0, 0, 0, kind, i]
 }
 
-fn mac_str(m: [u8; 6]) -> String {
+pub(crate) fn mac_str(m: [u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
@@ -91,26 +91,86 @@ fn gen_header(dst_mac: [u8; 6]) -> [u8; 42] {
 }
 
 /// Names unique to this process: NAPI threads are named after the device.
-struct Names {
-    gen: String,
-    inp: String,
-    out: Vec<String>,
-    sink: Vec<String>,
+pub(crate) struct Names {
+    pub(crate) gen: String,
+    pub(crate) inp: String,
+    pub(crate) out: Vec<String>,
+    pub(crate) sink: Vec<String>,
 }
 
 impl Names {
-    fn new() -> Self {
+    /// The generator pair, and `sinks` (at most 9) out/sink pairs.
+    pub(crate) fn new(sinks: usize) -> Self {
         let tag = format!("{:x}", std::process::id() & 0xffff);
         Names {
             gen: format!("xe-g{tag}"),
             inp: format!("xe-i{tag}"),
-            out: (1..=SINKS).map(|k| format!("xe-o{k}{tag}")).collect(),
-            sink: (1..=SINKS).map(|k| format!("xe-s{k}{tag}")).collect(),
+            out: (1..=sinks).map(|k| format!("xe-o{k}{tag}")).collect(),
+            sink: (1..=sinks).map(|k| format!("xe-s{k}{tag}")).collect(),
         }
     }
 }
 
-fn sh(net: &TestNet, cmd: &str) -> Result<()> {
+/// The chain the packet-rate and torn-state runs share, in a namespace of
+/// its own: generator veth gen -> inp (the forwarder's port), and one veth
+/// pair out_k -> sink_k per sink, every device up with checksum offload off
+/// and `queues` queues (a frame redirected into a veth lands in the queue of
+/// the sending CPU, so with one queue per CPU every CPU forwards its own).
+/// MACs: inp 02:00:00:00:00:01, gen ..:00:02, out_k ..:01:k, sink_k ..:02:k.
+pub(crate) fn veth_chain(tag: &str, sinks: usize, queues: usize) -> Result<(TestNet, Names)> {
+    let n = Names::new(sinks);
+    let mut pairs: Vec<(&str, &str)> = vec![(&n.gen, &n.inp)];
+    for k in 0..sinks {
+        pairs.push((&n.out[k], &n.sink[k]));
+    }
+    let net = TestNet::new(tag, &[])?;
+    let q = queues.to_string();
+    for (a, b) in pairs {
+        net.ip(&[
+            "link",
+            "add",
+            a,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+        ])?;
+        net.ip(&["link", "set", a, "up"])?;
+        net.ip(&["link", "set", b, "up"])?;
+    }
+    net.ip(&["link", "set", &n.gen, "address", &mac_str(mac(0, 2))])?;
+    net.ip(&["link", "set", &n.inp, "address", &mac_str(mac(0, 1))])?;
+    for k in 0..sinks {
+        let id = k as u8 + 1;
+        net.ip(&["link", "set", &n.out[k], "address", &mac_str(mac(1, id))])?;
+        net.ip(&["link", "set", &n.sink[k], "address", &mac_str(mac(2, id))])?;
+    }
+    let offload: Vec<String> = std::iter::once(&n.gen)
+        .chain(std::iter::once(&n.inp))
+        .chain(&n.out)
+        .chain(&n.sink)
+        .map(|d| format!("ethtool -K {d} tx off rx off >/dev/null"))
+        .collect();
+    sh(&net, &offload.join(" && "))?;
+    Ok((net, n))
+}
+
+/// The generator and sink programs, loaded (not attached).
+pub(crate) fn load_traffic() -> Result<traffic::TrafficSkel<'static>> {
+    let store: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    Ok(traffic::TrafficSkelBuilder::default().open(store)?.load()?)
+}
+
+pub(crate) fn sh(net: &TestNet, cmd: &str) -> Result<()> {
     let st = std::process::Command::new("ip")
         .args(["netns", "exec", net.name(), "sh", "-c", cmd])
         .status()
@@ -151,7 +211,7 @@ fn pin_pid(pid: i32, cpu: usize) -> Result<()> {
 }
 
 /// A per-CPU u64 counter summed over the CPUs (0 when absent).
-fn percpu_sum(map: &libbpf_rs::MapMut<'_>, key: u32) -> Result<u64> {
+pub(crate) fn percpu_sum(map: &libbpf_rs::MapMut<'_>, key: u32) -> Result<u64> {
     let per_cpu = map.lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?;
     Ok(per_cpu.map_or(0, |v| {
         v.iter()
@@ -169,7 +229,7 @@ fn sink_counts(t: &traffic::TrafficSkel<'_>, sinks: &[u32]) -> Result<Vec<u64>> 
 }
 
 /// Frames generated so far.
-fn generated(t: &traffic::TrafficSkel<'_>) -> Result<u64> {
+pub(crate) fn generated(t: &traffic::TrafficSkel<'_>) -> Result<u64> {
     percpu_sum(&t.maps.gen_seq, 0)
 }
 
@@ -181,21 +241,31 @@ struct Sample {
     per_sink: Vec<u64>,
 }
 
-/// The generator's configuration (struct gen_cfg of traffic.bpf.c, 56 bytes).
-fn gen_cfg(gen_if: u32, stop: bool) -> Vec<u8> {
+/// The generator's configuration (struct gen_cfg of traffic.bpf.c, 56 bytes):
+/// `flows` source ports from 10000 up.
+fn gen_cfg(gen_if: u32, flows: u32, stop: bool) -> Vec<u8> {
     let mut cfg = Vec::with_capacity(56);
     cfg.extend_from_slice(&gen_header(mac(0, 1)));
     cfg.extend_from_slice(&10_000u16.to_ne_bytes());
-    cfg.extend_from_slice(&FLOWS.to_ne_bytes());
+    cfg.extend_from_slice(&flows.to_ne_bytes());
     cfg.extend_from_slice(&gen_if.to_ne_bytes());
     cfg.extend_from_slice(&u32::from(stop).to_ne_bytes());
     cfg
 }
 
-fn set_gen(t: &traffic::TrafficSkel<'_>, gen_if: u32, stop: bool) -> Result<()> {
-    t.maps
-        .gen_cfg
-        .update(&0u32.to_ne_bytes(), &gen_cfg(gen_if, stop), MapFlags::ANY)?;
+/// Points the generator at `gen_if` with `flows` flows; `stop` makes it drop
+/// whatever it has left to send.
+pub(crate) fn set_gen(
+    t: &traffic::TrafficSkel<'_>,
+    gen_if: u32,
+    flows: u32,
+    stop: bool,
+) -> Result<()> {
+    t.maps.gen_cfg.update(
+        &0u32.to_ne_bytes(),
+        &gen_cfg(gen_if, flows, stop),
+        MapFlags::ANY,
+    )?;
     Ok(())
 }
 
@@ -211,7 +281,7 @@ fn measure(
 ) -> Result<Sample> {
     // Calibrate so that one generator call lasts about a second: each call
     // costs the kernel a dispatcher switch (~16 ms here) without frames.
-    set_gen(t, gen_if, false)?;
+    set_gen(t, gen_if, FLOWS, false)?;
     let probe = 2_000_000u32;
     let start = Instant::now();
     generate(t, frame, probe)?;
@@ -233,7 +303,7 @@ fn measure(
             })();
             // Whatever happened, the generator drops what it has left and stops.
             done.store(true, Ordering::Relaxed);
-            set_gen(t, gen_if, true)?;
+            set_gen(t, gen_if, FLOWS, true)?;
             r
         });
         let mut sent = Ok(());
@@ -254,7 +324,8 @@ fn measure(
     })
 }
 
-fn generate(t: &traffic::TrafficSkel<'_>, frame: &[u8], frames: u32) -> Result<()> {
+/// Sends `frames` frames (live frames: the generator's redirects are transmitted).
+pub(crate) fn generate(t: &traffic::TrafficSkel<'_>, frame: &[u8], frames: u32) -> Result<()> {
     let input = ProgramInput {
         data_in: Some(frame),
         flags: LIVE_FRAMES,
@@ -284,23 +355,14 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
     if opts.runs == 0 {
         bail!("packet rate: runs must be at least 1");
     }
-    let n = Names::new();
-    let mut pairs: Vec<(&str, &str)> = vec![(&n.gen, &n.inp)];
-    for k in 0..SINKS {
-        pairs.push((&n.out[k], &n.sink[k]));
-    }
-    let net = TestNet::new("rate", &pairs)?;
-    // Deterministic MACs; addresses, neighbours and a 4-way route for the
-    // kernel (Linux forwarding and the fib peer use them; xdp-ecmp gets the
-    // same set in its maps).
-    net.ip(&["link", "set", &n.gen, "address", &mac_str(mac(0, 2))])?;
-    net.ip(&["link", "set", &n.inp, "address", &mac_str(mac(0, 1))])?;
+    let (net, n) = veth_chain("rate", SINKS, 1)?;
+    // Addresses, neighbours and a 4-way route for the kernel (Linux
+    // forwarding and the fib peer use them; xdp-ecmp gets the same set in
+    // its maps).
     net.ip(&["addr", "add", "10.2.0.1/24", "dev", &n.inp])?;
     let mut route = vec!["route".to_string(), "add".into(), format!("{ANYCAST}/32")];
     for k in 0..SINKS {
         let id = k as u8 + 1;
-        net.ip(&["link", "set", &n.out[k], "address", &mac_str(mac(1, id))])?;
-        net.ip(&["link", "set", &n.sink[k], "address", &mac_str(mac(2, id))])?;
         net.ip(&["addr", "add", &format!("10.0.{id}.1/24"), "dev", &n.out[k]])?;
         net.ip(&[
             "neigh",
@@ -331,13 +393,6 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
         " net.ipv4.conf.{}.rp_filter=0 && ethtool -K {} gro on >/dev/null",
         n.inp, n.inp
     ));
-    for d in std::iter::once(&n.gen)
-        .chain(std::iter::once(&n.inp))
-        .chain(&n.out)
-        .chain(&n.sink)
-    {
-        setup.push_str(&format!(" && ethtool -K {d} tx off rx off >/dev/null"));
-    }
     sh(&net, &setup)?;
     net.enter()?;
     pin_thread_to_cpu(0)?;
@@ -359,10 +414,7 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
     }
 
     // The generator and sinks.
-    let t_store: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-    let t = traffic::TrafficSkelBuilder::default()
-        .open(t_store)?
-        .load()?;
+    let t = load_traffic()?;
     // The Linux path ends at the out ports' tc egress (see tc_sink).
     let mut tc_hooks = Vec::new();
     for &o in &outs {
