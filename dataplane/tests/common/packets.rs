@@ -70,7 +70,10 @@ impl Ip4 {
     /// Header + payload with a valid checksum and total length.
     pub fn packet(&self, payload: &[u8]) -> Vec<u8> {
         let hlen = 20 + self.options.len();
-        assert!(hlen.is_multiple_of(4) && hlen <= 60, "options must pad to 4 bytes");
+        assert!(
+            hlen.is_multiple_of(4) && hlen <= 60,
+            "options must pad to 4 bytes"
+        );
         let tot = hlen + payload.len();
         let mut h = vec![0u8; hlen];
         h[0] = 0x40 | (hlen / 4) as u8;
