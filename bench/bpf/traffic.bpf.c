@@ -94,6 +94,56 @@ int tc_sink(struct __sk_buff *skb)
 	return 2; /* TC_ACT_SHOT */
 }
 
+/* The sink each flow (UDP source port, host order) reached first; 0: not yet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 65536);
+} flow_egress SEC(".maps");
+
+/* Frames of a flow that reached another sink than its first, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} flow_moved SEC(".maps");
+
+/* Counts the run's UDP frames and drops every frame, like xdp_sink, and follows each flow: a frame of a flow
+ * first seen at another sink is counted as moved. (Two CPUs may both record
+ * a flow's first sink at once; they write the same port unless the flow
+ * really moved.) */
+SEC("xdp")
+int xdp_flow_sink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *iph = (void *)(eth + 1);
+	__u32 in = ctx->ingress_ifindex, sport, zero = 0, *first;
+	__u64 *moved;
+	__u16 *udp;
+
+	if ((void *)(iph + 1) + 4 > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || iph->ihl != 5 ||
+	    iph->protocol != 17)
+		return XDP_DROP; /* the port's own chatter (ND and the like) */
+	sink_count_one(in);
+	udp = (void *)(iph + 1);
+	sport = bpf_ntohs(udp[0]);
+	first = bpf_map_lookup_elem(&flow_egress, &sport);
+	if (!first)
+		return XDP_DROP;
+	if (!*first) {
+		*first = in;
+	} else if (*first != in) {
+		moved = bpf_map_lookup_elem(&flow_moved, &zero);
+		if (moved)
+			*moved += 1;
+	}
+	return XDP_DROP;
+}
+
 /* The torn-state run's frames: IPv4 UDP to this address (network order). */
 #define CHECK_DST bpf_htonl(0xac10ff42) /* 172.16.255.66 */
 /* Wrong frames kept for the failure message. */

@@ -20,6 +20,7 @@ mod control_plane;
 mod flows;
 mod rate;
 mod report;
+mod restart;
 mod torn;
 
 use report::{num, text, Table};
@@ -226,7 +227,7 @@ fn prog_cost(rounds: usize) -> Result<Table> {
 }
 
 /// The `xdp-ecmp` binary next to this one (cargo puts both in target/<profile>).
-fn xdp_ecmp_binary() -> Result<std::path::PathBuf> {
+pub(crate) fn xdp_ecmp_binary() -> Result<std::path::PathBuf> {
     let me = std::env::current_exe()?;
     let bin = me.with_file_name("xdp-ecmp");
     if !bin.exists() {
@@ -668,6 +669,12 @@ enum Cmd {
         #[arg(long, default_value_t = torn::DEFAULT_SEED)]
         seed: u64,
     },
+    /// kill -9 and restart of the daemon (no fixed seed) under over 1 Mpps of live frames: frames lost, flows moved, buckets changed
+    Restart {
+        /// Seconds of traffic before the kill and after the new daemon's first sync.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
 }
 
 fn print_all(tables: Vec<Table>) {
@@ -753,6 +760,19 @@ fn main() -> Result<()> {
             let failures = r.failures();
             if !failures.is_empty() {
                 bail!("torn-state run failed:\n{}", failures.join("\n"));
+            }
+            Ok(())
+        }
+        Cmd::Restart { seconds } => {
+            let d = std::time::Duration::from_secs_f64(seconds);
+            let r = restart::restart(&restart::RestartOptions {
+                before: d,
+                after: d,
+            })?;
+            println!("{}", r.line());
+            let failures = r.failures();
+            if !failures.is_empty() {
+                bail!("restart under load failed:\n{}", failures.join("\n"));
             }
             Ok(())
         }

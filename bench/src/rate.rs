@@ -164,6 +164,53 @@ pub(crate) fn veth_chain(tag: &str, sinks: usize, queues: usize) -> Result<(Test
     Ok((net, n))
 }
 
+/// Addresses, permanent neighbours and a 4-way route to the anycast address
+/// over the chain's out ports, and forwarding on: what Linux forwarding, the
+/// fib peer and the daemon read (the rate run gives xdp-ecmp the same set
+/// directly).
+pub(crate) fn kernel_routes(net: &TestNet, n: &Names) -> Result<()> {
+    let sinks = n.out.len();
+    // Addresses, neighbours and a 4-way route for the kernel (Linux
+    // forwarding and the fib peer use them; xdp-ecmp gets the same set in
+    // its maps).
+    net.ip(&["addr", "add", "10.2.0.1/24", "dev", &n.inp])?;
+    let mut route = vec!["route".to_string(), "add".into(), format!("{ANYCAST}/32")];
+    for k in 0..sinks {
+        let id = k as u8 + 1;
+        net.ip(&["addr", "add", &format!("10.0.{id}.1/24"), "dev", &n.out[k]])?;
+        net.ip(&[
+            "neigh",
+            "add",
+            &format!("10.0.{id}.2"),
+            "lladdr",
+            &mac_str(mac(2, id)),
+            "dev",
+            &n.out[k],
+            "nud",
+            "permanent",
+        ])?;
+        route.extend([
+            "nexthop".into(),
+            "via".into(),
+            format!("10.0.{id}.2"),
+            "dev".into(),
+            n.out[k].clone(),
+        ]);
+    }
+    let route: Vec<&str> = route.iter().map(String::as_str).collect();
+    net.ip(&route)?;
+    let mut setup = String::from(
+        "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1 \
+         net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
+    );
+    setup.push_str(&format!(
+        " net.ipv4.conf.{}.rp_filter=0 && ethtool -K {} gro on >/dev/null",
+        n.inp, n.inp
+    ));
+    sh(&net, &setup)?;
+    Ok(())
+}
+
 /// The generator and sink programs, loaded (not attached).
 pub(crate) fn load_traffic() -> Result<traffic::TrafficSkel<'static>> {
     let store: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
@@ -356,44 +403,7 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
         bail!("packet rate: runs must be at least 1");
     }
     let (net, n) = veth_chain("rate", SINKS, 1)?;
-    // Addresses, neighbours and a 4-way route for the kernel (Linux
-    // forwarding and the fib peer use them; xdp-ecmp gets the same set in
-    // its maps).
-    net.ip(&["addr", "add", "10.2.0.1/24", "dev", &n.inp])?;
-    let mut route = vec!["route".to_string(), "add".into(), format!("{ANYCAST}/32")];
-    for k in 0..SINKS {
-        let id = k as u8 + 1;
-        net.ip(&["addr", "add", &format!("10.0.{id}.1/24"), "dev", &n.out[k]])?;
-        net.ip(&[
-            "neigh",
-            "add",
-            &format!("10.0.{id}.2"),
-            "lladdr",
-            &mac_str(mac(2, id)),
-            "dev",
-            &n.out[k],
-            "nud",
-            "permanent",
-        ])?;
-        route.extend([
-            "nexthop".into(),
-            "via".into(),
-            format!("10.0.{id}.2"),
-            "dev".into(),
-            n.out[k].clone(),
-        ]);
-    }
-    let route: Vec<&str> = route.iter().map(String::as_str).collect();
-    net.ip(&route)?;
-    let mut setup = String::from(
-        "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1 \
-         net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
-    );
-    setup.push_str(&format!(
-        " net.ipv4.conf.{}.rp_filter=0 && ethtool -K {} gro on >/dev/null",
-        n.inp, n.inp
-    ));
-    sh(&net, &setup)?;
+    kernel_routes(&net, &n)?;
     net.enter()?;
     pin_thread_to_cpu(0)?;
 

@@ -66,7 +66,7 @@ pub const MAX_TIMER_S: u64 = 365 * 24 * 3600;
 
 /// The netlink receive buffer's range in bytes: the kernel takes an int and
 /// doubles it.
-pub const RCVBUF_RANGE: std::ops::RangeInclusive<usize> = 64 * 1024..=(1 << 30);
+pub const RCVBUF_RANGE: std::ops::RangeInclusive<usize> = 4096..=(1 << 30);
 
 /// Checks the netlink receive buffer size.
 pub fn check_rcvbuf(bytes: usize) -> Result<usize> {

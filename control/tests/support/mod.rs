@@ -72,9 +72,12 @@ impl Daemon {
         // the pinned link): a new program id on the port means this daemon
         // has settled its config and attached.
         let before = xdp_prog_id(net, port);
-        let d = Daemon(c.spawn().expect("starting xdp-ecmp run"));
+        let mut d = Daemon(c.spawn().expect("starting xdp-ecmp run"));
         let t0 = std::time::Instant::now();
         while !pins.0.join(format!("link_{port}")).exists() || xdp_prog_id(net, port) == before {
+            if let Ok(Some(st)) = d.0.try_wait() {
+                panic!("the daemon exited before attaching to {port} ({st}); args {args:?}");
+            }
             assert!(
                 t0.elapsed() < std::time::Duration::from_secs(10),
                 "the daemon did not attach to {port}"

@@ -1,0 +1,320 @@
+//! Restart under load: kill -9 of the daemon, started without a fixed hash seed, and a new start while the live-frames generator offers over a million frames a second; frames lost, flows moved (every flow's egress followed at the sinks) and buckets changed must all be 0.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use dataplane::loader::{ifindex_of, pin_thread_to_cpu};
+use dataplane::testnet::TestNet;
+
+use crate::rate::{
+    generate, generated, kernel_routes, load_traffic, percpu_sum, set_gen, traffic, veth_chain,
+    Names,
+};
+use crate::ANYCAST;
+
+const SINKS: usize = 4;
+/// Flows the generator cycles through (source ports 10000 up).
+const FLOWS: u32 = 1024;
+
+/// How long traffic runs before the kill and after the new daemon is in sync.
+pub struct RestartOptions {
+    pub before: Duration,
+    pub after: Duration,
+}
+
+#[derive(Debug)]
+pub struct RestartResult {
+    pub generated: u64,
+    pub received: u64,
+    pub offered_mpps: f64,
+    /// Flows seen at the sinks, and frames of a flow that reached another
+    /// sink than its first.
+    pub flows: u64,
+    pub moved_frames: u64,
+    /// Buckets of the anycast group whose egress differs after the restart.
+    pub buckets_changed: usize,
+    /// From the kill to the new daemon's first sync written.
+    pub down_and_back: Duration,
+}
+
+impl RestartResult {
+    pub fn lost(&self) -> u64 {
+        self.generated.saturating_sub(self.received)
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "restart under load: {} frames offered ({:.2} Mpps), {} received, {} lost; {} flows followed, {} frames of them left by another port than before; {}/128 buckets changed; kill -9 to the new daemon's first sync {:.0} ms",
+            self.generated,
+            self.offered_mpps,
+            self.received,
+            self.lost(),
+            self.flows,
+            self.moved_frames,
+            self.buckets_changed,
+            self.down_and_back.as_secs_f64() * 1e3
+        )
+    }
+
+    pub fn failures(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        if self.lost() > 0 {
+            f.push(format!("{} frames lost", self.lost()));
+        }
+        if self.moved_frames > 0 {
+            f.push(format!(
+                "{} frames of established flows moved",
+                self.moved_frames
+            ));
+        }
+        if self.buckets_changed > 0 {
+            f.push(format!("{} buckets changed", self.buckets_changed));
+        }
+        if self.flows < 1000 {
+            f.push(format!(
+                "only {} flows followed (at least 1000)",
+                self.flows
+            ));
+        }
+        if self.offered_mpps < 1.0 {
+            f.push(format!(
+                "offered {:.2} Mpps (at least 1)",
+                self.offered_mpps
+            ));
+        }
+        f
+    }
+}
+
+/// The daemon under test and what it leaves behind, cleaned up on drop.
+struct Run {
+    net_name: String,
+    pins: PathBuf,
+    state: PathBuf,
+    daemon: Option<Child>,
+    logs: Vec<PathBuf>,
+}
+
+impl Run {
+    fn start(&mut self, inp: &str) -> Result<PathBuf> {
+        let log = std::env::temp_dir().join(format!(
+            "{}-daemon{}.log",
+            self.pins
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("xe"),
+            self.logs.len()
+        ));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.net_name))
+            .arg(crate::xdp_ecmp_binary()?)
+            .arg("--pin-dir")
+            .arg(&self.pins)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["run", "-p", inp])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .context("starting xdp-ecmp run")?;
+        self.daemon = Some(child);
+        self.logs.push(log.clone());
+        Ok(log)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            // SAFETY: signalling the child we started, by its PID.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.pins);
+        let _ = std::fs::remove_dir_all(&self.state);
+        for l in &self.logs {
+            let _ = std::fs::remove_file(l);
+        }
+    }
+}
+
+/// Waits until the daemon writing `log` has done its first sync.
+fn wait_in_sync(log: &Path, run: &mut Run) -> Result<()> {
+    let t0 = Instant::now();
+    loop {
+        let mut text = String::new();
+        std::fs::File::open(log)?.read_to_string(&mut text)?;
+        if text.contains("initial sync done") {
+            return Ok(());
+        }
+        if let Some(Ok(Some(st))) = run.daemon.as_mut().map(|c| c.try_wait()) {
+            bail!("the daemon exited ({st}): {text}");
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            bail!("the daemon did not sync within 20 s: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The egress ifindex of each bucket of the anycast route's group.
+fn buckets(pins: &Path) -> Result<Vec<u32>> {
+    let dp = control::inspect::open(pins)?;
+    let r = dp
+        .routes_v4()?
+        .into_iter()
+        .find(|(a, l, _)| *a == ANYCAST && *l == 32)
+        .context("the anycast route is not in the maps")?
+        .2;
+    let g = dp.group(r.group)?;
+    dp.slots(g.base, u32::from(g.size))?
+        .iter()
+        .map(|id| Ok(dp.nexthop(*id)?.ifindex))
+        .collect()
+}
+
+fn flows_seen(t: &traffic::TrafficSkel<'_>) -> Result<u64> {
+    use libbpf_rs::{MapCore, MapFlags};
+    let mut n = 0;
+    for sport in 10_000..10_000 + FLOWS {
+        let v = t
+            .maps
+            .flow_egress
+            .lookup(&sport.to_ne_bytes(), MapFlags::ANY)?
+            .unwrap_or_default();
+        if v.get(..4).is_some_and(|b| b != [0, 0, 0, 0]) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+pub fn restart(opts: &RestartOptions) -> Result<RestartResult> {
+    let (net, n): (TestNet, Names) = veth_chain("rst", SINKS, 1)?;
+    kernel_routes(&net, &n)?;
+    let tag = format!("xe-t{}-rst", std::process::id());
+    let mut run = Run {
+        net_name: net.name().to_string(),
+        pins: PathBuf::from(format!("/sys/fs/bpf/{tag}")),
+        state: std::env::temp_dir().join(format!("{tag}-state")),
+        daemon: None,
+        logs: Vec::new(),
+    };
+    net.enter()?;
+    let gen_if = ifindex_of(&n.gen)?;
+    let sinks: Vec<u32> = n
+        .sink
+        .iter()
+        .map(|d| ifindex_of(d))
+        .collect::<Result<_, _>>()?;
+    let t = load_traffic()?;
+    let _sink_links = sinks
+        .iter()
+        .map(|&i| t.progs.xdp_flow_sink.attach_xdp(i as i32))
+        .collect::<Result<Vec<_>, _>>()
+        .context("attaching the flow sinks")?;
+
+    // The first daemon: no seed given, so it makes one.
+    let log = run.start(&n.inp)?;
+    wait_in_sync(&log, &mut run)?;
+    let before_table = buckets(&run.pins)?;
+
+    // Traffic from CPU 0, in chunks of about 0.2 s so that it stops promptly.
+    pin_thread_to_cpu(0)?;
+    set_gen(&t, gen_if, FLOWS, false)?;
+    let frame = crate::frame_to(ANYCAST);
+    let probe = 500_000u32;
+    let t0 = Instant::now();
+    generate(&t, &frame, probe)?;
+    let chunk = (f64::from(probe) / t0.elapsed().as_secs_f64() / 5.0).clamp(1e5, 1e8) as u32;
+    let (g0, r0) = (generated(&t)?, received(&t, &sinks)?);
+    let done = AtomicBool::new(false);
+    let (down_and_back, after_table, elapsed) = std::thread::scope(|s| -> Result<_> {
+        let started = Instant::now();
+        let gen = s.spawn(|| -> Result<()> {
+            pin_thread_to_cpu(0)?;
+            while !done.load(Ordering::Relaxed) {
+                generate(&t, &frame, chunk)?;
+            }
+            Ok(())
+        });
+        let result = (|| -> Result<_> {
+            std::thread::sleep(opts.before);
+            let killed = Instant::now();
+            run.kill();
+            std::thread::sleep(Duration::from_millis(300));
+            let log = run.start(&n.inp)?;
+            wait_in_sync(&log, &mut run)?;
+            let back = killed.elapsed();
+            std::thread::sleep(opts.after);
+            Ok((back, buckets(&run.pins)?))
+        })();
+        done.store(true, Ordering::Relaxed);
+        let elapsed = started.elapsed();
+        gen.join()
+            .map_err(|_| anyhow::anyhow!("generator thread panicked"))??;
+        let (back, table) = result?;
+        Ok((back, table, elapsed))
+    })?;
+    set_gen(&t, gen_if, FLOWS, true)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let generated_frames = generated(&t)? - g0;
+    let moved_frames = percpu_sum(&t.maps.flow_moved, 0)?;
+    Ok(RestartResult {
+        generated: generated_frames,
+        received: received(&t, &sinks)? - r0,
+        offered_mpps: generated_frames as f64 / elapsed.as_secs_f64() / 1e6,
+        flows: flows_seen(&t)?,
+        moved_frames,
+        buckets_changed: before_table
+            .iter()
+            .zip(&after_table)
+            .filter(|(a, b)| a != b)
+            .count()
+            + before_table.len().abs_diff(after_table.len()),
+        down_and_back,
+    })
+}
+
+/// Frames the sinks received, in total.
+fn received(t: &traffic::TrafficSkel<'_>, sinks: &[u32]) -> Result<u64> {
+    sinks
+        .iter()
+        .map(|i| percpu_sum(&t.maps.sink_count, *i))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_and_restart_under_a_million_frames_a_second_moves_no_flow() {
+        if !dataplane::testnet::require_root(
+            "kill_and_restart_under_a_million_frames_a_second_moves_no_flow",
+        ) {
+            return;
+        }
+        let r = restart(&RestartOptions {
+            before: Duration::from_millis(800),
+            after: Duration::from_millis(800),
+        })
+        .expect("restart run");
+        println!("{}", r.line());
+        let f = r.failures();
+        assert!(f.is_empty(), "{}\n{}", r.line(), f.join("\n"));
+    }
+}
