@@ -207,7 +207,7 @@ pub(crate) fn kernel_routes(net: &TestNet, n: &Names) -> Result<()> {
         " net.ipv4.conf.{}.rp_filter=0 && ethtool -K {} gro on >/dev/null",
         n.inp, n.inp
     ));
-    sh(&net, &setup)?;
+    sh(net, &setup)?;
     Ok(())
 }
 
