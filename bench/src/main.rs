@@ -226,10 +226,19 @@ fn prog_cost(rounds: usize) -> Result<Table> {
     Ok(t)
 }
 
-/// The `xdp-ecmp` binary next to this one (cargo puts both in target/<profile>).
+/// Tests that load both CPUs with live frames take turns.
+#[cfg(test)]
+pub(crate) static LIVE_TRAFFIC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The `xdp-ecmp` binary next to this one (cargo puts both in
+/// target/<profile>; a test binary sits one level down, in deps/).
 pub(crate) fn xdp_ecmp_binary() -> Result<std::path::PathBuf> {
     let me = std::env::current_exe()?;
-    let bin = me.with_file_name("xdp-ecmp");
+    let here = me.with_file_name("xdp-ecmp");
+    let bin = match me.parent().and_then(|d| d.parent()) {
+        Some(up) if !here.exists() => up.join("xdp-ecmp"),
+        _ => here,
+    };
     if !bin.exists() {
         bail!(
             "{} not found: build it first (cargo build --release -p xdp-ecmp)",

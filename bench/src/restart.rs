@@ -308,6 +308,9 @@ mod tests {
         ) {
             return;
         }
+        let _turn = crate::LIVE_TRAFFIC
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let r = restart(&RestartOptions {
             before: Duration::from_millis(800),
             after: Duration::from_millis(800),

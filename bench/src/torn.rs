@@ -1077,6 +1077,9 @@ mod tests {
         if !require_root("torn_state_never_reaches_the_wire") {
             return;
         }
+        let _turn = crate::LIVE_TRAFFIC
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let r = torn(&TornOptions {
             seconds: 8.0,
             seed: DEFAULT_SEED,
