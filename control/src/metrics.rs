@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub imbalance: Vec<(u32, f64)>,
     /// (next-hop id, egress device) in use.
     pub nexthops: Vec<(u32, String)>,
+    /// Netlink messages skipped because they did not decode.
+    pub undecodable: u64,
 }
 
 pub type Shared = Arc<Mutex<Snapshot>>;
