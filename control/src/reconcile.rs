@@ -27,8 +27,8 @@ use dataplane::{Dataplane, TableWriter};
 use crate::resilient::{BucketTable, Member, TableConfig};
 use crate::state::{Dirty, KernelState, PathKey, Prefix};
 use crate::translate::{
-    add_paths, group_for_key, route_verdict, translate, Desired, DesiredRoute, GroupKey, GroupPlan,
-    PlainGroupMode,
+    add_paths, group_for_key, modulo_slot_counts, route_verdict, translate, Desired, DesiredRoute,
+    GroupKey, GroupPlan, PlainGroupMode,
 };
 
 /// How long the table of a prefix that stopped forwarding is kept for its return.
@@ -365,7 +365,7 @@ impl Reconciler {
                         .members
                         .iter()
                         .filter(|m| path_of_nh.values().any(|p| *p == m.path))
-                        .map(|m| Member::new(self.path_ids[&m.path], u32::from(m.weight)))
+                        .map(|m| Member::new(self.path_ids[&m.path], m.weight))
                         .collect();
                     let assignment: Vec<Option<u32>> = slots
                         .iter()
@@ -652,11 +652,11 @@ impl Reconciler {
                 .collect();
             let (mode, slots, table) = match &g.plan {
                 GroupPlan::Modulo => {
+                    let weights: Vec<u32> = live.iter().map(|m| m.weight).collect();
                     let slots: Vec<u32> = live
                         .iter()
-                        .flat_map(|m| {
-                            std::iter::repeat_n(self.nh_id(&m.path), usize::from(m.weight))
-                        })
+                        .zip(modulo_slot_counts(&weights))
+                        .flat_map(|(m, n)| std::iter::repeat_n(self.nh_id(&m.path), n as usize))
                         .collect();
                     (GROUP_MODULO, slots, None)
                 }
@@ -671,7 +671,7 @@ impl Reconciler {
                 } => {
                     let members: Vec<Member> = live
                         .iter()
-                        .map(|m| Member::new(self.path_ids[&m.path], u32::from(m.weight)))
+                        .map(|m| Member::new(self.path_ids[&m.path], m.weight))
                         .collect();
                     // The group's own table, or the one its routes had before;
                     // with the window whose stamps say which buckets are busy.
