@@ -173,6 +173,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             .map(|q| (*q, stats.latency_us.value_at_quantile(*q) as f64 / 1e6))
             .collect();
         s.imbalance = rec.imbalance();
+        s.shortfalls = rec.shortfalls();
+        s.routes_to_kernel = rec.routes_to_kernel() as u64;
         s.undecodable = stats.undecodable;
         s.nexthops = rec
             .nexthops_in_use()
@@ -192,7 +194,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         let last_used = |slot: u32| clock.last_used_ms(stamps.get(slot), now);
         let dirty = state.take_dirty();
         let dirty = if all { Dirty::All } else { dirty };
-        let st = rec.sync(state, &dirty, dp, now, &last_used)?;
+        let st = rec.sync(state, &dirty, dp, now, &last_used);
         stats.syncs += 1;
         tracing::debug!(?st, "synced");
         Ok(())

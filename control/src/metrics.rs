@@ -21,6 +21,12 @@ pub struct Snapshot {
     pub imbalance: Vec<(u32, f64)>,
     /// (next-hop id, egress device) in use.
     pub nexthops: Vec<(u32, String)>,
+    /// (limit, objects waiting for room in it now): next hops, groups,
+    /// ports or routes not written for want of room (or, under
+    /// "map_write", because a write failed); every limit listed.
+    pub shortfalls: Vec<(&'static str, u64)>,
+    /// Routes whose packets the program passes to the kernel for want of room.
+    pub routes_to_kernel: u64,
     /// Netlink messages skipped because they did not decode.
     pub undecodable: u64,
 }
