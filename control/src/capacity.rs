@@ -122,10 +122,10 @@ impl Limit {
     }
 }
 
-/// Why an object waits, and what its packets do meanwhile.
+/// What became of an object that waits, and the error that stopped it.
 #[derive(Debug, Clone)]
 struct Wait {
-    meanwhile: &'static str,
+    status: &'static str,
     error: Option<String>,
 }
 
@@ -146,17 +146,17 @@ impl Shortfalls {
         }
     }
 
-    /// `object` could not be written for want of room in `limit` (or, with
-    /// `Limit::Write`, because a map write failed with `error`); `meanwhile`
-    /// says what its packets do instead.
+    /// `object` waits for room in `limit` (or, with `Limit::Write`, a map
+    /// write failed with `error`); `status` says what became of it and of
+    /// its packets ("is not written: its routes pass packets to the kernel").
     pub fn note(
         &mut self,
         limit: Limit,
         object: String,
-        meanwhile: &'static str,
+        status: &'static str,
         error: Option<String>,
     ) {
-        self.now.insert((limit, object), Wait { meanwhile, error });
+        self.now.insert((limit, object), Wait { status, error });
     }
 
     /// Ends a sync: logs what started waiting and what no longer waits.
@@ -175,18 +175,18 @@ impl Shortfalls {
             if *limit == Limit::Write {
                 tracing::warn!(
                     limit = limit.name(),
-                    "{object} not written: a map write failed{error}; {}; retried every sync",
-                    w.meanwhile
+                    "{object} {}; a map write failed{error}; retried every sync",
+                    w.status
                 );
             } else {
                 tracing::warn!(
                     limit = limit.name(),
-                    "{} full ({} = {}){error}: {object} not written; {} until room frees \
-                     (retried every sync). Delete routes, or raise {} in bpf/include/xe_abi.h and rebuild",
+                    "{} full ({} = {}){error}: {object} {} until room frees (retried every sync). \
+                     Delete routes, or raise {} in bpf/include/xe_abi.h and rebuild",
                     limit.table(),
                     limit.constant(),
                     limit.size(&self.limits),
-                    w.meanwhile,
+                    w.status,
                     limit.constant()
                 );
             }
@@ -195,7 +195,7 @@ impl Shortfalls {
             if !now.contains_key(&(*limit, object.clone())) {
                 tracing::info!(
                     limit = limit.name(),
-                    "{object} written: it no longer waits for the {}",
+                    "{object} no longer waits for the {}",
                     limit.table()
                 );
             }

@@ -46,10 +46,11 @@ use crate::translate::{
 /// How long the table of a prefix that stopped forwarding is kept for its return.
 const RECENT_MS: u64 = 10_000;
 
-/// What the packets of an object that could not be written do meanwhile.
-const NEXTHOP_MEANWHILE: &str = "its buckets pass packets to the kernel";
-const PORT_MEANWHILE: &str = "next hops on it pass packets to the kernel (no NH_TXPORT)";
-const GROUP_MEANWHILE: &str = "its routes pass packets to the kernel";
+/// What became of an object that could not be written, and of its packets.
+const NEXTHOP_STATUS: &str = "is not written: its buckets pass packets to the kernel";
+const PORT_STATUS: &str =
+    "is not in the redirect map: next hops on it pass packets to the kernel (no NH_TXPORT)";
+const GROUP_STATUS: &str = "is not written: its routes pass packets to the kernel";
 
 /// What the reconciler wrote for one path.
 #[derive(Debug, Clone, Copy)]
@@ -590,7 +591,7 @@ impl Reconciler {
             }
             let port = format!("port {}", port_name(ks, p.ifindex));
             if self.txports.len() >= self.limits.txports as usize {
-                self.short.note(Limit::TxPorts, port, PORT_MEANWHILE, None);
+                self.short.note(Limit::TxPorts, port, PORT_STATUS, None);
                 continue;
             }
             match dp.add_txport(p.ifindex) {
@@ -599,7 +600,7 @@ impl Reconciler {
                 }
                 Err(e) => {
                     self.short
-                        .note(Limit::TxPorts, port, PORT_MEANWHILE, Some(e.to_string()));
+                        .note(Limit::TxPorts, port, PORT_STATUS, Some(e.to_string()));
                 }
             }
         }
@@ -645,7 +646,7 @@ impl Reconciler {
                     Err(e) => self.short.note(
                         Limit::Write,
                         what(),
-                        "its entry keeps its old state bits",
+                        "is not rewritten: its entry keeps its old state bits",
                         Some(e.to_string()),
                     ),
                 },
@@ -654,7 +655,7 @@ impl Reconciler {
                     let written = match self.alloc_or_wait(&dp.grace(), |r| r.nh_ids.alloc()) {
                         None => {
                             self.short
-                                .note(Limit::Nexthops, what(), NEXTHOP_MEANWHILE, None);
+                                .note(Limit::Nexthops, what(), NEXTHOP_STATUS, None);
                             None
                         }
                         Some(id) => match dp.set_nexthop(id, want) {
@@ -665,7 +666,7 @@ impl Reconciler {
                                 self.short.note(
                                     Limit::Write,
                                     what(),
-                                    NEXTHOP_MEANWHILE,
+                                    NEXTHOP_STATUS,
                                     Some(e.to_string()),
                                 );
                                 None
@@ -721,12 +722,8 @@ impl Reconciler {
             let (mode, slots, table) = match planned {
                 Ok(p) => p,
                 Err(e) => {
-                    self.short.note(
-                        Limit::Write,
-                        describe_group(ks, key),
-                        GROUP_MEANWHILE,
-                        Some(e),
-                    );
+                    self.short
+                        .note(Limit::Write, describe_group(ks, key), GROUP_STATUS, Some(e));
                     failed.insert(key.clone());
                     continue;
                 }
@@ -739,7 +736,7 @@ impl Reconciler {
                 }
                 Err((limit, error)) => {
                     self.short
-                        .note(limit, describe_group(ks, key), GROUP_MEANWHILE, error);
+                        .note(limit, describe_group(ks, key), GROUP_STATUS, error);
                     failed.insert(key.clone());
                     // Kept for the next attempt, with what it learnt of busy buckets.
                     if let Some(t) = table {

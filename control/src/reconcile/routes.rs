@@ -11,11 +11,11 @@ use crate::capacity::Limit;
 use crate::state::Prefix;
 use crate::translate::{DesiredRoute, GroupKey};
 
-const ROUTE_MEANWHILE: &str =
-    "its packets go to the kernel (the prefix covering it in the maps passes them)";
-const COVER_MEANWHILE: &str =
-    "it passes packets to the kernel while a longer prefix under it is not written";
-const OLD_ENTRY: &str = "the maps keep its old entry";
+const ROUTE_STATUS: &str =
+    "is not written: its packets go to the kernel (the prefix covering it in the maps passes them)";
+const COVER_STATUS: &str =
+    "passes packets to the kernel while a longer prefix under it is not written";
+const OLD_ENTRY_STATUS: &str = "is not rewritten: the maps keep its old entry";
 
 /// An entry whose packets the program passes to the kernel (pass-no-route),
 /// where the kernel's own route decides.
@@ -90,7 +90,7 @@ impl Reconciler {
                 Err(e) => {
                     let what = format!("route {prefix}");
                     self.short
-                        .note(Limit::Write, what, OLD_ENTRY, Some(e.to_string()));
+                        .note(Limit::Write, what, OLD_ENTRY_STATUS, Some(e.to_string()));
                     self.retry.insert(*prefix);
                 }
             }
@@ -156,7 +156,7 @@ impl Reconciler {
         if new {
             if let Some(limit) = self.no_room_for(prefix) {
                 self.unwritten.insert(*prefix, limit);
-                self.short.note(limit, what, ROUTE_MEANWHILE, None);
+                self.short.note(limit, what, ROUTE_STATUS, None);
                 return false;
             }
         }
@@ -180,10 +180,11 @@ impl Reconciler {
                 if new {
                     self.unwritten.insert(*prefix, limit);
                     self.short
-                        .note(limit, what, ROUTE_MEANWHILE, Some(e.to_string()));
+                        .note(limit, what, ROUTE_STATUS, Some(e.to_string()));
                 } else {
                     self.retry.insert(*prefix);
-                    self.short.note(limit, what, OLD_ENTRY, Some(e.to_string()));
+                    self.short
+                        .note(limit, what, OLD_ENTRY_STATUS, Some(e.to_string()));
                 }
                 false
             }
@@ -275,7 +276,7 @@ impl Reconciler {
                 self.demoted.insert(c, cur);
             }
             self.short
-                .note(limit, format!("route {c}"), COVER_MEANWHILE, None);
+                .note(limit, format!("route {c}"), COVER_STATUS, None);
         }
     }
 }
