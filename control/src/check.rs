@@ -10,7 +10,7 @@ use dataplane::abi::{
 use dataplane::Dataplane;
 
 use crate::state::{KernelState, Prefix};
-use crate::translate::{translate, DesiredRoute, GroupPlan, PlainGroupMode};
+use crate::translate::{modulo_slot_counts, translate, DesiredRoute, GroupPlan, PlainGroupMode};
 
 /// What a next hop looks like from outside: port and neighbour MAC.
 type Hop = (u32, [u8; 6]);
@@ -108,7 +108,11 @@ pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<V
                 }
             }
             GroupPlan::Modulo => {
-                let want: usize = live.iter().map(|m| usize::from(m.weight)).sum();
+                let weights: Vec<u32> = live.iter().map(|m| m.weight).collect();
+                let want: usize = modulo_slot_counts(&weights)
+                    .iter()
+                    .map(|n| *n as usize)
+                    .sum();
                 if want != hops.len() {
                     diffs.push(format!(
                         "{prefix}: {} modulo slots, {want} wanted",

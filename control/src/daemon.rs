@@ -56,6 +56,8 @@ pub struct RunStats {
     pub syncs: u64,
     pub resyncs: u64,
     pub events: u64,
+    /// Netlink messages skipped because they did not decode.
+    pub undecodable: u64,
     /// Event (netlink readable) -> maps written, in microseconds.
     pub latency_us: hdrhistogram::Histogram<u64>,
 }
@@ -66,6 +68,7 @@ impl Default for RunStats {
             syncs: 0,
             resyncs: 0,
             events: 0,
+            undecodable: 0,
             latency_us: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
                 .expect("histogram bounds"),
         }
@@ -169,6 +172,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             .map(|q| (*q, stats.latency_us.value_at_quantile(*q) as f64 / 1e6))
             .collect();
         s.imbalance = rec.imbalance();
+        s.shortfalls = rec.shortfalls();
+        s.routes_to_kernel = rec.routes_to_kernel() as u64;
+        s.undecodable = stats.undecodable;
         s.nexthops = rec
             .nexthops_in_use()
             .into_iter()
@@ -187,7 +193,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         let last_used = |slot: u32| clock.last_used_ms(stamps.get(slot), now);
         let dirty = state.take_dirty();
         let dirty = if all { Dirty::All } else { dirty };
-        let st = rec.sync(state, &dirty, dp, now, &last_used)?;
+        let st = rec.sync(state, &dirty, dp, now, &last_used);
         stats.syncs += 1;
         tracing::debug!(?st, "synced");
         Ok(())
@@ -217,6 +223,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             publish(&rec, &stats);
         }
         let polled = mirror.poll(&mut state, Duration::from_millis(200))?;
+        stats.undecodable = mirror.undecodable();
         let woke = Instant::now();
         match polled {
             Event::Changed(c) if c.any() => {

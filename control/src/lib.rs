@@ -1,5 +1,6 @@
 //! xdp-ecmp control plane: the resilient bucket allocator, the netlink mirror of the kernel's routing state, and the reconciler that writes it to the dataplane.
 
+pub mod capacity;
 pub mod check;
 pub mod config;
 pub mod daemon;
@@ -7,6 +8,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod mirror;
 pub mod nexthop_msg;
+mod pools;
 pub mod ports;
 pub mod reconcile;
 pub mod resilient;

@@ -36,6 +36,14 @@ pub struct Snapshot {
     pub imbalance: Vec<(u32, f64)>,
     /// (next-hop id, egress device) in use.
     pub nexthops: Vec<(u32, String)>,
+    /// (limit, objects waiting for room in it now): next hops, groups,
+    /// ports or routes not written for want of room (or, under
+    /// "map_write", because a write failed); every limit listed.
+    pub shortfalls: Vec<(&'static str, u64)>,
+    /// Routes whose packets the program passes to the kernel for want of room.
+    pub routes_to_kernel: u64,
+    /// Netlink messages skipped because they did not decode.
+    pub undecodable: u64,
 }
 
 pub type Shared = Arc<Mutex<Snapshot>>;
@@ -191,6 +199,27 @@ impl Collector for Page {
             "Netlink event batches applied.",
             ConstCounter::new(snap.events),
         )?;
+        single(
+            &mut enc,
+            "netlink_undecodable",
+            "Netlink messages skipped because they did not decode.",
+            ConstCounter::new(snap.undecodable),
+        )?;
+        family(
+            &mut enc,
+            "capacity_waiting",
+            "Objects waiting for room in a full table (their packets go to the kernel), by limit.",
+            Gauge,
+            snap.shortfalls
+                .iter()
+                .map(|(limit, n)| ([("limit", *limit)], ConstGauge::new(*n as i64))),
+        )?;
+        single(
+            &mut enc,
+            "routes_to_kernel",
+            "Routes written as a pass to the kernel because a table is full.",
+            ConstGauge::new(snap.routes_to_kernel as i64),
+        )?;
         // The quantiles of a summary, typed gauge: the crate has no summary
         // type, and the series (name, `quantile` label) are the same.
         family(
@@ -302,6 +331,9 @@ mod tests {
                 latency: vec![(0.5, 0.001), (0.99, 0.002), (0.999, 0.004)],
                 imbalance: vec![(100, 0.25)],
                 nexthops: vec![(7, dev.to_string())],
+                shortfalls: vec![("nexthops", 2), ("slots", 0)],
+                routes_to_kernel: 4,
+                undecodable: 5,
             },
             verdicts: vec![
                 (Verdict::Forward, counter(10, 1000)),
@@ -415,6 +447,9 @@ mod tests {
             ("xdp_ecmp_syncs_total", "counter"),
             ("xdp_ecmp_resyncs_total", "counter"),
             ("xdp_ecmp_netlink_events_total", "counter"),
+            ("xdp_ecmp_netlink_undecodable_total", "counter"),
+            ("xdp_ecmp_capacity_waiting", "gauge"),
+            ("xdp_ecmp_routes_to_kernel", "gauge"),
             ("xdp_ecmp_event_to_map_seconds", "gauge"),
         ];
         let types: Vec<&str> = page.lines().filter(|l| l.starts_with("# TYPE ")).collect();
@@ -454,6 +489,12 @@ mod tests {
         assert_eq!(value("xdp_ecmp_group_imbalance", &[("group", "100")]), 0.25);
         assert_eq!(value("xdp_ecmp_syncs_total", &[]), 3.0);
         assert_eq!(value("xdp_ecmp_resyncs_total", &[]), 1.0);
+        assert_eq!(value("xdp_ecmp_netlink_undecodable_total", &[]), 5.0);
+        assert_eq!(
+            value("xdp_ecmp_capacity_waiting", &[("limit", "nexthops")]),
+            2.0
+        );
+        assert_eq!(value("xdp_ecmp_routes_to_kernel", &[]), 4.0);
         assert_eq!(value("xdp_ecmp_netlink_events_total", &[]), 2.0);
         assert_eq!(
             value("xdp_ecmp_event_to_map_seconds", &[("quantile", "0.99")]),

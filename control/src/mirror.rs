@@ -4,14 +4,19 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::neighbour::NeighbourMessage;
 use netlink_packet_route::route::{RouteHeader, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 
-use crate::nexthop_msg::{dump_nexthop_buckets, dump_nexthops, Bucket, RtMessage, RTNLGRP_NEXTHOP};
+use crate::nexthop_msg::{
+    dump_nexthop_buckets, dump_nexthops, message_type_name, split_datagram, Bucket, RtMessage,
+    RTNLGRP_NEXTHOP,
+};
 use crate::state::{Changed, KernelState};
 
 const RTNLGRP_LINK: u32 = 1;
@@ -36,6 +41,8 @@ pub struct Mirror {
     requests: Socket,
     seq: u32,
     buf: Vec<u8>,
+    /// Messages skipped because they did not decode.
+    undecodable: u64,
 }
 
 fn socket() -> Result<Socket> {
@@ -65,6 +72,7 @@ impl Mirror {
             requests: socket()?,
             seq: 1,
             buf: vec![0; 1 << 20],
+            undecodable: 0,
         })
     }
 
@@ -84,11 +92,7 @@ impl Mirror {
                 .requests
                 .recv(&mut &mut self.buf[..], 0)
                 .context("reading a netlink dump")?;
-            let mut off = 0;
-            while off < n {
-                let msg = NetlinkMessage::<RtMessage>::deserialize(&self.buf[off..n])
-                    .context("parsing a netlink dump message")?;
-                let len = msg.header.length as usize;
+            for msg in decode(&self.buf[..n], &mut self.undecodable) {
                 match msg.payload {
                     NetlinkPayload::Done(_) => return Ok(()),
                     NetlinkPayload::Error(e) => bail!("netlink dump failed: {e}"),
@@ -97,12 +101,14 @@ impl Mirror {
                     }
                     _ => {}
                 }
-                if len == 0 {
-                    break;
-                }
-                off += len;
             }
         }
+    }
+
+    /// Netlink messages skipped because they did not decode, in dumps and
+    /// events (this mirror's and the nexthop dumps').
+    pub fn undecodable(&self) -> u64 {
+        self.undecodable + crate::nexthop_msg::undecodable_replies()
     }
 
     /// Drops every queued event: after an overrun they are older than the dump
@@ -148,20 +154,23 @@ impl Mirror {
         for m in dump_nexthops(&self.requests).context("dumping nexthop objects")? {
             state.apply_rt(&RtMessage::NewNexthop(m));
         }
-        self.refresh_buckets(state)?;
+        self.refresh_buckets(state);
         Ok(())
     }
 
     /// Reads the bucket tables of kernel resilient groups that changed.
-    fn refresh_buckets(&mut self, state: &mut KernelState) -> Result<()> {
+    fn refresh_buckets(&mut self, state: &mut KernelState) {
+        let mut retry = Vec::new();
         for id in std::mem::take(&mut state.stale_buckets) {
             let msgs = match dump_nexthop_buckets(&self.requests, Some(id)) {
                 Ok(m) => m,
                 // Deleted since: its routes go with it.
                 Err(e) if e.errno() == Some(libc::ENOENT) => continue,
                 Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("dumping the buckets of nexthop group {id}"))
+                    // Its last table stays; read again with the next events.
+                    tracing::warn!("dumping the buckets of nexthop group {id} failed: {e}; retried with the next netlink events");
+                    retry.push(id);
+                    continue;
                 }
             };
             let mut table: Vec<u32> = Vec::new();
@@ -176,7 +185,7 @@ impl Mirror {
             }
             state.set_kernel_buckets(id, table);
         }
-        Ok(())
+        state.stale_buckets.extend(retry);
     }
 
     /// Waits up to `timeout` for events and applies every one that arrived.
@@ -205,35 +214,52 @@ impl Mirror {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e).context("reading netlink events"),
             };
-            let mut off = 0;
-            while off < n {
-                let Ok(msg) = NetlinkMessage::<RtMessage>::deserialize(&self.buf[off..n]) else {
-                    // A message this mirror does not parse; skip it by its length.
-                    let len =
-                        u32::from_ne_bytes(self.buf[off..off + 4].try_into().unwrap_or_default())
-                            as usize;
-                    if len == 0 {
-                        break;
-                    }
-                    off += len;
-                    continue;
-                };
-                let len = msg.header.length as usize;
+            for msg in decode(&self.buf[..n], &mut self.undecodable) {
                 if let NetlinkPayload::InnerMessage(m) = msg.payload {
                     changed.merge(state.apply_rt(&m));
                 }
-                if len == 0 {
-                    break;
-                }
-                off += len;
             }
         }
         if !state.stale_buckets.is_empty() {
-            self.refresh_buckets(state)?;
+            self.refresh_buckets(state);
             changed.nexthops = true;
         }
         Ok(Event::Changed(changed))
     }
+}
+
+/// The messages of a datagram. One that does not decode (a kernel newer
+/// than netlink-packet-route can send attributes it does not know) is
+/// skipped, counted in `skipped` and logged; a frame whose length field is
+/// inconsistent ends the datagram (the same count and log).
+fn decode(datagram: &[u8], skipped: &mut u64) -> Vec<NetlinkMessage<RtMessage>> {
+    let mut out = Vec::new();
+    for frame in split_datagram(datagram) {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                *skipped += 1;
+                tracing::warn!(
+                    skipped = *skipped,
+                    "skipping the rest of a netlink datagram: a length field is wrong ({e})"
+                );
+                break;
+            }
+        };
+        match NetlinkMessage::<RtMessage>::deserialize(frame) {
+            Ok(m) => out.push(m),
+            Err(e) => {
+                *skipped += 1;
+                let kind = NetlinkBuffer::new_checked(frame).map_or(0, |b| b.message_type());
+                tracing::warn!(
+                    skipped = *skipped,
+                    "skipping a netlink {} that does not decode: {e}",
+                    message_type_name(kind)
+                );
+            }
+        }
+    }
+    out
 }
 
 /// Sets the receive buffer past rmem_max when allowed (root), else as large as permitted.
@@ -254,4 +280,82 @@ fn force_rcvbuf(s: &Socket, bytes: usize) -> Result<()> {
             .context("setting the netlink receive buffer")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_sys::SocketAddr;
+
+    use super::*;
+
+    /// An RTM_NEWROUTE for 10.9.9.9/32 in table 254; with `bad_table`, its
+    /// RTA_TABLE is 2 bytes long, which netlink-packet-route refuses.
+    fn route_message(bad_table: bool) -> Vec<u8> {
+        let mut m = Vec::new();
+        let len: u32 = if bad_table {
+            16 + 12 + 8 + 8
+        } else {
+            16 + 12 + 8
+        };
+        m.extend(len.to_ne_bytes());
+        m.extend(24u16.to_ne_bytes()); // RTM_NEWROUTE
+        m.extend([0; 10]); // flags, sequence, port
+        m.extend([2, 32, 0, 0, 254, 4, 0, 1]); // rtmsg: inet, /32, table main, static, unicast
+        m.extend(0u32.to_ne_bytes());
+        m.extend(8u16.to_ne_bytes()); // RTA_DST
+        m.extend(1u16.to_ne_bytes());
+        m.extend([10, 9, 9, 9]);
+        if bad_table {
+            m.extend(6u16.to_ne_bytes()); // RTA_TABLE of 2 bytes
+            m.extend(15u16.to_ne_bytes());
+            m.extend([254, 0, 0, 0]);
+        }
+        m
+    }
+
+    #[test]
+    fn a_message_that_does_not_decode_is_skipped_and_counted() {
+        let datagram = [route_message(true), route_message(false)].concat();
+        let mut skipped = 0;
+        let msgs = decode(&datagram, &mut skipped);
+        assert_eq!(skipped, 1);
+        assert_eq!(msgs.len(), 1, "the message after it is read");
+        let mut state = KernelState::new(254);
+        for m in msgs {
+            if let NetlinkPayload::InnerMessage(m) = m.payload {
+                state.apply_rt(&m);
+            }
+        }
+        assert_eq!(state.routes.len(), 1);
+    }
+
+    #[test]
+    fn a_dump_goes_on_past_a_message_it_cannot_decode() {
+        if !dataplane::testnet::require_root("a_dump_goes_on_past_a_message_it_cannot_decode") {
+            return;
+        }
+        let net = dataplane::testnet::TestNet::new("undecodable", &[("xe-u0", "xe-u1")])
+            .expect("namespace");
+        net.enter().expect("enter");
+        let mut mirror = Mirror::open(1 << 20).expect("mirror");
+        // The message reaches the dump socket first, as if in the dump.
+        let mut addr = SocketAddr::new(0, 0);
+        mirror.requests.get_address(&mut addr).expect("address");
+        let sender = socket().expect("socket");
+        sender
+            .send_to(
+                &route_message(true),
+                &SocketAddr::new(addr.port_number(), 0),
+                0,
+            )
+            .expect("send");
+        let mut state = KernelState::new(254);
+        mirror.dump(&mut state).expect("the dump goes on");
+        assert_eq!(mirror.undecodable, 1);
+        assert!(
+            state.links.values().any(|l| l.name == "xe-u0"),
+            "the dump is complete: {:?}",
+            state.links
+        );
+    }
 }

@@ -23,7 +23,7 @@ use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::ops::{Range, RangeFrom};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use netlink_packet_core::{
@@ -1224,6 +1224,26 @@ pub fn recv_messages(
 
 static SEQUENCE: AtomicU32 = AtomicU32::new(1);
 
+/// Replies to requests and dumps skipped because they did not decode.
+static UNDECODABLE: AtomicU64 = AtomicU64::new(0);
+
+/// Netlink messages skipped by [`request`], [`dump`] and the dumps built on
+/// them because they did not decode (a kernel newer than
+/// netlink-packet-route can send what it does not know).
+pub fn undecodable_replies() -> u64 {
+    UNDECODABLE.load(Ordering::Relaxed)
+}
+
+/// Counts and logs a message that is skipped because it did not decode.
+fn skip_undecodable(message_type: u16, e: &DecodeError) {
+    let n = UNDECODABLE.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::warn!(
+        skipped = n,
+        "skipping a netlink {} that does not decode: {e}",
+        message_type_name(message_type)
+    );
+}
+
 /// The text of the extended ACK attributes (NLMSGERR_ATTR_MSG), if any.
 fn ext_ack_message(tlvs: &[u8]) -> Option<String> {
     NlasIterator::new(tlvs)
@@ -1282,7 +1302,13 @@ fn exchange(
             if buffer.sequence_number() != sequence || buffer.port_number() != port {
                 continue;
             }
-            let reply = NetlinkMessage::<RtMessage>::deserialize(frame)?;
+            let reply = match NetlinkMessage::<RtMessage>::deserialize(frame) {
+                Ok(reply) => reply,
+                Err(e) => {
+                    skip_undecodable(buffer.message_type(), &e);
+                    continue;
+                }
+            };
             interrupted |= reply.header.flags & NLM_F_DUMP_INTR != 0;
             let reply_flags = reply.header.flags;
             match reply.payload {

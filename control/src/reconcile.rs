@@ -5,138 +5,52 @@
 //! updated in place), then
 //! group slots (a resized group is written to a fresh window of the slot pool
 //! and switched with one 8-byte group update; same-size changes rewrite single
-//! 4-byte slots), then routes, and only then are unused groups, next hops and
-//! ports retired. So a packet can meet a bucket pointing to an old next hop,
-//! never to a removed one or to one without a MAC.
+//! 4-byte slots), then routes (`routes`), and only then are unused groups,
+//! next hops and ports retired. So a packet can meet a bucket pointing to an
+//! old next hop, never to a removed one or to one without a MAC.
 //!
 //! What a sync unlinks (a group's old slot window, a retired group id or
 //! next-hop id) may still be in use by a packet on another CPU: it is held
 //! until a grace period that began after the sync's last write is over
 //! (`dataplane::grace`), and only then handed out again.
+//!
+//! No kernel state makes a sync fail. What finds no room in a table, or
+//! whose map write fails, stays out and is tried again by every sync; its
+//! packets go to the kernel meanwhile: a next hop's buckets hold no next hop
+//! (the program passes), a port's next hops lack NH_TXPORT, a group's routes
+//! are written as a pass, and a route with no room of its own makes the
+//! prefixes covering it pass (`capacity` logs and counts each).
+
+mod routes;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
 
 use dataplane::abi::{
-    xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, MAX_GROUPS, MAX_NEXTHOPS,
-    MAX_SLOTS, NH_LINK_UP, NH_TXPORT, NH_VALID, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST, RT_UNREACHABLE,
+    xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, NH_LINK_UP, NH_TXPORT, NH_VALID,
+    RT_UNICAST,
 };
 use dataplane::grace::{GracePeriods, Quarantine};
 use dataplane::{Dataplane, TableWriter};
 
+use crate::capacity::{Limit, Limits, Shortfalls};
+use crate::pools::{IdPool, SlotPool, Window, Windows};
 use crate::resilient::{BucketTable, Member, TableConfig};
-use crate::state::{Dirty, KernelState, PathKey, Prefix};
+use crate::state::{Dirty, KernelState, PathKey, Prefix, WeightedPath};
 use crate::translate::{
-    add_paths, group_for_key, route_verdict, translate, Desired, DesiredRoute, GroupKey, GroupPlan,
-    PlainGroupMode,
+    add_paths, group_for_key, modulo_slot_counts, route_verdict, translate, Desired, DesiredGroup,
+    DesiredRoute, GroupKey, GroupPlan, PlainGroupMode, MAX_MODULO_SLOTS,
 };
 
 /// How long the table of a prefix that stopped forwarding is kept for its return.
 const RECENT_MS: u64 = 10_000;
 
-/// First-fit allocator of windows in the slot pool.
-#[derive(Debug, Clone)]
-struct SlotPool {
-    /// Free windows: start -> length.
-    free: BTreeMap<u32, u32>,
-}
-
-impl SlotPool {
-    fn new() -> Self {
-        SlotPool {
-            free: BTreeMap::from([(0, MAX_SLOTS)]),
-        }
-    }
-
-    fn alloc(&mut self, size: u32) -> Option<u32> {
-        let size = size.max(1);
-        let (&start, &len) = self.free.iter().find(|(_, l)| **l >= size)?;
-        self.free.remove(&start);
-        if len > size {
-            self.free.insert(start + size, len - size);
-        }
-        Some(start)
-    }
-
-    /// Marks [start, start + size) as taken (a window found in adopted maps).
-    fn reserve(&mut self, start: u32, size: u32) -> bool {
-        let size = size.max(1);
-        let Some((&s, &l)) = self.free.range(..=start).next_back() else {
-            return false;
-        };
-        if s + l < start + size {
-            return false;
-        }
-        self.free.remove(&s);
-        if start > s {
-            self.free.insert(s, start - s);
-        }
-        if s + l > start + size {
-            self.free.insert(start + size, s + l - start - size);
-        }
-        true
-    }
-
-    fn release(&mut self, start: u32, size: u32) {
-        let size = size.max(1);
-        let mut start = start;
-        let mut len = size;
-        if let Some((&s, &l)) = self.free.range(..start).next_back() {
-            if s + l == start {
-                self.free.remove(&s);
-                start = s;
-                len += l;
-            }
-        }
-        if let Some(&l) = self.free.get(&(start + len)) {
-            self.free.remove(&(start + len));
-            len += l;
-        }
-        self.free.insert(start, len);
-    }
-}
-
-/// Small ids handed out and taken back (0 is never used: it means "none").
-#[derive(Debug, Clone)]
-struct IdPool {
-    next: u32,
-    max: u32,
-    free: Vec<u32>,
-}
-
-impl IdPool {
-    fn new(max: u32) -> Self {
-        IdPool {
-            next: 1,
-            max,
-            free: Vec::new(),
-        }
-    }
-    fn alloc(&mut self) -> Option<u32> {
-        if let Some(id) = self.free.pop() {
-            return Some(id);
-        }
-        (self.next < self.max).then(|| {
-            self.next += 1;
-            self.next - 1
-        })
-    }
-    fn release(&mut self, id: u32) {
-        self.free.push(id);
-    }
-    /// Marks `id` as taken (found in adopted maps).
-    fn reserve(&mut self, id: u32) {
-        if id == 0 || id >= self.max {
-            return;
-        }
-        if id >= self.next {
-            self.free.extend(self.next..id);
-            self.next = id + 1;
-        } else {
-            self.free.retain(|f| *f != id);
-        }
-    }
-}
+/// What became of an object that could not be written, and of its packets.
+const NEXTHOP_STATUS: &str = "is not written: its buckets pass packets to the kernel";
+const PORT_STATUS: &str =
+    "is not in the redirect map: next hops on it pass packets to the kernel (no NH_TXPORT)";
+const GROUP_STATUS: &str = "is not written: its routes pass packets to the kernel";
 
 /// What the reconciler wrote for one path.
 #[derive(Debug, Clone, Copy)]
@@ -169,7 +83,8 @@ enum Unlinked {
 #[derive(Debug)]
 struct WrittenGroup {
     id: u32,
-    base: u32,
+    /// Its slot window: where, and since when its stamps are its own.
+    window: Window,
     /// Next-hop id per slot, as written.
     slots: Vec<u32>,
     mode: u8,
@@ -188,12 +103,54 @@ pub struct SyncStats {
     pub buckets_moved: usize,
 }
 
-/// Errors of a sync name the object that failed.
+/// Errors of `adopt` name the object that failed.
 pub type Result<T> = anyhow::Result<T>;
+
+/// The name of a port, for log lines.
+fn port_name(ks: &KernelState, ifindex: u32) -> String {
+    match ks.links.get(&ifindex) {
+        Some(l) if !l.name.is_empty() => l.name.clone(),
+        _ => format!("ifindex {ifindex}"),
+    }
+}
+
+fn describe_path(ks: &KernelState, p: &PathKey) -> String {
+    match p.gateway {
+        Some(gw) => format!("{gw} dev {}", port_name(ks, p.ifindex)),
+        None => format!("dev {}", port_name(ks, p.ifindex)),
+    }
+}
+
+fn describe_group(ks: &KernelState, key: &GroupKey) -> String {
+    match key {
+        GroupKey::Nexthop(id) => format!("the group of nexthop object {id}"),
+        GroupKey::Paths(paths) => {
+            let mut via: Vec<String> = paths
+                .iter()
+                .take(4)
+                .map(|w| describe_path(ks, &w.path))
+                .collect();
+            if paths.len() > 4 {
+                via.push(format!("{} more", paths.len() - 4));
+            }
+            format!("the group via {}", via.join(", "))
+        }
+    }
+}
+
+/// A member stays in its group while its link is up, resolved or not
+/// (packets to an unresolved one go to the kernel, which resolves it), and
+/// written or not (a next hop that found no room holds its buckets empty).
+fn live(d: &Desired, path: &PathKey) -> bool {
+    d.paths
+        .get(path)
+        .is_some_and(|nh| nh.state & (NH_VALID | NH_LINK_UP) == (NH_VALID | NH_LINK_UP))
+}
 
 /// Keeps the dataplane maps equal to the kernel's state.
 pub struct Reconciler {
     mode: PlainGroupMode,
+    limits: Limits,
     path_ids: HashMap<PathKey, u32>,
     path_id_pool: IdPool,
     nexthops: HashMap<PathKey, WrittenNexthop>,
@@ -201,6 +158,8 @@ pub struct Reconciler {
     groups: HashMap<GroupKey, WrittenGroup>,
     group_ids: IdPool,
     pool: SlotPool,
+    /// When each part of the slot pool was last written.
+    windows: Windows,
     routes: HashMap<Prefix, xe_route>,
     txports: HashSet<u32>,
     /// Next-hop ids replaced during this sync, retired once no slot holds them.
@@ -214,24 +173,47 @@ pub struct Reconciler {
     /// The group each forwarding prefix uses, and how many prefixes use each group.
     route_groups: HashMap<Prefix, GroupKey>,
     group_refs: HashMap<GroupKey, usize>,
-    /// Bucket tables new groups start from (their routes' previous group).
-    /// (table, slot window base and length whose stamps tell which buckets are busy).
-    inherited: HashMap<GroupKey, (BucketTable, u32, usize)>,
+    /// Bucket tables new groups start from (their routes' previous group),
+    /// with the window whose stamps tell which buckets are busy.
+    inherited: HashMap<GroupKey, (BucketTable, Window)>,
     /// Tables of prefixes that stopped forwarding lately (table, window, when).
-    recent: HashMap<Prefix, (BucketTable, u32, usize, u64)>,
+    recent: HashMap<Prefix, (BucketTable, Window, u64)>,
+    /// What waits for room.
+    short: Shortfalls,
+    /// Forwarding routes whose group is not written: written as a pass.
+    passed: HashSet<Prefix>,
+    /// Routes not in the maps for want of room in their table.
+    unwritten: BTreeMap<Prefix, Limit>,
+    /// Routes written as a pass while a longer prefix under them is
+    /// unwritten, with the entry they want.
+    demoted: HashMap<Prefix, xe_route>,
+    /// Prefixes the next sync looks at again, dirty or not.
+    retry: HashSet<Prefix>,
+    /// Routes in the maps per family, and per /24 the IPv4 routes longer
+    /// than /24 in it (each such /24 takes a DIR-24-8 chunk).
+    count_v4: u32,
+    count_v6: u32,
+    chunks: HashMap<u32, u32>,
 }
 
 impl Reconciler {
     pub fn new(mode: PlainGroupMode) -> Self {
+        Self::with_limits(mode, Limits::default())
+    }
+
+    /// A reconciler for maps of the given sizes.
+    pub fn with_limits(mode: PlainGroupMode, limits: Limits) -> Self {
         Reconciler {
             mode,
+            limits,
             path_ids: HashMap::new(),
             path_id_pool: IdPool::new(u32::MAX),
             nexthops: HashMap::new(),
-            nh_ids: IdPool::new(MAX_NEXTHOPS),
+            nh_ids: IdPool::new(limits.nexthops),
             groups: HashMap::new(),
-            group_ids: IdPool::new(MAX_GROUPS),
-            pool: SlotPool::new(),
+            group_ids: IdPool::new(limits.groups),
+            pool: SlotPool::new(limits.slots),
+            windows: Windows::default(),
             routes: HashMap::new(),
             txports: HashSet::new(),
             retiring: Vec::new(),
@@ -242,6 +224,14 @@ impl Reconciler {
             group_refs: HashMap::new(),
             inherited: HashMap::new(),
             recent: HashMap::new(),
+            short: Shortfalls::new(limits),
+            passed: HashSet::new(),
+            unwritten: BTreeMap::new(),
+            demoted: HashMap::new(),
+            retry: HashSet::new(),
+            count_v4: 0,
+            count_v6: 0,
+            chunks: HashMap::new(),
         }
     }
 
@@ -279,6 +269,24 @@ impl Reconciler {
         v
     }
 
+    /// Per limit, how many objects (next hops, groups, ports, routes) wait
+    /// for room in it now.
+    pub fn shortfalls(&self) -> Vec<(&'static str, u64)> {
+        self.short.counts()
+    }
+
+    /// The objects waiting for room, each with its limit.
+    pub fn waiting(&self) -> std::collections::BTreeSet<(Limit, String)> {
+        self.short.objects()
+    }
+
+    /// Routes whose packets the program passes to the kernel for want of
+    /// room: routes of unwritten groups, routes not in the maps, and the
+    /// prefixes covering those.
+    pub fn routes_to_kernel(&self) -> usize {
+        self.passed.len() + self.unwritten.len() + self.demoted.len()
+    }
+
     /// Takes over what a previous run left in pinned maps: routes, their
     /// groups, slots and next hops are matched to the kernel's state and kept
     /// as they are (bucket tables included, so no flow moves on a restart);
@@ -296,11 +304,14 @@ impl Reconciler {
             if old_groups.contains_key(&r.group) {
                 continue;
             }
-            let g = dp.group(r.group)?;
+            // What cannot be read back is not adopted: the first sync writes it anew.
+            let Ok(g) = dp.group(r.group) else { continue };
+            let Ok(slots) = dp.slots(g.base, u32::from(g.size)) else {
+                continue;
+            };
             if g.mode == 0 || !self.pool.reserve(g.base, u32::from(g.size)) {
                 continue;
             }
-            let slots = dp.slots(g.base, u32::from(g.size))?;
             for id in &slots {
                 self.nh_ids.reserve(*id);
             }
@@ -322,8 +333,10 @@ impl Reconciler {
             let dg = &d.groups[key];
             // Map each old next hop to the member path it serves (same port and MAC).
             let mut path_of_nh: HashMap<u32, PathKey> = HashMap::new();
+            let mut read: HashMap<u32, xe_nexthop> = HashMap::new();
             for id in slots.iter().filter(|id| **id != 0) {
-                let nh = dp.nexthop(*id)?;
+                let Ok(nh) = dp.nexthop(*id) else { continue };
+                read.insert(*id, nh);
                 let found = dg.members.iter().map(|m| m.path).find(|p| {
                     d.paths.get(p).is_some_and(|w| {
                         w.ifindex == nh.ifindex && (w.dmac == nh.dmac || nh.dmac == [0; 6])
@@ -342,7 +355,7 @@ impl Reconciler {
                         *p,
                         WrittenNexthop {
                             id: *id,
-                            nh: dp.nexthop(*id)?,
+                            nh: read[id],
                         },
                     );
                     adopted_nh.insert(*id);
@@ -365,7 +378,7 @@ impl Reconciler {
                         .members
                         .iter()
                         .filter(|m| path_of_nh.values().any(|p| *p == m.path))
-                        .map(|m| Member::new(self.path_ids[&m.path], u32::from(m.weight)))
+                        .map(|m| Member::new(self.path_ids[&m.path], m.weight))
                         .collect();
                     let assignment: Vec<Option<u32>> = slots
                         .iter()
@@ -386,11 +399,13 @@ impl Reconciler {
                 _ => None,
             };
             adopted_groups.insert(r.group);
+            // Stamps of a previous run count: its window is as old as they are.
+            let window = self.windows.written(g.base, u32::from(g.size), 0);
             self.groups.insert(
                 key.clone(),
                 WrittenGroup {
                     id: r.group,
-                    base: g.base,
+                    window,
                     slots: slots.clone(),
                     mode: g.mode,
                     table,
@@ -409,11 +424,14 @@ impl Reconciler {
             }
         }
         self.routes = existing;
+        self.count_routes();
         Ok(adopted_groups.len())
     }
 
     /// Brings the maps to the kernel's state for the prefixes in `dirty`
-    /// (every group and next hop is rechecked each time; there are few).
+    /// (every group and next hop is rechecked each time; there are few),
+    /// and retries what earlier syncs found no room for. Never fails: what
+    /// cannot be written is logged, counted and left to the kernel.
     /// `now_ms` drives resilient timers; `last_used(slot)` gives a slot's
     /// last use in the same clock.
     pub fn sync(
@@ -423,22 +441,23 @@ impl Reconciler {
         dp: &mut dyn TableWriter,
         now_ms: u64,
         last_used: &dyn Fn(u32) -> Option<u64>,
-    ) -> Result<SyncStats> {
+    ) -> SyncStats {
         let plain = self.mode.plan();
         let grace = dp.grace();
-        self.reclaim(&grace, dp, false)?;
-        let prefixes: Vec<Prefix> = match dirty {
+        self.reclaim(&grace, dp, false);
+        let mut prefixes: HashSet<Prefix> = match dirty {
             Dirty::All => {
                 let mut all: HashSet<Prefix> = ks.routes.keys().copied().collect();
                 all.extend(self.routes.keys().copied());
-                all.into_iter().collect()
+                all
             }
-            Dirty::Prefixes(set) => set.iter().copied().collect(),
+            Dirty::Prefixes(set) => set.clone(),
         };
+        prefixes.extend(self.retry.drain());
         let mut updates = Vec::with_capacity(prefixes.len());
         let mut inherit: HashMap<GroupKey, GroupKey> = HashMap::new();
         self.recent
-            .retain(|_, r| now_ms.saturating_sub(r.3) < RECENT_MS);
+            .retain(|_, r| now_ms.saturating_sub(r.2) < RECENT_MS);
         for p in prefixes {
             let verdict = route_verdict(ks, &p, &plain);
             let old_key = self.route_groups.remove(&p);
@@ -465,8 +484,8 @@ impl Reconciler {
                 } else if !self.groups.contains_key(key) {
                     // Or the route was deleted and comes back (a routing
                     // daemon swapping nexthop groups can do that in two steps).
-                    if let Some(r) = self.recent.remove(&p) {
-                        self.inherited.entry(key.clone()).or_insert((r.0, r.1, r.2));
+                    if let Some((t, w, _)) = self.recent.remove(&p) {
+                        self.inherited.entry(key.clone()).or_insert((t, w));
                     }
                 }
                 self.route_groups.insert(p, key.clone());
@@ -474,8 +493,7 @@ impl Reconciler {
                 tracing::debug!(prefix = ?p, from = ?old_key, "route stops forwarding");
                 // Leaving forwarding: remember its table for a while.
                 if let Some(t) = &g.table {
-                    self.recent
-                        .insert(p, (t.clone(), g.base, g.slots.len(), now_ms));
+                    self.recent.insert(p, (t.clone(), g.window, now_ms));
                 }
             }
             updates.push((p, verdict));
@@ -488,20 +506,29 @@ impl Reconciler {
             }
         }
         let mut st = SyncStats::default();
-        self.sync_txports(&d, dp)?;
-        self.sync_nexthops(&d, dp, &mut st)?;
+        self.sync_txports(ks, &d, dp);
+        self.sync_nexthops(ks, &d, dp, &mut st);
         for (new, old) in &inherit {
             if let Some(g) = self.groups.get(old) {
                 if let Some(t) = g.table.clone() {
-                    self.inherited
-                        .insert(new.clone(), (t, g.base, g.slots.len()));
+                    self.inherited.insert(new.clone(), (t, g.window));
                 }
             }
         }
-        let live_groups = self.sync_groups(&d, dp, now_ms, last_used, &mut st)?;
-        self.inherited.clear();
-        self.sync_routes(&updates, dp, &mut st)?;
-        self.retire(&d, &live_groups, dp)?;
+        let failed = self.sync_groups(ks, &d, dp, now_ms, last_used, &mut st);
+        // A group not written keeps the table it would start from.
+        self.inherited.retain(|k, _| failed.contains(k));
+        if !failed.is_empty() {
+            // Its routes pass to the kernel, whether they changed or not.
+            let listed: HashSet<Prefix> = updates.iter().map(|u| u.0).collect();
+            for (p, key) in &self.route_groups {
+                if failed.contains(key) && !listed.contains(p) {
+                    updates.push((*p, route_verdict(ks, p, &plain)));
+                }
+            }
+        }
+        self.sync_routes(&updates, &failed, dp, &mut st);
+        self.retire(&d, dp);
         // Every unlinking store of this sync is done: what it unlinked is
         // reusable once the packets that may hold it have left the program.
         if !self.unlinked.is_empty() {
@@ -510,7 +537,8 @@ impl Reconciler {
                 self.held.hold(cookie, u);
             }
         }
-        Ok(st)
+        self.short.finish_sync();
+        st
     }
 
     /// Hands back what earlier syncs unlinked and whose grace period is
@@ -518,32 +546,40 @@ impl Reconciler {
     /// hops are cleared only now: a packet that picked up the id just before
     /// it was unlinked still reads the whole old entry, never a cleared or
     /// half-cleared one. Whether anything came back.
-    fn reclaim(
-        &mut self,
-        grace: &GracePeriods,
-        dp: &mut dyn TableWriter,
-        wait: bool,
-    ) -> Result<bool> {
+    fn reclaim(&mut self, grace: &GracePeriods, dp: &mut dyn TableWriter, wait: bool) -> bool {
         let back = if wait {
             self.held.release_waiting(grace)
         } else {
             self.held.release(grace)
         };
         let any = !back.is_empty();
+        // A failed clear leaves an entry nothing reaches; it is overwritten
+        // whole when the id is handed out again.
+        let logged = |r: dataplane::Result<()>, what: String| {
+            if let Err(e) = r {
+                tracing::warn!("clearing {what} failed: {e}; no route reaches it");
+            }
+        };
         for u in back {
             match u {
                 Unlinked::Window { base, size } => self.pool.release(base, size),
                 Unlinked::Group(id) => {
-                    dp.set_group(id, &xe_group::default())?;
+                    logged(
+                        dp.set_group(id, &xe_group::default()),
+                        format!("group {id}"),
+                    );
                     self.group_ids.release(id);
                 }
                 Unlinked::Nexthop(id) => {
-                    dp.set_nexthop(id, &xe_nexthop::default())?;
+                    logged(
+                        dp.set_nexthop(id, &xe_nexthop::default()),
+                        format!("next hop {id}"),
+                    );
                     self.nh_ids.release(id);
                 }
             }
         }
-        Ok(any)
+        any
     }
 
     /// Allocates with `alloc`; when it finds nothing, waits for what earlier
@@ -552,14 +588,14 @@ impl Reconciler {
         &mut self,
         dp: &mut dyn TableWriter,
         mut alloc: impl FnMut(&mut Self) -> Option<T>,
-    ) -> Result<Option<T>> {
+    ) -> Option<T> {
         let grace = dp.grace();
         loop {
             if let Some(v) = alloc(self) {
-                return Ok(Some(v));
+                return Some(v);
             }
-            if !self.reclaim(&grace, dp, true)? {
-                return Ok(None);
+            if !self.reclaim(&grace, dp, true) {
+                return None;
             }
         }
     }
@@ -569,24 +605,45 @@ impl Reconciler {
         self.held.len() + self.unlinked.len()
     }
 
-    fn sync_txports(&mut self, d: &Desired, dp: &mut dyn TableWriter) -> Result<()> {
+    /// Puts every port a next hop uses in the redirect map; a port that
+    /// finds no room stays out and its next hops go without NH_TXPORT.
+    fn sync_txports(&mut self, ks: &KernelState, d: &Desired, dp: &mut dyn TableWriter) {
         for p in d.paths.keys() {
-            if self.txports.insert(p.ifindex) {
-                if let Err(e) = dp.add_txport(p.ifindex) {
-                    self.txports.remove(&p.ifindex);
-                    anyhow::bail!("adding ifindex {} to the redirect map: {e}", p.ifindex);
+            if self.txports.contains(&p.ifindex) {
+                continue;
+            }
+            let port = format!("port {}", port_name(ks, p.ifindex));
+            if self.txports.len() >= self.limits.txports as usize {
+                self.short.note(Limit::TxPorts, port, PORT_STATUS, None);
+                continue;
+            }
+            match dp.add_txport(p.ifindex) {
+                Ok(()) => {
+                    self.txports.insert(p.ifindex);
+                }
+                Err(e) => {
+                    self.short
+                        .note(Limit::TxPorts, port, PORT_STATUS, Some(e.to_string()));
                 }
             }
         }
-        Ok(())
     }
 
     fn sync_nexthops(
         &mut self,
+        ks: &KernelState,
         d: &Desired,
         dp: &mut dyn TableWriter,
         st: &mut SyncStats,
-    ) -> Result<()> {
+    ) {
+        // Bucket tables name members by path id, written or not.
+        for path in d.paths.keys() {
+            if !self.path_ids.contains_key(path) {
+                if let Some(id) = self.path_id_pool.alloc() {
+                    self.path_ids.insert(*path, id);
+                }
+            }
+        }
         for (path, want) in &d.paths {
             // sync_txports ran first: the port is in the redirect map, and
             // the next hop says so (the program does not look it up).
@@ -595,35 +652,61 @@ impl Reconciler {
                 want.state |= NH_TXPORT;
             }
             let want = &want;
-            if !self.path_ids.contains_key(path) {
-                let id = self
-                    .path_id_pool
-                    .alloc()
-                    .ok_or_else(|| anyhow::anyhow!("out of path ids"))?;
-                self.path_ids.insert(*path, id);
-            }
+            let what = || format!("next hop {}", describe_path(ks, path));
             match self.nexthops.get(path).copied() {
                 Some(w) if same(&w.nh, want) => {}
-                Some(w) if same_except_state(&w.nh, want) => {
-                    dp.set_nexthop(w.id, want)?;
-                    self.nexthops.insert(
-                        *path,
-                        WrittenNexthop {
-                            id: w.id,
-                            nh: *want,
-                        },
-                    );
-                    st.nexthops_written += 1;
-                }
+                Some(w) if same_except_state(&w.nh, want) => match dp.set_nexthop(w.id, want) {
+                    Ok(()) => {
+                        self.nexthops.insert(
+                            *path,
+                            WrittenNexthop {
+                                id: w.id,
+                                nh: *want,
+                            },
+                        );
+                        st.nexthops_written += 1;
+                    }
+                    Err(e) => self.short.note(
+                        Limit::Write,
+                        what(),
+                        "is not rewritten: its entry keeps its old state bits",
+                        Some(e.to_string()),
+                    ),
+                },
                 old => {
                     // New contents under a new id: slots switch to it one by one.
-                    let id = self
-                        .alloc_or_wait(dp, |r| r.nh_ids.alloc())?
-                        .ok_or_else(|| anyhow::anyhow!("next-hop table full ({MAX_NEXTHOPS})"))?;
-                    dp.set_nexthop(id, want)?;
-                    self.nexthops
-                        .insert(*path, WrittenNexthop { id, nh: *want });
-                    st.nexthops_written += 1;
+                    let written = match self.alloc_or_wait(dp, |r| r.nh_ids.alloc()) {
+                        None => {
+                            self.short
+                                .note(Limit::Nexthops, what(), NEXTHOP_STATUS, None);
+                            None
+                        }
+                        Some(id) => match dp.set_nexthop(id, want) {
+                            Ok(()) => Some(id),
+                            Err(e) => {
+                                // Never linked: the id is free at once.
+                                self.nh_ids.release(id);
+                                self.short.note(
+                                    Limit::Write,
+                                    what(),
+                                    NEXTHOP_STATUS,
+                                    Some(e.to_string()),
+                                );
+                                None
+                            }
+                        },
+                    };
+                    match written {
+                        Some(id) => {
+                            self.nexthops
+                                .insert(*path, WrittenNexthop { id, nh: *want });
+                            st.nexthops_written += 1;
+                        }
+                        // Its old contents are no longer right: its buckets empty.
+                        None => {
+                            self.nexthops.remove(path);
+                        }
+                    }
                     if let Some(o) = old {
                         // Still in slots until the groups are rewritten below.
                         self.retiring.push(o.id);
@@ -631,260 +714,264 @@ impl Reconciler {
                 }
             }
         }
-        Ok(())
-    }
-
-    /// A member stays in its group while its link is up, resolved or not:
-    /// packets to an unresolved one go to the kernel, which resolves it.
-    fn live(&self, path: &PathKey) -> bool {
-        self.nexthops
-            .get(path)
-            .is_some_and(|w| w.nh.state & (NH_VALID | NH_LINK_UP) == (NH_VALID | NH_LINK_UP))
     }
 
     fn nh_id(&self, path: &PathKey) -> u32 {
         self.nexthops.get(path).map_or(0, |w| w.id)
     }
 
+    /// Writes every group; returns those that could not be (their routes
+    /// then pass to the kernel).
     fn sync_groups(
         &mut self,
+        ks: &KernelState,
         d: &Desired,
         dp: &mut dyn TableWriter,
         now_ms: u64,
         last_used: &dyn Fn(u32) -> Option<u64>,
         st: &mut SyncStats,
-    ) -> Result<HashSet<GroupKey>> {
+    ) -> HashSet<GroupKey> {
         let path_of_id: HashMap<u32, PathKey> =
             self.path_ids.iter().map(|(p, id)| (*id, *p)).collect();
-        let mut seen = HashSet::new();
+        let mut failed = HashSet::new();
         for (key, g) in &d.groups {
-            seen.insert(key.clone());
-            let live: Vec<_> = g
+            let live: Vec<WeightedPath> = g
                 .members
                 .iter()
-                .filter(|m| self.live(&m.path))
+                .filter(|m| live(d, &m.path))
                 .copied()
                 .collect();
-            let (mode, slots, table) = match &g.plan {
-                GroupPlan::Modulo => {
-                    let slots: Vec<u32> = live
-                        .iter()
-                        .flat_map(|m| {
-                            std::iter::repeat_n(self.nh_id(&m.path), usize::from(m.weight))
-                        })
-                        .collect();
-                    (GROUP_MODULO, slots, None)
-                }
-                GroupPlan::KernelBuckets(b) => {
-                    let slots = b.iter().map(|p| p.map_or(0, |p| self.nh_id(&p))).collect();
-                    (GROUP_RESILIENT, slots, None)
-                }
-                GroupPlan::Resilient {
-                    buckets,
-                    idle_timer_ms,
-                    unbalanced_timer_ms,
-                } => {
-                    let members: Vec<Member> = live
-                        .iter()
-                        .map(|m| Member::new(self.path_ids[&m.path], u32::from(m.weight)))
-                        .collect();
-                    // The group's own table, or the one its routes had before;
-                    // with the window whose stamps say which buckets are busy.
-                    let existing = self
-                        .groups
-                        .get_mut(key)
-                        .and_then(|w| Some((w.table.take()?, w.base, w.slots.len())))
-                        .or_else(|| self.inherited.remove(key));
-                    let mut table = match existing {
-                        // Nothing to move: no stamps to read, no upkeep.
-                        Some((t, _, _))
-                            if t.bucket_count() == usize::from(*buckets)
-                                && t.members() == members.as_slice()
-                                && t.is_balanced() =>
-                        {
-                            t
-                        }
-                        Some((mut t, base, len)) if t.bucket_count() == usize::from(*buckets) => {
-                            // Merge, never overwrite: a group written to a new
-                            // window keeps what its table knew of busy buckets
-                            // until the new window's stamps catch up.
-                            if len == t.bucket_count() {
-                                for i in 0..len {
-                                    if let Some(ms) = last_used(base + i as u32) {
-                                        t.mark_used(i, ms).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                                    }
-                                }
-                            }
-                            let out = t
-                                .set_members(&members, now_ms)
-                                .map_err(|e| anyhow::anyhow!("group {key:?}: {e:?}"))?;
-                            if !out.migrations.is_empty() {
-                                tracing::info!(group = ?key, moved = out.migrations.len(), members = members.len(), "members changed: buckets moved");
-                            }
-                            st.buckets_moved += out.migrations.len();
-                            t
-                        }
-                        _ => {
-                            tracing::info!(group = ?key, members = members.len(), "new bucket table");
-                            BucketTable::new(
-                                TableConfig::new(
-                                    usize::from(*buckets),
-                                    *idle_timer_ms,
-                                    *unbalanced_timer_ms,
-                                ),
-                                &members,
-                                now_ms,
-                            )
-                            .map_err(|e| anyhow::anyhow!("group {key:?}: {e:?}"))?
-                        }
-                    };
-                    let upkeep = table.upkeep(now_ms).migrations.len();
-                    if upkeep > 0 {
-                        tracing::info!(group = ?key, moved = upkeep, "idle buckets moved to underweight members");
-                    }
-                    st.buckets_moved += upkeep;
-                    let slots = table
-                        .buckets()
-                        .iter()
-                        .map(|b| {
-                            b.and_then(|pid| path_of_id.get(&pid))
-                                .map_or(0, |p| self.nh_id(p))
-                        })
-                        .collect();
-                    (GROUP_RESILIENT, slots, Some(table))
+            let planned = self.plan_slots(key, g, &live, &path_of_id, now_ms, last_used, st);
+            let (mode, slots, table) = match planned {
+                Ok(p) => p,
+                Err(e) => {
+                    self.short
+                        .note(Limit::Write, describe_group(ks, key), GROUP_STATUS, Some(e));
+                    failed.insert(key.clone());
+                    continue;
                 }
             };
-            self.write_group(key, mode, slots, table, dp, st)?;
+            match self.write_group(key, mode, &slots, now_ms, dp, st) {
+                Ok(()) => {
+                    if let Some(w) = self.groups.get_mut(key) {
+                        w.table = table;
+                    }
+                }
+                Err((limit, error)) => {
+                    self.short
+                        .note(limit, describe_group(ks, key), GROUP_STATUS, error);
+                    failed.insert(key.clone());
+                    // Kept for the next attempt, with what it learnt of busy buckets.
+                    if let Some(t) = table {
+                        match self.groups.get_mut(key) {
+                            Some(w) => w.table = Some(t),
+                            None => {
+                                self.inherited.insert(key.clone(), (t, Window::none()));
+                            }
+                        }
+                    }
+                }
+            }
         }
-        Ok(seen)
+        failed
     }
 
+    /// The slots a group wants now: its mode, a next-hop id per slot, and
+    /// for a group balanced here, its bucket table.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_slots(
+        &mut self,
+        key: &GroupKey,
+        g: &DesiredGroup,
+        live: &[WeightedPath],
+        path_of_id: &HashMap<u32, PathKey>,
+        now_ms: u64,
+        last_used: &dyn Fn(u32) -> Option<u64>,
+        st: &mut SyncStats,
+    ) -> std::result::Result<(u8, Vec<u32>, Option<BucketTable>), String> {
+        Ok(match &g.plan {
+            GroupPlan::Modulo => {
+                let weights: Vec<u32> = live.iter().map(|m| m.weight).collect();
+                let slots: Vec<u32> = live
+                    .iter()
+                    .zip(modulo_slot_counts(&weights))
+                    .flat_map(|(m, n)| std::iter::repeat_n(self.nh_id(&m.path), n as usize))
+                    .collect();
+                (GROUP_MODULO, slots, None)
+            }
+            GroupPlan::KernelBuckets(b) => {
+                let slots = b.iter().map(|p| p.map_or(0, |p| self.nh_id(&p))).collect();
+                (GROUP_RESILIENT, slots, None)
+            }
+            GroupPlan::Resilient {
+                buckets,
+                idle_timer_ms,
+                unbalanced_timer_ms,
+            } => {
+                let members: Vec<Member> = live
+                    .iter()
+                    .map(|m| Member::new(self.path_ids[&m.path], m.weight))
+                    .collect();
+                // The group's own table, or the one its routes had before;
+                // with the window whose stamps say which buckets are busy.
+                let existing = self
+                    .groups
+                    .get_mut(key)
+                    .and_then(|w| Some((w.table.take()?, w.window)))
+                    .or_else(|| self.inherited.remove(key));
+                let mut table = match existing {
+                    // Nothing to move: no stamps to read, no upkeep.
+                    Some((t, _))
+                        if t.bucket_count() == usize::from(*buckets)
+                            && t.members() == members.as_slice()
+                            && t.is_balanced() =>
+                    {
+                        t
+                    }
+                    Some((mut t, window)) if t.bucket_count() == usize::from(*buckets) => {
+                        // Merge, never overwrite: a group written to a new
+                        // window keeps what its table knew of busy buckets
+                        // until the new window's stamps catch up. Stamps
+                        // older than the window are another group's.
+                        if window.len as usize == t.bucket_count() {
+                            for i in 0..t.bucket_count() {
+                                if let Some(ms) = self.windows.last_used(&window, i, last_used) {
+                                    t.mark_used(i, ms).map_err(|e| e.to_string())?;
+                                }
+                            }
+                        }
+                        let out = t
+                            .set_members(&members, now_ms)
+                            .map_err(|e| format!("bucket table: {e}"))?;
+                        if !out.migrations.is_empty() {
+                            tracing::info!(group = ?key, moved = out.migrations.len(), members = members.len(), "members changed: buckets moved");
+                        }
+                        st.buckets_moved += out.migrations.len();
+                        t
+                    }
+                    _ => {
+                        tracing::info!(group = ?key, members = members.len(), "new bucket table");
+                        BucketTable::new(
+                            TableConfig::new(
+                                usize::from(*buckets),
+                                *idle_timer_ms,
+                                *unbalanced_timer_ms,
+                            ),
+                            &members,
+                            now_ms,
+                        )
+                        .map_err(|e| format!("bucket table: {e}"))?
+                    }
+                };
+                let upkeep = table.upkeep(now_ms).migrations.len();
+                if upkeep > 0 {
+                    tracing::info!(group = ?key, moved = upkeep, "idle buckets moved to underweight members");
+                }
+                st.buckets_moved += upkeep;
+                let slots = table
+                    .buckets()
+                    .iter()
+                    .map(|b| {
+                        b.and_then(|pid| path_of_id.get(&pid))
+                            .map_or(0, |p| self.nh_id(p))
+                    })
+                    .collect();
+                (GROUP_RESILIENT, slots, Some(table))
+            }
+        })
+    }
+
+    /// Writes a group's slots: in place when its size and mode stay, else
+    /// in a fresh window switched to with one group store. On failure the
+    /// group as written before (if any) is left as it was, and the limit
+    /// that stopped it is returned.
     fn write_group(
         &mut self,
         key: &GroupKey,
         mode: u8,
-        slots: Vec<u32>,
-        table: Option<BucketTable>,
+        slots: &[u32],
+        now_ms: u64,
         dp: &mut dyn TableWriter,
         st: &mut SyncStats,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), (Limit, Option<String>)> {
+        if slots.len() > MAX_MODULO_SLOTS as usize {
+            let e = format!("{} slots do not fit a group's 16-bit size", slots.len());
+            return Err((Limit::Write, Some(e)));
+        }
         let size = slots.len() as u32;
         if let Some(w) = self.groups.get_mut(key) {
             if w.slots.len() == slots.len() && w.mode == mode {
-                for (i, (old, new)) in w.slots.iter_mut().zip(&slots).enumerate() {
+                for (i, (old, new)) in w.slots.iter_mut().zip(slots).enumerate() {
                     if old != new {
-                        dp.set_slots(w.base + i as u32, &[*new])?;
+                        dp.set_slots(w.window.base + i as u32, &[*new])
+                            .map_err(|e| (Limit::Write, Some(e.to_string())))?;
                         *old = *new;
                         st.slots_written += 1;
                     }
                 }
-                w.table = table;
                 return Ok(());
             }
         }
         // A new window, filled before the group points at it.
         let base = self
-            .alloc_or_wait(dp, |r| r.pool.alloc(size))?
-            .ok_or_else(|| anyhow::anyhow!("slot pool full ({MAX_SLOTS} slots)"))?;
-        dp.set_slots(base, &slots)?;
-        st.slots_written += slots.len();
-        let id = match self.groups.get(key) {
-            Some(w) => w.id,
-            None => self
-                .alloc_or_wait(dp, |r| r.group_ids.alloc())?
-                .ok_or_else(|| anyhow::anyhow!("group table full ({MAX_GROUPS})"))?,
-        };
-        dp.set_group(
-            id,
-            &xe_group {
-                base,
-                size: size as u16,
-                mode,
-                ..Default::default()
+            .alloc_or_wait(dp, |r| r.pool.alloc(size))
+            .ok_or((Limit::Slots, None))?;
+        // What fails from here was never linked: it is free again at once.
+        if let Err(e) = dp.set_slots(base, slots) {
+            self.pool.release(base, size);
+            return Err((Limit::Write, Some(e.to_string())));
+        }
+        let (id, new_id) = match self.groups.get(key) {
+            Some(w) => (w.id, false),
+            None => match self.alloc_or_wait(dp, |r| r.group_ids.alloc()) {
+                Some(id) => (id, true),
+                None => {
+                    self.pool.release(base, size);
+                    return Err((Limit::Groups, None));
+                }
             },
-        )?;
+        };
+        let group = xe_group {
+            base,
+            size: size as u16,
+            mode,
+            ..Default::default()
+        };
+        if let Err(e) = dp.set_group(id, &group) {
+            self.pool.release(base, size);
+            if new_id {
+                self.group_ids.release(id);
+            }
+            return Err((Limit::Write, Some(e.to_string())));
+        }
+        st.slots_written += slots.len();
         st.groups_written += 1;
+        let window = self.windows.written(base, size, now_ms);
         if let Some(old) = self.groups.insert(
             key.clone(),
             WrittenGroup {
                 id,
-                base,
-                slots,
+                window,
+                slots: slots.to_vec(),
                 mode,
-                table,
+                table: None,
             },
         ) {
             self.unlinked.push(Unlinked::Window {
-                base: old.base,
+                base: old.window.base,
                 size: old.slots.len() as u32,
             });
         }
         Ok(())
     }
 
-    fn sync_routes(
-        &mut self,
-        updates: &[(Prefix, Option<DesiredRoute>)],
-        dp: &mut dyn TableWriter,
-        st: &mut SyncStats,
-    ) -> Result<()> {
-        for (prefix, r) in updates {
-            let Some(r) = r else {
-                if self.routes.remove(prefix).is_some() {
-                    match prefix.addr {
-                        IpAddr::V4(a) => dp.delete_route_v4(a, prefix.len)?,
-                        IpAddr::V6(a) => dp.delete_route_v6(a, prefix.len)?,
-                    }
-                    st.routes_deleted += 1;
-                }
-                continue;
-            };
-            let want = match r {
-                DesiredRoute::Forward(key) => xe_route {
-                    group: self.groups.get(key).map_or(0, |g| g.id),
-                    kind: RT_UNICAST,
-                    ..Default::default()
-                },
-                DesiredRoute::Local => xe_route {
-                    kind: RT_LOCAL,
-                    ..Default::default()
-                },
-                DesiredRoute::Blackhole => xe_route {
-                    kind: RT_BLACKHOLE,
-                    ..Default::default()
-                },
-                DesiredRoute::ToKernel => xe_route {
-                    kind: RT_UNREACHABLE,
-                    ..Default::default()
-                },
-            };
-            if self
-                .routes
-                .get(prefix)
-                .is_some_and(|w| w.group == want.group && w.kind == want.kind)
-            {
-                continue;
-            }
-            match prefix.addr {
-                IpAddr::V4(a) => dp.set_route_v4(a, prefix.len, &want)?,
-                IpAddr::V6(a) => dp.set_route_v6(a, prefix.len, &want)?,
-            }
-            self.routes.insert(*prefix, want);
-            st.routes_written += 1;
-        }
-        Ok(())
-    }
-
-    fn retire(
-        &mut self,
-        d: &Desired,
-        live_groups: &HashSet<GroupKey>,
-        dp: &mut dyn TableWriter,
-    ) -> Result<()> {
+    /// Removes what no route uses any more. A store that fails here only
+    /// leaves an entry no route reaches.
+    fn retire(&mut self, d: &Desired, dp: &mut dyn TableWriter) {
         let dead: Vec<GroupKey> = self
             .groups
             .keys()
-            .filter(|k| !live_groups.contains(*k))
+            .filter(|k| !d.groups.contains_key(*k))
             .cloned()
             .collect();
         for k in dead {
@@ -892,7 +979,7 @@ impl Reconciler {
                 // No route points to it any more: cleared after its grace period.
                 self.unlinked.extend([
                     Unlinked::Window {
-                        base: g.base,
+                        base: g.window.base,
                         size: g.slots.len() as u32,
                     },
                     Unlinked::Group(g.id),
@@ -931,6 +1018,5 @@ impl Reconciler {
             let _ = dp.remove_txport(i);
             self.txports.remove(&i);
         }
-        Ok(())
     }
 }

@@ -57,11 +57,13 @@ pub struct PathKey {
     pub gateway: Option<IpAddr>,
 }
 
-/// A path with its ECMP weight (1..=256).
+/// A path with its ECMP weight: 1..=256 for a hop of a multipath route,
+/// 1..=65,535 for a member of a nexthop group, and their sum for a path
+/// listed more than once (translate merges those).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WeightedPath {
     pub path: PathKey,
-    pub weight: u16,
+    pub weight: u32,
 }
 
 /// What a route does with a packet.
@@ -418,7 +420,7 @@ fn route_unicast_target(m: &RouteMessage) -> RouteTarget {
                     ifindex: h.interface_index,
                     gateway: gateway_of(&h.attributes),
                 },
-                weight: u16::from(h.hops) + 1,
+                weight: u32::from(h.hops) + 1,
             })
             .collect();
         return RouteTarget::Paths(paths);

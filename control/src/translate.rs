@@ -108,6 +108,55 @@ fn forwardable(p: &WeightedPath) -> bool {
     p.path.gateway.is_some() && p.path.ifindex != 0
 }
 
+/// The most slots a modulo group takes: a group's `size` is 16 bits.
+pub const MAX_MODULO_SLOTS: u32 = u16::MAX as u32;
+
+/// Folds a path listed more than once into one member whose weight is the
+/// sum, in the order paths first appear. The kernel accepts an IPv4
+/// multipath route that lists a hop twice (and groups of distinct nexthop
+/// objects on one path), and its hash-threshold selection then gives that
+/// path both shares: the sum is what it forwards by. A weight of 0 (no
+/// share) leaves the member out.
+pub fn merge_paths(paths: impl IntoIterator<Item = WeightedPath>) -> Vec<WeightedPath> {
+    let mut merged: Vec<WeightedPath> = Vec::new();
+    for p in paths.into_iter().filter(|p| p.weight > 0) {
+        match merged.iter_mut().find(|m| m.path == p.path) {
+            Some(m) => m.weight = m.weight.saturating_add(p.weight),
+            None => merged.push(p),
+        }
+    }
+    merged
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// How many slots each member of a modulo group gets, from its weights:
+/// divided by their greatest common divisor (the same split in fewer
+/// slots), and when the sum still exceeds [`MAX_MODULO_SLOTS`], scaled down
+/// in proportion (rounded down, at least one slot each), so that a group's
+/// size fits its 16 bits. Scaling moves each member's count by less than
+/// one slot of ~65,535 from its exact share.
+pub fn modulo_slot_counts(weights: &[u32]) -> Vec<u32> {
+    let g = weights.iter().copied().fold(0, gcd).max(1);
+    let reduced: Vec<u32> = weights.iter().map(|w| w / g).collect();
+    let total: u64 = reduced.iter().map(|w| u64::from(*w)).sum();
+    if total <= u64::from(MAX_MODULO_SLOTS) {
+        return reduced;
+    }
+    // Each member may round up to one slot: keep room for that.
+    let budget = u64::from(MAX_MODULO_SLOTS).saturating_sub(reduced.len() as u64);
+    reduced
+        .iter()
+        .map(|w| ((u64::from(*w) * budget / total) as u32).max(1))
+        .collect()
+}
+
 impl PlainGroupMode {
     /// The plan of a group this mode balances.
     pub fn plan(self) -> GroupPlan {
@@ -135,7 +184,7 @@ pub fn route_verdict(ks: &KernelState, prefix: &Prefix, plain: &GroupPlan) -> Op
         RouteTarget::Blackhole => DesiredRoute::Blackhole,
         RouteTarget::Unreachable | RouteTarget::Prohibit => DesiredRoute::ToKernel,
         RouteTarget::Paths(paths) => {
-            let members: Vec<WeightedPath> = paths.iter().copied().filter(forwardable).collect();
+            let members = merge_paths(paths.iter().copied().filter(forwardable));
             if members.is_empty() {
                 DesiredRoute::ToKernel
             } else {
@@ -220,15 +269,12 @@ fn nexthop_group(ks: &KernelState, id: u32, plain: &GroupPlan) -> Option<Desired
             })
         }
         NexthopObject::Group { members, resilient } => {
-            let members: Vec<WeightedPath> = members
-                .iter()
-                .filter_map(|(nid, weight)| {
-                    Some(WeightedPath {
-                        path: single_path(*nid)?,
-                        weight: *weight,
-                    })
+            let members = merge_paths(members.iter().filter_map(|(nid, weight)| {
+                Some(WeightedPath {
+                    path: single_path(*nid)?,
+                    weight: u32::from(*weight),
                 })
-                .collect();
+            }));
             if members.is_empty() {
                 return None;
             }
@@ -240,5 +286,97 @@ fn nexthop_group(ks: &KernelState, id: u32, plain: &GroupPlan) -> Option<Desired
             };
             Some(DesiredGroup { members, plan })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+
+    fn path(port: u32) -> PathKey {
+        PathKey {
+            ifindex: port,
+            gateway: Some(IpAddr::V4(Ipv4Addr::new(10, 0, port as u8, 2))),
+        }
+    }
+
+    fn hop(port: u32, weight: u16) -> WeightedPath {
+        WeightedPath {
+            path: path(port),
+            weight: weight.into(),
+        }
+    }
+
+    fn prefix(third: u8) -> Prefix {
+        Prefix {
+            addr: IpAddr::V4(Ipv4Addr::new(172, 16, third, 0)),
+            len: 24,
+        }
+    }
+
+    /// The members of the group `p` forwards through.
+    fn members(ks: &KernelState, p: Prefix) -> Vec<(u32, u64)> {
+        let d = translate(ks, PlainGroupMode::default());
+        let Some(DesiredRoute::Forward(key)) = d.routes.get(&p) else {
+            panic!("{p} does not forward: {:?}", d.routes.get(&p));
+        };
+        d.groups[key]
+            .members
+            .iter()
+            .map(|m| (m.path.ifindex, u64::from(m.weight)))
+            .collect()
+    }
+
+    #[test]
+    fn a_path_listed_twice_is_one_member_with_both_weights() {
+        let mut ks = KernelState::new(254);
+        // nexthop via A nexthop via B weight 3 nexthop via A: A 2, B 3.
+        let hops = vec![hop(1, 1), hop(2, 3), hop(1, 1)];
+        ks.routes
+            .entry(prefix(0))
+            .or_default()
+            .insert(0, RouteTarget::Paths(hops));
+        assert_eq!(members(&ks, prefix(0)), [(1, 2), (2, 3)]);
+        // Nexthop objects 1 and 2 on one path, grouped with 3.
+        for (id, port) in [(1, 1), (2, 1), (3, 2)] {
+            ks.nexthops.insert(
+                id,
+                NexthopObject::Single {
+                    path: path(port),
+                    blackhole: false,
+                },
+            );
+        }
+        ks.nexthops.insert(
+            10,
+            NexthopObject::Group {
+                members: vec![(1, 65_535), (3, 7), (2, 65_535)],
+                resilient: None,
+            },
+        );
+        ks.routes
+            .entry(prefix(1))
+            .or_default()
+            .insert(0, RouteTarget::Nexthop(10));
+        assert_eq!(members(&ks, prefix(1)), [(1, 131_070), (2, 7)]);
+    }
+
+    #[test]
+    fn modulo_slots_fit_sixteen_bits_and_keep_the_split() {
+        assert_eq!(modulo_slot_counts(&[2, 4, 6]), [1, 2, 3], "common divisor");
+        assert_eq!(modulo_slot_counts(&[1, 1]), [1, 1]);
+        assert!(modulo_slot_counts(&[]).is_empty());
+        let w = [131_070, 1, 40_001];
+        let n = modulo_slot_counts(&w);
+        let total: u32 = n.iter().sum();
+        assert!(total <= MAX_MODULO_SLOTS, "{n:?}");
+        assert_eq!(n[1], 1, "every member keeps a slot");
+        let exact = 131_070.0 / 171_072.0;
+        assert!(
+            (f64::from(n[0]) / f64::from(total) - exact).abs() < 1e-4,
+            "{n:?}"
+        );
     }
 }

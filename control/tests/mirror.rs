@@ -99,8 +99,7 @@ impl Env {
         let last_used = |s: u32| clock.last_used_ms(stamps.get(s), now);
         let dirty = self.state.take_dirty();
         self.rec
-            .sync(&self.state, &dirty, &mut self.dp, now, &last_used)
-            .expect("sync");
+            .sync(&self.state, &dirty, &mut self.dp, now, &last_used);
     }
 
     fn consistent(&self) {

@@ -206,13 +206,18 @@ impl StampClock {
     /// When a slot stamped `stamp` was last used, in ms of a clock that reads
     /// `now_ms` at this moment; None if never. A use anywhere in a jiffy
     /// counts as at its end (when in doubt a bucket is busy), and a stamp
-    /// written after the clock was read counts as now.
+    /// written after the clock was read (up to a minute: a long sync) counts
+    /// as now. Ages are taken modulo 2^32 jiffies, so a stamp further
+    /// "ahead" is an old one whose age wrapped (over 2^31 jiffies), not a
+    /// busy one; a stamp 2^32 jiffies old reads as new (49.7 days at HZ=1000).
     pub fn last_used_ms(&self, stamp: u32, now_ms: u64) -> Option<u64> {
         if stamp == 0 {
             return None;
         }
+        if stamp.wrapping_sub(self.jiffies) <= self.hz.saturating_mul(60) {
+            return Some(now_ms);
+        }
         let age = self.jiffies.wrapping_sub(stamp);
-        let age = if age > u32::MAX / 2 { 0 } else { age };
         Some(now_ms.saturating_sub(u64::from(age) * 1000 / u64::from(self.hz)))
     }
 }
