@@ -507,7 +507,7 @@ mod tests {
         let page = render(Path::new("/nonexistent/xdp-ecmp"), &Snapshot::default());
         assert_eq!(
             page.lines().filter(|l| l.starts_with("# TYPE ")).count(),
-            9,
+            12,
             "{page}"
         );
         samples(&page);
