@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh >&2
 if [[ " $* " == *" bgp "* || " $* " == *"--mode=bgp"* ]] && [[ ! -x /usr/lib/frr/bgpd ]]; then
     echo "demo: installing FRR" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends frr >/dev/null
 fi
 echo "demo: building xdp-ecmp (release)" >&2
