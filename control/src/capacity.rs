@@ -104,6 +104,20 @@ impl Limit {
         }
     }
 
+    /// How to raise the limit: a config key where the size is chosen at
+    /// load, else the constant to change and rebuild.
+    fn how_to_raise(self) -> String {
+        match self {
+            Limit::Slots => "raise slot_pool (--slot-pool) on new pins".into(),
+            Limit::RoutesV4 => "raise max_routes_v4 (--max-routes-v4) on new pins".into(),
+            Limit::RoutesV6 => "raise max_routes_v6 (--max-routes-v6) on new pins".into(),
+            _ => format!(
+                "raise {} in bpf/include/xe_abi.h and rebuild",
+                self.constant()
+            ),
+        }
+    }
+
     fn size(self, l: &Limits) -> u32 {
         match self {
             Limit::Nexthops => l.nexthops,
@@ -178,12 +192,12 @@ impl Shortfalls {
                 tracing::warn!(
                     limit = limit.name(),
                     "{} full ({} = {}){error}: {object} {} until room frees (retried every sync). \
-                     Delete routes, or raise {} in bpf/include/xe_abi.h and rebuild",
+                     Delete routes, or {}",
                     limit.table(),
                     limit.constant(),
                     limit.size(&self.limits),
                     w.status,
-                    limit.constant()
+                    limit.how_to_raise()
                 );
             }
         }

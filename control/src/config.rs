@@ -38,6 +38,11 @@ pub struct FileConfig {
     pub state_dir: Option<std::path::PathBuf>,
     /// Attach ports missing at start when they appear.
     pub wait_for_ports: Option<bool>,
+    /// Sizes of the IPv4 and IPv6 route tables and of the slot pool (taken
+    /// when the maps are made; pinned maps keep theirs).
+    pub max_routes_v4: Option<u32>,
+    pub max_routes_v6: Option<u32>,
+    pub slot_pool: Option<u32>,
 }
 
 impl FileConfig {

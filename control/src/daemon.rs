@@ -36,6 +36,8 @@ pub struct RunConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// Attach ports missing at start when they appear, instead of failing.
     pub wait_for_ports: bool,
+    /// Map sizes asked for (None: those of the pinned maps, else the defaults).
+    pub sizes: Option<dataplane::MapSizes>,
 }
 
 /// Time in ms of the daemon's timers (bucket stamps are converted to it
@@ -115,6 +117,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let had_pins = cfg.pin_dir.join("xe_config").exists();
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(cfg.pin_dir.clone()),
+        sizes: cfg.sizes,
         ..Default::default()
     })?;
     let pinned = had_pins.then(|| dp.config()).transpose()?;
@@ -147,7 +150,16 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let mut mirror = Mirror::open(cfg.rcvbuf)?;
     let mut state = KernelState::new(cfg.table);
     mirror.dump(&mut state)?;
-    let mut rec = Reconciler::new(cfg.mode);
+    let sizes = dp.sizes();
+    let mut rec = Reconciler::with_limits(
+        cfg.mode,
+        crate::capacity::Limits {
+            slots: sizes.slots,
+            routes_v4: sizes.routes_v4,
+            routes_v6: sizes.routes_v6,
+            ..Default::default()
+        },
+    );
     let adopted = rec.adopt(&state, &dp, now_ms())?;
     if adopted > 0 {
         tracing::info!(

@@ -99,6 +99,7 @@ pub fn open(pin_dir: &Path) -> Result<Dataplane> {
         stamp_mode: StampMode::Never,
         no_counters: true,
         pin_dir: Some(pin_dir.to_owned()),
+        sizes: None,
     })?)
 }
 

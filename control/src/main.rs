@@ -67,7 +67,7 @@ enum ShowWhat {
 struct RunArgs {
     /// TOML config file (keys: ports, table, plain_groups, buckets, idle_timer, unbalanced_timer,
     /// hash_seed, hash_policy, symmetric, netlink_rcvbuf, attach_mode, metrics, state_dir,
-    /// wait_for_ports); flags override it.
+    /// wait_for_ports, max_routes_v4, max_routes_v6, slot_pool); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Ports to attach to.
@@ -108,6 +108,17 @@ struct RunArgs {
     /// (otherwise a missing port is an error before anything is attached).
     #[arg(long)]
     wait_for_ports: bool,
+    /// Size of the IPv4 route table (default 2,097,152; taken when the maps
+    /// are made: pinned maps keep theirs, and a different size is an error).
+    #[arg(long)]
+    max_routes_v4: Option<u32>,
+    /// Size of the IPv6 route table (default 1,048,576).
+    #[arg(long)]
+    max_routes_v6: Option<u32>,
+    /// Slots of the pool every group's buckets are cut from (default
+    /// 2,097,152: 16,384 groups of 128 buckets; 16 bytes a slot).
+    #[arg(long)]
+    slot_pool: Option<u32>,
     /// Exit after this many seconds (for tests).
     #[arg(long, hide = true)]
     run_for: Option<f64>,
@@ -275,6 +286,25 @@ fn stats(cli: &Cli, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The map sizes asked for, if any: each one not given is the default.
+fn map_sizes(
+    routes_v4: Option<u32>,
+    routes_v6: Option<u32>,
+    slots: Option<u32>,
+) -> Result<Option<dataplane::MapSizes>> {
+    if routes_v4.is_none() && routes_v6.is_none() && slots.is_none() {
+        return Ok(None);
+    }
+    let d = dataplane::MapSizes::default();
+    let s = dataplane::MapSizes {
+        routes_v4: routes_v4.unwrap_or(d.routes_v4),
+        routes_v6: routes_v6.unwrap_or(d.routes_v6),
+        slots: slots.unwrap_or(d.slots),
+    };
+    s.check()?;
+    Ok(Some(s))
+}
+
 /// The state directory: the flag, else the config file's, else the default.
 fn state_dir(cli: &Cli, file: Option<&Path>) -> PathBuf {
     cli.state_dir
@@ -307,6 +337,9 @@ fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
         netlink_rcvbuf,
         metrics,
         wait_for_ports,
+        max_routes_v4,
+        max_routes_v6,
+        slot_pool,
         run_for,
     } = args;
     let file = match config {
@@ -370,6 +403,11 @@ fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
         run_for: run_for.map(Duration::from_secs_f64),
         metrics: metrics.or(file.metrics),
         wait_for_ports: *wait_for_ports || file.wait_for_ports == Some(true),
+        sizes: map_sizes(
+            max_routes_v4.or(file.max_routes_v4),
+            max_routes_v6.or(file.max_routes_v6),
+            slot_pool.or(file.slot_pool),
+        )?,
     };
     let stats = run(&cfg)?;
     let (p50, p99, p999) = stats.latency_quantiles();

@@ -69,3 +69,84 @@ fn show_capacity_counts_what_the_maps_hold() {
     assert!(t.contains("slot pool") && t.contains("16,384"), "{t}");
     support::xdp_ecmp(&net, &pins, &["detach", "xe-in"]);
 }
+
+#[test]
+fn table_sizes_are_chosen_at_start_and_kept_by_the_pins() {
+    if !require_root("table_sizes_are_chosen_at_start_and_kept_by_the_pins") {
+        return;
+    }
+    let net = fabric("sizes", 2);
+    anycast_route(&net, &[0, 1]);
+    let pins = PinDir::new("sizes");
+    let limits = || -> Vec<(String, u64)> {
+        let o = xdp_ecmp(&net, &pins, &["show", "capacity", "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        v.as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    r["table"].as_str().expect("table").to_string(),
+                    r["limit"].as_u64().expect("limit"),
+                )
+            })
+            .collect()
+    };
+    let limit =
+        |rows: &[(String, u64)], t: &str| rows.iter().find(|r| r.0 == t).map(|r| r.1).expect(t);
+    let sized = [
+        "-p",
+        "xe-in",
+        "--slot-pool",
+        "8192",
+        "--max-routes-v4",
+        "4096",
+        "--max-routes-v6",
+        "2048",
+        "--run-for",
+        "30",
+    ];
+    let d = Daemon::start(&net, &pins, &sized, false);
+    let rows = limits();
+    assert_eq!(limit(&rows, "slot pool"), 8192);
+    assert_eq!(limit(&rows, "IPv4 routes"), 4096);
+    assert_eq!(limit(&rows, "IPv6 routes"), 2048);
+    d.kill();
+    // Other sizes over the same pins: refused, naming both.
+    let o = xdp_ecmp(
+        &net,
+        &pins,
+        &[
+            "run",
+            "-p",
+            "xe-in",
+            "--slot-pool",
+            "16384",
+            "--run-for",
+            "5",
+        ],
+    );
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("other sizes") && t.contains("8192") && t.contains("16384"),
+        "{t}"
+    );
+    // None given: the pinned sizes are kept.
+    let d = Daemon::start(&net, &pins, &["-p", "xe-in", "--run-for", "30"], false);
+    assert_eq!(limit(&limits(), "slot pool"), 8192);
+    drop(d);
+    // Out of range: an error naming the key.
+    let o = xdp_ecmp(
+        &net,
+        &pins,
+        &["run", "-p", "xe-in", "--slot-pool", "7", "--run-for", "5"],
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("slot_pool"));
+    support::xdp_ecmp(&net, &pins, &["detach", "xe-in"]);
+}

@@ -4,7 +4,7 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use crate::abi::{
     read_from, xe_group, xe_nexthop, DIR_CHUNK, MAX_DIR_CHUNKS, MAX_GROUPS, MAX_NEXTHOPS,
-    MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_SLOTS, MAX_TXPORTS, NH_VALID,
+    MAX_TXPORTS, NH_VALID,
 };
 use crate::dir24::{Cells, TBL24_ENTRIES};
 use crate::error::Result;
@@ -54,7 +54,7 @@ impl Dataplane {
             TableUse {
                 table: "IPv4 routes",
                 used: m.xe_routes_v4.keys().count() as u64,
-                limit: MAX_ROUTES_V4.into(),
+                limit: self.sizes().routes_v4.into(),
                 note: "one per prefix",
             },
             TableUse {
@@ -66,7 +66,7 @@ impl Dataplane {
             TableUse {
                 table: "IPv6 routes",
                 used: m.xe_routes_v6.keys().count() as u64,
-                limit: MAX_ROUTES_V6.into(),
+                limit: self.sizes().routes_v6.into(),
                 note: "one per prefix",
             },
             TableUse {
@@ -78,8 +78,8 @@ impl Dataplane {
             TableUse {
                 table: "slot pool",
                 used: slots,
-                limit: MAX_SLOTS.into(),
-                note: "a resilient group takes one slot per bucket (128 by default: 16,384 such groups fill it), a modulo group one per member weight",
+                limit: self.sizes().slots.into(),
+                note: "a resilient group takes one slot per bucket (128 by default: 16,384 such groups fill the default pool), a modulo group one per member weight",
             },
             TableUse {
                 table: "next hops",

@@ -58,6 +58,12 @@ pub enum Error {
         found: String,
         want: u32,
     },
+    #[error("the maps pinned under {dir} have other sizes ({pinned}) than asked for ({want}): give the pinned sizes (or none: they are kept), or `xdp-ecmp detach PORTS` (the kernel forwards meanwhile), `rm -r {dir}`, then start with the new ones")]
+    Sizes {
+        dir: PathBuf,
+        pinned: String,
+        want: String,
+    },
     #[error("packet of {0} bytes is larger than the test buffer")]
     PacketTooLarge(usize),
 }

@@ -16,7 +16,8 @@ pub mod testnet;
 
 pub use error::{Error, Result};
 pub use loader::{
-    AttachMode, Dataplane, LoadOptions, RunOutput, StampClock, StampMode, StampReader, XdpLink,
+    AttachMode, Dataplane, LoadOptions, MapSizes, RunOutput, StampClock, StampMode, StampReader,
+    XdpLink,
 };
 pub use model::Tables;
 pub use tables::TableWriter;

@@ -14,7 +14,7 @@ use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapMut, OpenObject, ProgramInput}
 use crate::abi::{
     bytes_of, read_from, xe_config, xe_counter, xe_decision, xe_group, xe_lpm_v4, xe_lpm_v6,
     xe_nexthop, xe_route, Verdict, XdpEcmpSkel, XdpEcmpSkelBuilder, DIR_CHUNK_SIZE, LAYOUT_VERSION,
-    MAX_DIR_CHUNKS, MAX_GROUPS, MAX_NEXTHOPS, MAX_SLOTS,
+    MAX_DIR_CHUNKS, MAX_GROUPS, MAX_NEXTHOPS, MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_SLOTS,
 };
 use crate::dir24::{Dir248, TBL24_ENTRIES};
 use crate::error::{Error, Result};
@@ -46,8 +46,86 @@ pub struct LoadOptions {
     /// Leave the packet counters alone (a copy of the program that answers
     /// questions over the live maps, as `xdp-ecmp calc` does).
     pub no_counters: bool,
+    /// Sizes of the maps whose size is a choice. None: those of maps found
+    /// pinned, else the defaults; given, they must match maps found pinned.
+    pub sizes: Option<MapSizes>,
     /// Pin the maps under this bpffs directory, reusing maps already pinned there.
     pub pin_dir: Option<PathBuf>,
+}
+
+/// The sizes of the maps that can be chosen at load, where memory allows:
+/// the route tries (no preallocation: memory grows with the routes) and
+/// the slot pool every group's window is cut from (8 bytes a slot, and as
+/// much again for the bucket stamps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    pub routes_v4: u32,
+    pub routes_v6: u32,
+    pub slots: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        MapSizes {
+            routes_v4: MAX_ROUTES_V4,
+            routes_v6: MAX_ROUTES_V6,
+            slots: MAX_SLOTS,
+        }
+    }
+}
+
+impl MapSizes {
+    /// The range of each size: at least a little, at most what an mmapped
+    /// pool and a 24-bit-indexed world need.
+    pub const RANGE: std::ops::RangeInclusive<u32> = 1024..=(1 << 24);
+
+    /// Checks every size against [`MapSizes::RANGE`], naming the config key.
+    pub fn check(&self) -> Result<()> {
+        for (key, v) in [
+            ("max_routes_v4", self.routes_v4),
+            ("max_routes_v6", self.routes_v6),
+            ("slot_pool", self.slots),
+        ] {
+            if !Self::RANGE.contains(&v) {
+                return Err(Error::OutOfRange {
+                    what: key,
+                    value: v.into(),
+                    max: (*Self::RANGE.end()).into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The sizes of the maps pinned under `dir`, if they are pinned.
+    fn pinned(dir: &Path) -> Result<Option<MapSizes>> {
+        let size = |name: &str| -> Result<Option<u32>> {
+            let path = dir.join(name);
+            if !path.exists() {
+                return Ok(None);
+            }
+            let m = libbpf_rs::MapHandle::from_pinned_path(&path).map_err(|e| Error::Pin {
+                what: "opening pinned map",
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            Ok(Some(m.max_entries()))
+        };
+        Ok(
+            match (
+                size("xe_routes_v4")?,
+                size("xe_routes_v6")?,
+                size("xe_slots")?,
+            ) {
+                (Some(routes_v4), Some(routes_v6), Some(slots)) => Some(MapSizes {
+                    routes_v4,
+                    routes_v6,
+                    slots,
+                }),
+                _ => None,
+            },
+        )
+    }
 }
 
 /// What one BPF_PROG_TEST_RUN returned.
@@ -247,6 +325,8 @@ pub struct Dataplane {
     slots: MmapCells,
     /// When what packets may still hold can be reused.
     grace: GracePeriods,
+    /// The sizes the maps were made (or found pinned) with.
+    sizes: MapSizes,
     /// The IPv4 DIR-24-8 tables, mapped on the first IPv4 route write (and
     /// then checked against the LPM trie if the maps may come from a pin).
     dir: Option<Dir248<MmapCells>>,
@@ -283,16 +363,17 @@ impl Dataplane {
         let storage: *mut MaybeUninit<OpenObject> = Box::into_raw(Box::new(MaybeUninit::uninit()));
         // SAFETY: storage lives until Drop, after the skeleton that borrows it.
         let storage_ref: &'static mut MaybeUninit<OpenObject> = unsafe { &mut *storage };
-        let result = open_and_load(storage_ref, opts).and_then(|skel| {
+        let result = open_and_load(storage_ref, opts).and_then(|(skel, sizes)| {
             let groups = MmapCells::map(&skel.maps.xe_groups, "xe_groups", MAX_GROUPS as usize, 8)?;
-            let slots = MmapCells::map(&skel.maps.xe_slots, "xe_slots", MAX_SLOTS as usize, 8)?;
-            Ok((skel, groups, slots, GracePeriods::kernel()?))
+            let slots = MmapCells::map(&skel.maps.xe_slots, "xe_slots", sizes.slots as usize, 8)?;
+            Ok((skel, sizes, groups, slots, GracePeriods::kernel()?))
         });
         match result {
-            Ok((skel, groups, slots, grace)) => Ok(Dataplane {
+            Ok((skel, sizes, groups, slots, grace)) => Ok(Dataplane {
                 groups,
                 slots,
                 grace,
+                sizes,
                 dir: None,
                 pinned: opts.pin_dir.is_some(),
                 hz: None,
@@ -341,6 +422,11 @@ impl Dataplane {
             })
             .collect();
         Ok(value_accesses(&insns, fd.as_raw_fd()))
+    }
+
+    /// The sizes the maps have.
+    pub fn sizes(&self) -> MapSizes {
+        self.sizes
     }
 
     /// The program's fd (for attaching and link updates).
@@ -626,7 +712,7 @@ impl Dataplane {
 
     /// Next-hop ids in slots [base, base + count).
     pub fn slots(&self, base: u32, count: u32) -> Result<Vec<u32>> {
-        check_slots(base, count as usize)?;
+        check_slots(base, count as usize, self.sizes.slots)?;
         (base..base + count)
             .map(|i| Ok(Self::lookup(&self.skel.maps.xe_slots, "xe_slots", &i)?.unwrap_or(0)))
             .collect()
@@ -739,7 +825,7 @@ impl Dataplane {
 fn open_and_load(
     storage: &'static mut MaybeUninit<OpenObject>,
     opts: &LoadOptions,
-) -> Result<XdpEcmpSkel<'static>> {
+) -> Result<(XdpEcmpSkel<'static>, MapSizes)> {
     let mut open = XdpEcmpSkelBuilder::default()
         .open(storage)
         .map_err(|source| Error::Load { source })?;
@@ -748,9 +834,33 @@ fn open_and_load(
         rodata.stamp_mode = opts.stamp_mode as u8;
         rodata.count_packets = u8::from(!opts.no_counters);
     }
+    let mut sizes = opts.sizes.unwrap_or_default();
     if let Some(dir) = &opts.pin_dir {
         crate::pins::ensure_bpffs(dir)?;
         crate::pins::check_layout(dir)?;
+        if let Some(pinned) = MapSizes::pinned(dir)? {
+            if let Some(want) = opts.sizes.filter(|w| *w != pinned) {
+                return Err(Error::Sizes {
+                    dir: dir.clone(),
+                    pinned: format!("{pinned:?}"),
+                    want: format!("{want:?}"),
+                });
+            }
+            sizes = pinned;
+        }
+    }
+    sizes.check()?;
+    for mut map in open.open_object_mut().maps_mut() {
+        let size = match map.name().to_str() {
+            Some("xe_routes_v4") => sizes.routes_v4,
+            Some("xe_routes_v6") => sizes.routes_v6,
+            Some("xe_slots" | "xe_slot_used") => sizes.slots,
+            _ => continue,
+        };
+        map.set_max_entries(size)
+            .map_err(|source| Error::Load { source })?;
+    }
+    if let Some(dir) = &opts.pin_dir {
         std::fs::create_dir_all(dir).map_err(|source| Error::Pin {
             what: "creating pin directory",
             path: dir.clone(),
@@ -775,7 +885,7 @@ fn open_and_load(
             MapFlags::ANY,
         )
         .map_err(map_err("xe_layout", "update"))?;
-    Ok(skel)
+    Ok((skel, sizes))
 }
 
 impl TableWriter for Dataplane {
@@ -813,14 +923,14 @@ impl TableWriter for Dataplane {
     /// One 8-byte store (Release: the window's slots, written before, are
     /// visible first); the program reads the entry with one 8-byte load.
     fn set_group(&mut self, id: u32, group: &xe_group) -> Result<()> {
-        check_group(id, group)?;
+        check_group(id, group, self.sizes.slots)?;
         let word = u64::from_ne_bytes(bytes_of(group).try_into().expect("8-byte xe_group"));
         self.groups.word(id as usize).store(word, Ordering::Release);
         Ok(())
     }
 
     fn set_slots(&mut self, base: u32, nexthops: &[u32]) -> Result<()> {
-        check_slots(base, nexthops.len())?;
+        check_slots(base, nexthops.len(), self.sizes.slots)?;
         for (i, nh) in nexthops.iter().enumerate() {
             // Release: the next hop it names is written before.
             self.slots

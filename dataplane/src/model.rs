@@ -115,12 +115,12 @@ impl TableWriter for Tables {
         Ok(())
     }
     fn set_group(&mut self, id: u32, group: &xe_group) -> Result<()> {
-        check_group(id, group)?;
+        check_group(id, group, MAX_SLOTS)?;
         self.groups.insert(id, *group);
         Ok(())
     }
     fn set_slots(&mut self, base: u32, nexthops: &[u32]) -> Result<()> {
-        check_slots(base, nexthops.len())?;
+        check_slots(base, nexthops.len(), MAX_SLOTS)?;
         for (i, nh) in nexthops.iter().enumerate() {
             self.slots.insert(base + i as u32, *nh);
         }

@@ -2,7 +2,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::abi::{xe_config, xe_group, xe_nexthop, xe_route, MAX_GROUPS, MAX_SLOTS};
+use crate::abi::{xe_config, xe_group, xe_nexthop, xe_route, MAX_GROUPS};
 use crate::error::{Error, Result};
 use crate::grace::GracePeriods;
 
@@ -59,21 +59,22 @@ pub(crate) fn check_route_v4(route: &xe_route) -> Result<()> {
     check_range("IPv4 route group id", route.group, MAX_GROUPS)
 }
 
-pub(crate) fn check_slots(base: u32, count: usize) -> Result<()> {
+/// A window must end within the slot pool of `slots` slots.
+pub(crate) fn check_slots(base: u32, count: usize, slots: u32) -> Result<()> {
     let end = u64::from(base) + count as u64;
-    if end > u64::from(MAX_SLOTS) {
+    if end > u64::from(slots) {
         return Err(Error::OutOfRange {
             what: "slot window end",
             value: end,
-            max: MAX_SLOTS.into(),
+            max: slots.into(),
         });
     }
     Ok(())
 }
 
-pub(crate) fn check_group(id: u32, group: &xe_group) -> Result<()> {
+pub(crate) fn check_group(id: u32, group: &xe_group, slots: u32) -> Result<()> {
     check_range("group id", id, MAX_GROUPS)?;
-    check_slots(group.base, group.size.into())
+    check_slots(group.base, group.size.into(), slots)
 }
 
 /// Writes the smallest forwarding world: next hop 1 on `nh.ifindex` (also a
