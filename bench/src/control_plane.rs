@@ -45,15 +45,25 @@ impl Drop for Bed {
         self.stop_daemon();
         let _ = std::fs::remove_dir_all(&self.pin);
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_dir_all(self.state());
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
 
 impl Bed {
+    /// The daemon's state directory (its hash seed), removed with the bed.
+    fn state(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("{}-state", self.ns))
+    }
+
     fn new(tag: &str) -> Result<Self> {
         // xe-t<pid>-...: the names the test suite's leftover check knows.
         let ns = format!("xe-t{}-{tag}", std::process::id());
         run(Command::new("ip").args(["netns", "add", &ns]))?;
+        // A router: the daemon passes routes of a family the kernel would not forward.
+        run(Command::new("ip")
+            .args(["netns", "exec", &ns, "sysctl", "-qw"])
+            .args(["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]))?;
         let bed = Bed {
             pin: PathBuf::from(format!("/sys/fs/bpf/{ns}")),
             log: std::env::temp_dir().join(format!("{ns}.log")),
@@ -106,6 +116,8 @@ impl Bed {
             .arg(crate::xdp_ecmp_binary()?)
             .arg("--pin-dir")
             .arg(&self.pin)
+            .arg("--state-dir")
+            .arg(self.state())
             .args(["run", "-p", "xe-r1", "--netlink-rcvbuf", "268435456"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -210,6 +210,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         tracing::debug!(?st, "synced");
         Ok(())
     };
+    crate::forwarding::apply(&cfg.ports, &mut state);
     sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
     publish(&rec, &stats);
     tracing::info!(
@@ -237,6 +238,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         let polled = mirror.poll(&mut state, Duration::from_millis(200))?;
         stats.undecodable = mirror.undecodable();
         let woke = Instant::now();
+        // The forwarding switches change without a message we follow.
+        if crate::forwarding::apply(&cfg.ports, &mut state) {
+            sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
+        }
         match polled {
             Event::Changed(c) if c.any() => {
                 stats.events += 1;
@@ -264,6 +269,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
                     "netlink overrun: dumping the kernel state again"
                 );
                 state = mirror.resync(cfg.table)?;
+                crate::forwarding::apply(&cfg.ports, &mut state);
                 ports.follow(&state, &mut dp);
                 sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
             }

@@ -4,6 +4,7 @@ pub mod capacity;
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod forwarding;
 pub mod inspect;
 pub mod metrics;
 pub mod mirror;

@@ -119,6 +119,10 @@ pub struct KernelState {
     /// Resilient groups whose bucket table must be read again: the kernel
     /// moves buckets on member changes without a bucket notification.
     pub stale_buckets: HashSet<u32>,
+    /// The kernel would not forward this family now (`forwarding` module):
+    /// its routes go to the kernel.
+    pub forwarding_off_v4: bool,
+    pub forwarding_off_v6: bool,
 }
 
 /// What the reconciler must look at again.

@@ -37,13 +37,25 @@ pub struct TestNet {
 }
 
 impl TestNet {
-    /// Creates namespace `xe-t<pid>-<tag>` holding the veth pairs
-    /// `(a, b)`, all up. The calling thread does not enter it yet.
+    /// Creates namespace `xe-t<pid>-<tag>`, forwarding IPv4 and IPv6, holding
+    /// the veth pairs `(a, b)`, all up. The calling thread does not enter it yet.
     pub fn new(tag: &str, pairs: &[(&str, &str)]) -> std::io::Result<Self> {
         let name = format!("xe-t{}-{tag}", std::process::id());
         ip(&["netns", "add", &name])?;
         let net = TestNet { name };
         ip(&["-n", &net.name, "link", "set", "lo", "up"])?;
+        // A router: forwarding on for both families (and, through the
+        // defaults, for every port made below), as the daemon expects.
+        let st = Command::new("ip")
+            .args(["netns", "exec", &net.name, "sysctl", "-qw"])
+            .args(["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])
+            .status()?;
+        if !st.success() {
+            return Err(std::io::Error::other(format!(
+                "enabling forwarding in {}: sysctl {st}",
+                net.name
+            )));
+        }
         for (a, b) in pairs {
             ip(&[
                 "-n", &net.name, "link", "add", a, "type", "veth", "peer", "name", b,
