@@ -447,7 +447,7 @@ impl Reconciler {
         self.reclaim(&grace, dp, false);
         let mut prefixes: HashSet<Prefix> = match dirty {
             Dirty::All => {
-                let mut all: HashSet<Prefix> = ks.routes.keys().copied().collect();
+                let mut all: HashSet<Prefix> = ks.prefixes().copied().collect();
                 all.extend(self.routes.keys().copied());
                 all
             }

@@ -107,6 +107,10 @@ pub struct KernelState {
     pub neighbours: HashMap<(u32, IpAddr), Neighbour>,
     /// Routes by prefix, then by metric (the lowest metric wins).
     pub routes: BTreeMap<Prefix, BTreeMap<u32, RouteTarget>>,
+    /// Local routes of the local table (this host's addresses): the kernel
+    /// looks in the local table before main, so one wins over any route of
+    /// the mirrored table to the same prefix.
+    pub local_routes: BTreeMap<Prefix, RouteTarget>,
     pub nexthops: HashMap<u32, NexthopObject>,
     /// The kernel's bucket -> nexthop id assignment of its resilient groups.
     pub kernel_buckets: HashMap<u32, Vec<u32>>,
@@ -366,6 +370,19 @@ impl KernelState {
                 _ => None,
             })
             .unwrap_or(0);
+        if table == TABLE_LOCAL && table != self.table {
+            let changed = if delete {
+                self.local_routes.remove(&prefix).is_some()
+            } else {
+                self.local_routes
+                    .insert(prefix, RouteTarget::Local)
+                    .is_none()
+            };
+            if changed {
+                self.dirty.insert(prefix);
+            }
+            return changed;
+        }
         if delete {
             let Some(by_metric) = self.routes.get_mut(&prefix) else {
                 return false;
@@ -401,7 +418,18 @@ impl KernelState {
 
     /// The route that forwards for `prefix`: the lowest metric.
     pub fn best_route(&self, prefix: &Prefix) -> Option<&RouteTarget> {
-        self.routes.get(prefix)?.values().next()
+        self.local_routes
+            .get(prefix)
+            .or_else(|| self.routes.get(prefix)?.values().next())
+    }
+
+    /// Every prefix with a route, of the mirrored table or local.
+    pub fn prefixes(&self) -> impl Iterator<Item = &Prefix> {
+        self.routes.keys().chain(
+            self.local_routes
+                .keys()
+                .filter(|p| !self.routes.contains_key(*p)),
+        )
     }
 }
 

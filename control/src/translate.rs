@@ -242,7 +242,7 @@ pub fn add_paths(ks: &KernelState, g: &DesiredGroup, paths: &mut BTreeMap<PathKe
 pub fn translate(ks: &KernelState, mode: PlainGroupMode) -> Desired {
     let plain = mode.plan();
     let mut d = Desired::default();
-    for prefix in ks.routes.keys() {
+    for prefix in ks.prefixes() {
         let Some(route) = route_verdict(ks, prefix, &plain) else {
             continue;
         };
