@@ -1,19 +1,11 @@
 //! The xdp-ecmp binary end to end in a test namespace: attach, stats, errors that name the thing, detach.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use dataplane::testnet::{require_root, TestNet};
-use support::{xdp_ecmp, PinDir};
+use support::{text, xdp_ecmp, PinDir};
 
 mod support;
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn has_xdp(net: &TestNet, dev: &str) -> bool {
     let o = Command::new("ip")

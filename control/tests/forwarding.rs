@@ -1,10 +1,9 @@
 //! The kernel's forwarding switches: with IPv4 forwarding off (globally or on the attached port) the routes go to the kernel, and forward again once it is back on.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use dataplane::testnet::{require_root, TestNet};
-use support::{anycast_route, fabric, xdp_ecmp, Daemon, PinDir};
+use support::{anycast_route, fabric, wait_for_verdict, xdp_ecmp, Daemon, PinDir};
 
 mod support;
 
@@ -16,46 +15,6 @@ fn sysctl(net: &TestNet, setting: &str) {
     assert!(st.success(), "{setting}");
 }
 
-/// What the program does with a flow to the anycast address, asked with calc.
-fn verdict(net: &TestNet, pins: &PinDir) -> String {
-    let o = xdp_ecmp(
-        net,
-        pins,
-        &[
-            "calc",
-            "-p",
-            "udp",
-            "-s",
-            "10.2.0.100",
-            "--sport",
-            "4000",
-            "-d",
-            "172.16.255.66",
-            "--dport",
-            "53",
-            "--json",
-        ],
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-    v["verdict"].as_str().unwrap_or("-").to_string()
-}
-
-fn wait_for(net: &TestNet, pins: &PinDir, want: &str, after: &str) {
-    let t0 = Instant::now();
-    loop {
-        let got = verdict(net, pins);
-        if got == want {
-            println!("{after}: {want} after {:?}", t0.elapsed());
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "{after}: still {got}, want {want}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn with_forwarding_off_the_kernel_decides() {
     if !require_root("with_forwarding_off_the_kernel_decides") {
@@ -65,16 +24,16 @@ fn with_forwarding_off_the_kernel_decides() {
     anycast_route(&net, &[0, 1]);
     let pins = PinDir::new("fwd");
     let d = Daemon::start(&net, &pins, &["-p", "xe-in", "--run-for", "60"], true);
-    wait_for(&net, &pins, "forward", "start");
+    wait_for_verdict(&net, &pins, "forward", "start");
     sysctl(&net, "net.ipv4.ip_forward=0");
-    wait_for(&net, &pins, "pass-no-route", "ip_forward=0");
+    wait_for_verdict(&net, &pins, "pass-no-route", "ip_forward=0");
     sysctl(&net, "net.ipv4.ip_forward=1");
-    wait_for(&net, &pins, "forward", "ip_forward=1");
+    wait_for_verdict(&net, &pins, "forward", "ip_forward=1");
     // Off on the attached port only: the kernel would not forward what comes in there.
     sysctl(&net, "net.ipv4.conf.xe-in.forwarding=0");
-    wait_for(&net, &pins, "pass-no-route", "xe-in forwarding=0");
+    wait_for_verdict(&net, &pins, "pass-no-route", "xe-in forwarding=0");
     sysctl(&net, "net.ipv4.conf.xe-in.forwarding=1");
-    wait_for(&net, &pins, "forward", "xe-in forwarding=1");
+    wait_for_verdict(&net, &pins, "forward", "xe-in forwarding=1");
     let log = d.stop();
     assert!(
         log.contains("IPv4 forwarding is off on an attached port"),

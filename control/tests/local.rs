@@ -1,51 +1,11 @@
 //! A local address wins over any route to it, as the kernel's local table is looked up before main: a /32 on lo that a main-table /32 also covers is delivered locally, in either order, and forwards again once the address is gone.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dataplane::testnet::{require_root, TestNet};
-use support::{anycast_route, fabric, xdp_ecmp, Daemon, PinDir};
+use dataplane::testnet::require_root;
+use support::{anycast_route, anycast_verdict, fabric, wait_for_verdict, xdp_ecmp, Daemon, PinDir};
 
 mod support;
-
-/// What the program does with a flow to the anycast address, asked with calc.
-fn verdict(net: &TestNet, pins: &PinDir) -> String {
-    let o = xdp_ecmp(
-        net,
-        pins,
-        &[
-            "calc",
-            "-p",
-            "udp",
-            "-s",
-            "10.2.0.100",
-            "--sport",
-            "4000",
-            "-d",
-            "172.16.255.66",
-            "--dport",
-            "53",
-            "--json",
-        ],
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-    v["verdict"].as_str().unwrap_or("-").to_string()
-}
-
-fn wait_for(net: &TestNet, pins: &PinDir, want: &str, after: &str) {
-    let t0 = Instant::now();
-    loop {
-        let got = verdict(net, pins);
-        if got == want {
-            println!("{after}: {want} after {:?}", t0.elapsed());
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "{after}: still {got}, want {want}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn a_local_address_wins_over_a_route_to_it() {
@@ -56,27 +16,27 @@ fn a_local_address_wins_over_a_route_to_it() {
     anycast_route(&net, &[0, 1]);
     let pins = PinDir::new("local");
     let _d = Daemon::start(&net, &pins, &["-p", "xe-in", "--run-for", "60"], false);
-    wait_for(&net, &pins, "forward", "the route alone");
+    wait_for_verdict(&net, &pins, "forward", "the route alone");
     // The address after the route.
     net.ip(&["addr", "add", "172.16.255.66/32", "dev", "lo"])
         .expect("addr");
-    wait_for(&net, &pins, "pass-local", "address added");
+    wait_for_verdict(&net, &pins, "pass-local", "address added");
     net.ip(&["addr", "del", "172.16.255.66/32", "dev", "lo"])
         .expect("addr del");
-    wait_for(&net, &pins, "forward", "address removed");
+    wait_for_verdict(&net, &pins, "forward", "address removed");
     // The route after the address (replaced while the address is there).
     net.ip(&["addr", "add", "172.16.255.66/32", "dev", "lo"])
         .expect("addr");
-    wait_for(&net, &pins, "pass-local", "address added again");
+    wait_for_verdict(&net, &pins, "pass-local", "address added again");
     anycast_route(&net, &[0]);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        verdict(&net, &pins),
+        anycast_verdict(&net, &pins),
         "pass-local",
         "a route replaced under a local address stays local"
     );
     net.ip(&["addr", "del", "172.16.255.66/32", "dev", "lo"])
         .expect("addr del");
-    wait_for(&net, &pins, "forward", "address removed again");
+    wait_for_verdict(&net, &pins, "forward", "address removed again");
     xdp_ecmp(&net, &pins, &["detach", "xe-in"]);
 }

@@ -3,17 +3,9 @@
 use std::time::{Duration, Instant};
 
 use dataplane::testnet::{require_root, TestNet};
-use support::{fabric, xdp_ecmp, xdp_prog_id, Daemon, PinDir};
+use support::{fabric, text, xdp_ecmp, xdp_prog_id, Daemon, PinDir};
 
 mod support;
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn add_port(net: &TestNet, name: &str) {
     net.ip(&[

@@ -1,17 +1,9 @@
 //! One writer at a time per pin directory: while the daemon runs, `attach` and a second daemon are refused with the holder's PID; once it dies, the lock is free.
 
 use dataplane::testnet::require_root;
-use support::{fabric, xdp_ecmp, Daemon, PinDir};
+use support::{fabric, text, xdp_ecmp, Daemon, PinDir};
 
 mod support;
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn a_second_writer_is_told_who_holds_the_pin_directory() {

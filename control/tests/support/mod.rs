@@ -197,3 +197,53 @@ pub fn anycast_route(net: &TestNet, ports: &[usize]) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     net.ip(&args).expect("route");
 }
+
+/// stdout and stderr of a command, together.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// What the program does with a UDP flow to the anycast address, asked with calc.
+pub fn anycast_verdict(net: &TestNet, pins: &PinDir) -> String {
+    let o = xdp_ecmp(
+        net,
+        pins,
+        &[
+            "calc",
+            "-p",
+            "udp",
+            "-s",
+            "10.2.0.100",
+            "--sport",
+            "4000",
+            "-d",
+            "172.16.255.66",
+            "--dport",
+            "53",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v["verdict"].as_str().unwrap_or("-").to_string()
+}
+
+/// Waits (5 s at most) until the anycast flow gets `want`; prints how long it took after `what`.
+pub fn wait_for_verdict(net: &TestNet, pins: &PinDir, want: &str, what: &str) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let got = anycast_verdict(net, pins);
+        if got == want {
+            println!("{what}: {want} after {:?}", t0.elapsed());
+            return;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "{what}: still {got}, want {want}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
