@@ -32,6 +32,8 @@ pub struct RestartOptions {
 #[derive(Debug)]
 pub struct RestartResult {
     pub generated: u64,
+    /// Frames xdp-ecmp forwarded (its own counter).
+    pub forwarded: u64,
     pub received: u64,
     pub offered_mpps: f64,
     /// Flows seen at the sinks, and frames of a flow that reached another
@@ -48,17 +50,40 @@ pub struct RestartResult {
 }
 
 impl RestartResult {
-    pub fn lost(&self) -> u64 {
-        self.generated.saturating_sub(self.received)
+    /// Frames offered that never reached xdp-ecmp: dropped by the input
+    /// veth's ring when the generator's CPU fell behind. A loss of the test
+    /// bed: runs that only kill the daemon, or do nothing, show it too.
+    pub fn input_drops(&self) -> u64 {
+        let seen: u64 = self.forwarded + self.not_forwarded.iter().map(|(_, n)| n).sum::<u64>();
+        self.generated.saturating_sub(seen)
+    }
+
+    /// Frames of the run xdp-ecmp saw and did not forward (the port's own
+    /// multicast chatter aside).
+    pub fn not_forwarded_total(&self) -> u64 {
+        self.not_forwarded
+            .iter()
+            .filter(|(v, _)| *v != "pass-multicast")
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Frames forwarded that no sink received: dropped by a veth ring on
+    /// the way (the test bed's own loss, see OFFERED_MPPS).
+    pub fn dropped_after(&self) -> u64 {
+        self.forwarded.saturating_sub(self.received)
     }
 
     pub fn line(&self) -> String {
         format!(
-            "restart under load: {} frames offered ({:.2} Mpps), {} received, {} lost; {} flows followed, {} frames of them left by another port than before; {}/128 buckets changed; kill -9 to the new daemon's first sync {:.0} ms; not forwarded by xdp-ecmp: {:?}",
+            "restart under load: {} frames offered ({:.2} Mpps), {} dropped by the input veth ring before xdp-ecmp, {} forwarded by xdp-ecmp ({} of the run not), {} received ({} dropped after forwarding); {} flows followed, {} frames of them left by another port than before; {}/128 buckets changed; kill -9 to the new daemon's first sync {:.0} ms; not forwarded by xdp-ecmp: {:?}",
             self.generated,
             self.offered_mpps,
+            self.input_drops(),
+            self.forwarded,
+            self.not_forwarded_total(),
             self.received,
-            self.lost(),
+            self.dropped_after(),
             self.flows,
             self.moved_frames,
             self.buckets_changed,
@@ -69,8 +94,28 @@ impl RestartResult {
 
     pub fn failures(&self) -> Vec<String> {
         let mut f = Vec::new();
-        if self.lost() > 0 {
-            f.push(format!("{} frames lost", self.lost()));
+        if self.not_forwarded_total() > 0 {
+            f.push(format!(
+                "{} frames not forwarded by xdp-ecmp: {:?}",
+                self.not_forwarded_total(),
+                self.not_forwarded
+            ));
+        }
+        if self.dropped_after() > 0 {
+            f.push(format!(
+                "{} of {} forwarded frames never reached a sink",
+                self.dropped_after(),
+                self.forwarded
+            ));
+        }
+        // The test bed's own input drops are reported, not counted against
+        // the forwarding plane; more than a sliver means the bed is broken.
+        if self.input_drops() * 50 > self.generated {
+            f.push(format!(
+                "{} of {} offered frames never reached xdp-ecmp: the generator or the input veth is not keeping up",
+                self.input_drops(),
+                self.generated
+            ));
         }
         if self.moved_frames > 0 {
             f.push(format!(
@@ -295,8 +340,14 @@ pub fn restart(opts: &RestartOptions) -> Result<RestartResult> {
         .map(|((v, b), (_, a))| (v.name(), b.packets - a.packets))
         .filter(|(_, n)| *n > 0)
         .collect();
+    let forwarded = v1
+        .iter()
+        .zip(&v0)
+        .find(|((v, _), _)| v.name() == "forward")
+        .map_or(0, |((_, b), (_, a))| b.packets - a.packets);
     Ok(RestartResult {
         generated: generated_frames,
+        forwarded,
         received: received(&t, &sinks)? - r0,
         offered_mpps: generated_frames as f64 / elapsed.as_secs_f64() / 1e6,
         flows: flows_seen(&t)?,
