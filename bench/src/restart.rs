@@ -287,10 +287,9 @@ pub fn restart(opts: &RestartOptions) -> Result<RestartResult> {
     let before_table = buckets(&run.pins)?;
 
     // Traffic from CPU 0 at OFFERED_MPPS, in 50 ms chunks. Paced rather than
-    // flat out: a starting daemon's CPU burst (the verifier, adopting 80 MiB
-    // of lookup tables) would otherwise starve the sinks' NAPI on a 2-CPU
-    // machine and overflow their veth rings, a loss of the test bed, not of
-    // forwarding.
+    // flat out: at the generator's full rate any disturbance of its CPU
+    // overflows the input veth's ring before xdp-ecmp sees the frames (a
+    // loss of the test bed, counted apart as input drops).
     pin_thread_to_cpu(0)?;
     set_gen(&t, gen_if, FLOWS, false)?;
     let frame = crate::frame_to(ANYCAST);
