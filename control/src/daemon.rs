@@ -124,7 +124,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let seed = crate::seed::settle(
         cfg.hash_seed,
         cfg.new_hash_seed,
-        pinned.map(|c| crate::seed::of_config(&c)),
+        pinned.as_ref(),
         &crate::seed::StateDir(cfg.state_dir.clone()),
     )?;
     dp.set_config(&xe_config {

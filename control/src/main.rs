@@ -227,7 +227,7 @@ fn attach(
     let seed = seed::settle(
         seed,
         false,
-        pinned.map(|c| seed::of_config(&c)),
+        pinned.as_ref(),
         &seed::StateDir(state_dir(cli, None)),
     )?;
     dp.set_config(&xe_config {

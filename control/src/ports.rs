@@ -134,15 +134,4 @@ impl Ports {
             }
         }
     }
-
-    /// Attached ports and their interfaces.
-    pub fn attached(&self) -> Vec<(String, u32)> {
-        let mut v: Vec<_> = self
-            .links
-            .iter()
-            .map(|(n, l)| (n.clone(), l.ifindex))
-            .collect();
-        v.sort();
-        v
-    }
 }

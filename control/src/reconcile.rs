@@ -600,11 +600,6 @@ impl Reconciler {
         }
     }
 
-    /// Next-hop ids, slot windows and group ids unlinked and not yet reusable.
-    pub fn held(&self) -> usize {
-        self.held.len() + self.unlinked.len()
-    }
-
     /// Puts every port a next hop uses in the redirect map; a port that
     /// finds no room stays out and its next hops go without NH_TXPORT.
     fn sync_txports(&mut self, ks: &KernelState, d: &Desired, dp: &mut dyn TableWriter) {

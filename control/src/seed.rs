@@ -96,15 +96,16 @@ impl StateDir {
 }
 
 /// Settles the seed for a writer that just loaded the maps: `pinned` is the
-/// running program's seed when the maps came from a pin. Logs the choice,
+/// running program's config when the maps came from a pin. Logs the choice,
 /// warns when flows move, and stores it (a state directory that cannot be
 /// written is a warning: the pinned config still keeps it across restarts).
 pub fn settle(
     asked: Option<u64>,
     renew: bool,
-    pinned: Option<u64>,
+    pinned: Option<&dataplane::abi::xe_config>,
     state: &StateDir,
 ) -> Result<u64> {
+    let pinned = pinned.map(of_config);
     let stored = state.load_seed()?;
     let (seed, origin, previous) = choose(
         &SeedSources {

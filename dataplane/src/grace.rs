@@ -297,11 +297,6 @@ impl<T> Quarantine<T> {
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
-
-    /// The items held, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.held.iter().map(|(_, t)| t)
-    }
 }
 
 #[cfg(test)]
