@@ -7,6 +7,25 @@ use support::{anycast_route, anycast_verdict, fabric, wait_for_verdict, xdp_ecmp
 
 mod support;
 
+/// The kernel's own answer for a packet to the anycast address coming in by xe-in.
+fn kernel_route(net: &dataplane::testnet::TestNet) -> String {
+    let o = std::process::Command::new("ip")
+        .args([
+            "-n",
+            net.name(),
+            "route",
+            "get",
+            "172.16.255.66",
+            "from",
+            "10.2.0.100",
+            "iif",
+            "xe-in",
+        ])
+        .output()
+        .expect("ip route get");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 #[test]
 fn a_local_address_wins_over_a_route_to_it() {
     if !require_root("a_local_address_wins_over_a_route_to_it") {
@@ -21,9 +40,19 @@ fn a_local_address_wins_over_a_route_to_it() {
     net.ip(&["addr", "add", "172.16.255.66/32", "dev", "lo"])
         .expect("addr");
     wait_for_verdict(&net, &pins, "pass-local", "address added");
+    assert!(
+        kernel_route(&net).starts_with("local "),
+        "the kernel delivers it locally too: {}",
+        kernel_route(&net)
+    );
     net.ip(&["addr", "del", "172.16.255.66/32", "dev", "lo"])
         .expect("addr del");
     wait_for_verdict(&net, &pins, "forward", "address removed");
+    assert!(
+        kernel_route(&net).contains(" via "),
+        "the kernel forwards it again: {}",
+        kernel_route(&net)
+    );
     // The route after the address (replaced while the address is there).
     net.ip(&["addr", "add", "172.16.255.66/32", "dev", "lo"])
         .expect("addr");
