@@ -1,5 +1,6 @@
 //! xdp-ecmp control plane: the resilient bucket allocator, the netlink mirror of the kernel's routing state, and the reconciler that writes it to the dataplane.
 
+pub mod aliases;
 pub mod capacity;
 pub mod check;
 pub mod config;

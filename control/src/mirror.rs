@@ -97,7 +97,7 @@ impl Mirror {
                     NetlinkPayload::Done(_) => return Ok(()),
                     NetlinkPayload::Error(e) => bail!("netlink dump failed: {e}"),
                     NetlinkPayload::InnerMessage(m) => {
-                        state.apply_rt(&m);
+                        state.apply_rt_flags(&m, msg.header.flags);
                     }
                     _ => {}
                 }
@@ -216,7 +216,7 @@ impl Mirror {
             };
             for msg in decode(&self.buf[..n], &mut self.undecodable) {
                 if let NetlinkPayload::InnerMessage(m) = msg.payload {
-                    changed.merge(state.apply_rt(&m));
+                    changed.merge(state.apply_rt_flags(&m, msg.header.flags));
                 }
             }
         }

@@ -12,6 +12,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
+use crate::aliases::{self, Alias, Op};
 use crate::nexthop_msg::{Bucket, GroupKind, Nexthop, NexthopKind, RtMessage};
 
 /// The kernel's main table and local table ids.
@@ -77,6 +78,10 @@ pub enum RouteTarget {
     Blackhole,
     Unreachable,
     Prohibit,
+    /// What the program cannot decide as the kernel would (a TOS route,
+    /// `throw`, `nat`, broadcast, anycast or multicast routes, several IPv6
+    /// routes of one metric): packets go to the kernel.
+    KernelOnly,
 }
 
 /// Resilient group parameters, in the kernel's units (seconds for timers here).
@@ -105,12 +110,17 @@ pub enum NexthopObject {
 pub struct KernelState {
     pub links: HashMap<u32, Link>,
     pub neighbours: HashMap<(u32, IpAddr), Neighbour>,
-    /// Routes by prefix, then by metric (the lowest metric wins).
+    /// Routes by prefix, then by metric (the lowest metric wins): what
+    /// forwards, derived from `aliases`.
     pub routes: BTreeMap<Prefix, BTreeMap<u32, RouteTarget>>,
-    /// Local routes of the local table (this host's addresses): the kernel
-    /// looks in the local table before main, so one wins over any route of
-    /// the mirrored table to the same prefix.
+    /// Every route of the mirrored table, as the kernel keys them.
+    pub aliases: BTreeMap<Prefix, Vec<Alias>>,
+    /// What the local table (this host's addresses, broadcast and anycast
+    /// routes) decides for a prefix, derived from `local_aliases`: the
+    /// kernel looks in the local table before main, so an entry there wins
+    /// over any route of the mirrored table to the prefix or inside it.
     pub local_routes: BTreeMap<Prefix, RouteTarget>,
+    pub local_aliases: BTreeMap<Prefix, Vec<Alias>>,
     pub nexthops: HashMap<u32, NexthopObject>,
     /// The kernel's bucket -> nexthop id assignment of its resilient groups.
     pub kernel_buckets: HashMap<u32, Vec<u32>>,
@@ -159,6 +169,38 @@ impl Changed {
     }
 }
 
+/// 32 or 128.
+pub fn host_len(p: &Prefix) -> u8 {
+    if p.addr.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+/// `outer` holds every address of `inner` (same family, no longer, same leading bits).
+pub fn contains(outer: &Prefix, inner: &Prefix) -> bool {
+    if outer.len > inner.len {
+        return false;
+    }
+    let bits = |a: &IpAddr| -> u128 {
+        match a {
+            IpAddr::V4(v) => u128::from(u32::from(*v)) << 96,
+            IpAddr::V6(v) => u128::from(*v),
+        }
+    };
+    if outer.addr.is_ipv4() != inner.addr.is_ipv4() {
+        return false;
+    }
+    let len = u32::from(outer.len) + if outer.addr.is_ipv4() { 96 } else { 0 };
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
+    bits(&outer.addr) & mask == bits(&inner.addr) & mask
+}
+
 fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
@@ -204,11 +246,18 @@ impl KernelState {
         self.dirty_all = true;
     }
 
-    /// Applies a route-family message, nexthop objects included.
+    /// Applies a route-family message, nexthop objects included, as a
+    /// notification (a route added with `ip route add`).
     pub fn apply_rt(&mut self, msg: &RtMessage) -> Changed {
+        self.apply_rt_flags(msg, 0)
+    }
+
+    /// Applies a route-family message with its netlink header flags (which
+    /// say where a route goes among those of its key, or that it is a dump).
+    pub fn apply_rt_flags(&mut self, msg: &RtMessage, flags: u16) -> Changed {
         let mut c = Changed::default();
         match msg {
-            RtMessage::Route(m) => return self.apply(m),
+            RtMessage::Route(m) => return self.apply_flags(m, flags),
             RtMessage::NewNexthop(m) => {
                 if let Ok(nh) = Nexthop::from_message(m) {
                     let obj = object_of(&nh);
@@ -261,8 +310,13 @@ impl KernelState {
         changed
     }
 
-    /// Applies one netlink message; returns what it changed.
+    /// Applies one netlink message as a notification; returns what it changed.
     pub fn apply(&mut self, msg: &RouteNetlinkMessage) -> Changed {
+        self.apply_flags(msg, 0)
+    }
+
+    /// Applies one netlink message with its header flags; returns what it changed.
+    pub fn apply_flags(&mut self, msg: &RouteNetlinkMessage, flags: u16) -> Changed {
         let mut c = Changed::default();
         match msg {
             RouteNetlinkMessage::NewLink(m) => c.links = self.set_link(m),
@@ -271,8 +325,10 @@ impl KernelState {
             }
             RouteNetlinkMessage::NewNeighbour(m) => c.neighbours = self.set_neighbour(m, false),
             RouteNetlinkMessage::DelNeighbour(m) => c.neighbours = self.set_neighbour(m, true),
-            RouteNetlinkMessage::NewRoute(m) => c.routes = self.set_route(m, false),
-            RouteNetlinkMessage::DelRoute(m) => c.routes = self.set_route(m, true),
+            RouteNetlinkMessage::NewRoute(m) => {
+                c.routes = self.set_route(m, Some(Op::of_flags(flags)))
+            }
+            RouteNetlinkMessage::DelRoute(m) => c.routes = self.set_route(m, None),
             _ => {}
         }
         c
@@ -331,7 +387,8 @@ impl KernelState {
         self.neighbours.insert(key, n.clone()) != Some(n)
     }
 
-    fn set_route(&mut self, m: &RouteMessage, delete: bool) -> bool {
+    /// A route added (`op`) or deleted (None); true if what forwards changed.
+    fn set_route(&mut self, m: &RouteMessage, op: Option<Op>) -> bool {
         let table = m
             .attributes
             .iter()
@@ -340,21 +397,20 @@ impl KernelState {
                 _ => None,
             })
             .unwrap_or(u32::from(m.header.table));
-        let kind = m.header.kind;
-        let wanted = table == self.table || (table == TABLE_LOCAL && kind == RouteType::Local);
-        if !wanted {
+        let local = table == TABLE_LOCAL && table != self.table;
+        if table != self.table && !local {
             return false;
         }
         let dst = m.attributes.iter().find_map(|a| match a {
             RouteAttribute::Destination(d) => route_addr(d),
             _ => None,
         });
-        let family_zero = match m.header.address_family {
+        let (family_zero, v6) = match m.header.address_family {
             netlink_packet_route::AddressFamily::Inet => {
-                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+                (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), false)
             }
             netlink_packet_route::AddressFamily::Inet6 => {
-                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), true)
             }
             _ => return false,
         };
@@ -370,56 +426,100 @@ impl KernelState {
                 _ => None,
             })
             .unwrap_or(0);
-        if table == TABLE_LOCAL && table != self.table {
-            let changed = if delete {
-                self.local_routes.remove(&prefix).is_some()
-            } else {
-                self.local_routes
-                    .insert(prefix, RouteTarget::Local)
-                    .is_none()
-            };
-            if changed {
-                self.dirty.insert(prefix);
-            }
-            return changed;
-        }
-        if delete {
-            let Some(by_metric) = self.routes.get_mut(&prefix) else {
-                return false;
-            };
-            let removed = by_metric.remove(&metric).is_some();
-            if by_metric.is_empty() {
-                self.routes.remove(&prefix);
-            }
-            if removed {
-                self.dirty.insert(prefix);
-            }
-            return removed;
-        }
-        let target = match kind {
-            RouteType::Local => RouteTarget::Local,
-            RouteType::BlackHole => RouteTarget::Blackhole,
-            RouteType::Unreachable => RouteTarget::Unreachable,
-            RouteType::Prohibit => RouteTarget::Prohibit,
-            RouteType::Unicast => route_unicast_target(m),
-            _ => return false,
+        let oif = m
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let target = match (m.header.kind, local) {
+            (RouteType::Local, _) => RouteTarget::Local,
+            // Anything else of the local table (broadcast, anycast,
+            // multicast, a unicast route put there) the kernel decides.
+            (_, true) => RouteTarget::KernelOnly,
+            (RouteType::BlackHole, _) => RouteTarget::Blackhole,
+            (RouteType::Unreachable, _) => RouteTarget::Unreachable,
+            (RouteType::Prohibit, _) => RouteTarget::Prohibit,
+            (RouteType::Unicast, _) => route_unicast_target(m),
+            _ => RouteTarget::KernelOnly,
         };
-        let changed = self
-            .routes
-            .entry(prefix)
-            .or_default()
-            .insert(metric, target.clone())
-            != Some(target);
+        let alias = Alias {
+            metric,
+            tos: m.header.tos,
+            oif,
+            target,
+        };
+        let (all, derived) = if local {
+            (&mut self.local_aliases, None)
+        } else {
+            (&mut self.aliases, Some(&mut self.routes))
+        };
+        let list = all.entry(prefix).or_default();
+        let changed = match op {
+            Some(op) => aliases::add(list, alias, op, v6),
+            None => aliases::delete(list, &alias, v6),
+        };
+        if !changed {
+            if list.is_empty() {
+                all.remove(&prefix);
+            }
+            return false;
+        }
+        let effective = aliases::effective(list, v6);
+        if list.is_empty() {
+            all.remove(&prefix);
+        }
+        let before = match derived {
+            Some(routes) => {
+                if effective.is_empty() {
+                    routes.remove(&prefix)
+                } else {
+                    routes.insert(prefix, effective.clone())
+                }
+            }
+            None => {
+                let first = effective.into_values().next();
+                let before = match &first {
+                    Some(t) => self.local_routes.insert(prefix, t.clone()),
+                    None => self.local_routes.remove(&prefix),
+                };
+                let now = self.local_routes.get(&prefix).cloned();
+                if before != now {
+                    self.dirty.insert(prefix);
+                    self.local_wide_changed(&prefix);
+                }
+                return before != now;
+            }
+        };
+        let now = self.routes.get(&prefix);
+        let changed = before.as_ref() != now;
         if changed {
             self.dirty.insert(prefix);
         }
         changed
     }
 
-    /// The route that forwards for `prefix`: the lowest metric.
+    /// A local-table entry shorter than a host route decides for every
+    /// route of the mirrored table inside it: those must be looked at again.
+    fn local_wide_changed(&mut self, p: &Prefix) {
+        if p.len < host_len(p) {
+            self.dirty_all = true;
+        }
+    }
+
+    /// The route that forwards for `prefix`: the local table's entry for it
+    /// or for a wider prefix holding it, else the lowest metric.
     pub fn best_route(&self, prefix: &Prefix) -> Option<&RouteTarget> {
         self.local_routes
             .get(prefix)
+            .or_else(|| {
+                self.local_routes
+                    .iter()
+                    .find(|(l, _)| l.len < host_len(l) && contains(l, prefix))
+                    .map(|(_, t)| t)
+            })
             .or_else(|| self.routes.get(prefix)?.values().next())
     }
 

@@ -192,7 +192,9 @@ pub fn route_verdict(ks: &KernelState, prefix: &Prefix, plain: &GroupPlan) -> Op
     Some(match target {
         RouteTarget::Local => DesiredRoute::Local,
         RouteTarget::Blackhole => DesiredRoute::Blackhole,
-        RouteTarget::Unreachable | RouteTarget::Prohibit => DesiredRoute::ToKernel,
+        RouteTarget::Unreachable | RouteTarget::Prohibit | RouteTarget::KernelOnly => {
+            DesiredRoute::ToKernel
+        }
         RouteTarget::Paths(paths) => {
             let members = merge_paths(paths.iter().copied().filter(forwardable));
             if members.is_empty() {

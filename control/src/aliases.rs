@@ -1,0 +1,314 @@
+//! How the kernel keys the routes of one prefix: aliases ordered by TOS and metric, prepended, appended or replaced as the netlink flags say, IPv6 hops deleted one by one; and which of them forwards.
+//!
+//! IPv4 (fib_table_insert): a prefix holds a list of aliases sorted by TOS
+//! (highest first) and metric (lowest first). Routes with the same TOS and
+//! metric may coexist: `ip route add`/`prepend` puts the new one first (the
+//! one lookups use), `append` last, `replace` swaps the first; a delete
+//! removes the first alias that matches what the delete names, and its
+//! notification carries that alias in full. IPv6 (fib6) keeps one route per
+//! metric and gateway-ness: the route through gateways is one (ECMP) route
+//! whose notification always lists every hop (an `append` announces the
+//! whole grown route) and which is deleted hop by hop (the notification lists
+//! only the hops that went); routes without a gateway on different devices
+//! coexist beside it, and the kernel then chooses among them by its own
+//! scoring, so such a metric is the kernel's.
+
+use std::collections::BTreeMap;
+
+use crate::state::RouteTarget;
+
+/// One route of a prefix, as the kernel keys it within the prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    pub metric: u32,
+    /// The route's TOS (IPv4 `tos`/`dsfield`): it matches only packets with that TOS.
+    pub tos: u8,
+    /// The route's device when it names one outside its hops (RTA_OIF of a
+    /// local, blackhole or device route): two local routes to one address
+    /// on two devices are two aliases.
+    pub oif: u32,
+    pub target: RouteTarget,
+}
+
+/// Where a new route goes, from the netlink header flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A dump (NLM_F_MULTI): the kernel lists aliases in order.
+    Dump,
+    /// `add` or `prepend` (NLM_F_CREATE without APPEND/REPLACE): first among equals.
+    Prepend,
+    /// `append` (NLM_F_APPEND): last among equals.
+    Append,
+    /// `replace` (NLM_F_REPLACE): takes the place of the first among equals.
+    Replace,
+}
+
+const NLM_F_MULTI: u16 = 0x2;
+const NLM_F_REPLACE: u16 = 0x100;
+const NLM_F_APPEND: u16 = 0x800;
+
+impl Op {
+    pub fn of_flags(flags: u16) -> Op {
+        if flags & NLM_F_MULTI != 0 {
+            Op::Dump
+        } else if flags & NLM_F_REPLACE != 0 {
+            Op::Replace
+        } else if flags & NLM_F_APPEND != 0 {
+            Op::Append
+        } else {
+            Op::Prepend
+        }
+    }
+}
+
+/// Sort key: TOS descending, then metric ascending (the kernel's order).
+fn key(a: &Alias) -> (std::cmp::Reverse<u8>, u32) {
+    (std::cmp::Reverse(a.tos), a.metric)
+}
+
+/// Adds a route to the aliases of one prefix; true if they changed.
+pub fn add(list: &mut Vec<Alias>, new: Alias, op: Op, v6: bool) -> bool {
+    let k = key(&new);
+    let first = list.iter().position(|a| key(a) >= k).unwrap_or(list.len());
+    let end = list[first..]
+        .iter()
+        .position(|a| key(a) != k)
+        .map_or(list.len(), |i| first + i);
+    if v6 && ecmp(&new) {
+        // One route through gateways per metric, announced whole.
+        return match list[first..end].iter().position(ecmp) {
+            Some(i) => {
+                let changed = list[first + i] != new;
+                list[first + i] = new;
+                changed
+            }
+            None => {
+                list.insert(end, new);
+                true
+            }
+        };
+    }
+    // The kernel refuses a second alias equal to one it has: a repeated
+    // message (an event that a dump already showed) changes nothing.
+    if list[first..end].contains(&new) && op != Op::Replace {
+        return false;
+    }
+    match op {
+        Op::Replace if first < end => {
+            let changed = list[first] != new;
+            list[first] = new;
+            changed
+        }
+        Op::Prepend | Op::Replace => {
+            list.insert(first, new);
+            true
+        }
+        Op::Dump | Op::Append => {
+            list.insert(end, new);
+            true
+        }
+    }
+}
+
+/// Removes what a delete notification names; true if anything went.
+pub fn delete(list: &mut Vec<Alias>, gone: &Alias, v6: bool) -> bool {
+    let same_key = |a: &Alias| a.metric == gone.metric && a.tos == gone.tos;
+    if v6 && ecmp(gone) {
+        let Some(i) = list.iter().position(|a| same_key(a) && ecmp(a)) else {
+            return false;
+        };
+        // A multipath route loses only the hops named.
+        if let (RouteTarget::Paths(have), RouteTarget::Paths(del)) =
+            (&mut list[i].target, &gone.target)
+        {
+            let before = have.len();
+            have.retain(|h| !del.iter().any(|d| d.path == h.path));
+            if have.is_empty() {
+                list.remove(i);
+                return true;
+            }
+            return have.len() != before;
+        }
+        list.remove(i);
+        return true;
+    }
+    let at = list
+        .iter()
+        .position(|a| a == gone)
+        .or_else(|| list.iter().position(same_key));
+    match at {
+        Some(i) => {
+            list.remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// An IPv6 route the kernel merges into one multipath route: through gateways.
+fn ecmp(a: &Alias) -> bool {
+    matches!(&a.target, RouteTarget::Paths(p) if !p.is_empty() && p.iter().all(|h| h.path.gateway.is_some()))
+}
+
+/// What forwards for the prefix, by metric (the lowest wins): the first
+/// alias of each metric (IPv4), the only route of the metric (IPv6, where
+/// the kernel scores several by device and neighbour state). A TOS route
+/// selects by a field the program does not match on, so any makes the
+/// whole prefix the kernel's.
+pub fn effective(list: &[Alias], v6: bool) -> BTreeMap<u32, RouteTarget> {
+    let mut out = BTreeMap::new();
+    if list.iter().any(|a| a.tos != 0) {
+        out.insert(0, RouteTarget::KernelOnly);
+        return out;
+    }
+    for a in list {
+        out.entry(a.metric)
+            .and_modify(|t| {
+                if v6 {
+                    *t = RouteTarget::KernelOnly;
+                }
+            })
+            .or_insert_with(|| a.target.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{PathKey, WeightedPath};
+    use std::net::IpAddr;
+
+    fn via(gw: u8) -> WeightedPath {
+        WeightedPath {
+            path: PathKey {
+                ifindex: 2,
+                gateway: Some(IpAddr::from([10, 0, 0, gw])),
+            },
+            weight: 1,
+        }
+    }
+
+    fn route(metric: u32, gws: &[u8]) -> Alias {
+        Alias {
+            metric,
+            tos: 0,
+            oif: 0,
+            target: RouteTarget::Paths(gws.iter().map(|g| via(*g)).collect()),
+        }
+    }
+
+    fn winner(list: &[Alias]) -> RouteTarget {
+        effective(list, false)
+            .into_values()
+            .next()
+            .expect("a route")
+    }
+
+    #[test]
+    fn flags_say_where_a_route_goes() {
+        assert_eq!(Op::of_flags(0x600), Op::Prepend); // add: CREATE|EXCL
+        assert_eq!(Op::of_flags(0x400), Op::Prepend); // prepend: CREATE
+        assert_eq!(Op::of_flags(0xc00), Op::Append); // append: CREATE|APPEND
+        assert_eq!(Op::of_flags(0x100), Op::Replace);
+        assert_eq!(Op::of_flags(0x2), Op::Dump);
+    }
+
+    #[test]
+    fn ipv4_append_keeps_the_first_prepend_and_replace_take_the_front() {
+        let mut l = Vec::new();
+        assert!(add(&mut l, route(0, &[2]), Op::Prepend, false));
+        assert!(add(&mut l, route(0, &[3]), Op::Append, false));
+        assert_eq!(
+            winner(&l),
+            route(0, &[2]).target,
+            "append: the first still forwards"
+        );
+        assert!(add(&mut l, route(0, &[4]), Op::Prepend, false));
+        assert_eq!(
+            winner(&l),
+            route(0, &[4]).target,
+            "prepend: the new one forwards"
+        );
+        assert!(add(&mut l, route(0, &[5]), Op::Replace, false));
+        assert_eq!(l.len(), 3, "replace swaps the first, adds nothing");
+        assert_eq!(winner(&l), route(0, &[5]).target);
+        // Deleting the forwarding alias uncovers the next one.
+        assert!(delete(&mut l, &route(0, &[5]), false));
+        assert_eq!(winner(&l), route(0, &[2]).target);
+        assert!(
+            !add(&mut l, route(0, &[2]), Op::Prepend, false),
+            "a repeat is no change"
+        );
+        assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn a_lower_metric_wins_whatever_the_order() {
+        let mut l = Vec::new();
+        add(&mut l, route(20, &[2]), Op::Prepend, false);
+        add(&mut l, route(10, &[3]), Op::Append, false);
+        add(&mut l, route(30, &[4]), Op::Prepend, false);
+        assert_eq!(winner(&l), route(10, &[3]).target);
+        assert_eq!(effective(&l, false).len(), 3);
+    }
+
+    #[test]
+    fn a_tos_route_makes_the_prefix_the_kernels() {
+        let mut l = Vec::new();
+        add(&mut l, route(0, &[2]), Op::Prepend, false);
+        let mut t = route(0, &[3]);
+        t.tos = 0x10;
+        add(&mut l, t.clone(), Op::Prepend, false);
+        assert_eq!(l.len(), 2, "TOS is part of the key: both stay");
+        assert_eq!(winner(&l), RouteTarget::KernelOnly);
+        delete(&mut l, &t, false);
+        assert_eq!(winner(&l), route(0, &[2]).target);
+    }
+
+    #[test]
+    fn ipv6_hops_go_one_by_one() {
+        let mut l = Vec::new();
+        add(&mut l, route(1024, &[2, 3]), Op::Prepend, true);
+        // `append` announces the whole grown route.
+        add(&mut l, route(1024, &[4, 2, 3]), Op::Append, true);
+        assert_eq!(l.len(), 1);
+        assert!(delete(&mut l, &route(1024, &[3]), true));
+        assert_eq!(winner(&l), route(1024, &[4, 2]).target);
+        assert!(
+            !delete(&mut l, &route(1024, &[9]), true),
+            "a hop it does not have"
+        );
+        assert!(delete(&mut l, &route(1024, &[4, 2]), true));
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_device_route_beside_the_gateway_route_leaves_the_choice_to_the_kernel() {
+        let mut l = Vec::new();
+        add(&mut l, route(1024, &[2]), Op::Prepend, true);
+        let dev = Alias {
+            metric: 1024,
+            tos: 0,
+            oif: 3,
+            target: RouteTarget::Paths(vec![WeightedPath {
+                path: PathKey {
+                    ifindex: 3,
+                    gateway: None,
+                },
+                weight: 1,
+            }]),
+        };
+        add(&mut l, dev.clone(), Op::Prepend, true);
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            effective(&l, true).into_values().next(),
+            Some(RouteTarget::KernelOnly)
+        );
+        assert!(delete(&mut l, &dev, true));
+        assert_eq!(
+            effective(&l, true).into_values().next(),
+            Some(route(1024, &[2]).target)
+        );
+    }
+}
