@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub max_routes_v4: Option<u32>,
     pub max_routes_v6: Option<u32>,
     pub slot_pool: Option<u32>,
+    /// Seconds between anti-entropy comparisons (0: off; default 300).
+    pub anti_entropy: Option<f64>,
 }
 
 impl FileConfig {
@@ -50,6 +52,20 @@ impl FileConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+    }
+}
+
+/// The anti-entropy period: seconds, 0 for none, default 300; at least
+/// 0.1 s and at most a year.
+pub fn anti_entropy_period(secs: Option<f64>) -> Result<Option<std::time::Duration>> {
+    match secs.unwrap_or(300.0) {
+        0.0 => Ok(None),
+        s if (0.1..=MAX_TIMER_S as f64).contains(&s) => {
+            Ok(Some(std::time::Duration::from_secs_f64(s)))
+        }
+        s => anyhow::bail!(
+            "anti_entropy = {s}: give seconds between 0.1 and {MAX_TIMER_S}, or 0 to turn it off"
+        ),
     }
 }
 

@@ -38,6 +38,8 @@ pub struct RunConfig {
     pub wait_for_ports: bool,
     /// Map sizes asked for (None: those of the pinned maps, else the defaults).
     pub sizes: Option<dataplane::MapSizes>,
+    /// How often the mirror is compared with a fresh dump (None: never).
+    pub anti_entropy: Option<Duration>,
 }
 
 /// Time in ms of the daemon's timers (bucket stamps are converted to it
@@ -57,6 +59,11 @@ pub fn now_ms() -> u64 {
 pub struct RunStats {
     pub syncs: u64,
     pub resyncs: u64,
+    /// Dumps after a change that may have flushed state without a message.
+    pub redumps: u64,
+    /// Anti-entropy comparisons made, and differences found (and repaired).
+    pub entropy_checks: u64,
+    pub entropy_repairs: u64,
     pub events: u64,
     /// Netlink messages skipped because they did not decode.
     pub undecodable: u64,
@@ -69,6 +76,9 @@ impl Default for RunStats {
         RunStats {
             syncs: 0,
             resyncs: 0,
+            redumps: 0,
+            entropy_checks: 0,
+            entropy_repairs: 0,
             events: 0,
             undecodable: 0,
             latency_us: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
@@ -178,6 +188,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         let mut s = shared.lock();
         s.syncs = stats.syncs;
         s.resyncs = stats.resyncs;
+        s.redumps = stats.redumps;
+        s.entropy_checks = stats.entropy_checks;
+        s.entropy_repairs = stats.entropy_repairs;
         s.events = stats.events;
         s.latency = [0.5, 0.99, 0.999]
             .iter()
@@ -223,6 +236,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let mut last_resync = Instant::now() - Duration::from_secs(10);
     let mut last_upkeep = Instant::now();
     let mut last_publish = Instant::now();
+    let mut last_entropy = Instant::now();
     loop {
         if cfg.run_for.is_some_and(|d| started.elapsed() >= d) {
             return Ok(stats);
@@ -235,6 +249,19 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             last_publish = Instant::now();
             publish(&rec, &stats);
         }
+        if cfg
+            .anti_entropy
+            .is_some_and(|p| last_entropy.elapsed() >= p)
+        {
+            last_entropy = Instant::now();
+            if let Some(fresh) = anti_entropy(&mut mirror, &state, &mut stats)? {
+                state = fresh;
+                crate::forwarding::apply(&cfg.ports, &mut state);
+                ports.follow(&state, &mut dp);
+                sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
+                publish(&rec, &stats);
+            }
+        }
         let polled = mirror.poll(&mut state, Duration::from_millis(200))?;
         stats.undecodable = mirror.undecodable();
         let woke = Instant::now();
@@ -243,6 +270,20 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
         }
         match polled {
+            Event::Changed(c) if c.suspect => {
+                // What the kernel may have flushed without a message is
+                // read back before anything forwards through it again.
+                stats.events += 1;
+                stats.redumps += 1;
+                mirror.rtnl_barrier()?;
+                state = mirror.resync(cfg.table)?;
+                crate::forwarding::apply(&cfg.ports, &mut state);
+                ports.follow(&state, &mut dp);
+                sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
+                let _ = stats
+                    .latency_us
+                    .record(woke.elapsed().as_micros().max(1) as u64);
+            }
             Event::Changed(c) if c.any() => {
                 stats.events += 1;
                 ports.follow(&state, &mut dp);
@@ -275,4 +316,39 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             }
         }
     }
+}
+
+/// Compares the mirror with a fresh dump; returns the dump when they differ
+/// (after logging and counting each difference), for the caller to adopt.
+/// A round in which events arrived during the dump proves nothing (the
+/// dump may be newer than the mirror) and is skipped.
+fn anti_entropy(
+    mirror: &mut Mirror,
+    state: &KernelState,
+    stats: &mut RunStats,
+) -> Result<Option<KernelState>> {
+    if mirror.has_pending() {
+        return Ok(None);
+    }
+    let mut fresh = KernelState::new(state.table);
+    mirror.dump(&mut fresh)?;
+    if mirror.has_pending() {
+        tracing::debug!("anti-entropy: events arrived during the dump, round skipped");
+        return Ok(None);
+    }
+    fresh.forwarding_off_v4 = state.forwarding_off_v4;
+    fresh.forwarding_off_v6 = state.forwarding_off_v6;
+    stats.entropy_checks += 1;
+    let diffs = crate::entropy::differences(state, &fresh);
+    if diffs.is_empty() {
+        return Ok(None);
+    }
+    stats.entropy_repairs += diffs.len() as u64;
+    for d in diffs.iter().take(20) {
+        tracing::warn!("anti-entropy repaired a missed change: {d}");
+    }
+    if diffs.len() > 20 {
+        tracing::warn!("anti-entropy: ... and {} more", diffs.len() - 20);
+    }
+    Ok(Some(fresh))
 }

@@ -5,6 +5,7 @@ pub mod capacity;
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod entropy;
 pub mod forwarding;
 pub mod inspect;
 pub mod metrics;

@@ -29,6 +29,9 @@ use tokio::sync::Semaphore;
 pub struct Snapshot {
     pub syncs: u64,
     pub resyncs: u64,
+    pub redumps: u64,
+    pub entropy_checks: u64,
+    pub entropy_repairs: u64,
     pub events: u64,
     /// (quantile, seconds) of the event -> map latency.
     pub latency: Vec<(f64, f64)>,
@@ -195,6 +198,24 @@ impl Collector for Page {
         )?;
         single(
             &mut enc,
+            "redumps",
+            "Re-dumps after a change that may have flushed kernel state without a message (link, address or nexthop object gone).",
+            ConstCounter::new(snap.redumps),
+        )?;
+        single(
+            &mut enc,
+            "anti_entropy_checks",
+            "Comparisons of the mirror with a fresh kernel dump.",
+            ConstCounter::new(snap.entropy_checks),
+        )?;
+        single(
+            &mut enc,
+            "anti_entropy_repairs",
+            "Differences found by anti-entropy and repaired: each is a missed kernel change.",
+            ConstCounter::new(snap.entropy_repairs),
+        )?;
+        single(
+            &mut enc,
             "netlink_events",
             "Netlink event batches applied.",
             ConstCounter::new(snap.events),
@@ -327,6 +348,9 @@ mod tests {
             snap: Snapshot {
                 syncs: 3,
                 resyncs: 1,
+                redumps: 6,
+                entropy_checks: 7,
+                entropy_repairs: 8,
                 events: 2,
                 latency: vec![(0.5, 0.001), (0.99, 0.002), (0.999, 0.004)],
                 imbalance: vec![(100, 0.25)],
@@ -446,6 +470,9 @@ mod tests {
             ("xdp_ecmp_group_imbalance", "gauge"),
             ("xdp_ecmp_syncs_total", "counter"),
             ("xdp_ecmp_resyncs_total", "counter"),
+            ("xdp_ecmp_redumps_total", "counter"),
+            ("xdp_ecmp_anti_entropy_checks_total", "counter"),
+            ("xdp_ecmp_anti_entropy_repairs_total", "counter"),
             ("xdp_ecmp_netlink_events_total", "counter"),
             ("xdp_ecmp_netlink_undecodable_total", "counter"),
             ("xdp_ecmp_capacity_waiting", "gauge"),
@@ -489,6 +516,7 @@ mod tests {
         assert_eq!(value("xdp_ecmp_group_imbalance", &[("group", "100")]), 0.25);
         assert_eq!(value("xdp_ecmp_syncs_total", &[]), 3.0);
         assert_eq!(value("xdp_ecmp_resyncs_total", &[]), 1.0);
+        assert_eq!(value("xdp_ecmp_anti_entropy_repairs_total", &[]), 8.0);
         assert_eq!(value("xdp_ecmp_netlink_undecodable_total", &[]), 5.0);
         assert_eq!(
             value("xdp_ecmp_capacity_waiting", &[("limit", "nexthops")]),
@@ -507,7 +535,7 @@ mod tests {
         let page = render(Path::new("/nonexistent/xdp-ecmp"), &Snapshot::default());
         assert_eq!(
             page.lines().filter(|l| l.starts_with("# TYPE ")).count(),
-            12,
+            15,
             "{page}"
         );
         samples(&page);

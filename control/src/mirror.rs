@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::neighbour::NeighbourMessage;
@@ -21,7 +21,9 @@ use crate::state::{Changed, KernelState};
 
 const RTNLGRP_LINK: u32 = 1;
 const RTNLGRP_NEIGH: u32 = 3;
+const RTNLGRP_IPV4_IFADDR: u32 = 5;
 const RTNLGRP_IPV4_ROUTE: u32 = 7;
+const RTNLGRP_IPV6_IFADDR: u32 = 9;
 const RTNLGRP_IPV6_ROUTE: u32 = 11;
 
 /// What waiting for events gave.
@@ -58,6 +60,8 @@ impl Mirror {
         for g in [
             RTNLGRP_LINK,
             RTNLGRP_NEIGH,
+            RTNLGRP_IPV4_IFADDR,
+            RTNLGRP_IPV6_IFADDR,
             RTNLGRP_IPV4_ROUTE,
             RTNLGRP_IPV6_ROUTE,
             RTNLGRP_NEXTHOP,
@@ -111,6 +115,17 @@ impl Mirror {
         self.undecodable + crate::nexthop_msg::undecodable_replies()
     }
 
+    /// Events are waiting to be read.
+    pub fn has_pending(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.events.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+    }
+
     /// Drops every queued event: after an overrun they are older than the dump
     /// that follows, and applying them after it would bring back deleted state.
     pub fn discard_pending(&mut self) {
@@ -119,6 +134,45 @@ impl Mirror {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
                 Err(_) => return,
+            }
+        }
+    }
+
+    /// Waits until every rtnetlink change that had begun when this was
+    /// called has finished. The kernel announces a deleted address or a link
+    /// going down before it flushes what depends on it (both under the RTNL
+    /// lock, which route dumps no longer take): a no-op RTM_NEWLINK on `lo`
+    /// takes that lock, so once it is acknowledged a dump sees the flush.
+    /// Without CAP_NET_ADMIN it falls back to a pause of 50 ms.
+    pub fn rtnl_barrier(&mut self) -> Result<()> {
+        let mut link = LinkMessage::default();
+        link.header.index = 1;
+        let mut nl = NetlinkMessage::from(RtMessage::Route(RouteNetlinkMessage::SetLink(link)));
+        nl.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        self.seq += 1;
+        nl.header.sequence_number = self.seq;
+        nl.finalize();
+        let mut out = vec![0; nl.buffer_len()];
+        nl.serialize(&mut out);
+        self.requests
+            .send(&out, 0)
+            .context("sending a netlink barrier")?;
+        loop {
+            let n = self
+                .requests
+                .recv(&mut &mut self.buf[..], 0)
+                .context("reading a netlink barrier's answer")?;
+            for msg in decode(&self.buf[..n], &mut self.undecodable) {
+                if msg.header.sequence_number != self.seq {
+                    continue;
+                }
+                if let NetlinkPayload::Error(e) = msg.payload {
+                    if e.code.is_some() {
+                        tracing::debug!("netlink barrier refused ({e}): pausing instead");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    return Ok(());
+                }
             }
         }
     }

@@ -155,17 +155,24 @@ pub struct Changed {
     pub neighbours: bool,
     pub routes: bool,
     pub nexthops: bool,
+    /// The kernel may have deleted state without a message: a link changed
+    /// (down: IPv4 routes through it flushed, nexthop objects on it removed,
+    /// neighbours flushed), an address went (the last IPv4 address of a
+    /// device takes its routes along), or a nexthop object went (its groups
+    /// shrink, the routes using it go). The state must be dumped again.
+    pub suspect: bool,
 }
 
 impl Changed {
     pub fn any(&self) -> bool {
-        self.links || self.neighbours || self.routes || self.nexthops
+        self.links || self.neighbours || self.routes || self.nexthops || self.suspect
     }
     pub fn merge(&mut self, o: Changed) {
         self.links |= o.links;
         self.neighbours |= o.neighbours;
         self.routes |= o.routes;
         self.nexthops |= o.nexthops;
+        self.suspect |= o.suspect;
     }
 }
 
@@ -278,6 +285,7 @@ impl KernelState {
             RtMessage::DelNexthop(m) => {
                 if let Some(id) = m.id() {
                     c.nexthops = self.nexthops.remove(&id).is_some();
+                    c.suspect = c.nexthops;
                     self.kernel_buckets.remove(&id);
                 }
             }
@@ -319,10 +327,15 @@ impl KernelState {
     pub fn apply_flags(&mut self, msg: &RouteNetlinkMessage, flags: u16) -> Changed {
         let mut c = Changed::default();
         match msg {
-            RouteNetlinkMessage::NewLink(m) => c.links = self.set_link(m),
-            RouteNetlinkMessage::DelLink(m) => {
-                c.links = self.links.remove(&m.header.index).is_some()
+            RouteNetlinkMessage::NewLink(m) => {
+                c.links = self.set_link(m);
+                c.suspect = c.links;
             }
+            RouteNetlinkMessage::DelLink(m) => {
+                c.links = self.links.remove(&m.header.index).is_some();
+                c.suspect = c.links;
+            }
+            RouteNetlinkMessage::DelAddress(_) => c.suspect = true,
             RouteNetlinkMessage::NewNeighbour(m) => c.neighbours = self.set_neighbour(m, false),
             RouteNetlinkMessage::DelNeighbour(m) => c.neighbours = self.set_neighbour(m, true),
             RouteNetlinkMessage::NewRoute(m) => {
@@ -369,7 +382,10 @@ impl KernelState {
                 _ => {}
             }
         }
-        let Some(addr) = addr else { return false };
+        // Multicast entries (made by the kernel without a message) are never a gateway.
+        let Some(addr) = addr.filter(|a| !a.is_multicast()) else {
+            return false;
+        };
         let key = (m.header.ifindex, addr);
         if delete {
             return self.neighbours.remove(&key).is_some();
