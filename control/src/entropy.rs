@@ -32,6 +32,8 @@ pub fn differences(mirror: &KernelState, fresh: &KernelState) -> Vec<String> {
             .collect()
     };
     diff(&mut out, "neighbour", &usable(mirror), &usable(fresh));
+    let rules = |s: &KernelState| s.custom_rules.iter().map(|r| (r.clone(), ())).collect();
+    diff(&mut out, "rule", &rules(mirror), &rules(fresh));
     out
 }
 

@@ -10,6 +10,7 @@ use netlink_packet_core::{
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::neighbour::NeighbourMessage;
 use netlink_packet_route::route::{RouteHeader, RouteMessage};
+use netlink_packet_route::rule::RuleMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 
@@ -25,6 +26,8 @@ const RTNLGRP_IPV4_IFADDR: u32 = 5;
 const RTNLGRP_IPV4_ROUTE: u32 = 7;
 const RTNLGRP_IPV6_IFADDR: u32 = 9;
 const RTNLGRP_IPV6_ROUTE: u32 = 11;
+const RTNLGRP_IPV4_RULE: u32 = 8;
+const RTNLGRP_IPV6_RULE: u32 = 19;
 
 /// What waiting for events gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,8 @@ impl Mirror {
             RTNLGRP_IPV6_IFADDR,
             RTNLGRP_IPV4_ROUTE,
             RTNLGRP_IPV6_ROUTE,
+            RTNLGRP_IPV4_RULE,
+            RTNLGRP_IPV6_RULE,
             RTNLGRP_NEXTHOP,
         ] {
             events
@@ -204,6 +209,11 @@ impl Mirror {
                 ..Default::default()
             };
             self.request(RouteNetlinkMessage::GetRoute(m), state)?;
+        }
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut m = RuleMessage::default();
+            m.header.family = family;
+            self.request(RouteNetlinkMessage::GetRule(m), state)?;
         }
         for m in dump_nexthops(&self.requests).context("dumping nexthop objects")? {
             state.apply_rt(&RtMessage::NewNexthop(m));

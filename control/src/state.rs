@@ -1,6 +1,6 @@
 //! The kernel's routing state as the control plane mirrors it: links, neighbours, routes and nexthop objects, updated from netlink messages.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -8,8 +8,9 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia,
+    RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteType, RouteVia,
 };
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::aliases::{self, Alias, Op};
@@ -137,6 +138,11 @@ pub struct KernelState {
     /// its routes go to the kernel.
     pub forwarding_off_v4: bool,
     pub forwarding_off_v6: bool,
+    /// Policy routing rules other than the kernel's defaults (lookup local,
+    /// main, default), by family (false: IPv4): with any, a lookup may
+    /// start elsewhere than the tables mirrored, so that family's routes go
+    /// to the kernel. Each rule as its message prints, to match deletes.
+    pub custom_rules: BTreeSet<(bool, String)>,
 }
 
 /// What the reconciler must look at again.
@@ -336,6 +342,8 @@ impl KernelState {
                 c.suspect = c.links;
             }
             RouteNetlinkMessage::DelAddress(_) => c.suspect = true,
+            RouteNetlinkMessage::NewRule(m) => c.routes = self.set_rule(m, true),
+            RouteNetlinkMessage::DelRule(m) => c.routes = self.set_rule(m, false),
             RouteNetlinkMessage::NewNeighbour(m) => c.neighbours = self.set_neighbour(m, false),
             RouteNetlinkMessage::DelNeighbour(m) => c.neighbours = self.set_neighbour(m, true),
             RouteNetlinkMessage::NewRoute(m) => {
@@ -458,6 +466,7 @@ impl KernelState {
             (RouteType::BlackHole, _) => RouteTarget::Blackhole,
             (RouteType::Unreachable, _) => RouteTarget::Unreachable,
             (RouteType::Prohibit, _) => RouteTarget::Prohibit,
+            (RouteType::Unicast, _) if own_mtu(m) => RouteTarget::KernelOnly,
             (RouteType::Unicast, _) => route_unicast_target(m),
             _ => RouteTarget::KernelOnly,
         };
@@ -517,6 +526,49 @@ impl KernelState {
         changed
     }
 
+    /// Follows a policy routing rule; true (every route to be looked at
+    /// again) when the set of non-default rules changed.
+    fn set_rule(&mut self, m: &RuleMessage, add: bool) -> bool {
+        if default_rule(m) {
+            return false;
+        }
+        let key = (
+            m.header.family == netlink_packet_route::AddressFamily::Inet6,
+            format!("{:?} {:?}", m.header, m.attributes),
+        );
+        let v6 = key.0;
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let changed = if add {
+            let first = self.custom_rules(v6).is_none();
+            let new = self.custom_rules.insert(key.clone());
+            if new && first {
+                tracing::warn!(
+                    rule = key.1,
+                    "a policy routing rule is in place: {family} routes go to the kernel"
+                );
+            }
+            new
+        } else {
+            let gone = self.custom_rules.remove(&key);
+            if gone && self.custom_rules(v6).is_none() {
+                tracing::info!("no policy routing rule left: {family} routes forward again");
+            }
+            gone
+        };
+        if changed {
+            self.dirty_all = true;
+        }
+        changed
+    }
+
+    /// A non-default policy routing rule of this family is in place.
+    pub fn custom_rules(&self, v6: bool) -> Option<&str> {
+        self.custom_rules
+            .iter()
+            .find(|(f, _)| *f == v6)
+            .map(|(_, r)| r.as_str())
+    }
+
     /// A local-table entry shorter than a host route decides for every
     /// route of the mirrored table inside it: those must be looked at again.
     fn local_wide_changed(&mut self, p: &Prefix) {
@@ -547,6 +599,40 @@ impl KernelState {
                 .filter(|p| !self.routes.contains_key(*p)),
         )
     }
+}
+
+/// One of the rules every namespace starts with: from all, lookup local
+/// (priority 0), main (32766) or default (32767).
+fn default_rule(m: &RuleMessage) -> bool {
+    let h = &m.header;
+    if h.dst_len != 0 || h.src_len != 0 || h.tos != 0 || h.action != RuleAction::ToTable {
+        return false;
+    }
+    let (mut prio, mut table) = (0, u32::from(h.table));
+    for a in &m.attributes {
+        match a {
+            RuleAttribute::Priority(p) => prio = *p,
+            RuleAttribute::Table(t) => table = *t,
+            // Unset (-1) suppressors are what the kernel lists for every rule.
+            RuleAttribute::Protocol(_)
+            | RuleAttribute::SuppressPrefixLen(u32::MAX)
+            | RuleAttribute::SuppressIfGroup(u32::MAX) => {}
+            _ => return false,
+        }
+    }
+    matches!(
+        (prio, table),
+        (0, TABLE_LOCAL) | (32766, TABLE_MAIN) | (32767, 253)
+    )
+}
+
+/// A unicast route with an MTU of its own (`ip route ... mtu N`): the
+/// kernel checks packets against it, the program only against the port's.
+fn own_mtu(m: &RouteMessage) -> bool {
+    m.attributes.iter().any(|a| match a {
+        RouteAttribute::Metrics(ms) => ms.iter().any(|x| matches!(x, RouteMetric::Mtu(_))),
+        _ => false,
+    })
 }
 
 fn route_unicast_target(m: &RouteMessage) -> RouteTarget {

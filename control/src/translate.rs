@@ -183,6 +183,10 @@ pub fn route_verdict(ks: &KernelState, prefix: &Prefix, plain: &GroupPlan) -> Op
         std::net::IpAddr::V4(_) => ks.forwarding_off_v4,
         std::net::IpAddr::V6(_) => ks.forwarding_off_v6,
     };
+    // Policy routing may send a lookup to any table: the kernel decides.
+    if ks.custom_rules(prefix.addr.is_ipv6()).is_some() {
+        return Some(DesiredRoute::ToKernel);
+    }
     // With forwarding off the kernel answers even a blackhole with an ICMP
     // error (ip_route_input_slow turns the lookup's error into
     // EHOSTUNREACH): only local delivery stays as it is.

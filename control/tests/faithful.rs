@@ -153,9 +153,75 @@ fn routes_the_kernel_flushes_without_a_message_leave_the_maps() {
     wait_for(&net, &pins, "172.16.1.3", "nexthop gone", |v, _| {
         v == "pass-no-route"
     });
+    // A route with an MTU of its own: the kernel checks packets against it.
+    net.ip(&[
+        "route",
+        "replace",
+        "172.16.3.0/24",
+        "via",
+        "10.0.0.2",
+        "mtu",
+        "1300",
+    ])
+    .expect("mtu route");
+    wait_for(&net, &pins, "172.16.3.5", "route mtu 1300", not_forwarded);
+    net.ip(&["route", "replace", "172.16.3.0/24", "via", "10.0.0.2"])
+        .expect("plain route");
+    wait_for(&net, &pins, "172.16.3.5", "route mtu gone", |v, _| {
+        v == "forward"
+    });
+
+    // A policy routing rule may send the lookup to another table.
+    net.ip(&[
+        "rule",
+        "add",
+        "pref",
+        "100",
+        "from",
+        "10.2.0.0/16",
+        "lookup",
+        "100",
+    ])
+    .expect("rule");
+    net.ip(&[
+        "route",
+        "add",
+        "172.16.3.0/24",
+        "via",
+        "10.0.1.2",
+        "table",
+        "100",
+    ])
+    .expect("route in table 100");
+    assert!(kernel_from(&net, "172.16.3.5", "10.2.0.100").contains("dev xe-o1"));
+    wait_for(&net, &pins, "172.16.3.5", "rule", not_forwarded);
+    net.ip(&["rule", "del", "pref", "100"]).expect("rule del");
+    wait_for(&net, &pins, "172.16.3.5", "rule gone", |v, e| {
+        v == "forward" && e == "xe-o0"
+    });
     let log = d.stop();
     no_repairs(&log);
+    assert!(log.contains("a policy routing rule is in place"), "{log}");
     xdp_ecmp(&net, &pins, &["detach", "xe-in"]);
+}
+
+/// `ip route get DST from SRC iif xe-in`: the kernel's input path for the flow.
+fn kernel_from(net: &TestNet, dst: &str, src: &str) -> String {
+    let o = Command::new("ip")
+        .args([
+            "-n",
+            net.name(),
+            "route",
+            "get",
+            dst,
+            "from",
+            src,
+            "iif",
+            "xe-in",
+        ])
+        .output()
+        .expect("ip route get");
+    text(&o).trim().to_string()
 }
 
 #[test]
