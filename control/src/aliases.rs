@@ -28,6 +28,10 @@ pub struct Alias {
     /// on two devices are two aliases.
     pub oif: u32,
     pub target: RouteTarget,
+    /// The route has an MTU of its own (`mtu N`): the kernel checks packets
+    /// against it, the program only against the port's, so it forwards
+    /// nothing by this route.
+    pub own_mtu: bool,
 }
 
 /// Where a new route goes, from the netlink header flags.
@@ -74,6 +78,12 @@ pub fn add(list: &mut Vec<Alias>, new: Alias, op: Op, v6: bool) -> bool {
         .iter()
         .position(|a| key(a) != k)
         .map_or(list.len(), |i| first + i);
+    if v6 && op == Op::Replace {
+        // `replace` takes the place of the route(s) of the metric.
+        let changed = list[first..end] != [new.clone()];
+        list.splice(first..end, [new]);
+        return changed;
+    }
     if v6 && ecmp(&new) {
         // One route through gateways per metric, announced whole.
         return match list[first..end].iter().position(ecmp) {
@@ -162,13 +172,18 @@ pub fn effective(list: &[Alias], v6: bool) -> BTreeMap<u32, RouteTarget> {
         return out;
     }
     for a in list {
+        let target = if a.own_mtu {
+            RouteTarget::KernelOnly
+        } else {
+            a.target.clone()
+        };
         out.entry(a.metric)
             .and_modify(|t| {
                 if v6 {
                     *t = RouteTarget::KernelOnly;
                 }
             })
-            .or_insert_with(|| a.target.clone());
+            .or_insert(target);
     }
     out
 }
@@ -194,6 +209,7 @@ mod tests {
             metric,
             tos: 0,
             oif: 0,
+            own_mtu: false,
             target: RouteTarget::Paths(gws.iter().map(|g| via(*g)).collect()),
         }
     }
@@ -291,6 +307,7 @@ mod tests {
             metric: 1024,
             tos: 0,
             oif: 3,
+            own_mtu: false,
             target: RouteTarget::Paths(vec![WeightedPath {
                 path: PathKey {
                     ifindex: 3,

@@ -71,9 +71,14 @@ pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<V
         let mut held: BTreeMap<Hop, usize> = BTreeMap::new();
         let mut hops = Vec::with_capacity(slots.len());
         for id in &slots {
+            // Id 0: an unassigned bucket (no live member), which passes.
+            if *id == 0 {
+                hops.push(None);
+                continue;
+            }
             let nh = dp.nexthop(*id)?;
             let hop = (nh.ifindex, nh.dmac);
-            hops.push(hop);
+            hops.push(Some(hop));
             *held.entry(hop).or_default() += 1;
         }
         let hop_of = |p: &crate::state::PathKey| d.paths.get(p).map(|nh| (nh.ifindex, nh.dmac));
@@ -99,7 +104,7 @@ pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<V
                 }
                 for (i, (w, h)) in want.iter().zip(&hops).enumerate() {
                     if let Some(w) = w {
-                        if w != h {
+                        if Some(w) != h.as_ref() {
                             diffs.push(format!(
                                 "{prefix}: bucket {i} goes to {h:?}, the kernel's to {w:?}"
                             ));

@@ -275,7 +275,6 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
                 // read back before anything forwards through it again.
                 stats.events += 1;
                 stats.redumps += 1;
-                mirror.rtnl_barrier()?;
                 state = mirror.resync(cfg.table)?;
                 crate::forwarding::apply(&cfg.ports, &mut state);
                 ports.follow(&state, &mut dp);

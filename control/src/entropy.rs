@@ -73,6 +73,7 @@ mod tests {
                 mac: [2, 0, 0, 0, 0, 1],
                 mtu: 1500,
                 up: true,
+                admin_up: true,
             },
         );
         let p = Prefix {

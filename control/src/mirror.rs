@@ -182,9 +182,14 @@ impl Mirror {
         }
     }
 
-    /// Dumps everything again after an overrun, into a fresh state.
+    /// Dumps everything again (after an overrun, or a change that may have
+    /// flushed state without a message), into a fresh state. The queued
+    /// events are dropped first (the dump is newer); a dropped one may be the
+    /// announcement of a change whose silent flush is still under way, so
+    /// the dump waits for it behind the RTNL barrier.
     pub fn resync(&mut self, table: u32) -> Result<KernelState> {
         self.discard_pending();
+        self.rtnl_barrier()?;
         let mut fresh = KernelState::new(table);
         self.dump(&mut fresh)?;
         Ok(fresh)

@@ -29,6 +29,9 @@ pub struct Link {
     pub mtu: u32,
     /// Administratively up and carrier present.
     pub up: bool,
+    /// Administratively up (`ip link set up`), carrier or not: going down
+    /// flushes IPv4 routes even when the carrier was already gone.
+    pub admin_up: bool,
 }
 
 /// A neighbour entry (ARP / ND).
@@ -363,6 +366,7 @@ impl KernelState {
             mtu: 1500,
             up: m.header.flags.contains(LinkFlags::Up)
                 && m.header.flags.contains(LinkFlags::LowerUp),
+            admin_up: m.header.flags.contains(LinkFlags::Up),
         };
         for a in &m.attributes {
             match a {
@@ -466,7 +470,6 @@ impl KernelState {
             (RouteType::BlackHole, _) => RouteTarget::Blackhole,
             (RouteType::Unreachable, _) => RouteTarget::Unreachable,
             (RouteType::Prohibit, _) => RouteTarget::Prohibit,
-            (RouteType::Unicast, _) if own_mtu(m) => RouteTarget::KernelOnly,
             (RouteType::Unicast, _) => route_unicast_target(m),
             _ => RouteTarget::KernelOnly,
         };
@@ -475,6 +478,7 @@ impl KernelState {
             tos: m.header.tos,
             oif,
             target,
+            own_mtu: own_mtu(m),
         };
         let (all, derived) = if local {
             (&mut self.local_aliases, None)

@@ -142,6 +142,7 @@ impl World {
                     mac: port_mac(k),
                     mtu: 1500,
                     up: true,
+                    admin_up: true,
                 },
             );
         }

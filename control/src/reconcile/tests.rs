@@ -242,6 +242,7 @@ fn world() -> KernelState {
                 mac: [2, 0, 0, 0, i, 1],
                 mtu: 1500,
                 up: true,
+                admin_up: true,
             },
         );
         for gw in [gw4(ifindex), gw6(ifindex)] {

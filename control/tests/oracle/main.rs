@@ -1,5 +1,7 @@
 //! The kernel-differential oracle's tests: the kernel side (`kernel`) against `ip route get` and the routes each test writes, in namespaces of their own.
 
+mod differential;
+mod events;
 mod kernel;
 #[path = "../support/mod.rs"]
 mod support;

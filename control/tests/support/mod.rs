@@ -38,7 +38,8 @@ pub fn xdp_ecmp(net: &TestNet, pins: &PinDir, args: &[&str]) -> Output {
     command(net, pins, args).output().expect("running xdp-ecmp")
 }
 
-fn command(net: &TestNet, pins: &PinDir, args: &[&str]) -> Command {
+/// `xdp-ecmp --pin-dir PINS --state-dir STATE ARGS` in the namespace, not started.
+pub fn command(net: &TestNet, pins: &PinDir, args: &[&str]) -> Command {
     let mut c = Command::new("nsenter");
     c.arg(format!("--net=/run/netns/{}", net.name()))
         .arg(env!("CARGO_BIN_EXE_xdp-ecmp"))
