@@ -1,4 +1,4 @@
-//! The mirror stays faithful where the kernel changes state without a message (routes flushed on link down or with the last address, nexthop objects removed with their link) and where it keys routes its own way (IPv6 hop-by-hop deletes, IPv4 append, TOS); each step is checked against the kernel's own `ip route get`.
+//! The mirror stays faithful where the kernel changes state without a message (routes flushed on link down or with the last address, nexthop objects removed with their link) and where it keys routes its own way (IPv6 hop-by-hop deletes, IPv4 append, TOS, route MTU, policy rules); one test per point, each checked against the kernel's own `ip route get`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -71,166 +71,20 @@ fn daemon(net: &TestNet, pins: &PinDir) -> Daemon {
     )
 }
 
-fn no_repairs(log: &str) {
+/// Stops the daemon: it must never have repaired anything.
+fn finish(net: &TestNet, pins: &PinDir, d: Daemon) -> String {
+    let log = d.stop();
     assert!(
         !log.contains("anti-entropy repaired"),
         "anti-entropy found missed changes:\n{log}"
     );
+    xdp_ecmp(net, pins, &["detach", "xe-in"]);
+    log
 }
 
-#[test]
-fn routes_the_kernel_flushes_without_a_message_leave_the_maps() {
-    if !require_root("routes_the_kernel_flushes_without_a_message_leave_the_maps") {
-        return;
-    }
-    let net = fabric("flush", 3);
-    // Single-path routes through xe-o0 and xe-o1, and a nexthop object on xe-o2.
-    net.ip(&["route", "add", "172.16.1.1/32", "via", "10.0.0.2"])
-        .expect("route");
-    net.ip(&["route", "add", "172.16.1.2/32", "via", "10.0.1.2"])
-        .expect("route");
-    net.ip(&[
-        "nexthop", "add", "id", "12", "via", "10.0.2.2", "dev", "xe-o2",
-    ])
-    .expect("nexthop");
-    net.ip(&["route", "add", "172.16.1.3/32", "nhid", "12"])
-        .expect("route");
-    let pins = PinDir::new("flush");
-    let d = daemon(&net, &pins);
-    for (dst, port) in [
-        ("172.16.1.1", "xe-o0"),
-        ("172.16.1.2", "xe-o1"),
-        ("172.16.1.3", "xe-o2"),
-    ] {
-        wait_for(&net, &pins, dst, "start", |v, e| {
-            v == "forward" && e == port
-        });
-    }
-
-    // Admin down and up: the kernel flushed the route on the way down.
-    net.ip(&["link", "set", "xe-o0", "down"]).expect("down");
-    wait_for(&net, &pins, "172.16.1.1", "xe-o0 down", not_forwarded);
-    net.ip(&["link", "set", "xe-o0", "up"]).expect("up");
-    support::set_neighbour(&net, 0, 0);
-    assert!(
-        !kernel(&net, "172.16.1.1").contains("via 10.0.0.2"),
-        "the kernel flushed the route: {}",
-        kernel(&net, "172.16.1.1")
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    wait_for(&net, &pins, "172.16.1.1", "xe-o0 up again", |v, _| {
-        v == "pass-no-route"
-    });
-
-    // The last IPv4 address of xe-o1 goes: its routes go with it, the link stays up.
-    net.ip(&["addr", "flush", "dev", "xe-o1"]).expect("flush");
-    wait_for(&net, &pins, "172.16.1.2", "address gone", |v, _| {
-        v == "pass-no-route"
-    });
-    net.ip(&["addr", "add", "10.0.1.1/24", "dev", "xe-o1"])
-        .expect("addr");
-    support::set_neighbour(&net, 1, 0);
-    std::thread::sleep(Duration::from_millis(500));
-    wait_for(&net, &pins, "172.16.1.2", "address back", |v, _| {
-        v == "pass-no-route"
-    });
-
-    // A nexthop object on a link that goes down is removed silently, and
-    // the route using it with it.
-    net.ip(&["link", "set", "xe-o2", "down"]).expect("down");
-    net.ip(&["link", "set", "xe-o2", "up"]).expect("up");
-    support::set_neighbour(&net, 2, 0);
-    let o = Command::new("ip")
-        .args(["-n", net.name(), "nexthop", "show", "id", "12"])
-        .output()
-        .expect("ip nexthop");
-    assert!(
-        !o.status.success(),
-        "the kernel removed nexthop 12: {}",
-        text(&o)
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    wait_for(&net, &pins, "172.16.1.3", "nexthop gone", |v, _| {
-        v == "pass-no-route"
-    });
-    // A route with an MTU of its own: the kernel checks packets against it.
-    net.ip(&[
-        "route",
-        "replace",
-        "172.16.3.0/24",
-        "via",
-        "10.0.0.2",
-        "mtu",
-        "1300",
-    ])
-    .expect("mtu route");
-    wait_for(&net, &pins, "172.16.3.5", "route mtu 1300", not_forwarded);
-    net.ip(&["route", "replace", "172.16.3.0/24", "via", "10.0.0.2"])
-        .expect("plain route");
-    wait_for(&net, &pins, "172.16.3.5", "route mtu gone", |v, _| {
-        v == "forward"
-    });
-
-    // A policy routing rule may send the lookup to another table.
-    net.ip(&[
-        "rule",
-        "add",
-        "pref",
-        "100",
-        "from",
-        "10.2.0.0/16",
-        "lookup",
-        "100",
-    ])
-    .expect("rule");
-    net.ip(&[
-        "route",
-        "add",
-        "172.16.3.0/24",
-        "via",
-        "10.0.1.2",
-        "table",
-        "100",
-    ])
-    .expect("route in table 100");
-    assert!(kernel_from(&net, "172.16.3.5", "10.2.0.100").contains("dev xe-o1"));
-    wait_for(&net, &pins, "172.16.3.5", "rule", not_forwarded);
-    net.ip(&["rule", "del", "pref", "100"]).expect("rule del");
-    wait_for(&net, &pins, "172.16.3.5", "rule gone", |v, e| {
-        v == "forward" && e == "xe-o0"
-    });
-    let log = d.stop();
-    no_repairs(&log);
-    assert!(log.contains("a policy routing rule is in place"), "{log}");
-    xdp_ecmp(&net, &pins, &["detach", "xe-in"]);
-}
-
-/// `ip route get DST from SRC iif xe-in`: the kernel's input path for the flow.
-fn kernel_from(net: &TestNet, dst: &str, src: &str) -> String {
-    let o = Command::new("ip")
-        .args([
-            "-n",
-            net.name(),
-            "route",
-            "get",
-            dst,
-            "from",
-            src,
-            "iif",
-            "xe-in",
-        ])
-        .output()
-        .expect("ip route get");
-    text(&o).trim().to_string()
-}
-
-#[test]
-fn routes_are_keyed_as_the_kernel_keys_them() {
-    if !require_root("routes_are_keyed_as_the_kernel_keys_them") {
-        return;
-    }
-    let net = fabric("keyed", 2);
-    for i in 0..2 {
+/// Ports with IPv6 addresses and permanent IPv6 neighbours 2001:db8:i::2 too.
+fn with_ipv6(net: &TestNet, ports: usize) {
+    for i in 0..ports {
         let dev = format!("xe-o{i}");
         net.ip(&[
             "-6",
@@ -256,6 +110,106 @@ fn routes_are_keyed_as_the_kernel_keys_them() {
         ])
         .expect("neigh");
     }
+}
+
+fn forwards_via(port: &'static str) -> impl Fn(&str, &str) -> bool {
+    move |v, e| v == "forward" && e == port
+}
+
+#[test]
+fn a_route_the_kernel_flushed_on_admin_down_stays_gone() {
+    if !require_root("a_route_the_kernel_flushed_on_admin_down_stays_gone") {
+        return;
+    }
+    let net = fabric("flushdown", 1);
+    net.ip(&["route", "add", "172.16.1.1/32", "via", "10.0.0.2"])
+        .expect("route");
+    let pins = PinDir::new("flushdown");
+    let d = daemon(&net, &pins);
+    wait_for(&net, &pins, "172.16.1.1", "start", forwards_via("xe-o0"));
+    net.ip(&["link", "set", "xe-o0", "down"]).expect("down");
+    wait_for(&net, &pins, "172.16.1.1", "xe-o0 down", not_forwarded);
+    net.ip(&["link", "set", "xe-o0", "up"]).expect("up");
+    support::set_neighbour(&net, 0, 0);
+    assert!(
+        !kernel(&net, "172.16.1.1").contains("via 10.0.0.2"),
+        "the kernel flushed the route: {}",
+        kernel(&net, "172.16.1.1")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for(&net, &pins, "172.16.1.1", "xe-o0 up again", |v, _| {
+        v == "pass-no-route"
+    });
+    finish(&net, &pins, d);
+}
+
+#[test]
+fn routes_flushed_with_the_last_address_stay_gone() {
+    if !require_root("routes_flushed_with_the_last_address_stay_gone") {
+        return;
+    }
+    let net = fabric("flushaddr", 1);
+    net.ip(&["route", "add", "172.16.1.2/32", "via", "10.0.0.2"])
+        .expect("route");
+    let pins = PinDir::new("flushaddr");
+    let d = daemon(&net, &pins);
+    wait_for(&net, &pins, "172.16.1.2", "start", forwards_via("xe-o0"));
+    // The last IPv4 address of xe-o0 goes: its routes go with it, the link stays up.
+    net.ip(&["addr", "flush", "dev", "xe-o0"]).expect("flush");
+    wait_for(&net, &pins, "172.16.1.2", "address gone", |v, _| {
+        v == "pass-no-route"
+    });
+    net.ip(&["addr", "add", "10.0.0.1/24", "dev", "xe-o0"])
+        .expect("addr");
+    support::set_neighbour(&net, 0, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for(&net, &pins, "172.16.1.2", "address back", |v, _| {
+        v == "pass-no-route"
+    });
+    finish(&net, &pins, d);
+}
+
+#[test]
+fn a_nexthop_object_removed_with_its_link_takes_its_route() {
+    if !require_root("a_nexthop_object_removed_with_its_link_takes_its_route") {
+        return;
+    }
+    let net = fabric("flushnh", 1);
+    net.ip(&[
+        "nexthop", "add", "id", "12", "via", "10.0.0.2", "dev", "xe-o0",
+    ])
+    .expect("nexthop");
+    net.ip(&["route", "add", "172.16.1.3/32", "nhid", "12"])
+        .expect("route");
+    let pins = PinDir::new("flushnh");
+    let d = daemon(&net, &pins);
+    wait_for(&net, &pins, "172.16.1.3", "start", forwards_via("xe-o0"));
+    net.ip(&["link", "set", "xe-o0", "down"]).expect("down");
+    net.ip(&["link", "set", "xe-o0", "up"]).expect("up");
+    support::set_neighbour(&net, 0, 0);
+    let o = Command::new("ip")
+        .args(["-n", net.name(), "nexthop", "show", "id", "12"])
+        .output()
+        .expect("ip nexthop");
+    assert!(
+        !o.status.success(),
+        "the kernel removed nexthop 12: {}",
+        text(&o)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for(&net, &pins, "172.16.1.3", "nexthop gone", |v, _| {
+        v == "pass-no-route"
+    });
+    finish(&net, &pins, d);
+}
+
+#[test]
+fn an_ipv6_multipath_route_loses_only_the_deleted_hop() {
+    if !require_root("an_ipv6_multipath_route_loses_only_the_deleted_hop") {
+        return;
+    }
+    let net = fabric("v6hop", 2);
+    with_ipv6(&net, 2);
     net.ip(&[
         "-6",
         "route",
@@ -273,17 +227,11 @@ fn routes_are_keyed_as_the_kernel_keys_them() {
         "xe-o1",
     ])
     .expect("route");
-    net.ip(&["route", "add", "172.16.2.0/24", "via", "10.0.0.2"])
-        .expect("route");
-    net.ip(&["route", "add", "172.16.3.0/24", "via", "10.0.0.2"])
-        .expect("route");
-    let pins = PinDir::new("keyed");
+    let pins = PinDir::new("v6hop");
     let d = daemon(&net, &pins);
     wait_for(&net, &pins, "2001:db8:99::5", "start", |v, _| {
         v == "forward"
     });
-
-    // One IPv6 hop deleted: the kernel keeps the other.
     net.ip(&[
         "-6",
         "route",
@@ -295,30 +243,59 @@ fn routes_are_keyed_as_the_kernel_keys_them() {
         "xe-o1",
     ])
     .expect("del one hop");
-    std::thread::sleep(Duration::from_millis(300));
     assert!(kernel(&net, "2001:db8:99::5").contains("dev xe-o0"));
-    wait_for(&net, &pins, "2001:db8:99::5", "one hop deleted", |v, e| {
-        v == "forward" && e == "xe-o0"
-    });
+    std::thread::sleep(Duration::from_millis(300));
+    wait_for(
+        &net,
+        &pins,
+        "2001:db8:99::5",
+        "one hop deleted",
+        forwards_via("xe-o0"),
+    );
+    finish(&net, &pins, d);
+}
 
-    // An appended IPv4 route: the kernel keeps using the first.
+#[test]
+fn an_appended_ipv4_route_leaves_the_first_in_use() {
+    if !require_root("an_appended_ipv4_route_leaves_the_first_in_use") {
+        return;
+    }
+    let net = fabric("append", 2);
+    net.ip(&["route", "add", "172.16.2.0/24", "via", "10.0.0.2"])
+        .expect("route");
+    let pins = PinDir::new("append");
+    let d = daemon(&net, &pins);
+    wait_for(&net, &pins, "172.16.2.5", "start", forwards_via("xe-o0"));
     net.ip(&["route", "append", "172.16.2.0/24", "via", "10.0.1.2"])
         .expect("append");
     std::thread::sleep(Duration::from_millis(300));
     assert!(kernel(&net, "172.16.2.5").contains("dev xe-o0"));
-    wait_for(&net, &pins, "172.16.2.5", "appended", |v, e| {
-        v == "forward" && e == "xe-o0"
-    });
+    wait_for(&net, &pins, "172.16.2.5", "appended", forwards_via("xe-o0"));
     net.ip(&["route", "del", "172.16.2.0/24", "via", "10.0.0.2"])
         .expect("del the first");
     assert!(kernel(&net, "172.16.2.5").contains("dev xe-o1"));
-    wait_for(&net, &pins, "172.16.2.5", "first deleted", |v, e| {
-        v == "forward" && e == "xe-o1"
-    });
+    wait_for(
+        &net,
+        &pins,
+        "172.16.2.5",
+        "first deleted",
+        forwards_via("xe-o1"),
+    );
+    finish(&net, &pins, d);
+}
 
-    // A TOS route beside the plain one: the kernel chooses by TOS, the
-    // program cannot, so the prefix is the kernel's; deleting it gives the
-    // plain route back.
+#[test]
+fn a_tos_route_leaves_its_prefix_to_the_kernel() {
+    if !require_root("a_tos_route_leaves_its_prefix_to_the_kernel") {
+        return;
+    }
+    let net = fabric("tos", 2);
+    net.ip(&["route", "add", "172.16.3.0/24", "via", "10.0.0.2"])
+        .expect("route");
+    let pins = PinDir::new("tos");
+    let d = daemon(&net, &pins);
+    wait_for(&net, &pins, "172.16.3.5", "start", forwards_via("xe-o0"));
+    // The kernel chooses by TOS, the program cannot.
     net.ip(&[
         "route",
         "add",
@@ -340,10 +317,112 @@ fn routes_are_keyed_as_the_kernel_keys_them() {
         "10.0.1.2",
     ])
     .expect("del tos route");
-    wait_for(&net, &pins, "172.16.3.5", "tos route gone", |v, e| {
-        v == "forward" && e == "xe-o0"
-    });
-    let log = d.stop();
-    no_repairs(&log);
-    xdp_ecmp(&net, &pins, &["detach", "xe-in"]);
+    wait_for(
+        &net,
+        &pins,
+        "172.16.3.5",
+        "tos route gone",
+        forwards_via("xe-o0"),
+    );
+    finish(&net, &pins, d);
+}
+
+#[test]
+fn a_route_with_its_own_mtu_goes_to_the_kernel() {
+    if !require_root("a_route_with_its_own_mtu_goes_to_the_kernel") {
+        return;
+    }
+    let net = fabric("mtu", 1);
+    net.ip(&["route", "add", "172.16.3.0/24", "via", "10.0.0.2"])
+        .expect("route");
+    let pins = PinDir::new("mtu");
+    let d = daemon(&net, &pins);
+    wait_for(&net, &pins, "172.16.3.5", "start", forwards_via("xe-o0"));
+    net.ip(&[
+        "route",
+        "replace",
+        "172.16.3.0/24",
+        "via",
+        "10.0.0.2",
+        "mtu",
+        "1300",
+    ])
+    .expect("mtu route");
+    wait_for(&net, &pins, "172.16.3.5", "route mtu 1300", not_forwarded);
+    net.ip(&["route", "replace", "172.16.3.0/24", "via", "10.0.0.2"])
+        .expect("plain route");
+    wait_for(
+        &net,
+        &pins,
+        "172.16.3.5",
+        "route mtu gone",
+        forwards_via("xe-o0"),
+    );
+    finish(&net, &pins, d);
+}
+
+#[test]
+fn a_policy_rule_leaves_its_family_to_the_kernel() {
+    if !require_root("a_policy_rule_leaves_its_family_to_the_kernel") {
+        return;
+    }
+    let net = fabric("rule", 2);
+    net.ip(&["route", "add", "172.16.3.0/24", "via", "10.0.0.2"])
+        .expect("route");
+    let pins = PinDir::new("rule");
+    let d = daemon(&net, &pins);
+    wait_for(&net, &pins, "172.16.3.5", "start", forwards_via("xe-o0"));
+    // The rule sends the lookup to another table.
+    net.ip(&[
+        "rule",
+        "add",
+        "pref",
+        "100",
+        "from",
+        "10.2.0.0/16",
+        "lookup",
+        "100",
+    ])
+    .expect("rule");
+    net.ip(&[
+        "route",
+        "add",
+        "172.16.3.0/24",
+        "via",
+        "10.0.1.2",
+        "table",
+        "100",
+    ])
+    .expect("route in table 100");
+    assert!(kernel_from(&net, "172.16.3.5", "10.2.0.100").contains("dev xe-o1"));
+    wait_for(&net, &pins, "172.16.3.5", "rule", not_forwarded);
+    net.ip(&["rule", "del", "pref", "100"]).expect("rule del");
+    wait_for(
+        &net,
+        &pins,
+        "172.16.3.5",
+        "rule gone",
+        forwards_via("xe-o0"),
+    );
+    let log = finish(&net, &pins, d);
+    assert!(log.contains("a policy routing rule is in place"), "{log}");
+}
+
+/// `ip route get DST from SRC iif xe-in`: the kernel's input path for the flow.
+fn kernel_from(net: &TestNet, dst: &str, src: &str) -> String {
+    let o = Command::new("ip")
+        .args([
+            "-n",
+            net.name(),
+            "route",
+            "get",
+            dst,
+            "from",
+            src,
+            "iif",
+            "xe-in",
+        ])
+        .output()
+        .expect("ip route get");
+    text(&o).trim().to_string()
 }
