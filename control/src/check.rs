@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use anyhow::Result;
 use dataplane::abi::{
-    xe_route, NH_LINK_UP, NH_VALID, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST, RT_UNREACHABLE,
+    xe_route, NH_LINK_UP, NH_VALID, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
 };
 use dataplane::Dataplane;
 
@@ -54,6 +54,7 @@ pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<V
             DesiredRoute::Local => RT_LOCAL,
             DesiredRoute::Blackhole => RT_BLACKHOLE,
             DesiredRoute::ToKernel => RT_UNREACHABLE,
+            DesiredRoute::Refuse => RT_PROHIBIT,
         };
         if got.kind != kind {
             diffs.push(format!(

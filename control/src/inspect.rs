@@ -82,7 +82,7 @@ fn kind_name(k: u8) -> &'static str {
         RT_LOCAL => "local",
         RT_BLACKHOLE => "blackhole",
         RT_UNREACHABLE => "to-kernel",
-        RT_PROHIBIT => "prohibit",
+        RT_PROHIBIT => "to-kernel-refused",
         _ => "unknown",
     }
 }

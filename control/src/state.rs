@@ -464,8 +464,13 @@ impl KernelState {
             .unwrap_or(0);
         let target = match (m.header.kind, local) {
             (RouteType::Local, _) => RouteTarget::Local,
-            // Anything else of the local table (broadcast, anycast,
-            // multicast, a unicast route put there) the kernel decides.
+            // This host receives what goes to a broadcast, anycast or
+            // multicast address of the local table (and refuses it as a
+            // source, as its own addresses).
+            (RouteType::Broadcast | RouteType::Anycast | RouteType::Multicast, true) => {
+                RouteTarget::Local
+            }
+            // A unicast (or any other) route put in the local table: the kernel decides.
             (_, true) => RouteTarget::KernelOnly,
             (RouteType::BlackHole, _) => RouteTarget::Blackhole,
             (RouteType::Unreachable, _) => RouteTarget::Unreachable,

@@ -65,9 +65,16 @@ pub enum DesiredRoute {
     Forward(GroupKey),
     Local,
     Blackhole,
-    /// No forwarding here (unreachable/prohibit, on-link without a gateway,
-    /// or nothing usable): the kernel decides.
+    /// A unicast route the kernel forwards by and the program does not
+    /// (on-link without a gateway, nothing usable, forwarding off, a table
+    /// full): its packets go to the kernel; a source under it is routable.
     ToKernel,
+    /// A route the kernel answers with an error or decides by rules the
+    /// program does not follow (unreachable, prohibit, throw, TOS, broadcast
+    /// and other types): its packets go to the kernel, and so do packets
+    /// from a source under it (with source validation on, the kernel drops
+    /// those).
+    Refuse,
 }
 
 /// The whole translation.
@@ -197,7 +204,7 @@ pub fn route_verdict(ks: &KernelState, prefix: &Prefix, plain: &GroupPlan) -> Op
         RouteTarget::Local => DesiredRoute::Local,
         RouteTarget::Blackhole => DesiredRoute::Blackhole,
         RouteTarget::Unreachable | RouteTarget::Prohibit | RouteTarget::KernelOnly => {
-            DesiredRoute::ToKernel
+            DesiredRoute::Refuse
         }
         RouteTarget::Paths(paths) => {
             let members = merge_paths(paths.iter().copied().filter(forwardable));

@@ -156,9 +156,7 @@ fn routes_flushed_with_the_last_address_stay_gone() {
     wait_for(&net, &pins, "172.16.1.2", "start", forwards_via("xe-o0"));
     // The last IPv4 address of xe-o0 goes: its routes go with it, the link stays up.
     net.ip(&["addr", "flush", "dev", "xe-o0"]).expect("flush");
-    wait_for(&net, &pins, "172.16.1.2", "address gone", |v, _| {
-        v == "pass-no-route"
-    });
+    wait_for(&net, &pins, "172.16.1.2", "address gone", not_forwarded);
     net.ip(&["addr", "add", "10.0.0.1/24", "dev", "xe-o0"])
         .expect("addr");
     support::set_neighbour(&net, 0, 0);

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use dataplane::abi::{xe_route, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST, RT_UNREACHABLE};
+use dataplane::abi::{xe_route, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE};
 use dataplane::TableWriter;
 
 use super::{Reconciler, SyncStats};
@@ -121,6 +121,10 @@ impl Reconciler {
                     ..Default::default()
                 },
                 DesiredRoute::ToKernel => pass(),
+                DesiredRoute::Refuse => xe_route {
+                    kind: RT_PROHIBIT,
+                    ..Default::default()
+                },
             };
             if let Some(w) = self.demoted.get_mut(prefix) {
                 // Passes while a longer prefix waits; then gets this.
@@ -267,7 +271,7 @@ impl Reconciler {
                 let Some(cur) = self.routes.get(&c).copied() else {
                     continue;
                 };
-                if cur.kind == RT_UNREACHABLE || cur.kind == RT_LOCAL {
+                if matches!(cur.kind, RT_UNREACHABLE | RT_PROHIBIT | RT_LOCAL) {
                     continue; // it passes already
                 }
                 if !self.write_route(&c, pass(), dp, st) {

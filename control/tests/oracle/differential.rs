@@ -117,11 +117,39 @@ fn random_frame(rng: &mut StdRng, port_mac: [u8; 6]) -> Frame {
     let pool = if v6 { PREFIXES_V6 } else { PREFIXES_V4 };
     let prefix = pool.choose(rng).copied().unwrap_or(pool[0]);
     let dst = address_in(rng, prefix);
-    let src = match (v6, rng.random_bool(0.9)) {
-        (false, true) => address_in(rng, "10.2.0.0/24"),
-        (true, true) => address_in(rng, "2001:db8:2::/64"),
-        (false, false) => address_in(rng, "198.18.0.0/15"),
-        (true, false) => address_in(rng, "2001:db8:77::/48"),
+    // Sources the kernel refuses to forward from: its own addresses, a
+    // subnet broadcast, loopback, multicast, link-local, unspecified.
+    const ODD_V4: &[&str] = &[
+        "10.2.0.1",
+        "10.0.1.1",
+        "172.16.1.7",
+        "10.2.0.255",
+        "127.0.0.1",
+        "0.0.0.7",
+        "224.0.0.5",
+        "255.255.255.255",
+        "240.0.0.1",
+    ];
+    const ODD_V6: &[&str] = &[
+        "2001:db8:2::1",
+        "2001:db8:101::1",
+        "2001:db8:99:1::7",
+        "::1",
+        "::",
+        "fe80::1",
+        "ff02::1",
+    ];
+    let src = match (v6, rng.random_range(0..100)) {
+        (false, 0..=3) => ODD_V4
+            .choose(rng)
+            .map_or(dst, |a| a.parse().expect("address")),
+        (true, 0..=3) => ODD_V6
+            .choose(rng)
+            .map_or(dst, |a| a.parse().expect("address")),
+        (false, 4..=89) => address_in(rng, "10.2.0.0/24"),
+        (true, 4..=89) => address_in(rng, "2001:db8:2::/64"),
+        (false, _) => address_in(rng, "198.18.0.0/15"),
+        (true, _) => address_in(rng, "2001:db8:77::/48"),
     };
     let odd: u32 = rng.random_range(0..100);
     Frame {

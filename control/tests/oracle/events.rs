@@ -334,10 +334,27 @@ impl Events {
             // Forwarding switches (back on far more often than off).
             90..=94 => {
                 let on = u8::from(self.rng.random_bool(0.85));
-                let s = match self.rng.random_range(0..3) {
+                let s = match self.rng.random_range(0..5) {
                     0 => format!("net.ipv4.ip_forward={on}"),
                     1 => format!("net.ipv4.conf.xe-in.forwarding={on}"),
-                    _ => format!("net.ipv6.conf.all.forwarding={on}"),
+                    2 => format!("net.ipv6.conf.all.forwarding={on}"),
+                    // Reverse-path filtering: off, strict, loose.
+                    3 => format!(
+                        "net.ipv4.conf.xe-in.rp_filter={}",
+                        if on == 1 {
+                            0
+                        } else {
+                            self.rng.random_range(1..=2)
+                        }
+                    ),
+                    _ => format!(
+                        "net.ipv4.conf.all.rp_filter={}",
+                        if on == 1 {
+                            0
+                        } else {
+                            self.rng.random_range(1..=2)
+                        }
+                    ),
                 };
                 Event {
                     what: format!("sysctl {s}"),
