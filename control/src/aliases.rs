@@ -299,6 +299,24 @@ mod tests {
         assert!(l.is_empty());
     }
 
+    /// Found by the oracle: a route with an MTU of its own replaced by a
+    /// multipath route of the same metric stayed beside it.
+    #[test]
+    fn an_ipv6_replace_takes_the_place_of_the_metrics_route() {
+        let mut l = Vec::new();
+        let mut mtu = route(1024, &[2]);
+        mtu.own_mtu = true;
+        add(&mut l, mtu, Op::Prepend, true);
+        assert_eq!(winner6(&l), RouteTarget::KernelOnly);
+        add(&mut l, route(1024, &[3, 4]), Op::Replace, true);
+        assert_eq!(l.len(), 1);
+        assert_eq!(winner6(&l), route(1024, &[3, 4]).target);
+    }
+
+    fn winner6(list: &[Alias]) -> RouteTarget {
+        effective(list, true).into_values().next().expect("a route")
+    }
+
     #[test]
     fn an_ipv6_device_route_beside_the_gateway_route_leaves_the_choice_to_the_kernel() {
         let mut l = Vec::new();

@@ -143,6 +143,46 @@ fn a_route_the_kernel_flushed_on_admin_down_stays_gone() {
     finish(&net, &pins, d);
 }
 
+/// Found by the oracle: with the carrier already gone the link was "down"
+/// to the mirror before and after the admin down, which went unnoticed: the
+/// mirror kept the flushed route (anti-entropy repaired it) until the link
+/// came back.
+#[test]
+fn an_admin_down_after_carrier_loss_still_flushes() {
+    if !require_root("an_admin_down_after_carrier_loss_still_flushes") {
+        return;
+    }
+    let net = fabric("carrier", 1);
+    net.ip(&["route", "add", "172.16.1.1/32", "via", "10.0.0.2"])
+        .expect("route");
+    // No IPv6 on the port: no address event comes with the admin down.
+    let st = Command::new("ip")
+        .args(["netns", "exec", net.name(), "sysctl", "-qw"])
+        .arg("net.ipv6.conf.xe-o0.disable_ipv6=1")
+        .status()
+        .expect("sysctl");
+    assert!(st.success());
+    let pins = PinDir::new("carrier");
+    let d = daemon(&net, &pins);
+    wait_for(&net, &pins, "172.16.1.1", "start", forwards_via("xe-o0"));
+    net.ip(&["link", "set", "xe-p0", "down"])
+        .expect("carrier down");
+    wait_for(&net, &pins, "172.16.1.1", "carrier down", not_forwarded);
+    net.ip(&["link", "set", "xe-o0", "down"])
+        .expect("admin down");
+    // Long enough for anti-entropy (every 0.5 s) to compare while it is down.
+    std::thread::sleep(Duration::from_millis(1500));
+    net.ip(&["link", "set", "xe-o0", "up"]).expect("admin up");
+    net.ip(&["link", "set", "xe-p0", "up"]).expect("carrier up");
+    support::set_neighbour(&net, 0, 0);
+    assert!(!kernel(&net, "172.16.1.1").contains("via 10.0.0.2"));
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for(&net, &pins, "172.16.1.1", "up again", |v, _| {
+        v == "pass-no-route"
+    });
+    finish(&net, &pins, d);
+}
+
 #[test]
 fn routes_flushed_with_the_last_address_stay_gone() {
     if !require_root("routes_flushed_with_the_last_address_stay_gone") {
