@@ -1,4 +1,4 @@
-/* xdp_ecmp.bpf.c: the XDP fast path: parse, hash the flow, route (DIR-24-8 for IPv4, LPM trie for IPv6) -> group -> bucket -> next hop, rewrite and redirect. */
+/* xdp_ecmp.bpf.c: the XDP fast path: admit (the ingress port's MAC and switches), parse, hash the flow, route (DIR-24-8 for IPv4, LPM trie for IPv6) -> group -> bucket -> next hop, rewrite and redirect. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "include/xe_abi.h"
@@ -12,6 +12,10 @@ const volatile __u8 trace_decisions = 0;
 /* Set before load: 0 for a copy that only answers questions (`xdp-ecmp calc`
  * over the live maps), so it leaves the production counters alone. */
 const volatile __u8 count_packets = 1;
+/* Set before load: 1 takes every frame as admitted (no xe_inports lookup,
+ * no MAC, tag or forwarding-switch check), for test runs over tables that
+ * have no ports. 0, the default, for anything attached to a port. */
+const volatile __u8 admit_any = 0;
 /* Set before load, for measurement only: 0 stamps a bucket when its tick
  * changes, 1 stamps on every packet, 2 never stamps. */
 const volatile __u8 stamp_mode = 0;
@@ -256,6 +260,37 @@ static __always_inline int xe_rewrite(struct xdp_md *ctx, const struct xe_meta *
 	return XE_V_FORWARD;
 }
 
+/* Admission: is the frame the kernel's to route from the port it came in
+ * by? The port must be set up by the control plane (xe_inports), the frame
+ * addressed to the port's MAC (the kernel drops a frame to another unicast
+ * MAC as PACKET_OTHERHOST) and untagged (a tag belongs to a VLAN device,
+ * with switches of its own, or to none). One lookup; *fwd gets the port's
+ * forwarding switches. */
+static __always_inline int xe_admit(struct xdp_md *ctx, void *data, __u8 *fwd)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	const struct xe_inport *p = bpf_map_lookup_elem(&xe_inports, &ifindex);
+	const struct ethhdr *eth = data;
+	union {
+		__u64 word;
+		struct xe_inport port;
+	} u;
+
+	if (!p)
+		return XE_V_PASS_NOT_PORT;
+	/* The entry in one 8-byte load: MAC and flags of one version. */
+	u.word = *(const volatile __u64 *)p;
+	/* The destination MAC as 4 + 2 bytes (through `data`: struct ethhdr is
+	 * packed, its fields would be read byte by byte). */
+	if (*(const __u32 *)data != *(const __u32 *)&u.port.mac[0] ||
+	    *(const __u16 *)(data + 4) != *(const __u16 *)&u.port.mac[4])
+		return XE_V_PASS_OTHERHOST;
+	if (xe_is_vlan(eth->h_proto))
+		return XE_V_PASS_VLAN;
+	*fwd = u.port.flags;
+	return XE_CONTINUE;
+}
+
 /* The whole decision. Fills d; on XE_V_FORWARD the frame is rewritten. */
 static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
 {
@@ -267,18 +302,32 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
 	struct xe_group *gp, grp;
 	struct xe_nexthop *nh;
 	__u32 *nhid, slot, zero = 0;
-	__u8 state;
+	__u8 state, fwd = XE_INPORT_FWD_V4 | XE_INPORT_FWD_V6;
 	__be16 proto;
 	int r;
 
+	r = xe_parse_eth(data, data_end);
+	if (r != XE_CONTINUE)
+		return r;
+	if (!admit_any) {
+		r = xe_admit(ctx, data, &fwd);
+		if (r != XE_CONTINUE)
+			return r;
+	}
 	r = xe_parse_l2(data, data_end, &proto, &m.l2_len);
 	if (r != XE_CONTINUE)
 		return r;
+	/* With forwarding off the kernel delivers locally and answers the
+	 * rest, even what a blackhole route would drop, with an ICMP error. */
 	if (proto == bpf_htons(ETH_P_IP)) {
+		if (!(fwd & XE_INPORT_FWD_V4))
+			return XE_V_PASS_NO_FORWARDING;
 		r = xe_parse_ipv4(data, data_end, &m);
 		if (r == XE_CONTINUE)
 			r = xe_classify_ipv4(&m);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		if (!(fwd & XE_INPORT_FWD_V6))
+			return XE_V_PASS_NO_FORWARDING;
 		r = xe_parse_ipv6(data, data_end, &m);
 		if (r == XE_CONTINUE)
 			r = xe_classify_ipv6(&m);

@@ -100,13 +100,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn ours(mode: u8, egress: u32, smac: [u8; 6]) -> Result<Dataplane> {
+fn ours(mode: u8, ingress: u32, egress: u32, smac: [u8; 6]) -> Result<Dataplane> {
     let mut dp =
         Dataplane::load(&LoadOptions::default()).context("loading xdp-ecmp (run as root)")?;
+    crate::admit(&mut dp, ingress, crate::IN_MAC)?;
     let nh = xe_nexthop {
         ifindex: egress,
         mtu: 1500,
-        dmac: GW_MAC,
+        // A repeated test run feeds the rewritten frame back: it must be
+        // admitted again, so the gateway's MAC here is the ingress port's.
+        dmac: crate::IN_MAC,
         smac,
         state: NH_USABLE,
         ..Default::default()
@@ -153,8 +156,8 @@ pub fn compare(route_counts: &[u32], rounds: usize) -> Result<Vec<Table>> {
     let (ingress, egress) = (ifindex_of("xe-c0")?, ifindex_of("xe-e0")?);
     let smac = [2, 0, 0, 0, 0, 0x11];
 
-    let mut res = ours(GROUP_RESILIENT, egress, smac)?;
-    let mut modulo = ours(GROUP_MODULO, egress, smac)?;
+    let mut res = ours(GROUP_RESILIENT, ingress, egress, smac)?;
+    let mut modulo = ours(GROUP_MODULO, ingress, egress, smac)?;
     let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
     let peers = skel::PeersSkelBuilder::default().open(storage)?.load()?;
     let bare_cfg: Vec<u8> = GW_MAC

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use dataplane::abi::{
-    xe_config, xe_nexthop, GROUP_MODULO, GROUP_RESILIENT, NH_USABLE, XDP_REDIRECT,
+    xe_config, xe_inport, xe_nexthop, GROUP_MODULO, GROUP_RESILIENT, INPORT_FWD_V4, INPORT_FWD_V6,
+    NH_USABLE, XDP_REDIRECT,
 };
 use dataplane::loader::pin_thread_to_cpu;
 use dataplane::tables::multipath;
@@ -65,11 +66,34 @@ pub(crate) fn ecmp_world(
     Ok(())
 }
 
+/// Admits frames received on `ifindex` to `mac`, both families forwarded:
+/// the benchmarks measure the program as it runs attached, admission included.
+pub(crate) fn admit(dp: &mut Dataplane, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+    dp.set_inport(
+        ifindex,
+        &xe_inport {
+            mac,
+            flags: INPORT_FWD_V4 | INPORT_FWD_V6,
+            ..Default::default()
+        },
+    )?;
+    Ok(())
+}
+
 fn world(dp: &mut Dataplane, mode: u8) -> Result<()> {
     // Loopback exists in every namespace and is accepted by the tx port map;
-    // test runs never transmit, so no frame goes anywhere.
+    // test runs never transmit, so no frame goes anywhere. A test run
+    // without an ingress device is received on it (ifindex 1).
     let size: u16 = if mode == GROUP_RESILIENT { 64 } else { 4 };
-    ecmp_world(dp, &[1; 4], mode, size, [0x1234, 0x5678])
+    admit(dp, 1, IN_MAC)?;
+    ecmp_world(dp, &[1; 4], mode, size, [0x1234, 0x5678])?;
+    // A repeated test run feeds the rewritten frame back: it must be
+    // admitted again, so the next hops' MAC is the ingress port's.
+    for id in 1..=4u32 {
+        let nh = dp.nexthop(id)?;
+        dp.set_nexthop(id, &xe_nexthop { dmac: IN_MAC, ..nh })?;
+    }
+    Ok(())
 }
 
 /// A 64-byte UDP frame to the anycast address with TTL 255.
@@ -77,10 +101,13 @@ fn frame() -> Vec<u8> {
     frame_to(ANYCAST)
 }
 
+/// The MAC of the forwarder's ingress port, where the benchmark frames go.
+pub(crate) const IN_MAC: [u8; 6] = [2, 0, 0, 0, 0xaa, 1];
+
 /// A 64-byte UDP frame to `dst`, TTL 255 (so 200 repetitions all forward).
 pub(crate) fn frame_to(dst: Ipv4Addr) -> Vec<u8> {
     let mut f = vec![0u8; 64];
-    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0xaa, 1]);
+    f[0..6].copy_from_slice(&IN_MAC);
     f[6..12].copy_from_slice(&[2, 0, 0, 0, 0xcc, 1]);
     f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     let ip = &mut f[14..34];
@@ -114,7 +141,7 @@ pub(crate) fn ipv4_checksum(ip: &mut [u8]) -> u16 {
 /// A 64-byte IPv6 UDP frame to `dst`, hop limit 255.
 pub(crate) fn frame6_to(dst: std::net::Ipv6Addr) -> Vec<u8> {
     let mut f = vec![0u8; 64];
-    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0xaa, 1]);
+    f[0..6].copy_from_slice(&IN_MAC);
     f[6..12].copy_from_slice(&[2, 0, 0, 0, 0xcc, 1]);
     f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
     let ip = &mut f[14..54];

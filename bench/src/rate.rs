@@ -447,6 +447,7 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
     // The forwarders.
     let mut ecmp = Dataplane::load(&LoadOptions::default()).context("loading xdp-ecmp")?;
     crate::ecmp_world(&mut ecmp, &outs, GROUP_RESILIENT, 128, [0x5eed, 0x0001])?;
+    crate::admit(&mut ecmp, in_if, mac(0, 1))?;
     let p_store: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
     let p = peers::PeersSkelBuilder::default().open(p_store)?.load()?;
     let mut bare = Vec::with_capacity(16);

@@ -17,6 +17,8 @@ enum xe_limits {
 	XE_MAX_SLOTS = 1 << 21,
 	XE_MAX_GROUP_BUCKETS = 4096,
 	XE_MAX_TXPORTS = 1024,
+	/* Ingress ports the program admits frames from (xe_inports). */
+	XE_MAX_INPORTS = 1024,
 	/* DIR-24-8 second-level chunks: one per /24 that holds a prefix longer
 	 * than /24 (1M /32s in consecutive addresses fill 4096). */
 	XE_MAX_DIR_CHUNKS = 16384,
@@ -27,9 +29,10 @@ enum xe_limits {
 /* The layout of the pinned maps (types, sizes, flags, value layouts). Bump it
  * with any change to a map or a value struct: a build refuses pins of
  * another layout instead of reading them as its own. 1: unversioned pins;
- * 2: groups and slots mmapable, the xe_layout map. */
+ * 2: groups and slots mmapable, the xe_layout map; 3: the xe_inports map,
+ * four admission verdicts (the drop verdicts renumbered). */
 enum xe_layout {
-	XE_LAYOUT_VERSION = 2,
+	XE_LAYOUT_VERSION = 3,
 };
 
 /* Why the program decided what it did; one per-CPU counter each. Keep the
@@ -45,10 +48,15 @@ enum xe_verdict {
 	XE_V_PASS_NEXTHOP_DOWN = 7, /* group empty, next hop invalid, link down or neighbour unresolved */
 	XE_V_PASS_MTU = 8,	   /* packet larger than the egress MTU (the kernel fragments or sends PTB) */
 	XE_V_PASS_NO_TXPORT = 9,   /* egress port not in the redirect map */
-	XE_V_DROP_TRUNCATED = 10,  /* a header is cut short by the end of the frame */
-	XE_V_DROP_MALFORMED = 11,  /* bad version, IHL < 5, TCP offset < 5, lengths that do not fit */
-	XE_V_DROP_BLACKHOLE = 12,  /* route of type blackhole */
-	XE_V_COUNT = 13,
+	XE_V_PASS_NOT_PORT = 10,   /* ingress port without an xe_inports entry */
+	XE_V_PASS_OTHERHOST = 11,  /* destination MAC not the ingress port's (the kernel's PACKET_OTHERHOST) */
+	XE_V_PASS_VLAN = 12,	   /* 802.1Q/802.1ad tagged: the kernel's VLAN devices decide */
+	XE_V_PASS_NO_FORWARDING = 13, /* the family's forwarding is off for the ingress port */
+	/* Every verdict from here on drops (XDP_DROP). */
+	XE_V_DROP_TRUNCATED = 14,  /* a header is cut short by the end of the frame */
+	XE_V_DROP_MALFORMED = 15,  /* bad version, IHL < 5, TCP offset < 5, lengths that do not fit */
+	XE_V_DROP_BLACKHOLE = 16,  /* route of type blackhole */
+	XE_V_COUNT = 17,
 };
 
 /* Route types, as the kernel's RTN_* classes that matter to forwarding. */
@@ -94,6 +102,13 @@ enum xe_hash_field {
 	XE_HASH_ALL_FIELDS = 0x3f,
 	XE_HASH_POLICY_L3 = 0x03,
 	XE_HASH_POLICY_L4 = 0x37,
+};
+
+/* Ingress-port flags (struct xe_inport): the kernel's forwarding switches
+ * for what comes in by the port. */
+enum xe_inport_flag {
+	XE_INPORT_FWD_V4 = 0x1, /* net.ipv4.conf.PORT.forwarding */
+	XE_INPORT_FWD_V6 = 0x2, /* net.ipv6.conf.all.forwarding, or the port's force_forwarding */
 };
 
 /* Config flags. */
@@ -172,6 +187,18 @@ struct xe_nexthop {
 };
 _Static_assert(sizeof(struct xe_nexthop) == 24, "xe_nexthop");
 
+/* An ingress port as the kernel receives on it: a unicast frame is the
+ * kernel's to route only if addressed to the port's MAC (any other is
+ * PACKET_OTHERHOST, dropped), and it forwards a family only with that
+ * family's switch on. Eight bytes, 8-aligned (as map values are): the
+ * program reads it with one 8-byte load. */
+struct xe_inport {
+	__u8 mac[6];
+	__u8 flags; /* XE_INPORT_* bits */
+	__u8 pad;
+} __attribute__((aligned(8)));
+_Static_assert(sizeof(struct xe_inport) == 8, "xe_inport");
+
 /* Runtime configuration (one entry). A zero hash_fields means the default, L3+L4. */
 struct xe_config {
 	__u32 seed[2];	   /* 64-bit HalfSipHash key */
@@ -220,6 +247,7 @@ _Static_assert(sizeof(struct xe_flow) == 44, "xe_flow");
  * one unused instance. */
 struct xe_abi_types {
 	struct xe_flow flow;
+	struct xe_inport inport;
 	enum xe_layout layout;
 	enum xe_limits limits;
 	enum xe_verdict verdict;
@@ -229,6 +257,7 @@ struct xe_abi_types {
 	enum xe_dir_entry dir_entry;
 	enum xe_hash_field hash_field;
 	enum xe_cfg_flag cfg_flag;
+	enum xe_inport_flag inport_flag;
 };
 
 #endif

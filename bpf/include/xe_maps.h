@@ -86,6 +86,21 @@ struct {
 	__uint(max_entries, XE_MAX_NEXTHOPS);
 } xe_nexthops SEC(".maps");
 
+/* Ingress ports by ifindex: the port's MAC and forwarding switches, kept
+ * equal to the kernel's by the control plane. A frame is routed only when
+ * it came in by a port listed here, is addressed to its MAC, is untagged
+ * and its family's forwarding is on; everything else goes to the kernel.
+ * One lookup per packet. The control plane replaces an entry whole (an
+ * update links in another element, never writes the one packets read);
+ * the program reads it with one 8-byte load, so MAC and flags always come
+ * from one version of the entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct xe_inport);
+	__uint(max_entries, XE_MAX_INPORTS);
+} xe_inports SEC(".maps");
+
 /* Egress ports by ifindex, for bpf_redirect_map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);

@@ -48,7 +48,20 @@ static __always_inline int xe_is_vlan(__be16 proto)
 	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
 }
 
-/* Ethernet and up to two VLAN tags; *proto is the inner ethertype (network order). */
+/* The Ethernet header: present in full, to a unicast MAC. */
+static __always_inline int xe_parse_eth(void *data, void *data_end)
+{
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return XE_V_DROP_TRUNCATED;
+	if (eth->h_dest[0] & 1)
+		return XE_V_PASS_MULTICAST;
+	return XE_CONTINUE;
+}
+
+/* Up to two VLAN tags after the Ethernet header (checked by xe_parse_eth);
+ * *proto is the inner ethertype (network order). */
 static __always_inline int xe_parse_l2(void *data, void *data_end, __be16 *proto, __u32 *l2_len)
 {
 	struct ethhdr *eth = data;
@@ -57,8 +70,6 @@ static __always_inline int xe_parse_l2(void *data, void *data_end, __be16 *proto
 
 	if ((void *)(eth + 1) > data_end)
 		return XE_V_DROP_TRUNCATED;
-	if (eth->h_dest[0] & 1)
-		return XE_V_PASS_MULTICAST;
 	p = eth->h_proto;
 	vh = (void *)(eth + 1);
 #pragma unroll

@@ -1,4 +1,4 @@
-//! `xdp-ecmp run`: load and attach, mirror the kernel over netlink, keep the maps reconciled, re-dump after an overrun.
+//! `xdp-ecmp run`: load and attach, mirror the kernel over netlink, keep the maps reconciled (routes, and each port's admission), re-dump after an overrun.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -7,6 +7,7 @@ use anyhow::Result;
 use dataplane::abi::xe_config;
 use dataplane::{AttachMode, Dataplane, LoadOptions, TableWriter};
 
+use crate::forwarding::Admission;
 use crate::mirror::{Event, Mirror};
 use crate::ports::Ports;
 use crate::reconcile::Reconciler;
@@ -160,6 +161,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let mut mirror = Mirror::open(cfg.rcvbuf)?;
     let mut state = KernelState::new(cfg.table);
     mirror.dump(&mut state)?;
+    // Each port's MAC and switches (entries pinned by a previous run stay
+    // while they are right; those of ports not attached now go).
+    let mut admission = Admission::adopt(&dp, Default::default())?;
+    admission.apply(&ports.attached(), &state, &mut dp);
     let sizes = dp.sizes();
     let mut rec = Reconciler::with_limits(
         cfg.mode,
@@ -223,7 +228,6 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         tracing::debug!(?st, "synced");
         Ok(())
     };
-    crate::forwarding::apply(&cfg.ports, &mut state);
     sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
     publish(&rec, &stats);
     tracing::info!(
@@ -256,7 +260,6 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             last_entropy = Instant::now();
             if let Some(fresh) = anti_entropy(&mut mirror, &state, &mut stats)? {
                 state = fresh;
-                crate::forwarding::apply(&cfg.ports, &mut state);
                 ports.follow(&state, &mut dp);
                 sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
                 publish(&rec, &stats);
@@ -265,10 +268,6 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         let polled = mirror.poll(&mut state, Duration::from_millis(200))?;
         stats.undecodable = mirror.undecodable();
         let woke = Instant::now();
-        // The forwarding switches change without a message we follow.
-        if crate::forwarding::apply(&cfg.ports, &mut state) {
-            sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
-        }
         match polled {
             Event::Changed(c) if c.suspect => {
                 // What the kernel may have flushed without a message is
@@ -276,7 +275,6 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
                 stats.events += 1;
                 stats.redumps += 1;
                 state = mirror.resync(cfg.table)?;
-                crate::forwarding::apply(&cfg.ports, &mut state);
                 ports.follow(&state, &mut dp);
                 sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
                 let _ = stats
@@ -309,11 +307,13 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
                     "netlink overrun: dumping the kernel state again"
                 );
                 state = mirror.resync(cfg.table)?;
-                crate::forwarding::apply(&cfg.ports, &mut state);
                 ports.follow(&state, &mut dp);
                 sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
             }
         }
+        // At every wake-up: the forwarding switches change without a
+        // message this daemon follows; ports and MACs come with the mirror.
+        admission.apply(&ports.attached(), &state, &mut dp);
     }
 }
 
@@ -335,8 +335,6 @@ fn anti_entropy(
         tracing::debug!("anti-entropy: events arrived during the dump, round skipped");
         return Ok(None);
     }
-    fresh.forwarding_off_v4 = state.forwarding_off_v4;
-    fresh.forwarding_off_v6 = state.forwarding_off_v6;
     stats.entropy_checks += 1;
     let diffs = crate::entropy::differences(state, &fresh);
     if diffs.is_empty() {

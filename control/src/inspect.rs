@@ -1,4 +1,4 @@
-//! Reading the pinned maps back for `show`, and asking the loaded program about a packet for `calc`.
+//! Reading the pinned maps back for `show`, and asking the loaded program about a packet, as received on a port, for `calc`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use dataplane::abi::{
-    xe_group, xe_nexthop, Verdict, GROUP_MODULO, GROUP_RESILIENT, RT_BLACKHOLE, RT_LOCAL,
-    RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
+    xe_group, xe_nexthop, Verdict, GROUP_MODULO, GROUP_RESILIENT, INPORT_FWD_V4, INPORT_FWD_V6,
+    RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
 };
 use dataplane::loader::{current_cpu, pin_thread_to_cpu};
 use dataplane::{Dataplane, LoadOptions, StampMode};
@@ -44,6 +44,17 @@ pub struct NexthopRow {
     pub vlan: u16,
     pub usable: bool,
     pub state: Vec<&'static str>,
+}
+
+/// An attached port as the program admits frames from it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortRow {
+    pub dev: String,
+    pub ifindex: u32,
+    /// Frames to any other unicast MAC go to the kernel.
+    pub mac: String,
+    pub ipv4_forwarding: bool,
+    pub ipv6_forwarding: bool,
 }
 
 /// A bucket of a group.
@@ -89,7 +100,8 @@ fn kind_name(k: u8) -> &'static str {
 
 /// Opens the pinned maps (loading a traced copy of the program over them
 /// that neither stamps buckets nor counts packets: asking where a flow goes
-/// leaves the idle timers and the statistics as they were).
+/// leaves the idle timers and the statistics as they were; it checks
+/// admission as the attached program does).
 pub fn open(pin_dir: &Path) -> Result<Dataplane> {
     if !pin_dir.join("xe_routes_v4").exists() {
         bail!("no xdp-ecmp maps pinned under {} (is `xdp-ecmp run` or `attach` using this --pin-dir?)", pin_dir.display());
@@ -98,9 +110,62 @@ pub fn open(pin_dir: &Path) -> Result<Dataplane> {
         trace_decisions: true,
         stamp_mode: StampMode::Never,
         no_counters: true,
+        admit_any: false,
         pin_dir: Some(pin_dir.to_owned()),
         sizes: None,
     })?)
+}
+
+/// The ports the program admits frames from, by ifindex.
+pub fn ports(dp: &Dataplane) -> Result<Vec<PortRow>> {
+    Ok(dp
+        .inports()?
+        .into_iter()
+        .map(|(ifindex, p)| PortRow {
+            dev: ifname(ifindex),
+            ifindex,
+            mac: mac(&p.mac),
+            ipv4_forwarding: p.flags & INPORT_FWD_V4 != 0,
+            ipv6_forwarding: p.flags & INPORT_FWD_V6 != 0,
+        })
+        .collect())
+}
+
+/// The port `calc` asks as: (name, ifindex, the MAC its frame goes to).
+/// Named: that interface, with the MAC it is admitted with (its link's MAC
+/// when it is not admitted: the program then says so); else the attached
+/// port with the lowest ifindex.
+pub fn ingress(dp: &Dataplane, name: Option<&str>) -> Result<(String, u32, [u8; 6])> {
+    let ports = dp.inports()?;
+    match name {
+        Some(n) => {
+            let ifindex = dataplane::loader::ifindex_of(n)
+                .with_context(|| format!("ingress port {n} (check `ip link`)"))?;
+            let mac = match ports.iter().find(|(i, _)| *i == ifindex) {
+                Some((_, p)) => p.mac,
+                None => link_mac(n)?,
+            };
+            Ok((n.to_owned(), ifindex, mac))
+        }
+        None => match ports.first() {
+            Some((ifindex, p)) => Ok((ifname(*ifindex), *ifindex, p.mac)),
+            None => bail!(
+                "no port is attached, so there is no port to receive the packet on: start `xdp-ecmp run -p PORT` (or `xdp-ecmp attach PORT`) with this --pin-dir, in this network namespace"
+            ),
+        },
+    }
+}
+
+/// The MAC of an interface of this network namespace (from a netlink link dump).
+pub fn link_mac(port: &str) -> Result<[u8; 6]> {
+    let mut state = crate::state::KernelState::new(crate::state::TABLE_MAIN);
+    crate::mirror::Mirror::open(1 << 16)?.dump_links(&mut state)?;
+    state
+        .links
+        .values()
+        .find(|l| l.name == port)
+        .map(|l| l.mac)
+        .ok_or_else(|| anyhow::anyhow!("ingress port {port}: no such interface (check `ip link`)"))
 }
 
 pub fn routes(dp: &Dataplane) -> Result<Vec<RouteRow>> {
@@ -260,12 +325,13 @@ pub struct Answer {
     pub hash: String,
 }
 
-/// Runs the loaded program on `frame` (BPF_PROG_TEST_RUN) and reads its decision.
-pub fn ask(dp: &Dataplane, frame: &[u8]) -> Result<Answer> {
+/// Runs the loaded program on `frame` as received on `ingress` (an ifindex
+/// of this network namespace; BPF_PROG_TEST_RUN) and reads its decision.
+pub fn ask(dp: &Dataplane, ingress: u32, frame: &[u8]) -> Result<Answer> {
     let cpu = current_cpu();
     pin_thread_to_cpu(cpu).context("pinning to a CPU to read the per-CPU trace")?;
     let mut out = vec![0u8; frame.len() + 64];
-    dp.test_run(frame, &mut out)?;
+    dp.test_run_from(ingress, frame, &mut out, 1)?;
     let d = dp.last_decision(cpu)?;
     let v = Verdict::from_u32(d.verdict).context("unknown verdict from the program")?;
     let fwd = v == Verdict::Forward;

@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use control::config::{check_rcvbuf, parse_seed, parse_table, plain_mode, FileConfig};
 use control::daemon::{run, RunConfig};
 use control::{inspect, seed};
-use dataplane::abi::{xe_config, CFG_SYMMETRIC, HASH_POLICY_L3, HASH_POLICY_L4};
-use dataplane::loader::{ifindex_of, pinned_verdict_counters};
+use dataplane::abi::{xe_config, xe_inport, CFG_SYMMETRIC, HASH_POLICY_L3, HASH_POLICY_L4};
+use dataplane::loader::{ifindex_of, pinned_remove_inport, pinned_verdict_counters};
 use dataplane::{AttachMode, Dataplane, LoadOptions, TableWriter, XdpLink};
 
 #[derive(Parser)]
@@ -55,6 +55,8 @@ enum ShowWhat {
     Groups,
     /// Next hops: egress, neighbour MAC, state.
     Nexthops,
+    /// Attached ports: the MAC frames are admitted to, the forwarding switches.
+    Ports,
     /// The buckets of one group.
     Buckets { group: u32 },
     /// Packets and bytes per verdict.
@@ -153,7 +155,8 @@ enum Cmd {
         sport: u16,
         #[arg(long, default_value_t = 0)]
         dport: u16,
-        /// Ingress port (its MAC becomes the frame's destination MAC).
+        /// Ingress port: the packet is asked about as received there, to its
+        /// MAC (default: the attached port with the lowest ifindex).
         #[arg(short = 'i', long = "in-port")]
         in_port: Option<String>,
         /// Answer for this hash seed instead of the running one (hex).
@@ -165,7 +168,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Load the program (adopting maps pinned earlier) and attach it to ports.
+    /// Load the program (adopting maps pinned earlier) and attach it to
+    /// ports, admitting frames to each port's MAC with its forwarding
+    /// switches as they are now (only `run` keeps them up to date).
     Attach {
         /// Interfaces to attach to.
         #[arg(required = true)]
@@ -206,10 +211,13 @@ fn attach(
     policy: Policy,
     symmetric: bool,
 ) -> Result<()> {
-    // Resolve every port before touching anything.
-    let ifindexes: Vec<u32> = ports
+    // Resolve every port (ifindex and MAC) before touching anything.
+    let ifindexes: Vec<(u32, [u8; 6])> = ports
         .iter()
-        .map(|p| ifindex_of(p).with_context(|| format!("port {p}")))
+        .map(|p| {
+            let ifindex = ifindex_of(p).with_context(|| format!("port {p}"))?;
+            Ok((ifindex, inspect::link_mac(p)?))
+        })
         .collect::<Result<_>>()?;
     for p in ports {
         if link_path(&cli.pin_dir, p).exists() {
@@ -245,9 +253,18 @@ fn attach(
         Mode::Native => AttachMode::Native,
         Mode::Generic => AttachMode::Generic,
     };
-    for (port, ifindex) in ports.iter().zip(ifindexes) {
+    for (port, (ifindex, mac)) in ports.iter().zip(ifindexes) {
         dp.add_txport(ifindex)
             .with_context(|| format!("adding port {port} to the redirect map"))?;
+        dp.set_inport(
+            ifindex,
+            &xe_inport {
+                mac,
+                flags: control::forwarding::flags_now(port),
+                ..Default::default()
+            },
+        )
+        .with_context(|| format!("admitting frames received on {port}"))?;
         let link = dp
             .attach(ifindex, mode)
             .with_context(|| format!("port {port}"))?;
@@ -267,8 +284,13 @@ fn detach(cli: &Cli, ports: &[String]) -> Result<()> {
             );
         }
         let link = XdpLink::open_pinned(&path, 0)?;
+        let ifindex = link.attached_ifindex()?;
         std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
         link.detach().with_context(|| format!("port {port}"))?;
+        if let Some(i) = ifindex {
+            pinned_remove_inport(&cli.pin_dir, i)
+                .with_context(|| format!("removing {port}'s ingress port entry"))?;
+        }
         println!("{port}: detached");
     }
     Ok(())
@@ -491,6 +513,23 @@ fn show(cli: &Cli, what: &ShowWhat, json: bool) -> Result<()> {
                 );
             }
         }
+        ShowWhat::Ports => {
+            let rows = inspect::ports(&dp)?;
+            if json {
+                return print_json(&rows);
+            }
+            let on = |b: bool| if b { "on" } else { "off" };
+            for p in rows {
+                println!(
+                    "{} ifindex {} mac {} ipv4-forwarding {} ipv6-forwarding {}",
+                    p.dev,
+                    p.ifindex,
+                    p.mac,
+                    on(p.ipv4_forwarding),
+                    on(p.ipv6_forwarding)
+                );
+            }
+        }
         ShowWhat::Buckets { group } => {
             let rows = inspect::buckets(&dp, *group)?;
             if json {
@@ -562,12 +601,18 @@ fn calc(
     json: bool,
 ) -> Result<()> {
     let dp = inspect::open(&cli.pin_dir)?;
+    // Asked as received on a port, addressed to its MAC.
+    let (port, ifindex, port_mac) = inspect::ingress(&dp, in_port)?;
     if let Some(seed) = hash_seed {
         let mut cfg = dp.config()?;
         cfg.seed = [seed as u32, (seed >> 32) as u32];
         // The answer for another seed comes from a private copy of the
         // program whose config map is its own; the routes are shared.
-        return calc_with_seed(cli, cfg, proto, src, dst, sport, dport, in_port, json);
+        let (Some(s), Some(d)) = (src, dst) else {
+            bail!("calc needs -s SRC and -d DST")
+        };
+        let frame = flow_frame(proto, s, d, sport, dport, port_mac)?;
+        return calc_with_seed(&dp, cfg, ifindex, &frame, json);
     }
     let frames = match pcap {
         Some(p) => inspect::pcap_frames(p)?,
@@ -575,11 +620,14 @@ fn calc(
             let (Some(s), Some(d)) = (src, dst) else {
                 bail!("calc needs -s SRC and -d DST (or --pcap FILE)")
             };
-            vec![flow_frame(proto, s, d, sport, dport, in_port)?]
+            vec![flow_frame(proto, s, d, sport, dport, port_mac)?]
         }
     };
+    if !json && dp.inports()?.iter().all(|(i, _)| *i != ifindex) {
+        eprintln!("note: {port} is not attached (no ingress port entry): the program passes what it receives there to the kernel");
+    }
     for (i, f) in frames.iter().enumerate() {
-        let a = inspect::ask(&dp, f)?;
+        let a = inspect::ask(&dp, ifindex, f)?;
         if json {
             println!("{}", serde_json::to_string(&a)?);
         } else if pcap.is_some() {
@@ -617,30 +665,22 @@ fn calc(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Asks a private copy of the program, with the tables of `shared` and
+/// the config `cfg`, about `frame` received on `ifindex`.
 fn calc_with_seed(
-    cli: &Cli,
+    shared: &Dataplane,
     cfg: xe_config,
-    proto: &str,
-    src: Option<IpAddr>,
-    dst: Option<IpAddr>,
-    sport: u16,
-    dport: u16,
-    in_port: Option<&str>,
+    ifindex: u32,
+    frame: &[u8],
     json: bool,
 ) -> Result<()> {
-    let (Some(s), Some(d)) = (src, dst) else {
-        bail!("calc needs -s SRC and -d DST")
-    };
     let mut private = Dataplane::load(&LoadOptions {
         trace_decisions: true,
         ..Default::default()
     })?;
-    let shared = inspect::open(&cli.pin_dir)?;
-    copy_tables(&shared, &mut private)?;
+    copy_tables(shared, &mut private)?;
     private.set_config(&cfg)?;
-    let frame = flow_frame(proto, s, d, sport, dport, in_port)?;
-    let a = inspect::ask(&private, &frame)?;
+    let a = inspect::ask(&private, ifindex, frame)?;
     if json {
         println!("{}", serde_json::to_string(&a)?);
     } else {
@@ -654,8 +694,12 @@ fn calc_with_seed(
     Ok(())
 }
 
-/// Copies routes, groups, slots, next hops and ports from the pinned maps into a private program.
+/// Copies routes, groups, slots, next hops and ports (egress and ingress)
+/// from the pinned maps into a private program.
 fn copy_tables(from: &Dataplane, to: &mut Dataplane) -> Result<()> {
+    for (ifindex, p) in from.inports()? {
+        to.set_inport(ifindex, &p)?;
+    }
     for (a, l, r) in from.routes_v4()? {
         to.set_route_v4(a, l, &r)?;
     }
@@ -676,19 +720,15 @@ fn copy_tables(from: &Dataplane, to: &mut Dataplane) -> Result<()> {
     Ok(())
 }
 
-/// The frame calc asks about: the flow, addressed to the ingress port's MAC if given.
+/// The frame calc asks about: the flow, addressed to the ingress port's MAC.
 fn flow_frame(
     proto: &str,
     src: IpAddr,
     dst: IpAddr,
     sport: u16,
     dport: u16,
-    in_port: Option<&str>,
+    dst_mac: [u8; 6],
 ) -> Result<Vec<u8>> {
-    let dst_mac = match in_port {
-        Some(p) => port_mac(p)?,
-        None => [2, 0, 0, 0, 0, 2],
-    };
     let flow = inspect::Flow {
         proto: proto_number(proto)?,
         src,
@@ -697,18 +737,6 @@ fn flow_frame(
         dport,
     };
     inspect::build_frame(&flow, dst_mac)
-}
-
-/// The MAC of a port in this network namespace (from a netlink link dump).
-fn port_mac(port: &str) -> Result<[u8; 6]> {
-    let mut state = control::state::KernelState::new(254);
-    control::mirror::Mirror::open(1 << 16)?.dump_links(&mut state)?;
-    state
-        .links
-        .values()
-        .find(|l| l.name == port)
-        .map(|l| l.mac)
-        .ok_or_else(|| anyhow::anyhow!("ingress port {port}: no such interface (check `ip link`)"))
 }
 
 fn main() -> Result<()> {

@@ -61,6 +61,17 @@ impl Ports {
         Ok(ports)
     }
 
+    /// The attached ports: (name, ifindex of the interface its link holds), by name.
+    pub fn attached(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = self
+            .links
+            .iter()
+            .map(|(n, l)| (n.clone(), l.ifindex))
+            .collect();
+        v.sort();
+        v
+    }
+
     fn pin(&self, name: &str) -> PathBuf {
         self.pin_dir.join(format!("link_{name}"))
     }

@@ -137,10 +137,6 @@ pub struct KernelState {
     /// Resilient groups whose bucket table must be read again: the kernel
     /// moves buckets on member changes without a bucket notification.
     pub stale_buckets: HashSet<u32>,
-    /// The kernel would not forward this family now (`forwarding` module):
-    /// its routes go to the kernel.
-    pub forwarding_off_v4: bool,
-    pub forwarding_off_v6: bool,
     /// Policy routing rules other than the kernel's defaults (lookup local,
     /// main, default), by family (false: IPv4): with any, a lookup may
     /// start elsewhere than the tables mirrored, so that family's routes go
@@ -255,11 +251,6 @@ impl KernelState {
             return Dirty::All;
         }
         Dirty::Prefixes(std::mem::take(&mut self.dirty))
-    }
-
-    /// Marks every route as changed (nexthop objects moved under them).
-    pub fn mark_all_dirty(&mut self) {
-        self.dirty_all = true;
     }
 
     /// Applies a route-family message, nexthop objects included, as a

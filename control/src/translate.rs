@@ -186,18 +186,8 @@ impl PlainGroupMode {
 /// the group it forwards through.
 pub fn route_verdict(ks: &KernelState, prefix: &Prefix, plain: &GroupPlan) -> Option<DesiredRoute> {
     let target = ks.best_route(prefix)?;
-    let forwarding_off = match prefix.addr {
-        std::net::IpAddr::V4(_) => ks.forwarding_off_v4,
-        std::net::IpAddr::V6(_) => ks.forwarding_off_v6,
-    };
     // Policy routing may send a lookup to any table: the kernel decides.
     if ks.custom_rules(prefix.addr.is_ipv6()).is_some() {
-        return Some(DesiredRoute::ToKernel);
-    }
-    // With forwarding off the kernel answers even a blackhole with an ICMP
-    // error (ip_route_input_slow turns the lookup's error into
-    // EHOSTUNREACH): only local delivery stays as it is.
-    if forwarding_off && !matches!(target, RouteTarget::Local) {
         return Some(DesiredRoute::ToKernel);
     }
     Some(match target {
@@ -337,42 +327,6 @@ mod tests {
             addr: IpAddr::V4(Ipv4Addr::new(172, 16, third, 0)),
             len: 24,
         }
-    }
-
-    #[test]
-    fn a_family_the_kernel_does_not_forward_goes_to_the_kernel() {
-        let v6 = Prefix {
-            addr: "2001:db8::".parse().expect("v6"),
-            len: 64,
-        };
-        let mut ks = KernelState::default();
-        for p in [prefix(1), v6] {
-            ks.routes
-                .entry(p)
-                .or_default()
-                .insert(0, RouteTarget::Paths(vec![hop(1, 1)]));
-        }
-        ks.routes
-            .entry(prefix(2))
-            .or_default()
-            .insert(0, RouteTarget::Blackhole);
-        let plain = PlainGroupMode::default().plan();
-        let verdict = |ks: &KernelState, p: &Prefix| route_verdict(ks, p, &plain);
-        assert!(matches!(
-            verdict(&ks, &prefix(1)),
-            Some(DesiredRoute::Forward(_))
-        ));
-        ks.forwarding_off_v4 = true;
-        assert_eq!(verdict(&ks, &prefix(1)), Some(DesiredRoute::ToKernel));
-        assert!(
-            matches!(verdict(&ks, &v6), Some(DesiredRoute::Forward(_))),
-            "IPv6 still forwards"
-        );
-        // Even a blackhole: with forwarding off the kernel answers it with
-        // an ICMP error rather than dropping it silently.
-        assert_eq!(verdict(&ks, &prefix(2)), Some(DesiredRoute::ToKernel));
-        ks.forwarding_off_v6 = true;
-        assert_eq!(verdict(&ks, &v6), Some(DesiredRoute::ToKernel));
     }
 
     /// The members of the group `p` forwards through.

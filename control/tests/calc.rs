@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use control::inspect::{build_frame, Flow};
 use dataplane::loader::ifindex_of;
 use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame};
-use support::{anycast_route, fabric, xdp_ecmp, Daemon, PinDir};
+use support::{anycast_route, fabric, xdp_ecmp, Daemon, PinDir, IN_MAC};
 
 mod support;
 
@@ -148,7 +148,7 @@ fn calc_answers_where_real_frames_go() {
             sport: 20_000 + i * 7,
             dport: 53,
         };
-        let frame = build_frame(&flow, [2, 0, 0, 0, 0, 2]).expect("frame");
+        let frame = build_frame(&flow, IN_MAC).expect("frame");
         let o = xdp_ecmp(
             &net,
             &pins,

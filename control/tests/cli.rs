@@ -1,11 +1,22 @@
-//! The xdp-ecmp binary end to end in a test namespace: attach, stats, errors that name the thing, detach.
+//! The xdp-ecmp binary end to end in a test namespace: attach (admitting each port), stats, errors that name the thing, detach.
 
 use std::process::Command;
 
+use dataplane::abi::Verdict;
 use dataplane::testnet::{require_root, TestNet};
 use support::{text, xdp_ecmp, PinDir};
 
 mod support;
+
+/// The MAC of `dev` in the namespace, as `ip` prints it.
+fn link_mac(net: &TestNet, dev: &str) -> String {
+    let o = Command::new("ip")
+        .args(["-n", net.name(), "-j", "link", "show", "dev", dev])
+        .output()
+        .expect("ip link");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("ip -j link");
+    v[0]["address"].as_str().expect("address").to_string()
+}
 
 fn has_xdp(net: &TestNet, dev: &str) -> bool {
     let o = Command::new("ip")
@@ -64,6 +75,27 @@ fn attach_stats_detach() {
         text(&o)
     );
     assert!(has_xdp(&net, "xe-c0") && has_xdp(&net, "xe-c1"));
+    // Both admitted, to their own MACs.
+    let admitted = |net: &TestNet| -> Vec<(String, String)> {
+        let o = xdp_ecmp(net, &pins, &["show", "ports", "--json"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("show ports --json");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|p| {
+                let s = |k: &str| p[k].as_str().unwrap_or("-").to_string();
+                (s("dev"), s("mac"))
+            })
+            .collect()
+    };
+    let want: Vec<(String, String)> = ["xe-c0", "xe-c1"]
+        .iter()
+        .map(|d| (d.to_string(), link_mac(&net, d)))
+        .collect();
+    let mut got = admitted(&net);
+    got.sort();
+    assert_eq!(got, want, "attach admits each port with its MAC");
 
     let o = xdp_ecmp(&net, &pins, &["attach", "xe-c0"]);
     assert!(!o.status.success());
@@ -82,14 +114,22 @@ fn attach_stats_detach() {
         .iter()
         .filter_map(|e| e["verdict"].as_str())
         .collect();
-    assert_eq!(names.len(), 13);
-    assert!(names.contains(&"forward") && names.contains(&"drop-malformed"));
+    assert_eq!(names.len(), Verdict::ALL.len());
+    assert!(
+        names.contains(&"forward")
+            && names.contains(&"drop-malformed")
+            && names.contains(&"pass-otherhost")
+    );
 
     let o = xdp_ecmp(&net, &pins, &["detach", "xe-c0", "xe-c1"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!has_xdp(&net, "xe-c0") && !has_xdp(&net, "xe-c1"));
+    assert_eq!(admitted(&net), vec![], "detach removes the ports' entries");
     let o = xdp_ecmp(&net, &pins, &["detach", "xe-c0"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("not attached"), "{}", text(&o));
-    println!("cli: attach (native), stats --json (13 verdicts), detach, and 5 error cases checked");
+    println!(
+        "cli: attach (native, both ports admitted), stats --json ({} verdicts), detach, and 5 error cases checked",
+        Verdict::ALL.len()
+    );
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::loader::ifindex_of;
 use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
-use support::{anycast_route, fabric, set_neighbour, Daemon, PinDir};
+use support::{anycast_route, fabric, set_neighbour, Daemon, PinDir, IN_MAC};
 
 mod support;
 
@@ -127,8 +127,7 @@ fn kill_and_restart_under_traffic_loses_nothing() {
                     sport: 1024 + (i % 60_000) as u16,
                     dport: 53,
                 };
-                let frame =
-                    control::inspect::build_frame(&flow, [2, 0, 0, 0, 0xaa, 1]).expect("frame");
+                let frame = control::inspect::build_frame(&flow, IN_MAC).expect("frame");
                 send_frame(&tx, &frame).expect("send");
                 // ~8k frames/s: the restart happens in the middle of the run.
                 let due = Duration::from_micros(i * 125);

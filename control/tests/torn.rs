@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use control::inspect::{build_frame, Flow};
 use dataplane::loader::ifindex_of;
 use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame};
-use support::{anycast_route, fabric, neighbour_mac, set_neighbour, Daemon, PinDir};
+use support::{anycast_route, fabric, neighbour_mac, set_neighbour, Daemon, PinDir, IN_MAC};
 
 mod support;
 
@@ -84,7 +84,7 @@ fn frames_never_meet_a_half_written_next_hop() {
                 sport: 1024 + (i % 50_000) as u16,
                 dport: 53,
             };
-            let frame = build_frame(&flow, [2, 0, 0, 0, 0xaa, 1]).expect("frame");
+            let frame = build_frame(&flow, IN_MAC).expect("frame");
             send_frame(&tx, &frame).expect("send");
             i += 1;
             sent2.store(i, Ordering::Relaxed);

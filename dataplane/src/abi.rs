@@ -13,13 +13,14 @@ mod skel {
 }
 
 pub use skel::types::{
-    xe_config, xe_counter, xe_decision, xe_flow, xe_group, xe_hash_field, xe_lpm_v4, xe_lpm_v6,
-    xe_nexthop, xe_route, xe_verdict,
+    xe_config, xe_counter, xe_decision, xe_flow, xe_group, xe_hash_field, xe_inport, xe_lpm_v4,
+    xe_lpm_v6, xe_nexthop, xe_route, xe_verdict,
 };
 pub(crate) use skel::{XdpEcmpSkel, XdpEcmpSkelBuilder};
 
 use skel::types::{
-    xe_cfg_flag, xe_dir_entry, xe_group_mode, xe_layout, xe_limits, xe_nh_state, xe_route_kind,
+    xe_cfg_flag, xe_dir_entry, xe_group_mode, xe_inport_flag, xe_layout, xe_limits, xe_nh_state,
+    xe_route_kind,
 };
 use std::mem::size_of;
 
@@ -34,6 +35,7 @@ const _: () = assert!(size_of::<xe_config>() == 16);
 const _: () = assert!(size_of::<xe_counter>() == 16);
 const _: () = assert!(size_of::<xe_decision>() == 32);
 const _: () = assert!(size_of::<xe_flow>() == 44);
+const _: () = assert!(size_of::<xe_inport>() == 8);
 const _: () = assert!(MAX_GROUPS - 1 <= DIR_GROUP_MASK);
 const _: () = assert!(DIR_CHUNK_SIZE == 256);
 
@@ -49,6 +51,7 @@ pub const MAX_ROUTES_V6: u32 = xe_limits::XE_MAX_ROUTES_V6.0;
 pub const MAX_EXT_HEADERS: u32 = xe_limits::XE_MAX_EXT_HEADERS.0;
 pub const MAX_DIR_CHUNKS: u32 = xe_limits::XE_MAX_DIR_CHUNKS.0;
 pub const MAX_TXPORTS: u32 = xe_limits::XE_MAX_TXPORTS.0;
+pub const MAX_INPORTS: u32 = xe_limits::XE_MAX_INPORTS.0;
 
 /// DIR-24-8 entry layout (enum xe_dir_entry).
 pub const DIR_GROUP_MASK: u32 = xe_dir_entry::XE_DIR_GROUP_MASK.0;
@@ -93,6 +96,10 @@ pub const HASH_POLICY_L4: u32 = xe_hash_field::XE_HASH_POLICY_L4.0;
 /// Config flags.
 pub const CFG_SYMMETRIC: u32 = xe_cfg_flag::XE_CFG_SYMMETRIC.0;
 
+/// Ingress-port flags: the kernel forwards that family from the port.
+pub const INPORT_FWD_V4: u8 = xe_inport_flag::XE_INPORT_FWD_V4.0 as u8;
+pub const INPORT_FWD_V6: u8 = xe_inport_flag::XE_INPORT_FWD_V6.0 as u8;
+
 /// XDP return codes (UAPI `enum xdp_action`).
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
@@ -114,6 +121,10 @@ pub enum Verdict {
     PassNexthopDown = xe_verdict::XE_V_PASS_NEXTHOP_DOWN.0,
     PassMtu = xe_verdict::XE_V_PASS_MTU.0,
     PassNoTxport = xe_verdict::XE_V_PASS_NO_TXPORT.0,
+    PassNotPort = xe_verdict::XE_V_PASS_NOT_PORT.0,
+    PassOtherhost = xe_verdict::XE_V_PASS_OTHERHOST.0,
+    PassVlan = xe_verdict::XE_V_PASS_VLAN.0,
+    PassNoForwarding = xe_verdict::XE_V_PASS_NO_FORWARDING.0,
     DropTruncated = xe_verdict::XE_V_DROP_TRUNCATED.0,
     DropMalformed = xe_verdict::XE_V_DROP_MALFORMED.0,
     DropBlackhole = xe_verdict::XE_V_DROP_BLACKHOLE.0,
@@ -132,9 +143,23 @@ impl Verdict {
         Verdict::PassNexthopDown,
         Verdict::PassMtu,
         Verdict::PassNoTxport,
+        Verdict::PassNotPort,
+        Verdict::PassOtherhost,
+        Verdict::PassVlan,
+        Verdict::PassNoForwarding,
         Verdict::DropTruncated,
         Verdict::DropMalformed,
         Verdict::DropBlackhole,
+    ];
+
+    /// The verdicts of admission: the frame is not the kernel's to route
+    /// from its ingress port (checked only by programs loaded without
+    /// `admit_any`).
+    pub const ADMISSION: [Verdict; 4] = [
+        Verdict::PassNotPort,
+        Verdict::PassOtherhost,
+        Verdict::PassVlan,
+        Verdict::PassNoForwarding,
     ];
 
     /// The verdict with the program's number `n`.
@@ -165,6 +190,10 @@ impl Verdict {
             Verdict::PassNexthopDown => "pass-nexthop-down",
             Verdict::PassMtu => "pass-mtu",
             Verdict::PassNoTxport => "pass-no-txport",
+            Verdict::PassNotPort => "pass-not-port",
+            Verdict::PassOtherhost => "pass-otherhost",
+            Verdict::PassVlan => "pass-vlan",
+            Verdict::PassNoForwarding => "pass-no-forwarding",
             Verdict::DropTruncated => "drop-truncated",
             Verdict::DropMalformed => "drop-malformed",
             Verdict::DropBlackhole => "drop-blackhole",
@@ -208,6 +237,16 @@ mod tests {
             assert_eq!(Verdict::from_u32(i as u32), Some(*v));
         }
         assert_eq!(Verdict::from_u32(xe_verdict::XE_V_COUNT.0), None);
+    }
+
+    #[test]
+    fn drops_come_last() {
+        // The program returns XDP_DROP for every verdict from
+        // XE_V_DROP_TRUNCATED on; action() must say the same.
+        for v in Verdict::ALL {
+            let drop = v as u32 >= xe_verdict::XE_V_DROP_TRUNCATED.0;
+            assert_eq!(v.action() == XDP_DROP, drop, "{v}");
+        }
     }
 
     #[test]

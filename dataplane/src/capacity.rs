@@ -3,8 +3,8 @@
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::abi::{
-    read_from, xe_group, xe_nexthop, DIR_CHUNK, MAX_DIR_CHUNKS, MAX_GROUPS, MAX_NEXTHOPS,
-    MAX_TXPORTS, NH_VALID,
+    read_from, xe_group, xe_nexthop, DIR_CHUNK, MAX_DIR_CHUNKS, MAX_GROUPS, MAX_INPORTS,
+    MAX_NEXTHOPS, MAX_TXPORTS, NH_VALID,
 };
 use crate::dir24::{Cells, TBL24_ENTRIES};
 use crate::error::Result;
@@ -92,6 +92,12 @@ impl Dataplane {
                 used: m.xe_txports.keys().count() as u64,
                 limit: MAX_TXPORTS.into(),
                 note: "one per egress or attached port",
+            },
+            TableUse {
+                table: "ingress ports",
+                used: m.xe_inports.keys().count() as u64,
+                limit: MAX_INPORTS.into(),
+                note: "one per attached port",
             },
         ])
     }

@@ -12,9 +12,10 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapMut, OpenObject, ProgramInput};
 
 use crate::abi::{
-    bytes_of, read_from, xe_config, xe_counter, xe_decision, xe_group, xe_lpm_v4, xe_lpm_v6,
-    xe_nexthop, xe_route, Verdict, XdpEcmpSkel, XdpEcmpSkelBuilder, DIR_CHUNK_SIZE, LAYOUT_VERSION,
-    MAX_DIR_CHUNKS, MAX_GROUPS, MAX_NEXTHOPS, MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_SLOTS,
+    bytes_of, read_from, xe_config, xe_counter, xe_decision, xe_group, xe_inport, xe_lpm_v4,
+    xe_lpm_v6, xe_nexthop, xe_route, Verdict, XdpEcmpSkel, XdpEcmpSkelBuilder, DIR_CHUNK_SIZE,
+    LAYOUT_VERSION, MAX_DIR_CHUNKS, MAX_GROUPS, MAX_NEXTHOPS, MAX_ROUTES_V4, MAX_ROUTES_V6,
+    MAX_SLOTS,
 };
 use crate::dir24::{Dir248, TBL24_ENTRIES};
 use crate::error::{Error, Result};
@@ -46,6 +47,12 @@ pub struct LoadOptions {
     /// Leave the packet counters alone (a copy of the program that answers
     /// questions over the live maps, as `xdp-ecmp calc` does).
     pub no_counters: bool,
+    /// Take every frame as admitted: no `xe_inports` lookup, no check of
+    /// the destination MAC, VLAN tags or the ingress port's forwarding
+    /// switches. Only for a program that is test-run over tables without
+    /// ports and never attached; off by default, so whatever is attached to
+    /// a port routes only what the kernel would route from that port.
+    pub admit_any: bool,
     /// Sizes of the maps whose size is a choice. None: those of maps found
     /// pinned, else the defaults; given, they must match maps found pinned.
     pub sizes: Option<MapSizes>,
@@ -396,6 +403,7 @@ impl Dataplane {
         let fd = match map {
             "xe_groups" => m.xe_groups.as_fd(),
             "xe_nexthops" => m.xe_nexthops.as_fd(),
+            "xe_inports" => m.xe_inports.as_fd(),
             "xe_slots" => m.xe_slots.as_fd(),
             "xe_tbl24" => m.xe_tbl24.as_fd(),
             "xe_tbl8" => m.xe_tbl8.as_fd(),
@@ -658,7 +666,7 @@ impl Dataplane {
 
     /// Kernel-reported memory of each map (fdinfo `memlock`), by map name.
     pub fn map_memory(&self) -> Vec<(String, u64)> {
-        let maps: [(&str, &MapMut<'_>); 10] = [
+        let maps: [(&str, &MapMut<'_>); 11] = [
             ("xe_routes_v4", &self.skel.maps.xe_routes_v4),
             ("xe_tbl24", &self.skel.maps.xe_tbl24),
             ("xe_tbl8", &self.skel.maps.xe_tbl8),
@@ -669,6 +677,7 @@ impl Dataplane {
             ("xe_nexthops", &self.skel.maps.xe_nexthops),
             ("xe_nh_stats", &self.skel.maps.xe_nh_stats),
             ("xe_txports", &self.skel.maps.xe_txports),
+            ("xe_inports", &self.skel.maps.xe_inports),
         ];
         maps.iter()
             .filter_map(|(n, m)| Some((n.to_string(), m.query_fdinfo().ok()?.memlock?)))
@@ -721,6 +730,23 @@ impl Dataplane {
     pub fn nexthop(&self, id: u32) -> Result<xe_nexthop> {
         check_range("next-hop id", id, MAX_NEXTHOPS)?;
         Ok(Self::lookup(&self.skel.maps.xe_nexthops, "xe_nexthops", &id)?.unwrap_or_default())
+    }
+
+    /// Every ingress port the program admits frames from: (ifindex, entry),
+    /// by ifindex.
+    pub fn inports(&self) -> Result<Vec<(u32, xe_inport)>> {
+        let map = &self.skel.maps.xe_inports;
+        let mut out = Vec::new();
+        for k in map.keys() {
+            let Some(ifindex) = read_from::<u32>(&k) else {
+                continue;
+            };
+            if let Some(p) = Self::lookup::<_, xe_inport>(map, "xe_inports", &ifindex)? {
+                out.push((ifindex, p));
+            }
+        }
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out)
     }
 
     pub fn config(&self) -> Result<xe_config> {
@@ -833,6 +859,7 @@ fn open_and_load(
         rodata.trace_decisions = u8::from(opts.trace_decisions);
         rodata.stamp_mode = opts.stamp_mode as u8;
         rodata.count_packets = u8::from(!opts.no_counters);
+        rodata.admit_any = u8::from(opts.admit_any);
     }
     let mut sizes = opts.sizes.unwrap_or_default();
     if let Some(dir) = &opts.pin_dir {
@@ -953,6 +980,19 @@ impl TableWriter for Dataplane {
         Self::delete(&self.skel.maps.xe_txports, "xe_txports", &ifindex)
     }
 
+    /// Replaces the whole entry at once (a hash map swaps in a new
+    /// element): a packet reads the old entry or the new one.
+    fn set_inport(&mut self, ifindex: u32, port: &xe_inport) -> Result<()> {
+        Self::update(&self.skel.maps.xe_inports, "xe_inports", &ifindex, port)
+    }
+
+    fn remove_inport(&mut self, ifindex: u32) -> Result<()> {
+        match self.skel.maps.xe_inports.delete(bytes_of(&ifindex)) {
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(map_err("xe_inports", "delete")),
+        }
+    }
+
     fn set_config(&mut self, cfg: &xe_config) -> Result<()> {
         Self::update(&self.skel.maps.xe_config, "xe_config", &0u32, cfg)
     }
@@ -989,6 +1029,22 @@ pub fn pinned_verdict_counters(pin_dir: &Path) -> Result<Vec<(Verdict, xe_counte
         .iter()
         .map(|v| Ok((*v, sum_percpu(&map, "xe_verdicts", *v as u32)?)))
         .collect()
+}
+
+/// Removes the ingress port entry of `ifindex` from the map pinned in
+/// `pin_dir` (no program load needed): frames received there go to the
+/// kernel. Nothing to do if there is none.
+pub fn pinned_remove_inport(pin_dir: &Path, ifindex: u32) -> Result<()> {
+    let path = pin_dir.join("xe_inports");
+    let map = libbpf_rs::MapHandle::from_pinned_path(&path).map_err(|e| Error::Pin {
+        what: "opening pinned map",
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    match map.delete(&ifindex.to_ne_bytes()) {
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+        r => r.map_err(map_err("xe_inports", "delete")),
+    }
 }
 
 /// Packets and bytes forwarded to each of `ids`, from the pinned per-next-hop map.

@@ -10,9 +10,10 @@ use etherparse::{
 };
 
 use crate::abi::{
-    xe_config, xe_decision, xe_flow, xe_group, xe_nexthop, xe_route, Verdict, GROUP_UNUSED,
-    HASH_POLICY_L4, HASH_PORTS, MAX_EXT_HEADERS, MAX_GROUPS, MAX_NEXTHOPS, MAX_SLOTS, NH_TXPORT,
-    NH_USABLE, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST, XDP_PASS,
+    xe_config, xe_decision, xe_flow, xe_group, xe_inport, xe_nexthop, xe_route, Verdict,
+    GROUP_UNUSED, HASH_POLICY_L4, HASH_PORTS, INPORT_FWD_V4, INPORT_FWD_V6, MAX_EXT_HEADERS,
+    MAX_GROUPS, MAX_NEXTHOPS, MAX_SLOTS, NH_TXPORT, NH_USABLE, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST,
+    XDP_PASS,
 };
 use crate::error::Result;
 use crate::hash::flow_hash;
@@ -89,6 +90,7 @@ pub struct Tables {
     slots: HashMap<u32, u32>,
     nexthops: HashMap<u32, xe_nexthop>,
     txports: HashSet<u32>,
+    inports: HashMap<u32, xe_inport>,
     config: xe_config,
 }
 
@@ -139,6 +141,14 @@ impl TableWriter for Tables {
         self.txports.remove(&ifindex);
         Ok(())
     }
+    fn set_inport(&mut self, ifindex: u32, port: &xe_inport) -> Result<()> {
+        self.inports.insert(ifindex, *port);
+        Ok(())
+    }
+    fn remove_inport(&mut self, ifindex: u32) -> Result<()> {
+        self.inports.remove(&ifindex);
+        Ok(())
+    }
     fn set_config(&mut self, cfg: &xe_config) -> Result<()> {
         self.config = *cfg;
         Ok(())
@@ -177,15 +187,25 @@ struct Meta {
 
 type Step<T = ()> = Result<T, Verdict>;
 
-fn parse_l2(pkt: &[u8]) -> Step<(u16, usize)> {
+fn is_vlan(ethertype: u16) -> bool {
+    ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD
+}
+
+/// `xe_parse_eth`.
+fn parse_eth(pkt: &[u8]) -> Step<Ethernet2HeaderSlice<'_>> {
     let eth = Ethernet2HeaderSlice::from_slice(pkt).map_err(|_| Verdict::DropTruncated)?;
     if eth.destination()[0] & 1 != 0 {
         return Err(Verdict::PassMulticast);
     }
+    Ok(eth)
+}
+
+/// `xe_parse_l2` (after `parse_eth`).
+fn parse_l2(pkt: &[u8], eth: &Ethernet2HeaderSlice<'_>) -> Step<(u16, usize)> {
     let mut proto = eth.ether_type().0;
     let mut off = eth.slice().len();
     for _ in 0..2 {
-        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+        if !is_vlan(proto) {
             break;
         }
         let vlan =
@@ -456,14 +476,35 @@ impl Tables {
         }
     }
 
-    /// `xe_decide` up to the rewrite.
-    fn decide_inner(&self, pkt: &[u8], d: &mut xe_decision) -> Step<Forward> {
-        let (proto, l2_len) = parse_l2(pkt)?;
+    /// `xe_admit`: the forwarding flags of the port `ingress` if the frame
+    /// is the kernel's to route from it.
+    fn admit(&self, ingress: u32, eth: &Ethernet2HeaderSlice<'_>) -> Step<u8> {
+        let port = self.inports.get(&ingress).ok_or(Verdict::PassNotPort)?;
+        if eth.destination() != port.mac {
+            return Err(Verdict::PassOtherhost);
+        }
+        if is_vlan(eth.ether_type().0) {
+            return Err(Verdict::PassVlan);
+        }
+        Ok(port.flags)
+    }
+
+    /// `xe_decide` up to the rewrite; `ingress` None as the program loaded
+    /// with `admit_any`.
+    fn decide_inner(&self, ingress: Option<u32>, pkt: &[u8], d: &mut xe_decision) -> Step<Forward> {
+        let eth = parse_eth(pkt)?;
+        let fwd = match ingress {
+            Some(i) => self.admit(i, &eth)?,
+            None => INPORT_FWD_V4 | INPORT_FWD_V6,
+        };
+        let (proto, l2_len) = parse_l2(pkt, &eth)?;
         let mut m = Meta {
             l2_len,
             ..Meta::default()
         };
         match proto {
+            ETH_P_IP if fwd & INPORT_FWD_V4 == 0 => return Err(Verdict::PassNoForwarding),
+            ETH_P_IPV6 if fwd & INPORT_FWD_V6 == 0 => return Err(Verdict::PassNoForwarding),
             ETH_P_IP => parse_ipv4(pkt, &mut m)?,
             ETH_P_IPV6 => parse_ipv6(pkt, &mut m)?,
             _ => return Err(Verdict::PassNotIp),
@@ -518,12 +559,25 @@ impl Tables {
         })
     }
 
-    /// Decides `pkt` as the program would and writes the frame the program
-    /// would leave into `out`, returning the decision and the frame length.
-    /// `out` must hold `pkt.len() + 4` bytes (a pushed VLAN tag).
+    /// Decides `pkt` as the program loaded with `admit_any` would (every
+    /// frame admitted) and writes the frame the program would leave into
+    /// `out`, returning the decision and the frame length. `out` must hold
+    /// `pkt.len() + 4` bytes (a pushed VLAN tag).
     pub fn decide(&self, pkt: &[u8], out: &mut [u8]) -> (xe_decision, usize) {
+        self.decide_from(None, pkt, out)
+    }
+
+    /// Like `decide`, for `pkt` received on `ingress` by a program that
+    /// checks admission (the ingress port's entry, MAC, tags and switches)
+    /// when `ingress` is given.
+    pub fn decide_from(
+        &self,
+        ingress: Option<u32>,
+        pkt: &[u8],
+        out: &mut [u8],
+    ) -> (xe_decision, usize) {
         let mut d = xe_decision::default();
-        match self.decide_inner(pkt, &mut d) {
+        match self.decide_inner(ingress, pkt, &mut d) {
             Err(v) => {
                 d.verdict = v as u32;
                 d.action = v.action();

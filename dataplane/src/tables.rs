@@ -2,7 +2,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::abi::{xe_config, xe_group, xe_nexthop, xe_route, MAX_GROUPS};
+use crate::abi::{xe_config, xe_group, xe_inport, xe_nexthop, xe_route, MAX_GROUPS};
 use crate::error::{Error, Result};
 use crate::grace::GracePeriods;
 
@@ -21,6 +21,12 @@ pub trait TableWriter {
     /// next hops on it must also carry `NH_TXPORT` to forward.
     fn add_txport(&mut self, ifindex: u32) -> Result<()>;
     fn remove_txport(&mut self, ifindex: u32) -> Result<()>;
+    /// Admits frames received on `ifindex`: to `port.mac`, forwarding the
+    /// families whose `INPORT_FWD_*` bit is set.
+    fn set_inport(&mut self, ifindex: u32, port: &xe_inport) -> Result<()>;
+    /// Stops admitting frames received on `ifindex` (their packets go to
+    /// the kernel); nothing to do if it was not admitted.
+    fn remove_inport(&mut self, ifindex: u32) -> Result<()>;
     fn set_config(&mut self, cfg: &xe_config) -> Result<()>;
     /// When memory unlinked from these tables (slot windows, group and
     /// next-hop ids) may be reused: after a grace period for the live maps,

@@ -1,4 +1,4 @@
-//! Attach/detach/pin on real veth ports, map reuse across loads, atomic program replacement, and a live frame forwarded by XDP_REDIRECT.
+//! Attach/detach/pin on real veth ports, map reuse across loads, atomic program replacement, and live frames to the port's MAC forwarded by XDP_REDIRECT (to another MAC, passed).
 
 mod common;
 
@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use common::mac;
 use common::packets::*;
 use dataplane::abi::{
-    xe_config, xe_nexthop, xe_route, Verdict, GROUP_RESILIENT, NH_USABLE, RT_UNICAST,
+    xe_config, xe_inport, xe_nexthop, xe_route, Verdict, GROUP_RESILIENT, INPORT_FWD_V4,
+    INPORT_FWD_V6, NH_USABLE, RT_UNICAST,
 };
 use dataplane::loader::{current_cpu, ifindex_of, pin_thread_to_cpu};
 use dataplane::tables::single_path;
@@ -40,7 +41,18 @@ fn xdp_shown(net: &TestNet, dev: &str) -> String {
     }
 }
 
-fn world(dp: &mut Dataplane, out_if: u32, dmac: [u8; 6], smac: [u8; 6]) {
+/// A route to 172.16.255.66 out of `out_if`, and `in_if` admitted as a port
+/// with MAC IN_MAC forwarding both families.
+fn world(dp: &mut Dataplane, in_if: u32, out_if: u32, dmac: [u8; 6], smac: [u8; 6]) {
+    dp.set_inport(
+        in_if,
+        &xe_inport {
+            mac: common::IN_MAC,
+            flags: INPORT_FWD_V4 | INPORT_FWD_V6,
+            ..Default::default()
+        },
+    )
+    .expect("inport");
     let nh = xe_nexthop {
         ifindex: out_if,
         mtu: 1500,
@@ -87,7 +99,9 @@ fn attach_pin_reuse_replace_detach() {
         ..Default::default()
     };
     let mut first = Dataplane::load(&opts).expect("load");
-    world(&mut first, p1, mac(0x21), mac(0x22));
+    // The loopback (ifindex 1): what test runs without an ingress device
+    // are received on.
+    world(&mut first, 1, p1, mac(0x21), mac(0x22));
     let e = first
         .attach(999_999, AttachMode::Auto)
         .expect_err("bad ifindex");
@@ -124,6 +138,7 @@ fn attach_pin_reuse_replace_detach() {
     );
     for map in [
         "xe_routes_v4",
+        "xe_inports",
         "xe_groups",
         "xe_slots",
         "xe_nexthops",
@@ -244,9 +259,17 @@ fn live_frame_is_redirected_out_the_egress_port() {
         ifindex_of("xe-r0").expect("if"),
         ifindex_of("xe-r1").expect("if"),
     );
+    net.ip(&[
+        "link",
+        "set",
+        "xe-p0",
+        "address",
+        "02:00:00:00:aa:01", // common::IN_MAC
+    ])
+    .expect("MAC");
     let mut dp = Dataplane::load(&LoadOptions::default()).expect("load");
     let (dmac, smac) = (mac(0x31), mac(0x32));
-    world(&mut dp, p1, dmac, smac);
+    world(&mut dp, p0, p1, dmac, smac);
     let _link = dp.attach(p0, AttachMode::Native).expect("attach");
 
     let rx = packet_socket(r1).expect("rx socket");
@@ -262,6 +285,12 @@ fn live_frame_is_redirected_out_the_egress_port() {
     for _ in 0..FRAMES {
         send_frame(&tx, &pkt).expect("send");
     }
+    // To another host's MAC: the kernel's (PACKET_OTHERHOST), never forwarded.
+    let mut other = pkt.clone();
+    other[..6].copy_from_slice(&mac(0x77));
+    for _ in 0..5 {
+        send_frame(&tx, &other).expect("send");
+    }
     let mut got = 0;
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut buf = [0u8; 2048];
@@ -270,13 +299,25 @@ fn live_frame_is_redirected_out_the_egress_port() {
             got += 1;
         }
     }
-    let fwd = dp
-        .verdict_counters()
-        .expect("counters")
-        .into_iter()
-        .find(|(v, _)| *v == Verdict::Forward)
-        .map(|(_, c)| c)
-        .expect("forward counter");
+    // Anything else that arrives in the next 200 ms (a forwarded frame to
+    // the other MAC would).
+    let mut extra = 0;
+    let until = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < until {
+        if recv_frame(&rx, &mut buf).is_some_and(|n| n > 14 && buf[..6] == dmac) {
+            extra += 1;
+        }
+    }
+    let counters = dp.verdict_counters().expect("counters");
+    let counter = |v: Verdict| {
+        counters
+            .iter()
+            .find(|(c, _)| *c == v)
+            .map(|(_, c)| *c)
+            .expect("counter")
+    };
+    let fwd = counter(Verdict::Forward);
+    let otherhost = counter(Verdict::PassOtherhost);
     let per_nh = dp.nexthop_counter(1).expect("next-hop counter");
     println!("live: {FRAMES} frames sent into xe-p0, {got} arrived rewritten on xe-r1; forward counter {} packets / {} bytes", fwd.packets, fwd.bytes);
     assert_eq!(
@@ -286,6 +327,8 @@ fn live_frame_is_redirected_out_the_egress_port() {
     assert_eq!(fwd.packets, FRAMES as u64);
     assert_eq!(fwd.bytes, (FRAMES * pkt.len()) as u64);
     assert_eq!(per_nh.packets, FRAMES as u64);
+    assert_eq!(extra, 0, "frames to another MAC left by the egress port");
+    assert_eq!(otherhost.packets, 5, "frames to another MAC passed");
 }
 
 #[test]

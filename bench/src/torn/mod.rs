@@ -342,6 +342,7 @@ pub fn torn(opts: &TornOptions) -> Result<TornResult> {
     // xdp-ecmp and its control plane, in this process: A first, then B
     // (first fit puts B's windows right after A's), then the chunk fillers.
     let mut dp = Dataplane::load(&LoadOptions::default()).context("loading xdp-ecmp")?;
+    crate::admit(&mut dp, in_if, mac(0, 1))?;
     dp.set_config(&xe_config {
         seed: [opts.seed as u32, (opts.seed >> 32) as u32 | 1],
         ..Default::default()

@@ -148,6 +148,16 @@ impl TableWriter for Tap<'_> {
     fn remove_txport(&mut self, ifindex: u32) -> dataplane::Result<()> {
         self.dp.remove_txport(ifindex)
     }
+    fn set_inport(
+        &mut self,
+        ifindex: u32,
+        port: &dataplane::abi::xe_inport,
+    ) -> dataplane::Result<()> {
+        self.dp.set_inport(ifindex, port)
+    }
+    fn remove_inport(&mut self, ifindex: u32) -> dataplane::Result<()> {
+        self.dp.remove_inport(ifindex)
+    }
     fn set_config(&mut self, cfg: &xe_config) -> dataplane::Result<()> {
         self.dp.set_config(cfg)
     }

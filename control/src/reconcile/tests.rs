@@ -221,6 +221,16 @@ impl TableWriter for Mem {
         self.txports.remove(&ifindex);
         self.t.remove_txport(ifindex)
     }
+    fn set_inport(
+        &mut self,
+        ifindex: u32,
+        port: &dataplane::abi::xe_inport,
+    ) -> dataplane::Result<()> {
+        self.t.set_inport(ifindex, port)
+    }
+    fn remove_inport(&mut self, ifindex: u32) -> dataplane::Result<()> {
+        self.t.remove_inport(ifindex)
+    }
     fn set_config(&mut self, cfg: &xe_config) -> dataplane::Result<()> {
         self.t.set_config(cfg)
     }

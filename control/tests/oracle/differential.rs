@@ -267,12 +267,10 @@ fn forward_violation(
 fn settle(
     mirror: &mut control::mirror::Mirror,
     dp: &Dataplane,
-    ports: &[String],
 ) -> (Vec<String>, KernelState, u128) {
     let t0 = Instant::now();
     loop {
-        let mut fresh = mirror.resync(254).expect("a fresh dump");
-        control::forwarding::apply(ports, &mut fresh);
+        let fresh = mirror.resync(254).expect("a fresh dump");
         let diffs = control::check::check(&fresh, dp, MODE).expect("comparing the maps");
         if diffs.is_empty() || t0.elapsed() > Duration::from_secs(3) {
             return (diffs, fresh, t0.elapsed().as_millis());
@@ -319,7 +317,6 @@ pub fn run(
     let dp = control::inspect::open(&pins.0).expect("the pinned maps");
     let mut kernel = Kernel::open().expect("a netlink socket");
     let mut mirror = control::mirror::Mirror::open(1 << 16).expect("a netlink socket");
-    let ports = vec!["xe-in".to_string()];
     let in_if = crate::ifindex("xe-in");
     let mut gen = Events::new(seed);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
@@ -334,7 +331,7 @@ pub fn run(
         if recent.len() > 12 {
             recent.pop_front();
         }
-        let (diffs, fresh, ms) = settle(&mut mirror, &dp, &ports);
+        let (diffs, fresh, ms) = settle(&mut mirror, &dp);
         t.settle_ms_max = t.settle_ms_max.max(ms);
         if !diffs.is_empty() && std::env::var("XE_ORACLE_PAUSE").is_ok() {
             eprintln!(

@@ -138,9 +138,14 @@ pub fn mac_str(m: [u8; 6]) -> String {
         .join(":")
 }
 
-/// A namespace with an ingress port `xe-in` (its peer `xe-h0` sends) and
-/// egress ports `xe-o<i>` towards 10.0.i.2, resolved permanently, whose
-/// peers `xe-p<i>` receive (GRO on, so they take redirected frames).
+/// The MAC of the ingress port `xe-in`: frames the tests send there are
+/// addressed to it, as a neighbour that resolved the port would address them.
+pub const IN_MAC: [u8; 6] = [2, 0, 0, 0, 0xaa, 1];
+
+/// A namespace with an ingress port `xe-in` (MAC [`IN_MAC`]; its peer
+/// `xe-h0` sends) and egress ports `xe-o<i>` towards 10.0.i.2, resolved
+/// permanently, whose peers `xe-p<i>` receive (GRO on, so they take
+/// redirected frames).
 pub fn fabric(tag: &str, egress: usize) -> TestNet {
     let mut pairs = vec![("xe-h0".to_string(), "xe-in".to_string())];
     pairs.extend((0..egress).map(|i| (format!("xe-o{i}"), format!("xe-p{i}"))));
@@ -149,6 +154,8 @@ pub fn fabric(tag: &str, egress: usize) -> TestNet {
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
     let net = TestNet::new(tag, &refs).expect("namespace");
+    net.ip(&["link", "set", "xe-in", "address", &mac_str(IN_MAC)])
+        .expect("ingress MAC");
     for i in 0..egress {
         let dev = format!("xe-o{i}");
         net.ip(&["addr", "add", &format!("10.0.{i}.1/24"), "dev", &dev])
@@ -169,6 +176,17 @@ pub fn fabric(tag: &str, egress: usize) -> TestNet {
             .expect("ethtool (scripts/setup.sh installs it)");
     }
     net
+}
+
+/// Adds another ingress port `port` (MAC `mac`) whose peer `host` sends.
+pub fn add_ingress(net: &TestNet, host: &str, port: &str, mac: [u8; 6]) {
+    net.ip(&["link", "add", host, "type", "veth", "peer", "name", port])
+        .expect("veth");
+    net.ip(&["link", "set", port, "address", &mac_str(mac)])
+        .expect("MAC");
+    for dev in [host, port] {
+        net.ip(&["link", "set", dev, "up"]).expect("up");
+    }
 }
 
 /// Points neighbour 10.0.`port`.2 at its MAC `version`.
@@ -210,33 +228,49 @@ pub fn text(o: &Output) -> String {
 
 /// What the program does with a UDP flow to the anycast address, asked with calc.
 pub fn anycast_verdict(net: &TestNet, pins: &PinDir) -> String {
-    let o = xdp_ecmp(
-        net,
-        pins,
-        &[
-            "calc",
-            "-p",
-            "udp",
-            "-s",
-            "10.2.0.100",
-            "--sport",
-            "4000",
-            "-d",
-            "172.16.255.66",
-            "--dport",
-            "53",
-            "--json",
-        ],
-    );
+    anycast_verdict_on(net, pins, None)
+}
+
+/// The same, for the flow received on `in_port` (calc's default port when None).
+pub fn anycast_verdict_on(net: &TestNet, pins: &PinDir, in_port: Option<&str>) -> String {
+    let mut args = vec![
+        "calc",
+        "-p",
+        "udp",
+        "-s",
+        "10.2.0.100",
+        "--sport",
+        "4000",
+        "-d",
+        "172.16.255.66",
+        "--dport",
+        "53",
+        "--json",
+    ];
+    if let Some(p) = in_port {
+        args.extend(["-i", p]);
+    }
+    let o = xdp_ecmp(net, pins, &args);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
     v["verdict"].as_str().unwrap_or("-").to_string()
 }
 
 /// Waits (5 s at most) until the anycast flow gets `want`; prints how long it took after `what`.
 pub fn wait_for_verdict(net: &TestNet, pins: &PinDir, want: &str, what: &str) {
+    wait_for_verdict_on(net, pins, None, want, what);
+}
+
+/// The same, for the flow received on `in_port`.
+pub fn wait_for_verdict_on(
+    net: &TestNet,
+    pins: &PinDir,
+    in_port: Option<&str>,
+    want: &str,
+    what: &str,
+) {
     let t0 = std::time::Instant::now();
     loop {
-        let got = anycast_verdict(net, pins);
+        let got = anycast_verdict_on(net, pins, in_port);
         if got == want {
             println!("{what}: {want} after {:?}", t0.elapsed());
             return;

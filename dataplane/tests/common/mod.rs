@@ -93,8 +93,20 @@ fn kind(kind: u8) -> xe_route {
 impl World {
     /// Builds the namespace, loads the program with decision tracing, and
     /// writes the same tables to the maps and the model. Pins this thread to
-    /// a CPU so the per-CPU trace entry is the one the test run wrote.
+    /// a CPU so the per-CPU trace entry is the one the test run wrote. The
+    /// program admits every frame (`admit_any`): the fixtures test what
+    /// comes after admission, and the world has no ingress ports.
     pub fn new(tag: &str) -> World {
+        World::load(tag, true)
+    }
+
+    /// The same world in a program that checks admission, as an attached
+    /// one does; no ingress port is admitted yet.
+    pub fn admitting(tag: &str) -> World {
+        World::load(tag, false)
+    }
+
+    fn load(tag: &str, admit_any: bool) -> World {
         let net = TestNet::new(
             tag,
             &[
@@ -112,6 +124,7 @@ impl World {
         let unlisted_ifindex = ifindex_of(UNLISTED_PORT).expect("port");
         let dp = Dataplane::load(&LoadOptions {
             trace_decisions: true,
+            admit_any,
             ..Default::default()
         })
         .expect("loading the XDP program");
@@ -249,10 +262,16 @@ impl World {
 
     /// Runs the program on `pkt`: (action, output bytes, decision).
     pub fn run(&self, pkt: &[u8]) -> (u32, Vec<u8>, xe_decision) {
+        self.run_from(0, pkt)
+    }
+
+    /// Runs the program on `pkt` as received on `ingress` (0: none, which
+    /// the kernel takes as the namespace's loopback, ifindex 1).
+    pub fn run_from(&self, ingress: u32, pkt: &[u8]) -> (u32, Vec<u8>, xe_decision) {
         let mut out = vec![0u8; pkt.len() + 64];
         let r = self
             .dp
-            .test_run(pkt, &mut out)
+            .test_run_from(ingress, pkt, &mut out, 1)
             .unwrap_or_else(|e| panic!("test run of {} bytes {}: {e}", pkt.len(), hex(pkt)));
         out.truncate(r.len);
         let d = self.dp.last_decision(self.cpu).expect("trace");
@@ -265,8 +284,13 @@ impl World {
 
     /// Runs the model on `pkt`.
     pub fn model(&self, pkt: &[u8]) -> (xe_decision, Vec<u8>) {
+        self.model_from(None, pkt)
+    }
+
+    /// Runs the model on `pkt` received on `ingress` (None: every frame admitted).
+    pub fn model_from(&self, ingress: Option<u32>, pkt: &[u8]) -> (xe_decision, Vec<u8>) {
         let mut out = vec![0u8; pkt.len() + 4];
-        let (d, n) = self.model.decide(pkt, &mut out);
+        let (d, n) = self.model.decide_from(ingress, pkt, &mut out);
         out.truncate(n);
         (d, out)
     }
