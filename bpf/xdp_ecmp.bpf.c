@@ -344,6 +344,18 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
 		return XE_V_DROP_BLACKHOLE;
 	if (rt.kind != XE_RT_UNICAST)
 		return XE_V_PASS_NO_ROUTE;
+	/* The kernel routes an IPv4 packet only from a source it validates
+	 * (fib_validate_source): never from one of its own or broadcast
+	 * addresses, nor (when it checks the route back) from under a refused
+	 * or blackhole route; with rp_filter on it checks the reverse path,
+	 * which the program does not. One more DIR-24-8 lookup. */
+	if (!m.flow.is_v6) {
+		__u8 sk = xe_route_lookup_v4(m.flow.src[0]) >> XE_DIR_KIND_SHIFT;
+
+		if ((fwd & XE_INPORT_RPF) || sk == XE_RT_LOCAL || sk == XE_RT_BLACKHOLE ||
+		    sk == XE_RT_PROHIBIT)
+			return XE_V_PASS_SOURCE;
+	}
 	if (m.ttl <= 1)
 		return XE_V_PASS_TTL;
 

@@ -53,10 +53,11 @@ enum xe_verdict {
 	XE_V_PASS_VLAN = 12,	   /* 802.1Q/802.1ad tagged: the kernel's VLAN devices decide */
 	XE_V_PASS_NO_FORWARDING = 13, /* the family's forwarding is off for the ingress port */
 	/* Every verdict from here on drops (XDP_DROP). */
-	XE_V_DROP_TRUNCATED = 14,  /* a header is cut short by the end of the frame */
-	XE_V_DROP_MALFORMED = 15,  /* bad version, IHL < 5, TCP offset < 5, lengths that do not fit */
-	XE_V_DROP_BLACKHOLE = 16,  /* route of type blackhole */
-	XE_V_COUNT = 17,
+	XE_V_PASS_SOURCE = 14,	   /* IPv4 source the kernel validates or refuses: its own, broadcast or refused address, or rp_filter on */
+	XE_V_DROP_TRUNCATED = 15,  /* a header is cut short by the end of the frame */
+	XE_V_DROP_MALFORMED = 16,  /* bad version, IHL < 5, TCP offset < 5, lengths that do not fit */
+	XE_V_DROP_BLACKHOLE = 17,  /* route of type blackhole */
+	XE_V_COUNT = 18,
 };
 
 /* Route types, as the kernel's RTN_* classes that matter to forwarding. */
@@ -109,6 +110,7 @@ enum xe_hash_field {
 enum xe_inport_flag {
 	XE_INPORT_FWD_V4 = 0x1, /* net.ipv4.conf.PORT.forwarding */
 	XE_INPORT_FWD_V6 = 0x2, /* net.ipv6.conf.all.forwarding, or the port's force_forwarding */
+	XE_INPORT_RPF = 0x4,	/* rp_filter on for the port (max of all and PORT): the kernel checks IPv4 sources by a reverse lookup */
 };
 
 /* Config flags. */

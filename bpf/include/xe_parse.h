@@ -132,7 +132,7 @@ static __always_inline int xe_classify_ipv4(const struct xe_meta *m)
 
 	if ((d0 & 0xf0) == 0xe0 || m->flow.dst[0] == 0xffffffffu)
 		return XE_V_PASS_MULTICAST;
-	if (d0 == 0 || d0 == 127 || s0 == 127 || s0 >= 224)
+	if (d0 == 0 || d0 == 127 || s0 == 0 || s0 == 127 || s0 >= 224)
 		return XE_V_PASS_SPECIAL;
 	return XE_CONTINUE;
 }

@@ -79,15 +79,34 @@ pub fn add(list: &mut Vec<Alias>, new: Alias, op: Op, v6: bool) -> bool {
         .position(|a| key(a) != k)
         .map_or(list.len(), |i| first + i);
     if v6 && op == Op::Replace {
-        // `replace` takes the place of the route(s) of the metric.
-        let changed = list[first..end] != [new.clone()];
-        list.splice(first..end, [new]);
-        return changed;
+        // `replace` takes the place of the first route of the metric that
+        // is, like it, through gateways (or not), else of the first route
+        // of the metric (fib6_add_rt2node's fallback); else it is added.
+        return match list[first..end]
+            .iter()
+            .position(|a| ecmp(a) == ecmp(&new))
+            .or((first < end).then_some(0))
+        {
+            Some(i) => {
+                let changed = list[first + i] != new;
+                list[first + i] = new;
+                changed
+            }
+            None => {
+                list.insert(end, new);
+                true
+            }
+        };
     }
     if v6 && ecmp(&new) {
         // One route through gateways per metric, announced whole.
         return match list[first..end].iter().position(ecmp) {
             Some(i) => {
+                // Each IPv6 hop keeps the metrics it was added with, and the
+                // kernel lists only the first's: once a hop had an MTU of
+                // its own, the grown route keeps it.
+                let mut new = new;
+                new.own_mtu |= list[first + i].own_mtu;
                 let changed = list[first + i] != new;
                 list[first + i] = new;
                 changed
@@ -315,6 +334,16 @@ mod tests {
 
     fn winner6(list: &[Alias]) -> RouteTarget {
         effective(list, true).into_values().next().expect("a route")
+    }
+
+    #[test]
+    fn an_ipv6_hop_appended_to_a_route_with_its_own_mtu_keeps_it_the_kernels() {
+        let mut l = Vec::new();
+        let mut mtu = route(1024, &[2]);
+        mtu.own_mtu = true;
+        add(&mut l, mtu, Op::Prepend, true);
+        add(&mut l, route(1024, &[2, 3]), Op::Append, true);
+        assert_eq!(winner6(&l), RouteTarget::KernelOnly);
     }
 
     #[test]

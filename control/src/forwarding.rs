@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use dataplane::abi::{xe_inport, INPORT_FWD_V4, INPORT_FWD_V6};
+use dataplane::abi::{xe_inport, INPORT_FWD_V4, INPORT_FWD_V6, INPORT_RPF};
 use dataplane::{Dataplane, TableWriter};
 
 use crate::state::KernelState;
@@ -52,6 +52,20 @@ impl Sysctls {
             || self.on(&format!("ipv6/conf/{port}/force_forwarding")) == Some(true);
         if v6_enabled && v6_forwarding {
             flags |= INPORT_FWD_V6;
+        }
+        // The kernel's reverse-path filter is the larger of `all` and the
+        // port's; an unreadable one counts as on.
+        let rpf = |rel: &str| {
+            std::fs::read_to_string(self.0.join(rel))
+                .ok()
+                .and_then(|v| v.trim().parse::<u8>().ok())
+        };
+        match (
+            rpf("ipv4/conf/all/rp_filter"),
+            rpf(&format!("ipv4/conf/{port}/rp_filter")),
+        ) {
+            (Some(0), Some(0)) => {}
+            _ => flags |= INPORT_RPF,
         }
         flags
     }
@@ -168,6 +182,14 @@ impl Admission {
                 _ => {}
             }
         }
+        match (before & INPORT_RPF != 0, flags & INPORT_RPF != 0) {
+            (false, true) => tracing::warn!(
+                port,
+                "rp_filter is on for an attached port: the kernel checks IPv4 sources by a reverse lookup, so its IPv4 frames go to the kernel (set net.ipv4.conf.all/PORT.rp_filter=0 to forward them here)"
+            ),
+            (true, false) => tracing::info!(port, "rp_filter is off again"),
+            _ => {}
+        }
     }
 }
 
@@ -210,7 +232,13 @@ mod tests {
     fn the_kernels_rules_per_family() {
         let t = Tree::new("rules");
         let s = t.sysctls();
-        assert_eq!(s.flags("p0"), 0, "nothing readable: the kernel decides");
+        assert_eq!(
+            s.flags("p0"),
+            INPORT_RPF,
+            "nothing readable: the kernel decides"
+        );
+        t.set("ipv4/conf/all/rp_filter", 0);
+        t.set("ipv4/conf/p0/rp_filter", 0);
         t.set("ipv4/conf/p0/forwarding", 1);
         t.set("ipv6/conf/p0/disable_ipv6", 0);
         t.set("ipv6/conf/p0/forwarding", 1);
@@ -233,6 +261,14 @@ mod tests {
         assert_eq!(s.flags("p0"), INPORT_FWD_V6, "force_forwarding on the port");
         t.set("ipv6/conf/p0/disable_ipv6", 1);
         assert_eq!(s.flags("p0"), 0, "no IPv6 on a port with disable_ipv6");
+        // rp_filter: the larger of all and the port's, loose or strict.
+        t.set("ipv4/conf/p0/rp_filter", 2);
+        assert_ne!(s.flags("p0") & INPORT_RPF, 0, "loose on the port");
+        t.set("ipv4/conf/p0/rp_filter", 0);
+        t.set("ipv4/conf/all/rp_filter", 1);
+        assert_ne!(s.flags("p0") & INPORT_RPF, 0, "strict for all");
+        t.set("ipv4/conf/all/rp_filter", 0);
+        assert_eq!(s.flags("p0") & INPORT_RPF, 0);
     }
 
     /// Records writes, like the map would hold them.
@@ -312,8 +348,10 @@ mod tests {
         for p in ["p0", "p1"] {
             t.set(&format!("ipv4/conf/{p}/forwarding"), 1);
             t.set(&format!("ipv6/conf/{p}/disable_ipv6"), 0);
+            t.set(&format!("ipv4/conf/{p}/rp_filter"), 0);
         }
         t.set("ipv6/conf/all/forwarding", 1);
+        t.set("ipv4/conf/all/rp_filter", 0);
         let mut adm = Admission {
             sysctls: t.sysctls(),
             ..Default::default()

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use dataplane::abi::{
     xe_group, xe_nexthop, Verdict, GROUP_MODULO, GROUP_RESILIENT, INPORT_FWD_V4, INPORT_FWD_V6,
-    RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
+    INPORT_RPF, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
 };
 use dataplane::loader::{current_cpu, pin_thread_to_cpu};
 use dataplane::{Dataplane, LoadOptions, StampMode};
@@ -55,6 +55,9 @@ pub struct PortRow {
     pub mac: String,
     pub ipv4_forwarding: bool,
     pub ipv6_forwarding: bool,
+    /// rp_filter on: the kernel checks IPv4 sources by a reverse lookup,
+    /// so IPv4 from this port goes to it.
+    pub ipv4_rp_filter: bool,
 }
 
 /// A bucket of a group.
@@ -127,6 +130,7 @@ pub fn ports(dp: &Dataplane) -> Result<Vec<PortRow>> {
             mac: mac(&p.mac),
             ipv4_forwarding: p.flags & INPORT_FWD_V4 != 0,
             ipv6_forwarding: p.flags & INPORT_FWD_V6 != 0,
+            ipv4_rp_filter: p.flags & INPORT_RPF != 0,
         })
         .collect())
 }

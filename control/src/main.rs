@@ -521,12 +521,13 @@ fn show(cli: &Cli, what: &ShowWhat, json: bool) -> Result<()> {
             let on = |b: bool| if b { "on" } else { "off" };
             for p in rows {
                 println!(
-                    "{} ifindex {} mac {} ipv4-forwarding {} ipv6-forwarding {}",
+                    "{} ifindex {} mac {} ipv4-forwarding {} ipv6-forwarding {} ipv4-rp-filter {}",
                     p.dev,
                     p.ifindex,
                     p.mac,
                     on(p.ipv4_forwarding),
-                    on(p.ipv6_forwarding)
+                    on(p.ipv6_forwarding),
+                    on(p.ipv4_rp_filter)
                 );
             }
         }

@@ -28,6 +28,8 @@ const RTNLGRP_IPV6_IFADDR: u32 = 9;
 const RTNLGRP_IPV6_ROUTE: u32 = 11;
 const RTNLGRP_IPV4_RULE: u32 = 8;
 const RTNLGRP_IPV6_RULE: u32 = 19;
+const RTNLGRP_IPV4_NETCONF: u32 = 24;
+const RTNLGRP_IPV6_NETCONF: u32 = 25;
 
 /// What waiting for events gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,8 @@ impl Mirror {
             RTNLGRP_IPV6_ROUTE,
             RTNLGRP_IPV4_RULE,
             RTNLGRP_IPV6_RULE,
+            RTNLGRP_IPV4_NETCONF,
+            RTNLGRP_IPV6_NETCONF,
             RTNLGRP_NEXTHOP,
         ] {
             events

@@ -789,7 +789,15 @@ pub enum RtMessage {
     NewNexthopBucket(NexthopMessage),
     DelNexthopBucket(NexthopMessage),
     GetNexthopBucket(NexthopMessage),
+    /// RTM_NEWNETCONF/RTM_DELNETCONF: a device's forwarding, rp_filter or
+    /// other IP configuration switch changed (not decoded further: the
+    /// switches are read from their files).
+    Netconf(u16),
 }
+
+/// RTM_NEWNETCONF and RTM_DELNETCONF.
+pub const RTM_NEWNETCONF: u16 = 80;
+pub const RTM_DELNETCONF: u16 = 81;
 
 impl RtMessage {
     pub fn message_type(&self) -> u16 {
@@ -801,13 +809,14 @@ impl RtMessage {
             Self::NewNexthopBucket(_) => RTM_NEWNEXTHOPBUCKET,
             Self::DelNexthopBucket(_) => RTM_DELNEXTHOPBUCKET,
             Self::GetNexthopBucket(_) => RTM_GETNEXTHOPBUCKET,
+            Self::Netconf(t) => *t,
         }
     }
 
     /// The nexthop message, if this is one of the six nexthop types.
     pub fn nexthop(&self) -> Option<&NexthopMessage> {
         match self {
-            Self::Route(_) => None,
+            Self::Route(_) | Self::Netconf(_) => None,
             Self::NewNexthop(message)
             | Self::DelNexthop(message)
             | Self::GetNexthop(message)
@@ -856,6 +865,7 @@ impl NetlinkDeserializable for RtMessage {
             RTM_NEWNEXTHOPBUCKET => Self::NewNexthopBucket(nexthop("RTM_NEWNEXTHOPBUCKET")?),
             RTM_DELNEXTHOPBUCKET => Self::DelNexthopBucket(nexthop("RTM_DELNEXTHOPBUCKET")?),
             RTM_GETNEXTHOPBUCKET => Self::GetNexthopBucket(nexthop("RTM_GETNEXTHOPBUCKET")?),
+            t @ (RTM_NEWNETCONF | RTM_DELNETCONF) => Self::Netconf(t),
             _ => Self::Route(<RouteNetlinkMessage as NetlinkDeserializable>::deserialize(
                 header, payload,
             )?),

@@ -8,7 +8,8 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteType, RouteVia,
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteMetric, RouteNextHopFlags,
+    RouteType, RouteVia,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -160,6 +161,9 @@ pub struct Changed {
     pub neighbours: bool,
     pub routes: bool,
     pub nexthops: bool,
+    /// A forwarding or rp_filter switch changed (RTM_NEWNETCONF): the
+    /// ports' admission is read again.
+    pub switches: bool,
     /// The kernel may have deleted state without a message: a link changed
     /// (down: IPv4 routes through it flushed, nexthop objects on it removed,
     /// neighbours flushed), an address went (the last IPv4 address of a
@@ -170,13 +174,19 @@ pub struct Changed {
 
 impl Changed {
     pub fn any(&self) -> bool {
-        self.links || self.neighbours || self.routes || self.nexthops || self.suspect
+        self.links
+            || self.neighbours
+            || self.routes
+            || self.nexthops
+            || self.switches
+            || self.suspect
     }
     pub fn merge(&mut self, o: Changed) {
         self.links |= o.links;
         self.neighbours |= o.neighbours;
         self.routes |= o.routes;
         self.nexthops |= o.nexthops;
+        self.switches |= o.switches;
         self.suspect |= o.suspect;
     }
 }
@@ -265,6 +275,7 @@ impl KernelState {
         let mut c = Changed::default();
         match msg {
             RtMessage::Route(m) => return self.apply_flags(m, flags),
+            RtMessage::Netconf(_) => c.switches = true,
             RtMessage::NewNexthop(m) => {
                 if let Ok(nh) = Nexthop::from_message(m) {
                     let obj = object_of(&nh);
@@ -335,7 +346,11 @@ impl KernelState {
                 c.links = self.links.remove(&m.header.index).is_some();
                 c.suspect = c.links;
             }
-            RouteNetlinkMessage::DelAddress(_) => c.suspect = true,
+            // An address going takes routes along; one coming revives the
+            // dead hops of multipath routes on its device: neither says so.
+            RouteNetlinkMessage::DelAddress(_) | RouteNetlinkMessage::NewAddress(_) => {
+                c.suspect = true
+            }
             RouteNetlinkMessage::NewRule(m) => c.routes = self.set_rule(m, true),
             RouteNetlinkMessage::DelRule(m) => c.routes = self.set_rule(m, false),
             RouteNetlinkMessage::NewNeighbour(m) => c.neighbours = self.set_neighbour(m, false),
@@ -468,6 +483,16 @@ impl KernelState {
             (RouteType::Prohibit, _) => RouteTarget::Prohibit,
             (RouteType::Unicast, _) => route_unicast_target(m),
             _ => RouteTarget::KernelOnly,
+        };
+        let target = match target {
+            // IPv6 lists the hops of one route in the order they came,
+            // which a dump and the notification of an `append` do not
+            // agree on: they are a set.
+            RouteTarget::Paths(mut p) if v6 => {
+                p.sort();
+                RouteTarget::Paths(p)
+            }
+            t => t,
         };
         let alias = Alias {
             metric,
@@ -647,8 +672,11 @@ fn route_unicast_target(m: &RouteMessage) -> RouteTarget {
         RouteAttribute::MultiPath(h) => Some(h),
         _ => None,
     }) {
+        // A hop the kernel marked dead (its device went down or lost its
+        // last address, and it has not been revived) carries nothing.
         let paths = hops
             .iter()
+            .filter(|h| !h.flags.contains(RouteNextHopFlags::Dead))
             .map(|h| WeightedPath {
                 path: PathKey {
                     ifindex: h.interface_index,
@@ -658,6 +686,9 @@ fn route_unicast_target(m: &RouteMessage) -> RouteTarget {
             })
             .collect();
         return RouteTarget::Paths(paths);
+    }
+    if m.header.flags.contains(RouteFlags::Dead) {
+        return RouteTarget::Paths(Vec::new());
     }
     let oif = attrs
         .iter()

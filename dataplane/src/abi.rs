@@ -99,6 +99,7 @@ pub const CFG_SYMMETRIC: u32 = xe_cfg_flag::XE_CFG_SYMMETRIC.0;
 /// Ingress-port flags: the kernel forwards that family from the port.
 pub const INPORT_FWD_V4: u8 = xe_inport_flag::XE_INPORT_FWD_V4.0 as u8;
 pub const INPORT_FWD_V6: u8 = xe_inport_flag::XE_INPORT_FWD_V6.0 as u8;
+pub const INPORT_RPF: u8 = xe_inport_flag::XE_INPORT_RPF.0 as u8;
 
 /// XDP return codes (UAPI `enum xdp_action`).
 pub const XDP_ABORTED: u32 = 0;
@@ -125,6 +126,7 @@ pub enum Verdict {
     PassOtherhost = xe_verdict::XE_V_PASS_OTHERHOST.0,
     PassVlan = xe_verdict::XE_V_PASS_VLAN.0,
     PassNoForwarding = xe_verdict::XE_V_PASS_NO_FORWARDING.0,
+    PassSource = xe_verdict::XE_V_PASS_SOURCE.0,
     DropTruncated = xe_verdict::XE_V_DROP_TRUNCATED.0,
     DropMalformed = xe_verdict::XE_V_DROP_MALFORMED.0,
     DropBlackhole = xe_verdict::XE_V_DROP_BLACKHOLE.0,
@@ -147,6 +149,7 @@ impl Verdict {
         Verdict::PassOtherhost,
         Verdict::PassVlan,
         Verdict::PassNoForwarding,
+        Verdict::PassSource,
         Verdict::DropTruncated,
         Verdict::DropMalformed,
         Verdict::DropBlackhole,
@@ -194,6 +197,7 @@ impl Verdict {
             Verdict::PassOtherhost => "pass-otherhost",
             Verdict::PassVlan => "pass-vlan",
             Verdict::PassNoForwarding => "pass-no-forwarding",
+            Verdict::PassSource => "pass-source",
             Verdict::DropTruncated => "drop-truncated",
             Verdict::DropMalformed => "drop-malformed",
             Verdict::DropBlackhole => "drop-blackhole",

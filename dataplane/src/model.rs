@@ -11,9 +11,9 @@ use etherparse::{
 
 use crate::abi::{
     xe_config, xe_decision, xe_flow, xe_group, xe_inport, xe_nexthop, xe_route, Verdict,
-    GROUP_UNUSED, HASH_POLICY_L4, HASH_PORTS, INPORT_FWD_V4, INPORT_FWD_V6, MAX_EXT_HEADERS,
-    MAX_GROUPS, MAX_NEXTHOPS, MAX_SLOTS, NH_TXPORT, NH_USABLE, RT_BLACKHOLE, RT_LOCAL, RT_UNICAST,
-    XDP_PASS,
+    GROUP_UNUSED, HASH_POLICY_L4, HASH_PORTS, INPORT_FWD_V4, INPORT_FWD_V6, INPORT_RPF,
+    MAX_EXT_HEADERS, MAX_GROUPS, MAX_NEXTHOPS, MAX_SLOTS, NH_TXPORT, NH_USABLE, RT_BLACKHOLE,
+    RT_LOCAL, RT_PROHIBIT, RT_UNICAST, XDP_PASS,
 };
 use crate::error::Result;
 use crate::hash::flow_hash;
@@ -240,7 +240,7 @@ fn parse_ipv4(pkt: &[u8], m: &mut Meta) -> Step {
     if d[0] & 0xf0 == 0xe0 || d == [255; 4] {
         return Err(Verdict::PassMulticast);
     }
-    if d[0] == 0 || d[0] == 127 || s[0] == 127 || s[0] >= 224 {
+    if d[0] == 0 || d[0] == 127 || s[0] == 0 || s[0] == 127 || s[0] >= 224 {
         return Err(Verdict::PassSpecial);
     }
     Ok(())
@@ -515,6 +515,17 @@ impl Tables {
             RT_BLACKHOLE => return Err(Verdict::DropBlackhole),
             RT_UNICAST => {}
             _ => return Err(Verdict::PassNoRoute),
+        }
+        // `fib_validate_source`: not from the host's own, broadcast or
+        // refused addresses, and no reverse-path check the program cannot make.
+        if m.flow.is_v6 == 0 {
+            let src = self
+                .routes_v4
+                .lookup(m.flow.src[0].to_ne_bytes())
+                .map_or(0, |r| r.kind);
+            if fwd & INPORT_RPF != 0 || matches!(src, RT_LOCAL | RT_BLACKHOLE | RT_PROHIBIT) {
+                return Err(Verdict::PassSource);
+            }
         }
         if m.ttl <= 1 {
             return Err(Verdict::PassTtl);

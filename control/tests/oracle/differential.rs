@@ -162,12 +162,12 @@ fn random_frame(rng: &mut StdRng, port_mac: [u8; 6]) -> Frame {
         },
         ttl: if odd < 4 { 1 } else { 64 },
         payload: if (4..14).contains(&odd) { 1340 } else { 18 },
-        dst_mac: if (14..19).contains(&odd) && std::env::var("XE_ORACLE_NO_L2").is_err() {
+        dst_mac: if (14..19).contains(&odd) {
             [2, 0, 0, 0x0f, 0x0f, 0x0f]
         } else {
             port_mac
         },
-        vlan: ((19..23).contains(&odd) && std::env::var("XE_ORACLE_NO_L2").is_err()).then_some(5),
+        vlan: (19..23).contains(&odd).then_some(5),
     }
 }
 
@@ -237,20 +237,33 @@ fn forward_violation(
             a.kind, a.chosen_kind
         ));
     }
-    let Some(hop) = a.hops.iter().find(|h| h.ifindex == egress && !h.dead) else {
+    let live: Vec<_> = a
+        .hops
+        .iter()
+        .filter(|h| h.ifindex == egress && !h.dead)
+        .collect();
+    if live.is_empty() {
         return Some(format!(
             "left by ifindex {egress}, not a live hop of the kernel's route {:?} {:?}",
             a.prefix, a.hops
         ));
-    };
-    let target = hop.gateway.unwrap_or(f.flow.dst);
-    match kernel.neighbour(egress, target) {
-        Ok(Some(n)) if n.usable() && n.mac == Some(dmac) => {}
-        other => {
-            return Some(format!(
-                "sent to MAC {dmac:02x?}, the kernel's neighbour {target} on {egress} is {other:?}"
-            ))
+    }
+    // One of the route's live hops on that port must have the kernel's
+    // neighbour entry with that MAC (a port may carry several gateways).
+    let mut seen = Vec::new();
+    for hop in live {
+        let target = hop.gateway.unwrap_or(f.flow.dst);
+        let n = kernel.neighbour(egress, target);
+        if matches!(&n, Ok(Some(n)) if n.usable() && n.mac == Some(dmac)) {
+            seen.clear();
+            break;
         }
+        seen.push(format!("{target}: {n:?}"));
+    }
+    if !seen.is_empty() {
+        return Some(format!(
+            "sent to MAC {dmac:02x?} by ifindex {egress}; the kernel's neighbours there: {seen:?}"
+        ));
     }
     let mtu = link(links, egress).map_or(0, |l| l.0);
     let mtu = a.mtu.map_or(mtu, |m| m.mtu.min(mtu));
@@ -271,7 +284,20 @@ fn settle(
     let t0 = Instant::now();
     loop {
         let fresh = mirror.resync(254).expect("a fresh dump");
-        let diffs = control::check::check(&fresh, dp, MODE).expect("comparing the maps");
+        let mut diffs = control::check::check(&fresh, dp, MODE).expect("comparing the maps");
+        // The ingress port's admission: its switches as the kernel has them now.
+        let want = control::forwarding::flags_now("xe-in");
+        let have = dp
+            .inports()
+            .expect("the ingress ports")
+            .into_iter()
+            .find(|(i, _)| *i == crate::ifindex("xe-in"))
+            .map(|(_, p)| p.flags);
+        if have != Some(want) {
+            diffs.push(format!(
+                "xe-in admitted with flags {have:?}, the kernel's switches say {want}"
+            ));
+        }
         if diffs.is_empty() || t0.elapsed() > Duration::from_secs(3) {
             return (diffs, fresh, t0.elapsed().as_millis());
         }
