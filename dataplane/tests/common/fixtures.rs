@@ -358,6 +358,32 @@ pub fn fixtures() -> Vec<Fixture> {
         PassLocal,
         None,
     ));
+    // fib_validate_source: the kernel refuses to route from its own
+    // address, or from under a blackhole or refused route.
+    for (name, src) in [
+        ("v4 source is a local address", "192.0.2.1"),
+        ("v4 source under a blackhole route", "198.51.100.7"),
+        ("v4 source under a refused route", "203.0.113.200"),
+    ] {
+        v.push(fx(
+            name,
+            e4(&Ip4::new(src, ANYCAST, UDP), &udp(1, 2, b"")),
+            PassSource,
+            None,
+        ));
+    }
+    v.push(fx(
+        "v4 source under a to-kernel route still forwards",
+        e4(&Ip4::new("203.0.113.5", ANYCAST, UDP), &udp(1, 2, b"")),
+        Forward,
+        Hashed(G_ANYCAST, flow4("203.0.113.5", ANYCAST, 1, 2, UDP), false),
+    ));
+    v.push(fx(
+        "v4 source 0/8",
+        e4(&Ip4::new("0.1.2.3", ANYCAST, UDP), &udp(1, 2, b"")),
+        PassSpecial,
+        None,
+    ));
     v.push(fx(
         "v4 local destination with ttl 1",
         e4(
