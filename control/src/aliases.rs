@@ -82,40 +82,23 @@ pub fn add(list: &mut Vec<Alias>, new: Alias, op: Op, v6: bool) -> bool {
         // `replace` takes the place of the first route of the metric that
         // is, like it, through gateways (or not), else of the first route
         // of the metric (fib6_add_rt2node's fallback); else it is added.
-        return match list[first..end]
+        let at = list[first..end]
             .iter()
             .position(|a| ecmp(a) == ecmp(&new))
-            .or((first < end).then_some(0))
-        {
-            Some(i) => {
-                let changed = list[first + i] != new;
-                list[first + i] = new;
-                changed
-            }
-            None => {
-                list.insert(end, new);
-                true
-            }
-        };
+            .or((first < end).then_some(0));
+        return put(list, at.map(|i| first + i), end, new);
     }
     if v6 && ecmp(&new) {
         // One route through gateways per metric, announced whole.
-        return match list[first..end].iter().position(ecmp) {
-            Some(i) => {
-                // Each IPv6 hop keeps the metrics it was added with, and the
-                // kernel lists only the first's: once a hop had an MTU of
-                // its own, the grown route keeps it.
-                let mut new = new;
-                new.own_mtu |= list[first + i].own_mtu;
-                let changed = list[first + i] != new;
-                list[first + i] = new;
-                changed
-            }
-            None => {
-                list.insert(end, new);
-                true
-            }
-        };
+        let at = list[first..end].iter().position(ecmp).map(|i| first + i);
+        let mut new = new;
+        if let Some(i) = at {
+            // Each IPv6 hop keeps the metrics it was added with, and the
+            // kernel lists only the first's: once a hop had an MTU of its
+            // own, the grown route keeps it.
+            new.own_mtu |= list[i].own_mtu;
+        }
+        return put(list, at, end, new);
     }
     // The kernel refuses a second alias equal to one it has: a repeated
     // message (an event that a dump already showed) changes nothing.
@@ -133,6 +116,22 @@ pub fn add(list: &mut Vec<Alias>, new: Alias, op: Op, v6: bool) -> bool {
             true
         }
         Op::Dump | Op::Append => {
+            list.insert(end, new);
+            true
+        }
+    }
+}
+
+/// Puts `new` in place of the alias at `at`, or inserts it at `end`; true if
+/// the list changed.
+fn put(list: &mut Vec<Alias>, at: Option<usize>, end: usize, new: Alias) -> bool {
+    match at {
+        Some(i) => {
+            let changed = list[i] != new;
+            list[i] = new;
+            changed
+        }
+        None => {
             list.insert(end, new);
             true
         }

@@ -89,9 +89,10 @@ impl Mirror {
         })
     }
 
-    fn request(&mut self, msg: RouteNetlinkMessage, state: &mut KernelState) -> Result<()> {
+    /// Sends `msg` with `flags` under a new sequence number.
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
         let mut nl = NetlinkMessage::from(RtMessage::Route(msg));
-        nl.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        nl.header.flags = flags;
         self.seq += 1;
         nl.header.sequence_number = self.seq;
         nl.finalize();
@@ -99,7 +100,12 @@ impl Mirror {
         nl.serialize(&mut out);
         self.requests
             .send(&out, 0)
-            .context("sending a netlink dump request")?;
+            .context("sending a netlink request")?;
+        Ok(())
+    }
+
+    fn request(&mut self, msg: RouteNetlinkMessage, state: &mut KernelState) -> Result<()> {
+        self.send(msg, NLM_F_REQUEST | NLM_F_DUMP)?;
         loop {
             let n = self
                 .requests
@@ -156,16 +162,10 @@ impl Mirror {
     pub fn rtnl_barrier(&mut self) -> Result<()> {
         let mut link = LinkMessage::default();
         link.header.index = 1;
-        let mut nl = NetlinkMessage::from(RtMessage::Route(RouteNetlinkMessage::SetLink(link)));
-        nl.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-        self.seq += 1;
-        nl.header.sequence_number = self.seq;
-        nl.finalize();
-        let mut out = vec![0; nl.buffer_len()];
-        nl.serialize(&mut out);
-        self.requests
-            .send(&out, 0)
-            .context("sending a netlink barrier")?;
+        self.send(
+            RouteNetlinkMessage::SetLink(link),
+            NLM_F_REQUEST | NLM_F_ACK,
+        )?;
         loop {
             let n = self
                 .requests

@@ -77,6 +77,19 @@ impl Frame {
         out
     }
 
+    /// What `ip route get … iif` asks of the kernel for this frame.
+    fn query(&self, iif: u32) -> Query {
+        Query {
+            src: self.flow.src,
+            dst: self.flow.dst,
+            iif,
+            proto: self.flow.proto,
+            sport: self.flow.sport,
+            dport: self.flow.dport,
+            tos: 0,
+        }
+    }
+
     /// IP packet length.
     fn l3_len(&self) -> usize {
         let l4 = if self.flow.proto == 6 { 20 } else { 8 };
@@ -218,16 +231,7 @@ fn forward_violation(
     if f.flow.dst.is_ipv6() && !sysctl_on("/proc/sys/net/ipv6/conf/all/forwarding") {
         return Some("forwarded IPv6 with IPv6 forwarding off".into());
     }
-    let q = Query {
-        src: f.flow.src,
-        dst: f.flow.dst,
-        iif: in_if,
-        proto: f.flow.proto,
-        sport: f.flow.sport,
-        dport: f.flow.dport,
-        tos: 0,
-    };
-    let a = match kernel.route(&q) {
+    let a = match kernel.route(&f.query(in_if)) {
         Ok(a) => a,
         Err(e) => return Some(format!("the kernel's lookup failed: {e:#}")),
     };
@@ -402,16 +406,7 @@ pub fn run(
                 v if v.name().starts_with("drop") => {
                     t.dropped += 1;
                     if v == Verdict::DropBlackhole {
-                        let q = Query {
-                            src: f.flow.src,
-                            dst: f.flow.dst,
-                            iif: in_if,
-                            proto: f.flow.proto,
-                            sport: f.flow.sport,
-                            dport: f.flow.dport,
-                            tos: 0,
-                        };
-                        let a = kernel.route(&q).expect("the kernel's lookup");
+                        let a = kernel.route(&f.query(in_if)).expect("the kernel's lookup");
                         if a.chosen_kind != Kind::Error(libc::EINVAL) || f.dst_mac != in_mac {
                             t.violations.push(format!(
                                 "step {step} ({}): dropped {} -> {} as blackhole; the kernel: {:?}",

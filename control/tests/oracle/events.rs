@@ -73,12 +73,50 @@ fn words(s: &str) -> Vec<String> {
 /// The seeded event source.
 pub struct Events {
     rng: StdRng,
+    count: u64,
+}
+
+/// Every this many events the namespace is brought back towards its start
+/// (links and addresses up, neighbours resolved, switches on, no rule), so
+/// that a long run keeps forwarding something to check.
+const HEAL_EVERY: u64 = 40;
+
+/// The commands that bring the namespace back towards its start.
+pub fn heal() -> Event {
+    let mut commands = Vec::new();
+    for p in 0..PORTS {
+        commands.push(words(&format!("link set xe-o{p} up")));
+        commands.push(words(&format!("link set xe-p{p} up")));
+        commands.push(words(&format!("addr replace 10.0.{p}.1/24 dev xe-o{p}")));
+        commands.push(words(&format!(
+            "-6 addr replace 2001:db8:10{p}::1/64 dev xe-o{p} nodad"
+        )));
+        commands.extend(resolve(p, 0));
+    }
+    for s in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.xe-in.forwarding=1",
+        "net.ipv6.conf.all.forwarding=1",
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.xe-in.rp_filter=0",
+    ] {
+        commands.push(vec!["sysctl".into(), "-qw".into(), s.into()]);
+    }
+    for _ in 0..2 {
+        commands.push(words("rule del pref 100"));
+        commands.push(words("-6 rule del pref 100"));
+    }
+    Event {
+        what: "heal: ports up, addressed and resolved, switches on, rules gone".into(),
+        commands,
+    }
 }
 
 impl Events {
     pub fn new(seed: u64) -> Events {
         Events {
             rng: StdRng::seed_from_u64(seed),
+            count: 0,
         }
     }
 
@@ -108,6 +146,10 @@ impl Events {
 
     /// The next event.
     pub fn next(&mut self) -> Event {
+        self.count += 1;
+        if self.count.is_multiple_of(HEAL_EVERY) {
+            return heal();
+        }
         let v6 = self.rng.random_bool(0.4);
         let fam = if v6 { "-6 " } else { "" };
         let r: u32 = self.rng.random_range(0..100);
