@@ -155,6 +155,10 @@ pub fn delete(list: &mut Vec<Alias>, gone: &Alias, v6: bool) -> bool {
                 list.remove(i);
                 return true;
             }
+            // Down to one hop, the kernel lists a single-path route (weight 1).
+            if let [only] = have.as_mut_slice() {
+                only.weight = 1;
+            }
             return have.len() != before;
         }
         list.remove(i);
@@ -309,6 +313,14 @@ mod tests {
         assert_eq!(l.len(), 1);
         assert!(delete(&mut l, &route(1024, &[3]), true));
         assert_eq!(winner(&l), route(1024, &[4, 2]).target);
+        // Found by the oracle: the last hop left is a single-path route, weight 1.
+        let mut heavy = route(1024, &[4, 2]);
+        if let RouteTarget::Paths(p) = &mut heavy.target {
+            p[1].weight = 3;
+        }
+        let mut h = vec![heavy];
+        delete(&mut h, &route(1024, &[4]), true);
+        assert_eq!(winner(&h), route(1024, &[2]).target);
         assert!(
             !delete(&mut l, &route(1024, &[9]), true),
             "a hop it does not have"
