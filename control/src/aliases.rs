@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::state::RouteTarget;
+use crate::state::{RouteTarget, WeightedPath};
 
 /// One route of a prefix, as the kernel keys it within the prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,18 +139,20 @@ fn put(list: &mut Vec<Alias>, at: Option<usize>, end: usize, new: Alias) -> bool
 }
 
 /// Removes what a delete notification names; true if anything went.
-pub fn delete(list: &mut Vec<Alias>, gone: &Alias, v6: bool) -> bool {
+/// `gone` is the route as the mirror keeps it (live hops only), `named` the
+/// hops the message names, dead ones included: the kernel flags the delete
+/// of a dead IPv6 hop dead, and that hop is what goes, not the route.
+pub fn delete(list: &mut Vec<Alias>, gone: &Alias, named: &[WeightedPath], v6: bool) -> bool {
     let same_key = |a: &Alias| a.metric == gone.metric && a.tos == gone.tos;
-    if v6 && ecmp(gone) {
+    let named_ecmp = !named.is_empty() && named.iter().all(|h| h.path.gateway.is_some());
+    if v6 && named_ecmp {
         let Some(i) = list.iter().position(|a| same_key(a) && ecmp(a)) else {
             return false;
         };
         // A multipath route loses only the hops named.
-        if let (RouteTarget::Paths(have), RouteTarget::Paths(del)) =
-            (&mut list[i].target, &gone.target)
-        {
+        if let RouteTarget::Paths(have) = &mut list[i].target {
             let before = have.len();
-            have.retain(|h| !del.iter().any(|d| d.path == h.path));
+            have.retain(|h| !named.iter().any(|d| d.path == h.path));
             if have.is_empty() {
                 list.remove(i);
                 return true;
@@ -213,7 +215,7 @@ pub fn effective(list: &[Alias], v6: bool) -> BTreeMap<u32, RouteTarget> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{PathKey, WeightedPath};
+    use crate::state::PathKey;
     use std::net::IpAddr;
 
     fn via(gw: u8) -> WeightedPath {
@@ -234,6 +236,29 @@ mod tests {
             own_mtu: false,
             target: RouteTarget::Paths(gws.iter().map(|g| via(*g)).collect()),
         }
+    }
+
+    /// Deletes `a` as a notification naming its hops would.
+    fn del(list: &mut Vec<Alias>, a: &Alias, v6: bool) -> bool {
+        let named = match &a.target {
+            RouteTarget::Paths(p) => p.clone(),
+            _ => Vec::new(),
+        };
+        delete(list, a, &named, v6)
+    }
+
+    /// Found by the oracle: the delete of a dead hop comes flagged dead (no
+    /// live hops); the hop it names goes, the route's live hop stays.
+    #[test]
+    fn deleting_a_dead_ipv6_hop_keeps_the_route() {
+        let mut l = Vec::new();
+        add(&mut l, route(10, &[3]), Op::Dump, true);
+        let dead = Alias {
+            target: RouteTarget::Paths(Vec::new()),
+            ..route(10, &[1])
+        };
+        assert!(!delete(&mut l, &dead, &[via(1)], true));
+        assert_eq!(winner6(&l), RouteTarget::Paths(vec![via(3)]));
     }
 
     fn winner(list: &[Alias]) -> RouteTarget {
@@ -272,7 +297,7 @@ mod tests {
         assert_eq!(l.len(), 3, "replace swaps the first, adds nothing");
         assert_eq!(winner(&l), route(0, &[5]).target);
         // Deleting the forwarding alias uncovers the next one.
-        assert!(delete(&mut l, &route(0, &[5]), false));
+        assert!(del(&mut l, &route(0, &[5]), false));
         assert_eq!(winner(&l), route(0, &[2]).target);
         assert!(
             !add(&mut l, route(0, &[2]), Op::Prepend, false),
@@ -300,7 +325,7 @@ mod tests {
         add(&mut l, t.clone(), Op::Prepend, false);
         assert_eq!(l.len(), 2, "TOS is part of the key: both stay");
         assert_eq!(winner(&l), RouteTarget::KernelOnly);
-        delete(&mut l, &t, false);
+        del(&mut l, &t, false);
         assert_eq!(winner(&l), route(0, &[2]).target);
     }
 
@@ -311,7 +336,7 @@ mod tests {
         // `append` announces the whole grown route.
         add(&mut l, route(1024, &[4, 2, 3]), Op::Append, true);
         assert_eq!(l.len(), 1);
-        assert!(delete(&mut l, &route(1024, &[3]), true));
+        assert!(del(&mut l, &route(1024, &[3]), true));
         assert_eq!(winner(&l), route(1024, &[4, 2]).target);
         // Found by the oracle: the last hop left is a single-path route, weight 1.
         let mut heavy = route(1024, &[4, 2]);
@@ -319,13 +344,13 @@ mod tests {
             p[1].weight = 3;
         }
         let mut h = vec![heavy];
-        delete(&mut h, &route(1024, &[4]), true);
+        del(&mut h, &route(1024, &[4]), true);
         assert_eq!(winner(&h), route(1024, &[2]).target);
         assert!(
-            !delete(&mut l, &route(1024, &[9]), true),
+            !del(&mut l, &route(1024, &[9]), true),
             "a hop it does not have"
         );
-        assert!(delete(&mut l, &route(1024, &[4, 2]), true));
+        assert!(del(&mut l, &route(1024, &[4, 2]), true));
         assert!(l.is_empty());
     }
 
@@ -380,7 +405,7 @@ mod tests {
             effective(&l, true).into_values().next(),
             Some(RouteTarget::KernelOnly)
         );
-        assert!(delete(&mut l, &dev, true));
+        assert!(del(&mut l, &dev, true));
         assert_eq!(
             effective(&l, true).into_values().next(),
             Some(route(1024, &[2]).target)

@@ -481,7 +481,7 @@ impl KernelState {
             (RouteType::BlackHole, _) => RouteTarget::Blackhole,
             (RouteType::Unreachable, _) => RouteTarget::Unreachable,
             (RouteType::Prohibit, _) => RouteTarget::Prohibit,
-            (RouteType::Unicast, _) => route_unicast_target(m),
+            (RouteType::Unicast, _) => route_unicast_target(m, false),
             _ => RouteTarget::KernelOnly,
         };
         let target = match target {
@@ -509,7 +509,20 @@ impl KernelState {
         let list = all.entry(prefix).or_default();
         let changed = match op {
             Some(op) => aliases::add(list, alias, op, v6),
-            None => aliases::delete(list, &alias, v6),
+            None => {
+                // The hops the delete names, dead or alive.
+                let named = match (m.header.kind, &alias.target) {
+                    (RouteType::Unicast, RouteTarget::Paths(_)) => {
+                        let RouteTarget::Paths(mut p) = route_unicast_target(m, true) else {
+                            unreachable!("a unicast route without a group is paths")
+                        };
+                        p.sort();
+                        p
+                    }
+                    _ => Vec::new(),
+                };
+                aliases::delete(list, &alias, &named, v6)
+            }
         };
         if !changed {
             if list.is_empty() {
@@ -660,7 +673,10 @@ fn own_mtu(m: &RouteMessage) -> bool {
     })
 }
 
-fn route_unicast_target(m: &RouteMessage) -> RouteTarget {
+/// The hops of a unicast route. A delete names its hops whatever their
+/// state (the kernel flags a dead hop's delete dead), so `deleting` keeps
+/// the dead ones: they say which hop went, not that the route has none.
+fn route_unicast_target(m: &RouteMessage, deleting: bool) -> RouteTarget {
     let attrs = &m.attributes;
     if let Some(id) = attrs.iter().find_map(|a| match a {
         RouteAttribute::NhId(id) => Some(*id),
@@ -676,7 +692,7 @@ fn route_unicast_target(m: &RouteMessage) -> RouteTarget {
         // last address, and it has not been revived) carries nothing.
         let paths = hops
             .iter()
-            .filter(|h| !h.flags.contains(RouteNextHopFlags::Dead))
+            .filter(|h| deleting || !h.flags.contains(RouteNextHopFlags::Dead))
             .map(|h| WeightedPath {
                 path: PathKey {
                     ifindex: h.interface_index,
@@ -687,7 +703,7 @@ fn route_unicast_target(m: &RouteMessage) -> RouteTarget {
             .collect();
         return RouteTarget::Paths(paths);
     }
-    if m.header.flags.contains(RouteFlags::Dead) {
+    if m.header.flags.contains(RouteFlags::Dead) && !deleting {
         return RouteTarget::Paths(Vec::new());
     }
     let oif = attrs

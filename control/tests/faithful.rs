@@ -293,6 +293,78 @@ fn an_ipv6_multipath_route_loses_only_the_deleted_hop() {
     finish(&net, &pins, d);
 }
 
+/// Found by the oracle: the kernel announces the delete of a dead hop with
+/// the route's dead flag; the mirror read that as a route with no hops and
+/// dropped the whole metric's route, live hop and all.
+#[test]
+fn deleting_a_dead_ipv6_hop_keeps_the_live_one() {
+    if !require_root("deleting_a_dead_ipv6_hop_keeps_the_live_one") {
+        return;
+    }
+    let net = fabric("v6dead", 2);
+    with_ipv6(&net, 2);
+    net.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:99::/64",
+        "metric",
+        "10",
+        "nexthop",
+        "via",
+        "2001:db8:0::2",
+        "dev",
+        "xe-o0",
+        "nexthop",
+        "via",
+        "2001:db8:1::2",
+        "dev",
+        "xe-o1",
+    ])
+    .expect("route");
+    let pins = PinDir::new("v6dead");
+    let d = daemon(&net, &pins);
+    wait_for(&net, &pins, "2001:db8:99::5", "start", |v, _| {
+        v == "forward"
+    });
+    net.ip(&["link", "set", "xe-o1", "down"]).expect("down");
+    let o = Command::new("ip")
+        .args(["-n", net.name(), "-6", "route", "show", "2001:db8:99::/64"])
+        .output()
+        .expect("ip route show");
+    let shown = text(&o);
+    assert!(shown.contains("dead"), "the hop via xe-o1 is dead: {shown}");
+    wait_for(
+        &net,
+        &pins,
+        "2001:db8:99::5",
+        "xe-o1 down",
+        forwards_via("xe-o0"),
+    );
+    net.ip(&[
+        "-6",
+        "route",
+        "del",
+        "2001:db8:99::/64",
+        "via",
+        "2001:db8:1::2",
+        "dev",
+        "xe-o1",
+    ])
+    .expect("del the dead hop");
+    assert!(kernel(&net, "2001:db8:99::5").contains("dev xe-o0"));
+    // Anti-entropy (every 0.5 s) compares meanwhile: it must find nothing.
+    std::thread::sleep(Duration::from_millis(1200));
+    wait_for(
+        &net,
+        &pins,
+        "2001:db8:99::5",
+        "dead hop deleted",
+        forwards_via("xe-o0"),
+    );
+    finish(&net, &pins, d);
+}
+
 #[test]
 fn an_appended_ipv4_route_leaves_the_first_in_use() {
     if !require_root("an_appended_ipv4_route_leaves_the_first_in_use") {

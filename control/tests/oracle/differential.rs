@@ -352,11 +352,17 @@ pub fn run(
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut t = Tally::default();
     let mut recent: std::collections::VecDeque<String> = Default::default();
-    let mut log_seen = 0;
+    let mut log_seen = 0u64;
+    let started = Instant::now();
+    // XE_ORACLE_TRACE prints every event as it runs.
+    let trace = std::env::var("XE_ORACLE_TRACE").is_ok();
     for step in 0..events {
         let ev = gen.next();
         t.refused += run_event(net, &ev);
         t.events += 1;
+        if trace {
+            println!("event {step}: {}", ev.what);
+        }
         recent.push_back(format!("{step}: {}", ev.what));
         if recent.len() > 12 {
             recent.pop_front();
@@ -418,17 +424,30 @@ pub fn run(
                 _ => t.passed += 1,
             }
         }
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        for line in text[log_seen.min(text.len())..]
-            .lines()
-            .filter(|l| l.contains("anti-entropy repaired"))
-        {
+        // Only what the daemon logged since the last step (a soak's log grows).
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(log) {
+            use std::io::{Read, Seek};
+            let _ = f.seek(std::io::SeekFrom::Start(log_seen));
+            let _ = f.read_to_string(&mut text);
+        }
+        for line in text.lines().filter(|l| l.contains("anti-entropy repaired")) {
             t.violations
                 .push(format!("{line}\n    after the events {:?}", recent));
         }
-        log_seen = text.len();
+        log_seen += text.len() as u64;
         if t.violations.len() > 20 {
             break;
+        }
+        if events >= 10_000 && (step + 1) % 1000 == 0 {
+            println!(
+                "oracle progress: {} events, {} flows checked ({} forwarded), {} violations, {:.0} s",
+                t.events,
+                t.flows,
+                t.forwarded,
+                t.violations.len(),
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     t
