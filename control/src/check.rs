@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use anyhow::Result;
 use dataplane::abi::{
-    xe_route, NH_LINK_UP, NH_VALID, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
+    xe_route, NH_LINK_UP, NH_TXPORT, NH_VALID, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST,
+    RT_UNREACHABLE,
 };
 use dataplane::Dataplane;
 
@@ -79,6 +80,15 @@ pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<V
             }
             let nh = dp.nexthop(*id)?;
             let hop = (nh.ifindex, nh.dmac);
+            // A next hop the program redirects must leave by a port that
+            // transmits redirected frames, as the kernel says now.
+            let tx = ks.links.get(&nh.ifindex).is_some_and(|l| l.xdp_tx);
+            if nh.state & NH_TXPORT != 0 && !tx {
+                diffs.push(format!(
+                    "{prefix}: next hop {id} is redirected to port {}, which does not transmit redirected frames",
+                    nh.ifindex
+                ));
+            }
             hops.push(Some(hop));
             *held.entry(hop).or_default() += 1;
         }
@@ -165,5 +175,6 @@ pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<V
         ));
     }
     diffs.sort();
+    diffs.dedup();
     Ok(diffs)
 }

@@ -339,6 +339,7 @@ mod tests {
             mtu: 1500,
             up: true,
             admin_up: true,
+            xdp_tx: true,
         }
     }
 

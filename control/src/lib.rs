@@ -18,3 +18,4 @@ pub mod resilient;
 pub mod seed;
 pub mod state;
 pub mod translate;
+pub mod xdp_features;

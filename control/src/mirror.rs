@@ -19,6 +19,7 @@ use crate::nexthop_msg::{
     RTNLGRP_NEXTHOP,
 };
 use crate::state::{Changed, KernelState};
+use crate::xdp_features::XdpFeatures;
 
 const RTNLGRP_LINK: u32 = 1;
 const RTNLGRP_NEIGH: u32 = 3;
@@ -50,6 +51,8 @@ pub struct Mirror {
     buf: Vec<u8>,
     /// Messages skipped because they did not decode.
     undecodable: u64,
+    /// The devices' XDP features (`None`: the kernel cannot say).
+    xdp: Option<XdpFeatures>,
 }
 
 fn socket() -> Result<Socket> {
@@ -80,12 +83,17 @@ impl Mirror {
                 .with_context(|| format!("joining netlink group {g}"))?;
         }
         force_rcvbuf(&events, rcvbuf)?;
+        let xdp = XdpFeatures::open()?;
+        if xdp.is_none() {
+            tracing::warn!("this kernel does not say which devices transmit redirected XDP frames (no netdev generic netlink family, Linux < 6.3): every port is taken to");
+        }
         Ok(Mirror {
             events,
             requests: socket()?,
             seq: 1,
             buf: vec![0; 1 << 20],
             undecodable: 0,
+            xdp,
         })
     }
 
@@ -130,20 +138,31 @@ impl Mirror {
         self.undecodable + crate::nexthop_msg::undecodable_replies()
     }
 
-    /// Events are waiting to be read.
-    pub fn has_pending(&self) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.events.as_raw_fd(),
+    /// The descriptors events arrive on: rtnetlink, then the XDP features'.
+    fn pollfds(&self) -> Vec<libc::pollfd> {
+        let fd = |fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd, no wait.
-        unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+        let mut v = vec![fd(self.events.as_raw_fd())];
+        v.extend(self.xdp.as_ref().map(|x| fd(x.fd())));
+        v
+    }
+
+    /// Events are waiting to be read.
+    pub fn has_pending(&self) -> bool {
+        let mut pfds = self.pollfds();
+        // SAFETY: valid pollfds, no wait.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 0) > 0 }
     }
 
     /// Drops every queued event: after an overrun they are older than the dump
     /// that follows, and applying them after it would bring back deleted state.
     pub fn discard_pending(&mut self) {
+        if let Some(x) = &mut self.xdp {
+            let _ = x.drain();
+        }
         loop {
             match self.events.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT) {
                 Ok(_) => {}
@@ -207,6 +226,9 @@ impl Mirror {
     /// Fills `state` from scratch with dumps of links, neighbours and routes.
     pub fn dump(&mut self, state: &mut KernelState) -> Result<()> {
         self.request(RouteNetlinkMessage::GetLink(LinkMessage::default()), state)?;
+        if let Some(x) = &mut self.xdp {
+            state.set_xdp_features(x.dump()?);
+        }
         self.request(
             RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
             state,
@@ -263,16 +285,12 @@ impl Mirror {
 
     /// Waits up to `timeout` for events and applies every one that arrived.
     pub fn poll(&mut self, state: &mut KernelState, timeout: Duration) -> Result<Event> {
-        let mut pfd = libc::pollfd {
-            fd: self.events.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
+        let mut pfds = self.pollfds();
+        // SAFETY: valid pollfds.
         let rc = unsafe {
             libc::poll(
-                &mut pfd,
-                1,
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
                 timeout.as_millis().min(i32::MAX as u128) as i32,
             )
         };
@@ -280,6 +298,17 @@ impl Mirror {
             return Ok(Event::Idle);
         }
         let mut changed = Changed::default();
+        if let Some(x) = &mut self.xdp {
+            match x.drain() {
+                Ok(all) => {
+                    for (i, f) in all {
+                        changed.links |= state.set_xdp_feature(i, f);
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(Event::Overrun),
+                Err(e) => return Err(e).context("reading netdev notifications"),
+            }
+        }
         loop {
             let n = match self.events.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT) {
                 Ok(n) => n,

@@ -162,6 +162,8 @@ pub struct Reconciler {
     windows: Windows,
     routes: HashMap<Prefix, xe_route>,
     txports: HashSet<u32>,
+    /// Ports next hops use that do not transmit redirected frames (logged once).
+    no_xdp_tx: HashSet<u32>,
     /// Next-hop ids replaced during this sync, retired once no slot holds them.
     retiring: Vec<u32>,
     /// Unlinked during this sync; held at its end.
@@ -216,6 +218,7 @@ impl Reconciler {
             windows: Windows::default(),
             routes: HashMap::new(),
             txports: HashSet::new(),
+            no_xdp_tx: HashSet::new(),
             retiring: Vec::new(),
             unlinked: Vec::new(),
             held: Quarantine::default(),
@@ -528,7 +531,7 @@ impl Reconciler {
             }
         }
         self.sync_routes(&updates, &failed, dp, &mut st);
-        self.retire(&d, dp);
+        self.retire(ks, &d, dp);
         // Every unlinking store of this sync is done: what it unlinked is
         // reusable once the packets that may hold it have left the program.
         if !self.unlinked.is_empty() {
@@ -604,6 +607,21 @@ impl Reconciler {
     /// finds no room stays out and its next hops go without NH_TXPORT.
     fn sync_txports(&mut self, ks: &KernelState, d: &Desired, dp: &mut dyn TableWriter) {
         for p in d.paths.keys() {
+            if !can_transmit(ks, p.ifindex) {
+                if self.no_xdp_tx.insert(p.ifindex) {
+                    tracing::warn!(
+                        port = port_name(ks, p.ifindex),
+                        "port does not transmit redirected XDP frames (a bridge, bond, VLAN or tunnel device, a driver without XDP, or a veth whose peer has no XDP program and no GRO): its next hops go to the kernel"
+                    );
+                }
+                continue;
+            }
+            if self.no_xdp_tx.remove(&p.ifindex) {
+                tracing::info!(
+                    port = port_name(ks, p.ifindex),
+                    "port transmits redirected XDP frames again: its next hops are forwarded"
+                );
+            }
             if self.txports.contains(&p.ifindex) {
                 continue;
             }
@@ -643,7 +661,7 @@ impl Reconciler {
             // sync_txports ran first: the port is in the redirect map, and
             // the next hop says so (the program does not look it up).
             let mut want = *want;
-            if self.txports.contains(&path.ifindex) {
+            if self.txports.contains(&path.ifindex) && can_transmit(ks, path.ifindex) {
                 want.state |= NH_TXPORT;
             }
             let want = &want;
@@ -962,7 +980,7 @@ impl Reconciler {
 
     /// Removes what no route uses any more. A store that fails here only
     /// leaves an entry no route reaches.
-    fn retire(&mut self, d: &Desired, dp: &mut dyn TableWriter) {
+    fn retire(&mut self, ks: &KernelState, d: &Desired, dp: &mut dyn TableWriter) {
         let dead: Vec<GroupKey> = self
             .groups
             .keys()
@@ -1002,16 +1020,24 @@ impl Reconciler {
             self.unlinked.push(Unlinked::Nexthop(id));
         }
         let used: HashSet<u32> = d.paths.keys().map(|p| p.ifindex).collect();
+        // Unused, or unable to transmit (its next hops no longer say NH_TXPORT).
         let dead: Vec<u32> = self
             .txports
             .iter()
-            .filter(|i| !used.contains(*i))
+            .filter(|i| !used.contains(*i) || !can_transmit(ks, **i))
             .copied()
             .collect();
+        self.no_xdp_tx.retain(|i| used.contains(i));
         for i in dead {
             // The port may be gone already; the kernel then removed it.
             let _ = dp.remove_txport(i);
             self.txports.remove(&i);
         }
     }
+}
+
+/// The port transmits frames redirected to it (by its XDP features); a
+/// port the mirror does not know is left to the kernel.
+fn can_transmit(ks: &KernelState, ifindex: u32) -> bool {
+    ks.links.get(&ifindex).is_some_and(|l| l.xdp_tx)
 }

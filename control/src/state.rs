@@ -33,6 +33,9 @@ pub struct Link {
     /// Administratively up (`ip link set up`), carrier or not: going down
     /// flushes IPv4 routes even when the carrier was already gone.
     pub admin_up: bool,
+    /// Transmits frames redirected to it: its XDP features say `NDO_XMIT`
+    /// (true where the kernel cannot say, before Linux 6.3).
+    pub xdp_tx: bool,
 }
 
 /// A neighbour entry (ARP / ND).
@@ -143,6 +146,9 @@ pub struct KernelState {
     /// start elsewhere than the tables mirrored, so that family's routes go
     /// to the kernel. Each rule as its message prints, to match deletes.
     pub custom_rules: BTreeSet<(bool, String)>,
+    /// Every device's XDP features, by ifindex (`None`: the kernel has no
+    /// `netdev` family to say).
+    pub xdp_features: Option<HashMap<u32, u64>>,
 }
 
 /// What the reconciler must look at again.
@@ -373,6 +379,7 @@ impl KernelState {
             up: m.header.flags.contains(LinkFlags::Up)
                 && m.header.flags.contains(LinkFlags::LowerUp),
             admin_up: m.header.flags.contains(LinkFlags::Up),
+            xdp_tx: self.xdp_tx(m.header.index),
         };
         for a in &m.attributes {
             match a {
@@ -383,6 +390,46 @@ impl KernelState {
             }
         }
         self.links.insert(link.ifindex, link.clone()) != Some(link)
+    }
+
+    /// Whether the device transmits redirected frames, by its XDP features.
+    fn xdp_tx(&self, ifindex: u32) -> bool {
+        match &self.xdp_features {
+            None => true,
+            Some(f) => f
+                .get(&ifindex)
+                .is_some_and(|f| f & crate::xdp_features::NDO_XMIT != 0),
+        }
+    }
+
+    /// Takes every device's XDP features (a dump); true if a link changed.
+    pub fn set_xdp_features(&mut self, all: HashMap<u32, u64>) -> bool {
+        self.xdp_features = Some(all);
+        self.follow_xdp_features()
+    }
+
+    /// Takes the features a notification announced (`None`: the device
+    /// went); true if a link changed.
+    pub fn set_xdp_feature(&mut self, ifindex: u32, features: Option<u64>) -> bool {
+        let all = self.xdp_features.get_or_insert_with(HashMap::new);
+        match features {
+            Some(f) => all.insert(ifindex, f),
+            None => all.remove(&ifindex),
+        };
+        self.follow_xdp_features()
+    }
+
+    fn follow_xdp_features(&mut self) -> bool {
+        let mut changed = false;
+        let idx: Vec<u32> = self.links.keys().copied().collect();
+        for i in idx {
+            let tx = self.xdp_tx(i);
+            if let Some(l) = self.links.get_mut(&i) {
+                changed |= l.xdp_tx != tx;
+                l.xdp_tx = tx;
+            }
+        }
+        changed
     }
 
     fn set_neighbour(&mut self, m: &NeighbourMessage, delete: bool) -> bool {

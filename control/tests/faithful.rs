@@ -536,3 +536,73 @@ fn kernel_from(net: &TestNet, dst: &str, src: &str) -> String {
         .expect("ip route get");
     text(&o).trim().to_string()
 }
+
+/// `ethtool -K PORT gro on|off` in the namespace.
+fn gro(net: &TestNet, port: &str, on: bool) {
+    let st = Command::new("ip")
+        .args(["netns", "exec", net.name(), "ethtool", "-K", port, "gro"])
+        .arg(if on { "on" } else { "off" })
+        .status()
+        .expect("ethtool");
+    assert!(st.success(), "ethtool -K {port} gro");
+}
+
+/// A port that cannot transmit a redirected frame drops it: a veth whose
+/// peer has neither an XDP program nor GRO, and a macvlan device (as bridges,
+/// bonds, VLAN and tunnel devices, it has no `ndo_xdp_xmit`). Their next hops
+/// go to the kernel, and follow the peer's GRO as it changes.
+#[test]
+fn a_port_that_cannot_transmit_redirects_goes_to_the_kernel() {
+    if !require_root("a_port_that_cannot_transmit_redirects_goes_to_the_kernel") {
+        return;
+    }
+    let net = fabric("noxmit", 2);
+    net.ip(&["route", "add", "172.16.1.1/32", "via", "10.0.0.2"])
+        .expect("route");
+    net.ip(&[
+        "link", "add", "link", "xe-o1", "name", "xe-o1m", "type", "macvlan",
+    ])
+    .expect("macvlan");
+    net.ip(&["link", "set", "xe-o1m", "up"])
+        .expect("macvlan up");
+    net.ip(&["addr", "add", "10.5.0.1/24", "dev", "xe-o1m"])
+        .expect("macvlan addr");
+    net.ip(&[
+        "neigh",
+        "replace",
+        "10.5.0.2",
+        "lladdr",
+        "02:00:00:00:05:02",
+        "dev",
+        "xe-o1m",
+        "nud",
+        "permanent",
+    ])
+    .expect("macvlan neighbour");
+    net.ip(&["route", "add", "172.16.1.2/32", "via", "10.5.0.2"])
+        .expect("route via the macvlan");
+    assert!(kernel(&net, "172.16.1.2").contains("dev xe-o1m"));
+    let pins = PinDir::new("noxmit");
+    let d = daemon(&net, &pins);
+    wait_for(&net, &pins, "172.16.1.1", "start", forwards_via("xe-o0"));
+    wait_for(&net, &pins, "172.16.1.2", "via the macvlan", |v, _| {
+        v == "pass-no-txport"
+    });
+    gro(&net, "xe-p0", false);
+    wait_for(&net, &pins, "172.16.1.1", "peer without GRO", |v, _| {
+        v == "pass-no-txport"
+    });
+    gro(&net, "xe-p0", true);
+    wait_for(
+        &net,
+        &pins,
+        "172.16.1.1",
+        "peer with GRO again",
+        forwards_via("xe-o0"),
+    );
+    let log = finish(&net, &pins, d);
+    assert!(
+        log.contains("port does not transmit redirected XDP frames"),
+        "the daemon says which ports go to the kernel and why:\n{log}"
+    );
+}

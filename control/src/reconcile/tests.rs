@@ -253,6 +253,7 @@ fn world() -> KernelState {
                 mtu: 1500,
                 up: true,
                 admin_up: true,
+                xdp_tx: true,
             },
         );
         for gw in [gw4(ifindex), gw6(ifindex)] {

@@ -207,6 +207,14 @@ fn link(kernel_links: &KernelState, ifindex: u32) -> Option<(u32, [u8; 6])> {
     kernel_links.links.get(&ifindex).map(|l| (l.mtu, l.mac))
 }
 
+/// Why `egress` would drop a redirected frame: a veth port whose peer has
+/// no GRO (and no XDP program: the oracle attaches none); None if it sends.
+fn transmits(gro: &[bool], egress: u32) -> Option<String> {
+    let name = crate::if_name(egress);
+    let p: usize = name.strip_prefix("xe-o")?.parse().ok()?;
+    (!gro[p]).then(|| format!("redirected to {name}, whose peer has no GRO: dropped"))
+}
+
 /// Why forwarding `frame` out of `egress` to `dmac` is not what the kernel
 /// would do; None when it is.
 #[allow(clippy::too_many_arguments)]
@@ -309,10 +317,13 @@ fn settle(
     }
 }
 
-fn run_event(net: &TestNet, ev: &Event) -> u64 {
+/// Runs an event's commands; the number the kernel refused. `gro` follows
+/// the peers' GRO as the oracle sets it (whether xe-o<p> transmits
+/// redirected frames), known without asking the code under test.
+fn run_event(net: &TestNet, ev: &Event, gro: &mut [bool]) -> u64 {
     let mut refused = 0;
     for c in &ev.commands {
-        let st = if c[0] == "sysctl" {
+        let st = if c[0] == "sysctl" || c[0] == "ethtool" {
             Command::new("ip")
                 .args(["netns", "exec", net.name()])
                 .args(c)
@@ -327,6 +338,15 @@ fn run_event(net: &TestNet, ev: &Event) -> u64 {
         };
         if !st.is_ok_and(|s| s.success()) {
             refused += 1;
+        } else if let ["ethtool", "-K", peer, "gro", state] =
+            &c.iter().map(String::as_str).collect::<Vec<_>>()[..]
+        {
+            if let Some(p) = peer
+                .strip_prefix("xe-p")
+                .and_then(|p| p.parse::<usize>().ok())
+            {
+                gro[p] = *state == "on";
+            }
         }
     }
     refused
@@ -353,12 +373,14 @@ pub fn run(
     let mut t = Tally::default();
     let mut recent: std::collections::VecDeque<String> = Default::default();
     let mut log_seen = 0u64;
+    // The namespace starts with GRO on every peer (oracle_net).
+    let mut gro = [true; crate::events::PORTS];
     let started = Instant::now();
     // XE_ORACLE_TRACE prints every event as it runs.
     let trace = std::env::var("XE_ORACLE_TRACE").is_ok();
     for step in 0..events {
         let ev = gen.next();
-        t.refused += run_event(net, &ev);
+        t.refused += run_event(net, &ev, &mut gro);
         t.events += 1;
         if trace {
             println!("event {step}: {}", ev.what);
@@ -394,6 +416,7 @@ pub fn run(
                     t.forwarded += 1;
                     if let Some(why) =
                         forward_violation(&mut kernel, &fresh, in_if, in_mac, &f, egress, dmac)
+                            .or_else(|| transmits(&gro, egress))
                     {
                         t.violations.push(format!(
                             "step {step} ({}): {} -> {} {} sport {} ttl {} len {} mac {:02x?} vlan {:?}: {why}",

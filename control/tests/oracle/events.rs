@@ -29,8 +29,8 @@ pub const PREFIXES_V6: &[&str] = &[
 const LOCAL_V4: &[&str] = &["172.16.1.7/32", "172.16.2.9/32"];
 const LOCAL_V6: &[&str] = &["2001:db8:99:1::7/128", "2001:db8:98::9/128"];
 
-/// One event: the commands (each an `ip` argument list, or `sysctl` when the
-/// first word is "sysctl") and a line saying what it is.
+/// One event: the commands (each an `ip` argument list, or `sysctl` or
+/// `ethtool` when that is the first word) and a line saying what it is.
 pub struct Event {
     pub what: String,
     pub commands: Vec<Vec<String>>,
@@ -81,10 +81,16 @@ pub struct Events {
 /// that a long run keeps forwarding something to check.
 const HEAL_EVERY: u64 = 40;
 
+/// `ethtool -K xe-p<p> gro on|off` (run in the namespace).
+pub fn gro(p: usize, state: &str) -> Vec<String> {
+    words(&format!("ethtool -K xe-p{p} gro {state}"))
+}
+
 /// The commands that bring the namespace back towards its start.
 pub fn heal() -> Event {
     let mut commands = Vec::new();
     for p in 0..PORTS {
+        commands.push(gro(p, "on"));
         commands.push(words(&format!("link set xe-o{p} up")));
         commands.push(words(&format!("link set xe-p{p} up")));
         commands.push(words(&format!("addr replace 10.0.{p}.1/24 dev xe-o{p}")));
@@ -272,8 +278,21 @@ impl Events {
             // Links: admin down/up, carrier down/up, MTU.
             60..=69 => {
                 let p = self.port();
-                match self.rng.random_range(0..5) {
+                match self.rng.random_range(0..6) {
                     0 => one(format!("xe-o{p} down"), format!("link set xe-o{p} down")),
+                    // The peer's GRO decides whether xe-o<p> transmits
+                    // redirected frames (a veth needs XDP or GRO behind it).
+                    5 => {
+                        let state = if self.rng.random_bool(0.5) {
+                            "off"
+                        } else {
+                            "on"
+                        };
+                        Event {
+                            what: format!("GRO {state} on xe-p{p}"),
+                            commands: vec![gro(p, state)],
+                        }
+                    }
                     1 | 2 => {
                         let mut commands = vec![words(&format!("link set xe-o{p} up"))];
                         commands.extend(resolve(p, 0));

@@ -71,6 +71,16 @@ fn oracle_net(tag: &str, egress: usize) -> TestNet {
             );
         }
     }
+    for i in 0..egress {
+        // A veth transmits redirected frames when its peer has GRO (or XDP).
+        let gro = crate::events::gro(i, "on");
+        let st = Command::new("ip")
+            .args(["netns", "exec", net.name()])
+            .args(&gro)
+            .status()
+            .expect("ethtool (scripts/setup.sh installs it)");
+        assert!(st.success(), "{gro:?}");
+    }
     net.enter().expect("entering the namespace");
     net
 }
