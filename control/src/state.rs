@@ -170,9 +170,9 @@ pub struct Changed {
     /// A forwarding or rp_filter switch changed (RTM_NEWNETCONF): the
     /// ports' admission is read again.
     pub switches: bool,
-    /// The kernel may have deleted state without a message: a link changed
-    /// (down: IPv4 routes through it flushed, nexthop objects on it removed,
-    /// neighbours flushed), an address went (the last IPv4 address of a
+    /// The kernel may have deleted state without a message: a link message
+    /// came (down: IPv4 routes through it flushed, nexthop objects on it
+    /// removed, neighbours flushed; up: dead IPv6 hops revived), an address went (the last IPv4 address of a
     /// device takes its routes along), or a nexthop object went (its groups
     /// shrink, the routes using it go). The state must be dumped again.
     pub suspect: bool,
@@ -344,13 +344,18 @@ impl KernelState {
     pub fn apply_flags(&mut self, msg: &RouteNetlinkMessage, flags: u16) -> Changed {
         let mut c = Changed::default();
         match msg {
+            // Every link message, even one equal to what the mirror holds:
+            // the kernel's link watcher acts on a carrier change after the
+            // change shows in a dump (reviving dead IPv6 hops, flushing
+            // nexthop objects) and announces the link only once it is done,
+            // so a dump taken in between already had the link as it is now.
             RouteNetlinkMessage::NewLink(m) => {
                 c.links = self.set_link(m);
-                c.suspect = c.links;
+                c.suspect = true;
             }
             RouteNetlinkMessage::DelLink(m) => {
                 c.links = self.links.remove(&m.header.index).is_some();
-                c.suspect = c.links;
+                c.suspect = true;
             }
             // An address going takes routes along; one coming revives the
             // dead hops of multipath routes on its device: neither says so.

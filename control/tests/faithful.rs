@@ -365,6 +365,70 @@ fn deleting_a_dead_ipv6_hop_keeps_the_live_one() {
     finish(&net, &pins, d);
 }
 
+/// Found by the oracle: a dump taken after the carrier changed but before
+/// the kernel's link watcher acted on it (reviving dead IPv6 hops, flushing
+/// nexthop objects) already showed the new link state, so the watcher's own
+/// link message, equal to it, was not taken as a sign to read back: the
+/// revived hops stayed missing until anti-entropy repaired them.
+#[test]
+fn hops_revived_by_the_link_watcher_are_seen() {
+    if !require_root("hops_revived_by_the_link_watcher_are_seen") {
+        return;
+    }
+    let net = fabric("revive", 2);
+    with_ipv6(&net, 2);
+    net.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:99::/64",
+        "nexthop",
+        "via",
+        "2001:db8:0::2",
+        "dev",
+        "xe-o0",
+        "nexthop",
+        "via",
+        "2001:db8:1::2",
+        "dev",
+        "xe-o1",
+    ])
+    .expect("route");
+    // IPv6 addresses stay on a port that goes down, as on a router.
+    let st = Command::new("ip")
+        .args(["netns", "exec", net.name(), "sysctl", "-qw"])
+        .arg("net.ipv6.conf.all.keep_addr_on_down=1")
+        .status()
+        .expect("sysctl");
+    assert!(st.success());
+    let pins = PinDir::new("revive");
+    let d = Daemon::start(
+        &net,
+        &pins,
+        &["-p", "xe-in", "--anti-entropy", "0.1", "--run-for", "120"],
+        true,
+    );
+    wait_for(&net, &pins, "2001:db8:99::5", "start", |v, _| {
+        v == "forward"
+    });
+    // Each round: the hop dies (admin down), the port comes up without a
+    // carrier (the hop stays dead), then the carrier returns: the link
+    // watcher revives the hop, after the peer's message set off a dump.
+    for _ in 0..60 {
+        for c in [
+            ["link", "set", "xe-o1", "down"],
+            ["link", "set", "xe-p1", "down"],
+            ["link", "set", "xe-o1", "up"],
+            ["link", "set", "xe-p1", "up"],
+        ] {
+            net.ip(&c).expect("link");
+        }
+        // Time for an anti-entropy round (every 0.1 s) with nothing pending.
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    finish(&net, &pins, d);
+}
+
 #[test]
 fn an_appended_ipv4_route_leaves_the_first_in_use() {
     if !require_root("an_appended_ipv4_route_leaves_the_first_in_use") {
