@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::state::{RouteTarget, WeightedPath};
+use crate::state::{PathKey, RouteTarget};
 
 /// One route of a prefix, as the kernel keys it within the prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,9 @@ pub struct Alias {
     /// against it, the program only against the port's, so it forwards
     /// nothing by this route.
     pub own_mtu: bool,
+    /// Hops the kernel marked dead, sorted (not in `target`): they forward
+    /// nothing, but the route stays while it has any, live or dead.
+    pub dead: Vec<PathKey>,
 }
 
 /// Where a new route goes, from the netlink header flags.
@@ -139,32 +142,30 @@ fn put(list: &mut Vec<Alias>, at: Option<usize>, end: usize, new: Alias) -> bool
 }
 
 /// Removes what a delete notification names; true if anything went.
-/// `gone` is the route as the mirror keeps it (live hops only), `named` the
-/// hops the message names, dead ones included: the kernel flags the delete
-/// of a dead IPv6 hop dead, and that hop is what goes, not the route.
-pub fn delete(list: &mut Vec<Alias>, gone: &Alias, named: &[WeightedPath], v6: bool) -> bool {
+pub fn delete(list: &mut Vec<Alias>, gone: &Alias, v6: bool) -> bool {
     let same_key = |a: &Alias| a.metric == gone.metric && a.tos == gone.tos;
-    let named_ecmp = !named.is_empty() && named.iter().all(|h| h.path.gateway.is_some());
-    if v6 && named_ecmp {
+    if v6 && ecmp(gone) {
         let Some(i) = list.iter().position(|a| same_key(a) && ecmp(a)) else {
             return false;
         };
-        // A multipath route loses only the hops named.
-        if let RouteTarget::Paths(have) = &mut list[i].target {
-            let before = have.len();
-            have.retain(|h| !named.iter().any(|d| d.path == h.path));
-            if have.is_empty() {
-                list.remove(i);
-                return true;
-            }
+        // A multipath route loses only the hops named, live or dead (the
+        // kernel flags a dead hop's delete dead).
+        let named = hops(gone);
+        let a = &mut list[i];
+        let before = (a.dead.len(), paths_len(&a.target));
+        a.dead.retain(|h| !named.contains(h));
+        if let RouteTarget::Paths(have) = &mut a.target {
+            have.retain(|h| !named.contains(&h.path));
             // Down to one hop, the kernel lists a single-path route (weight 1).
-            if let [only] = have.as_mut_slice() {
+            if let ([only], []) = (have.as_mut_slice(), a.dead.as_slice()) {
                 only.weight = 1;
             }
-            return have.len() != before;
         }
-        list.remove(i);
-        return true;
+        if hops(a).is_empty() {
+            list.remove(i);
+            return true;
+        }
+        return (a.dead.len(), paths_len(&a.target)) != before;
     }
     let at = list
         .iter()
@@ -179,9 +180,29 @@ pub fn delete(list: &mut Vec<Alias>, gone: &Alias, named: &[WeightedPath], v6: b
     }
 }
 
-/// An IPv6 route the kernel merges into one multipath route: through gateways.
+/// Every hop of a route, live and dead.
+fn hops(a: &Alias) -> Vec<PathKey> {
+    let live = match &a.target {
+        RouteTarget::Paths(p) => p.iter().map(|h| h.path).collect(),
+        _ => Vec::new(),
+    };
+    [live, a.dead.clone()].concat()
+}
+
+fn paths_len(t: &RouteTarget) -> usize {
+    match t {
+        RouteTarget::Paths(p) => p.len(),
+        _ => 0,
+    }
+}
+
+/// An IPv6 route the kernel merges into one multipath route: through
+/// gateways (its dead hops too).
 fn ecmp(a: &Alias) -> bool {
-    matches!(&a.target, RouteTarget::Paths(p) if !p.is_empty() && p.iter().all(|h| h.path.gateway.is_some()))
+    let h = hops(a);
+    matches!(&a.target, RouteTarget::Paths(_))
+        && !h.is_empty()
+        && h.iter().all(|p| p.gateway.is_some())
 }
 
 /// What forwards for the prefix, by metric (the lowest wins): the first
@@ -215,7 +236,7 @@ pub fn effective(list: &[Alias], v6: bool) -> BTreeMap<u32, RouteTarget> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::PathKey;
+    use crate::state::WeightedPath;
     use std::net::IpAddr;
 
     fn via(gw: u8) -> WeightedPath {
@@ -235,16 +256,12 @@ mod tests {
             oif: 0,
             own_mtu: false,
             target: RouteTarget::Paths(gws.iter().map(|g| via(*g)).collect()),
+            dead: Vec::new(),
         }
     }
 
-    /// Deletes `a` as a notification naming its hops would.
     fn del(list: &mut Vec<Alias>, a: &Alias, v6: bool) -> bool {
-        let named = match &a.target {
-            RouteTarget::Paths(p) => p.clone(),
-            _ => Vec::new(),
-        };
-        delete(list, a, &named, v6)
+        delete(list, a, v6)
     }
 
     /// Found by the oracle: the delete of a dead hop comes flagged dead (no
@@ -252,13 +269,39 @@ mod tests {
     #[test]
     fn deleting_a_dead_ipv6_hop_keeps_the_route() {
         let mut l = Vec::new();
-        add(&mut l, route(10, &[3]), Op::Dump, true);
+        let mut r = route(10, &[3]);
+        r.dead = vec![via(1).path];
+        add(&mut l, r, Op::Dump, true);
         let dead = Alias {
             target: RouteTarget::Paths(Vec::new()),
-            ..route(10, &[1])
+            dead: vec![via(1).path],
+            ..route(10, &[])
         };
-        assert!(!delete(&mut l, &dead, &[via(1)], true));
+        assert!(del(&mut l, &dead, true));
         assert_eq!(winner6(&l), RouteTarget::Paths(vec![via(3)]));
+        assert!(l[0].dead.is_empty());
+    }
+
+    /// Found by the oracle: deleting the live hop of a route whose other hop
+    /// is dead leaves the route, dead, as the kernel keeps it.
+    #[test]
+    fn deleting_the_live_hop_leaves_the_dead_route() {
+        let mut l = Vec::new();
+        let mut r = route(1024, &[3]);
+        r.dead = vec![via(1).path];
+        add(&mut l, r, Op::Dump, true);
+        assert!(del(&mut l, &route(1024, &[3]), true));
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!(l[0].target, RouteTarget::Paths(Vec::new()));
+        assert!(del(
+            &mut l,
+            &Alias {
+                dead: vec![via(1).path],
+                ..route(1024, &[])
+            },
+            true
+        ));
+        assert!(l.is_empty());
     }
 
     fn winner(list: &[Alias]) -> RouteTarget {
@@ -391,6 +434,7 @@ mod tests {
             tos: 0,
             oif: 3,
             own_mtu: false,
+            dead: Vec::new(),
             target: RouteTarget::Paths(vec![WeightedPath {
                 path: PathKey {
                     ifindex: 3,

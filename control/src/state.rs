@@ -533,7 +533,7 @@ impl KernelState {
             (RouteType::BlackHole, _) => RouteTarget::Blackhole,
             (RouteType::Unreachable, _) => RouteTarget::Unreachable,
             (RouteType::Prohibit, _) => RouteTarget::Prohibit,
-            (RouteType::Unicast, _) => route_unicast_target(m, false),
+            (RouteType::Unicast, _) => route_unicast_target(m),
             _ => RouteTarget::KernelOnly,
         };
         let target = match target {
@@ -546,12 +546,17 @@ impl KernelState {
             }
             t => t,
         };
+        let dead = match (m.header.kind, local, &target) {
+            (RouteType::Unicast, false, RouteTarget::Paths(_)) => dead_hops(m),
+            _ => Vec::new(),
+        };
         let alias = Alias {
             metric,
             tos: m.header.tos,
             oif,
             target,
             own_mtu: own_mtu(m),
+            dead,
         };
         let (all, derived) = if local {
             (&mut self.local_aliases, None)
@@ -561,20 +566,7 @@ impl KernelState {
         let list = all.entry(prefix).or_default();
         let changed = match op {
             Some(op) => aliases::add(list, alias, op, v6),
-            None => {
-                // The hops the delete names, dead or alive.
-                let named = match (m.header.kind, &alias.target) {
-                    (RouteType::Unicast, RouteTarget::Paths(_)) => {
-                        let RouteTarget::Paths(mut p) = route_unicast_target(m, true) else {
-                            unreachable!("a unicast route without a group is paths")
-                        };
-                        p.sort();
-                        p
-                    }
-                    _ => Vec::new(),
-                };
-                aliases::delete(list, &alias, &named, v6)
-            }
+            None => aliases::delete(list, &alias, v6),
         };
         if !changed {
             if list.is_empty() {
@@ -725,10 +717,41 @@ fn own_mtu(m: &RouteMessage) -> bool {
     })
 }
 
-/// The hops of a unicast route. A delete names its hops whatever their
-/// state (the kernel flags a dead hop's delete dead), so `deleting` keeps
-/// the dead ones: they say which hop went, not that the route has none.
-fn route_unicast_target(m: &RouteMessage, deleting: bool) -> RouteTarget {
+/// The hops the kernel marked dead (their device went down or lost its last
+/// address, and they were not revived), sorted: they carry nothing, but
+/// they are part of the route (deleting its live hops leaves it in place).
+fn dead_hops(m: &RouteMessage) -> Vec<PathKey> {
+    let attrs = &m.attributes;
+    let mut dead: Vec<PathKey> = match attrs.iter().find_map(|a| match a {
+        RouteAttribute::MultiPath(h) => Some(h),
+        _ => None,
+    }) {
+        Some(hops) => hops
+            .iter()
+            .filter(|h| h.flags.contains(RouteNextHopFlags::Dead))
+            .map(|h| PathKey {
+                ifindex: h.interface_index,
+                gateway: gateway_of(&h.attributes),
+            })
+            .collect(),
+        None if m.header.flags.contains(RouteFlags::Dead) => vec![PathKey {
+            ifindex: attrs
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                })
+                .unwrap_or(0),
+            gateway: gateway_of(attrs),
+        }],
+        None => Vec::new(),
+    };
+    dead.sort();
+    dead
+}
+
+/// The live hops of a unicast route (or its nexthop object).
+fn route_unicast_target(m: &RouteMessage) -> RouteTarget {
     let attrs = &m.attributes;
     if let Some(id) = attrs.iter().find_map(|a| match a {
         RouteAttribute::NhId(id) => Some(*id),
@@ -744,7 +767,7 @@ fn route_unicast_target(m: &RouteMessage, deleting: bool) -> RouteTarget {
         // last address, and it has not been revived) carries nothing.
         let paths = hops
             .iter()
-            .filter(|h| deleting || !h.flags.contains(RouteNextHopFlags::Dead))
+            .filter(|h| !h.flags.contains(RouteNextHopFlags::Dead))
             .map(|h| WeightedPath {
                 path: PathKey {
                     ifindex: h.interface_index,
@@ -755,7 +778,7 @@ fn route_unicast_target(m: &RouteMessage, deleting: bool) -> RouteTarget {
             .collect();
         return RouteTarget::Paths(paths);
     }
-    if m.header.flags.contains(RouteFlags::Dead) && !deleting {
+    if m.header.flags.contains(RouteFlags::Dead) {
         return RouteTarget::Paths(Vec::new());
     }
     let oif = attrs

@@ -365,6 +365,78 @@ fn deleting_a_dead_ipv6_hop_keeps_the_live_one() {
     finish(&net, &pins, d);
 }
 
+/// Found by the oracle: deleting the live hop of a route whose other hop is
+/// dead leaves the route in the kernel, dead (it forwards nothing, and comes
+/// back with its port); the mirror had dropped it.
+#[test]
+fn deleting_the_live_hop_of_a_half_dead_route_leaves_it_dead() {
+    if !require_root("deleting_the_live_hop_of_a_half_dead_route_leaves_it_dead") {
+        return;
+    }
+    let net = fabric("v6half", 2);
+    with_ipv6(&net, 2);
+    net.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:99::/64",
+        "nexthop",
+        "via",
+        "2001:db8:0::2",
+        "dev",
+        "xe-o0",
+        "nexthop",
+        "via",
+        "2001:db8:1::2",
+        "dev",
+        "xe-o1",
+    ])
+    .expect("route");
+    let pins = PinDir::new("v6half");
+    let d = daemon(&net, &pins);
+    wait_for(&net, &pins, "2001:db8:99::5", "start", |v, _| {
+        v == "forward"
+    });
+    net.ip(&["link", "set", "xe-o1", "down"]).expect("down");
+    wait_for(
+        &net,
+        &pins,
+        "2001:db8:99::5",
+        "xe-o1 down",
+        forwards_via("xe-o0"),
+    );
+    net.ip(&[
+        "-6",
+        "route",
+        "del",
+        "2001:db8:99::/64",
+        "via",
+        "2001:db8:0::2",
+        "dev",
+        "xe-o0",
+    ])
+    .expect("del the live hop");
+    let o = Command::new("ip")
+        .args(["-n", net.name(), "-6", "route", "show", "2001:db8:99::/64"])
+        .output()
+        .expect("ip route show");
+    assert!(
+        text(&o).contains("dead"),
+        "the kernel keeps it, dead: {}",
+        text(&o)
+    );
+    // Anti-entropy (every 0.5 s) compares meanwhile: it must find nothing.
+    std::thread::sleep(Duration::from_millis(1200));
+    wait_for(
+        &net,
+        &pins,
+        "2001:db8:99::5",
+        "live hop deleted",
+        not_forwarded,
+    );
+    finish(&net, &pins, d);
+}
+
 /// Found by the oracle: a dump taken after the carrier changed but before
 /// the kernel's link watcher acted on it (reviving dead IPv6 hops, flushing
 /// nexthop objects) already showed the new link state, so the watcher's own
