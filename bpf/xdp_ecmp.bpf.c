@@ -6,6 +6,7 @@
 #include "include/xe_parse.h"
 #include "include/xe_hash.h"
 #include "include/xe_csum.h"
+#include "include/xe_txfail.h"
 
 /* Set before load: record every decision in xe_trace (tests, `xdp-ecmp calc`). */
 const volatile __u8 trace_decisions = 0;

@@ -58,9 +58,21 @@ else
     echo "scenario tests: skipped: needs root"
 fi
 
-# No test may leave a namespace or bpffs pin of ours behind.
-left=$(ip netns list 2>/dev/null | awk '{print $1}' | grep '^xe-t' || true)  # xe-t<pid>-* and xe-tb-*
-pins=$(find /sys/fs/bpf -maxdepth 1 -name 'xe-t*' 2>/dev/null || true)
+# No test may leave a namespace or bpffs pin of ours behind: xe-tb-* (the
+# testbed) and xe-t<pid>-* of a test process that has ended (one still
+# running, such as a soak started by hand, is not this run's).
+ours() {
+    local n pid
+    while read -r n; do
+        [[ $n == xe-tb-* ]] && { echo "$n"; continue; }
+        pid=${n#xe-t}
+        pid=${pid%%-*}
+        [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && continue
+        echo "$n"
+    done
+}
+left=$(ip netns list 2>/dev/null | awk '{print $1}' | grep '^xe-t' | ours || true)
+pins=$(find /sys/fs/bpf -maxdepth 1 -name 'xe-t*' -printf '%f\n' 2>/dev/null | ours || true)
 if [[ -n "$left$pins" ]]; then
     echo "tests left behind: $left $pins" >&2
     exit 1

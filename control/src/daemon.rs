@@ -131,6 +131,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         sizes: cfg.sizes,
         ..Default::default()
     })?;
+    // Redirected frames the kernel cannot send are counted, never as forwarded.
+    if let Err(e) = dp.count_tx_failures(&cfg.pin_dir) {
+        tracing::warn!("redirect failures will not be counted (the XDP tracepoints could not be attached: {e}); `forward` then includes frames the kernel dropped after the redirect");
+    }
     let pinned = had_pins.then(|| dp.config()).transpose()?;
     let seed = crate::seed::settle(
         cfg.hash_seed,

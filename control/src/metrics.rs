@@ -69,6 +69,7 @@ pub const MAX_CLIENTS: usize = 256;
 /// pinned there) are left out.
 pub fn render(pin_dir: &Path, snap: &Snapshot) -> String {
     let verdicts = pinned_verdict_counters(pin_dir).unwrap_or_default();
+    let tx_failed = dataplane::txfail::pinned_tx_failures(pin_dir).unwrap_or_default();
     let ids: Vec<u32> = snap.nexthops.iter().map(|n| n.0).collect();
     let counters = pinned_nexthop_counters(pin_dir, &ids).unwrap_or_default();
     let nexthops = snap
@@ -81,6 +82,7 @@ pub fn render(pin_dir: &Path, snap: &Snapshot) -> String {
         snap: snap.clone(),
         verdicts,
         nexthops,
+        tx_failed,
     })
 }
 
@@ -89,6 +91,8 @@ pub fn render(pin_dir: &Path, snap: &Snapshot) -> String {
 struct Page {
     snap: Snapshot,
     verdicts: Vec<(Verdict, xe_counter)>,
+    /// Redirected frames the kernel did not send (not in `forward`).
+    tx_failed: dataplane::txfail::TxFailures,
     /// (next-hop id, egress device, counters).
     nexthops: Vec<(u32, String, xe_counter)>,
 }
@@ -138,6 +142,7 @@ impl Collector for Page {
             snap,
             verdicts,
             nexthops,
+            tx_failed,
         } = self;
         family(
             &mut enc,
@@ -156,6 +161,16 @@ impl Collector for Page {
             verdicts
                 .iter()
                 .map(|(v, c)| (verdict(v), ConstCounter::new(c.bytes))),
+        )?;
+        family(
+            &mut enc,
+            "tx_failed_packets",
+            "Redirected frames the kernel did not send (not counted as forward): refused when queued, dropped when sent.",
+            Counter,
+            [
+                ([("stage", "refused")], ConstCounter::new(tx_failed.refused)),
+                ([("stage", "dropped")], ConstCounter::new(tx_failed.dropped)),
+            ],
         )?;
         family(
             &mut enc,
@@ -364,6 +379,10 @@ mod tests {
                 (Verdict::PassNoRoute, counter(1, 60)),
             ],
             nexthops: vec![(7, dev.to_string(), counter(10, 1000))],
+            tx_failed: dataplane::txfail::TxFailures {
+                refused: 1,
+                dropped: 2,
+            },
         })
     }
 
@@ -465,6 +484,7 @@ mod tests {
         let families = [
             ("xdp_ecmp_verdict_packets_total", "counter"),
             ("xdp_ecmp_verdict_bytes_total", "counter"),
+            ("xdp_ecmp_tx_failed_packets_total", "counter"),
             ("xdp_ecmp_nexthop_packets_total", "counter"),
             ("xdp_ecmp_nexthop_bytes_total", "counter"),
             ("xdp_ecmp_group_imbalance", "gauge"),
@@ -515,6 +535,10 @@ mod tests {
         assert_eq!(value("xdp_ecmp_nexthop_bytes_total", &eth0), 1000.0);
         assert_eq!(value("xdp_ecmp_group_imbalance", &[("group", "100")]), 0.25);
         assert_eq!(value("xdp_ecmp_syncs_total", &[]), 3.0);
+        assert_eq!(
+            value("xdp_ecmp_tx_failed_packets_total", &[("stage", "dropped")]),
+            2.0
+        );
         assert_eq!(value("xdp_ecmp_resyncs_total", &[]), 1.0);
         assert_eq!(value("xdp_ecmp_anti_entropy_repairs_total", &[]), 8.0);
         assert_eq!(value("xdp_ecmp_netlink_undecodable_total", &[]), 5.0);
@@ -535,7 +559,7 @@ mod tests {
         let page = render(Path::new("/nonexistent/xdp-ecmp"), &Snapshot::default());
         assert_eq!(
             page.lines().filter(|l| l.starts_with("# TYPE ")).count(),
-            15,
+            16,
             "{page}"
         );
         samples(&page);

@@ -13,6 +13,7 @@ pub mod model;
 pub mod pins;
 pub mod tables;
 pub mod testnet;
+pub mod txfail;
 
 pub use error::{Error, Result};
 pub use loader::{

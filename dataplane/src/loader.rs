@@ -828,15 +828,19 @@ impl Dataplane {
         Ok(v.and_then(|b| read_from(&b)).unwrap_or(0))
     }
 
-    /// Packets and bytes per verdict, summed over CPUs.
+    /// Packets and bytes per verdict, summed over CPUs; `forward` leaves
+    /// out the redirected frames the kernel could not send (as
+    /// `pinned_verdict_counters`).
     pub fn verdict_counters(&self) -> Result<Vec<(Verdict, xe_counter)>> {
+        let failed = self.tx_failures()?.total();
         Verdict::ALL
             .iter()
             .map(|v| {
-                Ok((
-                    *v,
-                    sum_percpu(&self.skel.maps.xe_verdicts, "xe_verdicts", *v as u32)?,
-                ))
+                let mut c = sum_percpu(&self.skel.maps.xe_verdicts, "xe_verdicts", *v as u32)?;
+                if *v == Verdict::Forward {
+                    c.packets = c.packets.saturating_sub(failed);
+                }
+                Ok((*v, c))
             })
             .collect()
     }
@@ -1017,7 +1021,9 @@ fn lpm_v6(addr: Ipv6Addr, prefix_len: u8) -> xe_lpm_v6 {
 }
 
 /// Packets and bytes per verdict from the counter map pinned in `pin_dir`,
-/// summed over CPUs (no program load needed).
+/// summed over CPUs (no program load needed). `forward` leaves out the
+/// redirected frames the kernel could not send (their packets; their bytes,
+/// which the kernel does not report, stay in).
 pub fn pinned_verdict_counters(pin_dir: &Path) -> Result<Vec<(Verdict, xe_counter)>> {
     let path = pin_dir.join("xe_verdicts");
     let map = libbpf_rs::MapHandle::from_pinned_path(&path).map_err(|e| Error::Pin {
@@ -1025,9 +1031,16 @@ pub fn pinned_verdict_counters(pin_dir: &Path) -> Result<Vec<(Verdict, xe_counte
         path: path.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;
+    let failed = crate::txfail::pinned_tx_failures(pin_dir)?.total();
     Verdict::ALL
         .iter()
-        .map(|v| Ok((*v, sum_percpu(&map, "xe_verdicts", *v as u32)?)))
+        .map(|v| {
+            let mut c = sum_percpu(&map, "xe_verdicts", *v as u32)?;
+            if *v == Verdict::Forward {
+                c.packets = c.packets.saturating_sub(failed);
+            }
+            Ok((*v, c))
+        })
         .collect()
 }
 

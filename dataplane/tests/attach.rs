@@ -271,6 +271,9 @@ fn live_frame_is_redirected_out_the_egress_port() {
     let (dmac, smac) = (mac(0x31), mac(0x32));
     world(&mut dp, p0, p1, dmac, smac);
     let _link = dp.attach(p0, AttachMode::Native).expect("attach");
+    let _counting = dp
+        .attach_tx_failure_counters()
+        .expect("the redirect-failure tracepoints");
 
     let rx = packet_socket(r1).expect("rx socket");
     let tx = packet_socket(r0).expect("tx socket");
@@ -329,6 +332,49 @@ fn live_frame_is_redirected_out_the_egress_port() {
     assert_eq!(per_nh.packets, FRAMES as u64);
     assert_eq!(extra, 0, "frames to another MAC left by the egress port");
     assert_eq!(otherhost.packets, 5, "frames to another MAC passed");
+    assert_eq!(dp.tx_failures().expect("failures").total(), 0);
+
+    // The peer loses GRO behind the maps' back (no control plane here):
+    // xe-p1 no longer transmits redirected frames, and the kernel refuses
+    // them. They are counted as failures, not as forwarded.
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            net.name(),
+            "ethtool",
+            "-K",
+            "xe-r1",
+            "gro",
+            "off",
+        ])
+        .status()
+        .expect("ethtool");
+    const REFUSED: usize = 7;
+    for _ in 0..REFUSED {
+        send_frame(&tx, &pkt).expect("send");
+    }
+    let until = Instant::now() + Duration::from_millis(300);
+    let mut arrived = 0;
+    while Instant::now() < until {
+        if recv_frame(&rx, &mut buf).is_some_and(|n| buf[..n] == want[..]) {
+            arrived += 1;
+        }
+    }
+    let failed = dp.tx_failures().expect("failures");
+    let counters = dp.verdict_counters().expect("counters");
+    let fwd = counters
+        .iter()
+        .find(|(c, _)| *c == Verdict::Forward)
+        .map(|(_, c)| *c)
+        .expect("counter");
+    println!("live: {REFUSED} frames redirected to xe-p1 after its peer lost GRO: {arrived} arrived, {failed:?} counted, forward {} packets", fwd.packets);
+    assert_eq!(arrived, 0, "the kernel drops what it cannot send");
+    assert_eq!(
+        failed.refused, REFUSED as u64,
+        "each refused frame is counted"
+    );
+    assert_eq!(fwd.packets, FRAMES as u64, "and none as forwarded");
 }
 
 #[test]
