@@ -143,6 +143,7 @@ impl World {
                     mtu: 1500,
                     up: true,
                     admin_up: true,
+                    xdp_tx: true,
                 },
             );
         }
