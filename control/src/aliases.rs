@@ -81,6 +81,13 @@ pub fn add(list: &mut Vec<Alias>, new: Alias, op: Op, v6: bool) -> bool {
         .iter()
         .position(|a| key(a) != k)
         .map_or(list.len(), |i| first + i);
+    // An alias equal to one the kernel has changes nothing: the kernel
+    // refuses to add it again (EEXIST, `replace` included, unless it is
+    // the first of its key, which it keeps), and announces the routes of a
+    // replaced nexthop object again with NLM_F_REPLACE, wherever they are.
+    if list[first..end].contains(&new) {
+        return false;
+    }
     if v6 && op == Op::Replace {
         // `replace` takes the place of the first route of the metric that
         // is, like it, through gateways (or not), else of the first route
@@ -102,11 +109,6 @@ pub fn add(list: &mut Vec<Alias>, new: Alias, op: Op, v6: bool) -> bool {
             new.own_mtu |= list[i].own_mtu;
         }
         return put(list, at, end, new);
-    }
-    // The kernel refuses a second alias equal to one it has: a repeated
-    // message (an event that a dump already showed) changes nothing.
-    if list[first..end].contains(&new) && op != Op::Replace {
-        return false;
     }
     match op {
         Op::Replace if first < end => {
@@ -280,6 +282,18 @@ mod tests {
         assert!(del(&mut l, &dead, true));
         assert_eq!(winner6(&l), RouteTarget::Paths(vec![via(3)]));
         assert!(l[0].dead.is_empty());
+    }
+
+    /// Found by the oracle: a replaced nexthop object makes the kernel
+    /// announce each route using it again, NLM_F_REPLACE; one that is the
+    /// second alias of its key must not take the first one's place.
+    #[test]
+    fn a_route_announced_again_stays_where_it_is() {
+        let mut l = Vec::new();
+        add(&mut l, route(0, &[1]), Op::Dump, false);
+        add(&mut l, route(0, &[2]), Op::Dump, false);
+        assert!(!add(&mut l, route(0, &[2]), Op::Replace, false));
+        assert_eq!(winner(&l), RouteTarget::Paths(vec![via(1)]));
     }
 
     /// Found by the oracle: deleting the live hop of a route whose other hop

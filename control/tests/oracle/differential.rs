@@ -373,6 +373,7 @@ pub fn run(
     let mut t = Tally::default();
     let mut recent: std::collections::VecDeque<String> = Default::default();
     let mut log_seen = 0u64;
+    let mut printed = 0;
     // The namespace starts with GRO on every peer (oracle_net).
     let mut gro = [true; crate::events::PORTS];
     let started = Instant::now();
@@ -459,6 +460,11 @@ pub fn run(
                 .push(format!("{line}\n    after the events {:?}", recent));
         }
         log_seen += text.len() as u64;
+        // Each violation as it is found (a soak runs for a long time).
+        for v in &t.violations[printed..] {
+            println!("VIOLATION {v}");
+        }
+        printed = t.violations.len();
         if t.violations.len() > 20 {
             break;
         }
@@ -549,9 +555,6 @@ fn forwards_only_what_the_kernel_would() {
         t.settle_ms_max,
         started.elapsed().as_secs_f64()
     );
-    for v in &t.violations {
-        println!("VIOLATION {v}");
-    }
     for r in repairs.iter().take(20) {
         println!("REPAIR {r}");
     }
