@@ -460,12 +460,17 @@ pub fn run(
                 .push(format!("{line}\n    after the events {:?}", recent));
         }
         log_seen += text.len() as u64;
+        if t.violations.len() > printed && std::env::var("XE_ORACLE_PAUSE").is_ok() {
+            eprintln!("PAUSED after step {step}; namespace {}", net.name());
+            std::thread::sleep(Duration::from_secs(900));
+        }
         // Each violation as it is found (a soak runs for a long time).
         for v in &t.violations[printed..] {
             println!("VIOLATION {v}");
         }
         printed = t.violations.len();
-        if t.violations.len() > 20 {
+        // A soak goes on (every violation counts); a short run stops early.
+        if t.violations.len() > if events >= 10_000 { 1000 } else { 20 } {
             break;
         }
         if events >= 10_000 && (step + 1) % 1000 == 0 {
