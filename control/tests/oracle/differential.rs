@@ -379,8 +379,20 @@ pub fn run(
     let started = Instant::now();
     // XE_ORACLE_TRACE prints every event as it runs.
     let trace = std::env::var("XE_ORACLE_TRACE").is_ok();
+    // XE_ORACLE_PAUSE_AT=N stops before step N (to replay it by hand).
+    let pause_at: Option<u64> = std::env::var("XE_ORACLE_PAUSE_AT")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for step in 0..events {
         let ev = gen.next();
+        if pause_at == Some(step) {
+            eprintln!(
+                "PAUSED before step {step} ({}); namespace {}",
+                ev.what,
+                net.name()
+            );
+            std::thread::sleep(Duration::from_secs(900));
+        }
         t.refused += run_event(net, &ev, &mut gro);
         t.events += 1;
         if trace {
