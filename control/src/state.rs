@@ -550,6 +550,13 @@ impl KernelState {
             (RouteType::Unicast, false, RouteTarget::Paths(_)) => dead_hops(m),
             _ => Vec::new(),
         };
+        // A route through a nexthop object lists the object's device, which
+        // changes with the object (`ip nexthop replace`): not the route's own.
+        let oif = if matches!(target, RouteTarget::Nexthop(_)) {
+            0
+        } else {
+            oif
+        };
         let alias = Alias {
             metric,
             tos: m.header.tos,

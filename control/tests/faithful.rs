@@ -501,6 +501,42 @@ fn hops_revived_by_the_link_watcher_are_seen() {
     finish(&net, &pins, d);
 }
 
+/// Found by the oracle: replacing a nexthop object makes the kernel announce
+/// each route using it again (NLM_F_REPLACE), naming the object's new device;
+/// the mirror took that for a new route replacing the first of its metric
+/// (here a `throw`), and forwarded what the kernel leaves to another table.
+#[test]
+fn a_replaced_nexthop_object_leaves_its_route_where_it_was() {
+    if !require_root("a_replaced_nexthop_object_leaves_its_route_where_it_was") {
+        return;
+    }
+    let net = fabric("nhrepl", 2);
+    net.ip(&[
+        "nexthop", "add", "id", "1", "via", "10.0.0.2", "dev", "xe-o0",
+    ])
+    .expect("nexthop");
+    net.ip(&["route", "add", "throw", "172.16.1.0/24"])
+        .expect("throw");
+    net.ip(&["route", "append", "172.16.1.0/24", "nhid", "1"])
+        .expect("route behind it");
+    let pins = PinDir::new("nhrepl");
+    let d = daemon(&net, &pins);
+    wait_for(&net, &pins, "172.16.1.1", "start", not_forwarded);
+    net.ip(&[
+        "nexthop", "replace", "id", "1", "via", "10.0.1.2", "dev", "xe-o1",
+    ])
+    .expect("nexthop replace");
+    assert!(
+        !kernel(&net, "172.16.1.1").contains("xe-o1"),
+        "the throw route still decides: {}",
+        kernel(&net, "172.16.1.1")
+    );
+    // Anti-entropy (every 0.5 s) compares meanwhile: it must find nothing.
+    std::thread::sleep(Duration::from_millis(1200));
+    wait_for(&net, &pins, "172.16.1.1", "nexthop replaced", not_forwarded);
+    finish(&net, &pins, d);
+}
+
 #[test]
 fn an_appended_ipv4_route_leaves_the_first_in_use() {
     if !require_root("an_appended_ipv4_route_leaves_the_first_in_use") {
