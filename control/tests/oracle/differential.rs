@@ -431,6 +431,14 @@ pub fn run(
                         forward_violation(&mut kernel, &fresh, in_if, in_mac, &f, egress, dmac)
                             .or_else(|| transmits(&gro, egress))
                     {
+                        // The kernel asked again a moment later: a transient
+                        // answer shows here as a different prefix.
+                        std::thread::sleep(Duration::from_millis(100));
+                        let again = kernel
+                            .route(&f.query(in_if))
+                            .map(|a| format!("{:?} {:?}", a.prefix, a.chosen))
+                            .unwrap_or_else(|e| format!("{e:#}"));
+                        let why = format!("{why} (100 ms later the kernel says {again})");
                         t.violations.push(format!(
                             "step {step} ({}): {} -> {} {} sport {} ttl {} len {} mac {:02x?} vlan {:?}: {why}",
                             ev.what,
