@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dataplane::testnet::{require_root, TestNet};
-use support::{fabric, mac_str, neighbour_mac, text, xdp_ecmp, Daemon, PinDir};
+use support::{fabric, gro, mac_str, neighbour_mac, text, xdp_ecmp, Daemon, PinDir};
 
 mod support;
 
@@ -110,6 +110,69 @@ fn with_ipv6(net: &TestNet, ports: usize) {
         ])
         .expect("neigh");
     }
+}
+
+/// `ip -6 route add 2001:db8:99::/64 metric METRIC` through 2001:db8:0::2
+/// (xe-o0) and 2001:db8:1::2 (xe-o1).
+fn v6_pair_route(net: &TestNet, metric: &str) {
+    net.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:99::/64",
+        "metric",
+        metric,
+        "nexthop",
+        "via",
+        "2001:db8:0::2",
+        "dev",
+        "xe-o0",
+        "nexthop",
+        "via",
+        "2001:db8:1::2",
+        "dev",
+        "xe-o1",
+    ])
+    .expect("route");
+}
+
+/// Two IPv6 ports, 2001:db8:99::/64 through both (`v6_pair_route`) and the
+/// daemon forwarding it.
+fn v6_world(tag: &str, metric: &str) -> (TestNet, PinDir, Daemon) {
+    let net = fabric(tag, 2);
+    with_ipv6(&net, 2);
+    v6_pair_route(&net, metric);
+    let pins = PinDir::new(tag);
+    let d = daemon(&net, &pins);
+    wait_for(&net, &pins, "2001:db8:99::5", "start", |v, _| {
+        v == "forward"
+    });
+    (net, pins, d)
+}
+
+/// Deletes the hop of 2001:db8:99::/64 through xe-o`i`.
+fn v6_del_hop(net: &TestNet, i: usize, what: &str) {
+    let (gw, dev) = (format!("2001:db8:{i}::2"), format!("xe-o{i}"));
+    net.ip(&[
+        "-6",
+        "route",
+        "del",
+        "2001:db8:99::/64",
+        "via",
+        &gw,
+        "dev",
+        &dev,
+    ])
+    .expect(what);
+}
+
+/// `ip -6 route show 2001:db8:99::/64`.
+fn v6_shown(net: &TestNet) -> String {
+    let o = Command::new("ip")
+        .args(["-n", net.name(), "-6", "route", "show", "2001:db8:99::/64"])
+        .output()
+        .expect("ip route show");
+    text(&o)
 }
 
 fn forwards_via(port: &'static str) -> impl Fn(&str, &str) -> bool {
@@ -246,41 +309,8 @@ fn an_ipv6_multipath_route_loses_only_the_deleted_hop() {
     if !require_root("an_ipv6_multipath_route_loses_only_the_deleted_hop") {
         return;
     }
-    let net = fabric("v6hop", 2);
-    with_ipv6(&net, 2);
-    net.ip(&[
-        "-6",
-        "route",
-        "add",
-        "2001:db8:99::/64",
-        "nexthop",
-        "via",
-        "2001:db8:0::2",
-        "dev",
-        "xe-o0",
-        "nexthop",
-        "via",
-        "2001:db8:1::2",
-        "dev",
-        "xe-o1",
-    ])
-    .expect("route");
-    let pins = PinDir::new("v6hop");
-    let d = daemon(&net, &pins);
-    wait_for(&net, &pins, "2001:db8:99::5", "start", |v, _| {
-        v == "forward"
-    });
-    net.ip(&[
-        "-6",
-        "route",
-        "del",
-        "2001:db8:99::/64",
-        "via",
-        "2001:db8:1::2",
-        "dev",
-        "xe-o1",
-    ])
-    .expect("del one hop");
+    let (net, pins, d) = v6_world("v6hop", "1024");
+    v6_del_hop(&net, 1, "del one hop");
     assert!(kernel(&net, "2001:db8:99::5").contains("dev xe-o0"));
     std::thread::sleep(Duration::from_millis(300));
     wait_for(
@@ -301,38 +331,9 @@ fn deleting_a_dead_ipv6_hop_keeps_the_live_one() {
     if !require_root("deleting_a_dead_ipv6_hop_keeps_the_live_one") {
         return;
     }
-    let net = fabric("v6dead", 2);
-    with_ipv6(&net, 2);
-    net.ip(&[
-        "-6",
-        "route",
-        "add",
-        "2001:db8:99::/64",
-        "metric",
-        "10",
-        "nexthop",
-        "via",
-        "2001:db8:0::2",
-        "dev",
-        "xe-o0",
-        "nexthop",
-        "via",
-        "2001:db8:1::2",
-        "dev",
-        "xe-o1",
-    ])
-    .expect("route");
-    let pins = PinDir::new("v6dead");
-    let d = daemon(&net, &pins);
-    wait_for(&net, &pins, "2001:db8:99::5", "start", |v, _| {
-        v == "forward"
-    });
+    let (net, pins, d) = v6_world("v6dead", "10");
     net.ip(&["link", "set", "xe-o1", "down"]).expect("down");
-    let o = Command::new("ip")
-        .args(["-n", net.name(), "-6", "route", "show", "2001:db8:99::/64"])
-        .output()
-        .expect("ip route show");
-    let shown = text(&o);
+    let shown = v6_shown(&net);
     assert!(shown.contains("dead"), "the hop via xe-o1 is dead: {shown}");
     wait_for(
         &net,
@@ -341,17 +342,7 @@ fn deleting_a_dead_ipv6_hop_keeps_the_live_one() {
         "xe-o1 down",
         forwards_via("xe-o0"),
     );
-    net.ip(&[
-        "-6",
-        "route",
-        "del",
-        "2001:db8:99::/64",
-        "via",
-        "2001:db8:1::2",
-        "dev",
-        "xe-o1",
-    ])
-    .expect("del the dead hop");
+    v6_del_hop(&net, 1, "del the dead hop");
     assert!(kernel(&net, "2001:db8:99::5").contains("dev xe-o0"));
     // Anti-entropy (every 0.5 s) compares meanwhile: it must find nothing.
     std::thread::sleep(Duration::from_millis(1200));
@@ -373,30 +364,7 @@ fn deleting_the_live_hop_of_a_half_dead_route_leaves_it_dead() {
     if !require_root("deleting_the_live_hop_of_a_half_dead_route_leaves_it_dead") {
         return;
     }
-    let net = fabric("v6half", 2);
-    with_ipv6(&net, 2);
-    net.ip(&[
-        "-6",
-        "route",
-        "add",
-        "2001:db8:99::/64",
-        "nexthop",
-        "via",
-        "2001:db8:0::2",
-        "dev",
-        "xe-o0",
-        "nexthop",
-        "via",
-        "2001:db8:1::2",
-        "dev",
-        "xe-o1",
-    ])
-    .expect("route");
-    let pins = PinDir::new("v6half");
-    let d = daemon(&net, &pins);
-    wait_for(&net, &pins, "2001:db8:99::5", "start", |v, _| {
-        v == "forward"
-    });
+    let (net, pins, d) = v6_world("v6half", "1024");
     net.ip(&["link", "set", "xe-o1", "down"]).expect("down");
     wait_for(
         &net,
@@ -405,26 +373,9 @@ fn deleting_the_live_hop_of_a_half_dead_route_leaves_it_dead() {
         "xe-o1 down",
         forwards_via("xe-o0"),
     );
-    net.ip(&[
-        "-6",
-        "route",
-        "del",
-        "2001:db8:99::/64",
-        "via",
-        "2001:db8:0::2",
-        "dev",
-        "xe-o0",
-    ])
-    .expect("del the live hop");
-    let o = Command::new("ip")
-        .args(["-n", net.name(), "-6", "route", "show", "2001:db8:99::/64"])
-        .output()
-        .expect("ip route show");
-    assert!(
-        text(&o).contains("dead"),
-        "the kernel keeps it, dead: {}",
-        text(&o)
-    );
+    v6_del_hop(&net, 0, "del the live hop");
+    let shown = v6_shown(&net);
+    assert!(shown.contains("dead"), "the kernel keeps it, dead: {shown}");
     // Anti-entropy (every 0.5 s) compares meanwhile: it must find nothing.
     std::thread::sleep(Duration::from_millis(1200));
     wait_for(
@@ -449,23 +400,7 @@ fn hops_revived_by_the_link_watcher_are_seen() {
     }
     let net = fabric("revive", 2);
     with_ipv6(&net, 2);
-    net.ip(&[
-        "-6",
-        "route",
-        "add",
-        "2001:db8:99::/64",
-        "nexthop",
-        "via",
-        "2001:db8:0::2",
-        "dev",
-        "xe-o0",
-        "nexthop",
-        "via",
-        "2001:db8:1::2",
-        "dev",
-        "xe-o1",
-    ])
-    .expect("route");
+    v6_pair_route(&net, "1024");
     // IPv6 addresses stay on a port that goes down, as on a router.
     let st = Command::new("ip")
         .args(["netns", "exec", net.name(), "sysctl", "-qw"])
@@ -707,16 +642,6 @@ fn kernel_from(net: &TestNet, dst: &str, src: &str) -> String {
         .output()
         .expect("ip route get");
     text(&o).trim().to_string()
-}
-
-/// `ethtool -K PORT gro on|off` in the namespace.
-fn gro(net: &TestNet, port: &str, on: bool) {
-    let st = Command::new("ip")
-        .args(["netns", "exec", net.name(), "ethtool", "-K", port, "gro"])
-        .arg(if on { "on" } else { "off" })
-        .status()
-        .expect("ethtool");
-    assert!(st.success(), "ethtool -K {port} gro");
 }
 
 /// A port that cannot transmit a redirected frame drops it: a veth whose

@@ -232,6 +232,24 @@ fn attach_pin_reuse_replace_detach() {
     println!("attach: native and generic attach, link pin, map reuse, link update and detach all checked");
 }
 
+/// `ethtool -K PORT gro STATE` in the namespace.
+fn gro(net: &TestNet, port: &str, state: &str) {
+    let st = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            net.name(),
+            "ethtool",
+            "-K",
+            port,
+            "gro",
+            state,
+        ])
+        .status()
+        .expect("ethtool (scripts/setup.sh installs it)");
+    assert!(st.success(), "ethtool -K {port} gro {state}");
+}
+
 #[test]
 fn live_frame_is_redirected_out_the_egress_port() {
     if !require_root("live_frame_is_redirected_out_the_egress_port") {
@@ -240,19 +258,7 @@ fn live_frame_is_redirected_out_the_egress_port() {
     let net = TestNet::new("live", &[("xe-p0", "xe-r0"), ("xe-p1", "xe-r1")]).expect("namespace");
     net.enter().expect("enter");
     // A veth peer without XDP accepts redirected frames only with GRO on.
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            net.name(),
-            "ethtool",
-            "-K",
-            "xe-r1",
-            "gro",
-            "on",
-        ])
-        .status()
-        .expect("ethtool (scripts/setup.sh installs it)");
+    gro(&net, "xe-r1", "on");
     let (p0, p1, r0, r1) = (
         ifindex_of("xe-p0").expect("if"),
         ifindex_of("xe-p1").expect("if"),
@@ -337,19 +343,7 @@ fn live_frame_is_redirected_out_the_egress_port() {
     // The peer loses GRO behind the maps' back (no control plane here):
     // xe-p1 no longer transmits redirected frames, and the kernel refuses
     // them. They are counted as failures, not as forwarded.
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            net.name(),
-            "ethtool",
-            "-K",
-            "xe-r1",
-            "gro",
-            "off",
-        ])
-        .status()
-        .expect("ethtool");
+    gro(&net, "xe-r1", "off");
     const REFUSED: usize = 7;
     for _ in 0..REFUSED {
         send_frame(&tx, &pkt).expect("send");

@@ -161,21 +161,20 @@ pub fn fabric(tag: &str, egress: usize) -> TestNet {
         net.ip(&["addr", "add", &format!("10.0.{i}.1/24"), "dev", &dev])
             .expect("addr");
         set_neighbour(&net, i, 0);
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                net.name(),
-                "ethtool",
-                "-K",
-                &format!("xe-p{i}"),
-                "gro",
-                "on",
-            ])
-            .status()
-            .expect("ethtool (scripts/setup.sh installs it)");
+        // A veth transmits redirected frames when its peer has GRO (or XDP).
+        gro(&net, &format!("xe-p{i}"), true);
     }
     net
+}
+
+/// `ethtool -K PORT gro on|off` in the namespace.
+pub fn gro(net: &TestNet, port: &str, on: bool) {
+    let st = Command::new("ip")
+        .args(["netns", "exec", net.name(), "ethtool", "-K", port, "gro"])
+        .arg(if on { "on" } else { "off" })
+        .status()
+        .expect("ethtool (scripts/setup.sh installs it)");
+    assert!(st.success(), "ethtool -K {port} gro");
 }
 
 /// Adds another ingress port `port` (MAC `mac`) whose peer `host` sends.
