@@ -507,7 +507,7 @@ pub fn run(
     t
 }
 
-/// The oracle in CI: XE_ORACLE_EVENTS events (default 2,000) from
+/// The oracle in CI: XE_ORACLE_EVENTS events (default 5,000) from
 /// XE_ORACLE_SEED (default: from the clock, printed), 200 frames after each.
 #[test]
 fn forwards_only_what_the_kernel_would() {
@@ -515,7 +515,7 @@ fn forwards_only_what_the_kernel_would() {
         return;
     }
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    let events = env("XE_ORACLE_EVENTS").unwrap_or(2000);
+    let events = env("XE_ORACLE_EVENTS").unwrap_or(5000);
     let frames = env("XE_ORACLE_FRAMES").unwrap_or(200) as u32;
     let seed = env("XE_ORACLE_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
