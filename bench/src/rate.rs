@@ -39,6 +39,8 @@ pub struct RateOptions {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Forwarder {
     Ecmp,
+    /// As the daemon runs it: with the redirect-failure tracepoints attached.
+    EcmpCounted,
     Linux,
     Fib,
     Bare,
@@ -47,8 +49,9 @@ enum Forwarder {
 }
 
 impl Forwarder {
-    const ALL: [Forwarder; 5] = [
+    const ALL: [Forwarder; 6] = [
         Forwarder::Ecmp,
+        Forwarder::EcmpCounted,
         Forwarder::Linux,
         Forwarder::Fib,
         Forwarder::Bare,
@@ -57,6 +60,9 @@ impl Forwarder {
     fn name(self) -> &'static str {
         match self {
             Forwarder::Ecmp => "xdp-ecmp (resilient, 128 buckets)",
+            Forwarder::EcmpCounted => {
+                "the same, redirect failures counted (two XDP tracepoints, as the daemon runs it)"
+            }
             Forwarder::Linux => "Linux forwarding (fib_multipath_hash_policy 1)",
             Forwarder::Fib => "bpf_fib_lookup forwarder",
             Forwarder::Bare => "bare rewrite+redirect",
@@ -394,6 +400,10 @@ pub(crate) fn generate(t: &traffic::TrafficSkel<'_>, frame: &[u8], frames: u32) 
 enum Attached {
     None,
     Ecmp(#[allow(dead_code)] XdpLink),
+    EcmpCounted(
+        #[allow(dead_code)] XdpLink,
+        #[allow(dead_code)] Vec<libbpf_rs::Link>,
+    ),
     Peer(#[allow(dead_code)] libbpf_rs::Link),
 }
 
@@ -492,6 +502,10 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
                 let _attached = match f {
                     Forwarder::Linux => Attached::None,
                     Forwarder::Ecmp => Attached::Ecmp(ecmp.attach(in_if, AttachMode::Native)?),
+                    Forwarder::EcmpCounted => Attached::EcmpCounted(
+                        ecmp.attach(in_if, AttachMode::Native)?,
+                        ecmp.attach_tx_failure_counters()?,
+                    ),
                     Forwarder::Fib => Attached::Peer(p.progs.xdp_fib.attach_xdp(in_if as i32)?),
                     Forwarder::Bare => Attached::Peer(p.progs.xdp_bare.attach_xdp(in_if as i32)?),
                     Forwarder::Drop => Attached::Peer(t.progs.xdp_sink.attach_xdp(in_if as i32)?),
