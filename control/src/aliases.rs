@@ -32,6 +32,10 @@ pub struct Alias {
     /// against it, the program only against the port's, so it forwards
     /// nothing by this route.
     pub own_mtu: bool,
+    /// IPv6 hops with an MTU of their own, sorted: each hop of an IPv6
+    /// route keeps the metrics it was added with, and the kernel lists only
+    /// the first's, so `own_mtu` holds while any of these is in the route.
+    pub mtu_hops: Vec<PathKey>,
     /// Hops the kernel marked dead, sorted (not in `target`): they forward
     /// nothing, but the route stays while it has any, live or dead.
     pub dead: Vec<PathKey>,
@@ -103,10 +107,16 @@ pub fn add(list: &mut Vec<Alias>, new: Alias, op: Op, v6: bool) -> bool {
         let at = list[first..end].iter().position(ecmp).map(|i| first + i);
         let mut new = new;
         if let Some(i) = at {
-            // Each IPv6 hop keeps the metrics it was added with, and the
-            // kernel lists only the first's: once a hop had an MTU of its
-            // own, the grown route keeps it.
-            new.own_mtu |= list[i].own_mtu;
+            // The message shows the MTU of its first hop, the one it adds
+            // (an append) or of all it adds (an add): hops the route had
+            // keep what they had.
+            let (had, now) = (hops(&list[i]), hops(&new));
+            new.mtu_hops.retain(|h| !had.contains(h));
+            new.mtu_hops
+                .extend(list[i].mtu_hops.iter().filter(|h| now.contains(h)));
+            new.mtu_hops.sort();
+            new.mtu_hops.dedup();
+            new.own_mtu = !new.mtu_hops.is_empty();
         }
         return put(list, at, end, new);
     }
@@ -156,6 +166,9 @@ pub fn delete(list: &mut Vec<Alias>, gone: &Alias, v6: bool) -> bool {
         let a = &mut list[i];
         let before = (a.dead.len(), paths_len(&a.target));
         a.dead.retain(|h| !named.contains(h));
+        // Its MTU goes with the hop that had it.
+        a.mtu_hops.retain(|h| !named.contains(h));
+        a.own_mtu = !a.mtu_hops.is_empty();
         if let RouteTarget::Paths(have) = &mut a.target {
             have.retain(|h| !named.contains(&h.path));
             // Down to one hop, the kernel lists a single-path route (weight 1).
@@ -258,6 +271,7 @@ mod tests {
             oif: 0,
             own_mtu: false,
             target: RouteTarget::Paths(gws.iter().map(|g| via(*g)).collect()),
+            mtu_hops: Vec::new(),
             dead: Vec::new(),
         }
     }
@@ -418,6 +432,7 @@ mod tests {
         let mut l = Vec::new();
         let mut mtu = route(1024, &[2]);
         mtu.own_mtu = true;
+        mtu.mtu_hops = vec![via(2).path];
         add(&mut l, mtu, Op::Prepend, true);
         assert_eq!(winner6(&l), RouteTarget::KernelOnly);
         add(&mut l, route(1024, &[3, 4]), Op::Replace, true);
@@ -434,9 +449,25 @@ mod tests {
         let mut l = Vec::new();
         let mut mtu = route(1024, &[2]);
         mtu.own_mtu = true;
+        mtu.mtu_hops = vec![via(2).path];
         add(&mut l, mtu, Op::Prepend, true);
         add(&mut l, route(1024, &[2, 3]), Op::Append, true);
         assert_eq!(winner6(&l), RouteTarget::KernelOnly);
+    }
+
+    /// Found by the oracle: the hop with an MTU of its own deleted, the
+    /// route's other hop forwards (the kernel lists it without an MTU).
+    #[test]
+    fn an_ipv6_route_loses_its_mtu_with_the_hop_that_had_it() {
+        let mut l = Vec::new();
+        let mut mtu = route(1024, &[2]);
+        mtu.own_mtu = true;
+        mtu.mtu_hops = vec![via(2).path];
+        add(&mut l, mtu, Op::Prepend, true);
+        add(&mut l, route(1024, &[2, 3]), Op::Append, true);
+        assert_eq!(winner6(&l), RouteTarget::KernelOnly);
+        assert!(del(&mut l, &route(1024, &[2]), true));
+        assert_eq!(winner6(&l), route(1024, &[3]).target);
     }
 
     #[test]
@@ -448,6 +479,7 @@ mod tests {
             tos: 0,
             oif: 3,
             own_mtu: false,
+            mtu_hops: Vec::new(),
             dead: Vec::new(),
             target: RouteTarget::Paths(vec![WeightedPath {
                 path: PathKey {

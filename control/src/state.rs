@@ -557,12 +557,26 @@ impl KernelState {
         } else {
             oif
         };
+        let target_hops = target.clone();
         let alias = Alias {
             metric,
             tos: m.header.tos,
             oif,
             target,
             own_mtu: own_mtu(m),
+            // The message shows the MTU of its first hop; on an add it is
+            // every hop's (see aliases::add).
+            mtu_hops: if v6 && own_mtu(m) {
+                let mut h: Vec<PathKey> = match &target_hops {
+                    RouteTarget::Paths(p) => p.iter().map(|w| w.path).collect(),
+                    _ => Vec::new(),
+                };
+                h.extend(dead.iter().copied());
+                h.sort();
+                h
+            } else {
+                Vec::new()
+            },
             dead,
         };
         let (all, derived) = if local {
