@@ -61,7 +61,7 @@ impl Forwarder {
         match self {
             Forwarder::Ecmp => "xdp-ecmp (resilient, 128 buckets)",
             Forwarder::EcmpCounted => {
-                "the same, redirect failures counted (two XDP tracepoints, as the daemon runs it)"
+                "the same, redirect failures counted (xdp_redirect_err tracepoint, as the daemon runs it)"
             }
             Forwarder::Linux => "Linux forwarding (fib_multipath_hash_policy 1)",
             Forwarder::Fib => "bpf_fib_lookup forwarder",
@@ -402,7 +402,7 @@ enum Attached {
     Ecmp(#[allow(dead_code)] XdpLink),
     EcmpCounted(
         #[allow(dead_code)] XdpLink,
-        #[allow(dead_code)] Vec<libbpf_rs::Link>,
+        #[allow(dead_code)] libbpf_rs::Link,
     ),
     Peer(#[allow(dead_code)] libbpf_rs::Link),
 }
@@ -504,7 +504,7 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
                     Forwarder::Ecmp => Attached::Ecmp(ecmp.attach(in_if, AttachMode::Native)?),
                     Forwarder::EcmpCounted => Attached::EcmpCounted(
                         ecmp.attach(in_if, AttachMode::Native)?,
-                        ecmp.attach_tx_failure_counters()?,
+                        ecmp.attach_tx_failure_counter()?,
                     ),
                     Forwarder::Fib => Attached::Peer(p.progs.xdp_fib.attach_xdp(in_if as i32)?),
                     Forwarder::Bare => Attached::Peer(p.progs.xdp_bare.attach_xdp(in_if as i32)?),

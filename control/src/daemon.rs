@@ -133,7 +133,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     })?;
     // Redirected frames the kernel cannot send are counted, never as forwarded.
     if let Err(e) = dp.count_tx_failures(&cfg.pin_dir) {
-        tracing::warn!("redirect failures will not be counted (the XDP tracepoints could not be attached: {e}); `forward` then includes frames the kernel dropped after the redirect");
+        tracing::warn!("redirect failures will not be counted (the xdp_redirect_err tracepoint could not be attached: {e}); `forward` then includes frames the kernel refused after the redirect");
     }
     let pinned = had_pins.then(|| dp.config()).transpose()?;
     let seed = crate::seed::settle(

@@ -238,7 +238,7 @@ fn attach(
     dp.adopt_lookup_tables()?;
     // Redirected frames the kernel cannot send are counted, never as forwarded.
     if let Err(e) = dp.count_tx_failures(&cli.pin_dir) {
-        tracing::warn!("redirect failures will not be counted (the XDP tracepoints could not be attached: {e}); `forward` then includes frames the kernel dropped after the redirect");
+        tracing::warn!("redirect failures will not be counted (the xdp_redirect_err tracepoint could not be attached: {e}); `forward` then includes frames the kernel refused after the redirect");
     }
     let pinned = had_pins.then(|| dp.config()).transpose()?;
     let seed = seed::settle(
@@ -308,18 +308,16 @@ fn stats(cli: &Cli, json: bool) -> Result<()> {
             .iter()
             .map(|(v, c)| serde_json::json!({"verdict": v.name(), "packets": c.packets, "bytes": c.bytes}))
             .collect();
-        // Redirected, then not sent by the kernel: not in `forward`.
-        v.push(serde_json::json!({"tx_failed": "refused", "packets": failed.refused}));
-        v.push(serde_json::json!({"tx_failed": "dropped", "packets": failed.dropped}));
+        // Redirected, then refused by the kernel: not in `forward`.
+        v.push(serde_json::json!({"tx_refused": true, "packets": failed}));
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{:<20} {:>14} {:>16}", "verdict", "packets", "bytes");
         for (v, c) in counters {
             println!("{:<20} {:>14} {:>16}", v.name(), c.packets, c.bytes);
         }
-        // Redirected, then not sent by the kernel: not in `forward`.
-        println!("{:<20} {:>14} {:>16}", "tx-refused", failed.refused, "-");
-        println!("{:<20} {:>14} {:>16}", "tx-dropped", failed.dropped, "-");
+        // Redirected, then refused by the kernel: not in `forward`.
+        println!("{:<20} {:>14} {:>16}", "tx-refused", failed, "-");
     }
     Ok(())
 }

@@ -91,8 +91,8 @@ pub fn render(pin_dir: &Path, snap: &Snapshot) -> String {
 struct Page {
     snap: Snapshot,
     verdicts: Vec<(Verdict, xe_counter)>,
-    /// Redirected frames the kernel did not send (not in `forward`).
-    tx_failed: dataplane::txfail::TxFailures,
+    /// Redirected frames the kernel refused (not in `forward`).
+    tx_failed: u64,
     /// (next-hop id, egress device, counters).
     nexthops: Vec<(u32, String, xe_counter)>,
 }
@@ -164,13 +164,10 @@ impl Collector for Page {
         )?;
         family(
             &mut enc,
-            "tx_failed_packets",
-            "Redirected frames the kernel did not send (not counted as forward): refused when queued, dropped when sent.",
+            "tx_refused_packets",
+            "Redirected frames the kernel refused (the port stopped transmitting redirected frames); not counted as forward.",
             Counter,
-            [
-                ([("stage", "refused")], ConstCounter::new(tx_failed.refused)),
-                ([("stage", "dropped")], ConstCounter::new(tx_failed.dropped)),
-            ],
+            [(Vec::<(String, String)>::new(), ConstCounter::new(*tx_failed))],
         )?;
         family(
             &mut enc,
@@ -379,10 +376,7 @@ mod tests {
                 (Verdict::PassNoRoute, counter(1, 60)),
             ],
             nexthops: vec![(7, dev.to_string(), counter(10, 1000))],
-            tx_failed: dataplane::txfail::TxFailures {
-                refused: 1,
-                dropped: 2,
-            },
+            tx_failed: 2,
         })
     }
 
@@ -484,7 +478,7 @@ mod tests {
         let families = [
             ("xdp_ecmp_verdict_packets_total", "counter"),
             ("xdp_ecmp_verdict_bytes_total", "counter"),
-            ("xdp_ecmp_tx_failed_packets_total", "counter"),
+            ("xdp_ecmp_tx_refused_packets_total", "counter"),
             ("xdp_ecmp_nexthop_packets_total", "counter"),
             ("xdp_ecmp_nexthop_bytes_total", "counter"),
             ("xdp_ecmp_group_imbalance", "gauge"),
@@ -535,10 +529,7 @@ mod tests {
         assert_eq!(value("xdp_ecmp_nexthop_bytes_total", &eth0), 1000.0);
         assert_eq!(value("xdp_ecmp_group_imbalance", &[("group", "100")]), 0.25);
         assert_eq!(value("xdp_ecmp_syncs_total", &[]), 3.0);
-        assert_eq!(
-            value("xdp_ecmp_tx_failed_packets_total", &[("stage", "dropped")]),
-            2.0
-        );
+        assert_eq!(value("xdp_ecmp_tx_refused_packets_total", &[]), 2.0);
         assert_eq!(value("xdp_ecmp_resyncs_total", &[]), 1.0);
         assert_eq!(value("xdp_ecmp_anti_entropy_repairs_total", &[]), 8.0);
         assert_eq!(value("xdp_ecmp_netlink_undecodable_total", &[]), 5.0);

@@ -829,10 +829,10 @@ impl Dataplane {
     }
 
     /// Packets and bytes per verdict, summed over CPUs; `forward` leaves
-    /// out the redirected frames the kernel could not send (as
+    /// out the redirected frames the kernel refused (as
     /// `pinned_verdict_counters`).
     pub fn verdict_counters(&self) -> Result<Vec<(Verdict, xe_counter)>> {
-        let failed = self.tx_failures()?.total();
+        let failed = self.tx_failures()?;
         Verdict::ALL
             .iter()
             .map(|v| {
@@ -1022,8 +1022,8 @@ fn lpm_v6(addr: Ipv6Addr, prefix_len: u8) -> xe_lpm_v6 {
 
 /// Packets and bytes per verdict from the counter map pinned in `pin_dir`,
 /// summed over CPUs (no program load needed). `forward` leaves out the
-/// redirected frames the kernel could not send (their packets; their bytes,
-/// which the kernel does not report, stay in).
+/// redirected frames the kernel refused (their packets; their bytes, which
+/// the kernel does not report, stay in).
 pub fn pinned_verdict_counters(pin_dir: &Path) -> Result<Vec<(Verdict, xe_counter)>> {
     let path = pin_dir.join("xe_verdicts");
     let map = libbpf_rs::MapHandle::from_pinned_path(&path).map_err(|e| Error::Pin {
@@ -1031,7 +1031,7 @@ pub fn pinned_verdict_counters(pin_dir: &Path) -> Result<Vec<(Verdict, xe_counte
         path: path.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let failed = crate::txfail::pinned_tx_failures(pin_dir)?.total();
+    let failed = crate::txfail::pinned_tx_failures(pin_dir)?;
     Verdict::ALL
         .iter()
         .map(|v| {
