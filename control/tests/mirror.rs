@@ -1,5 +1,7 @@
 //! The mirror end to end in a namespace: routes written with `ip` reach the maps (every form), link-down moves only its buckets, unresolved neighbours go live, and the checker agrees.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -53,6 +55,9 @@ impl Env {
                 "nodad",
             ])
             .expect("addr6");
+            // A veth transmits redirected frames when its peer has GRO (or
+            // XDP): without, the daemon leaves its next hops to the kernel.
+            support::gro(&net, &format!("xe-b{i}"), true);
         }
         // Test runs over the mirrored tables, no port attached: every frame
         // is admitted.
