@@ -82,7 +82,7 @@ pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<V
             let hop = (nh.ifindex, nh.dmac);
             // A next hop the program redirects must leave by a port that
             // transmits redirected frames, as the kernel says now.
-            let tx = ks.links.get(&nh.ifindex).is_some_and(|l| l.xdp_tx);
+            let tx = ks.transmits(nh.ifindex);
             if nh.state & NH_TXPORT != 0 && !tx {
                 diffs.push(format!(
                     "{prefix}: next hop {id} is redirected to port {}, which does not transmit redirected frames",

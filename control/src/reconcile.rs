@@ -607,7 +607,7 @@ impl Reconciler {
     /// finds no room stays out and its next hops go without NH_TXPORT.
     fn sync_txports(&mut self, ks: &KernelState, d: &Desired, dp: &mut dyn TableWriter) {
         for p in d.paths.keys() {
-            if !can_transmit(ks, p.ifindex) {
+            if !ks.transmits(p.ifindex) {
                 if self.no_xdp_tx.insert(p.ifindex) {
                     tracing::warn!(
                         port = port_name(ks, p.ifindex),
@@ -661,7 +661,7 @@ impl Reconciler {
             // sync_txports ran first: the port is in the redirect map, and
             // the next hop says so (the program does not look it up).
             let mut want = *want;
-            if self.txports.contains(&path.ifindex) && can_transmit(ks, path.ifindex) {
+            if self.txports.contains(&path.ifindex) && ks.transmits(path.ifindex) {
                 want.state |= NH_TXPORT;
             }
             let want = &want;
@@ -1024,7 +1024,7 @@ impl Reconciler {
         let dead: Vec<u32> = self
             .txports
             .iter()
-            .filter(|i| !used.contains(*i) || !can_transmit(ks, **i))
+            .filter(|i| !used.contains(*i) || !ks.transmits(**i))
             .copied()
             .collect();
         self.no_xdp_tx.retain(|i| used.contains(i));
@@ -1034,10 +1034,4 @@ impl Reconciler {
             self.txports.remove(&i);
         }
     }
-}
-
-/// The port transmits frames redirected to it (by its XDP features); a
-/// port the mirror does not know is left to the kernel.
-fn can_transmit(ks: &KernelState, ifindex: u32) -> bool {
-    ks.links.get(&ifindex).is_some_and(|l| l.xdp_tx)
 }

@@ -397,6 +397,12 @@ impl KernelState {
         self.links.insert(link.ifindex, link.clone()) != Some(link)
     }
 
+    /// The port transmits frames redirected to it; a port the mirror does
+    /// not know is left to the kernel.
+    pub fn transmits(&self, ifindex: u32) -> bool {
+        self.links.get(&ifindex).is_some_and(|l| l.xdp_tx)
+    }
+
     /// Whether the device transmits redirected frames, by its XDP features.
     fn xdp_tx(&self, ifindex: u32) -> bool {
         match &self.xdp_features {
@@ -557,28 +563,21 @@ impl KernelState {
         } else {
             oif
         };
-        let target_hops = target.clone();
-        let alias = Alias {
+        let mut alias = Alias {
             metric,
             tos: m.header.tos,
             oif,
             target,
             own_mtu: own_mtu(m),
-            // The message shows the MTU of its first hop; on an add it is
-            // every hop's (see aliases::add).
-            mtu_hops: if v6 && own_mtu(m) {
-                let mut h: Vec<PathKey> = match &target_hops {
-                    RouteTarget::Paths(p) => p.iter().map(|w| w.path).collect(),
-                    _ => Vec::new(),
-                };
-                h.extend(dead.iter().copied());
-                h.sort();
-                h
-            } else {
-                Vec::new()
-            },
+            mtu_hops: Vec::new(),
             dead,
         };
+        if v6 && alias.own_mtu {
+            // The message shows the MTU of its first hop; on an add it is
+            // every hop's (see aliases::add).
+            alias.mtu_hops = aliases::hops(&alias);
+            alias.mtu_hops.sort();
+        }
         let (all, derived) = if local {
             (&mut self.local_aliases, None)
         } else {

@@ -450,32 +450,13 @@ fn kernel_answers_nhid_groups() {
     let net = oracle_net("oracle-nhid", 3);
     for i in 0..3 {
         let dev = format!("xe-o{i}");
-        ip(
-            &net,
-            &[
-                "nexthop",
-                "add",
-                "id",
-                &(i + 1).to_string(),
-                "via",
-                &gw4(i).to_string(),
-                "dev",
-                &dev,
-            ],
-        );
-        ip(
-            &net,
-            &[
-                "nexthop",
-                "add",
-                "id",
-                &(i + 21).to_string(),
-                "via",
-                &gw6(i).to_string(),
-                "dev",
-                &dev,
-            ],
-        );
+        for (id, gw) in [(i + 1, gw4(i)), (i + 21, gw6(i))] {
+            let (id, gw) = (id.to_string(), gw.to_string());
+            ip(
+                &net,
+                &["nexthop", "add", "id", &id, "via", &gw, "dev", &dev],
+            );
+        }
     }
     ip(
         &net,
