@@ -66,6 +66,22 @@
 //! holds. The kernel deletes a nexthop object whose device loses its carrier
 //! or goes down (and drops it from its groups), so a member is rarely seen
 //! with `linkdown` or `dead`: it is gone instead.
+//!
+//! # IPv6 and the per-CPU route cache of a shared nexthop
+//!
+//! An IPv6 lookup ends in a per-CPU copy of the chosen hop's route, cached in
+//! that hop (`fib6_nh`), and the fibmatch answer names the route that copy was
+//! made from. A nexthop object's hop is shared by every route that uses it, so
+//! once `::/0 nhid 22` (group [5]) has been looked up on a CPU, a flow into
+//! `2001:db8:98::/64 nhid 21` (group [4, 5]) that the hash sends over
+//! nexthop 5 is answered with `default nhid 22` on that CPU, until the IPv6
+//! route generation changes (any route added or deleted). The copy also
+//! carries that route's metrics: the plain answer, and the kernel's own
+//! forwarding, use the MTU of whichever route filled the cache. The route the
+//! FIB matched is asked for fresh: before each IPv6 fibmatch request,
+//! [`Kernel::route`] bumps the generation with an `XFRM_MSG_SETDEFAULT` that
+//! sets nothing (`ip xfrm policy setdefault` with no change), which drops the
+//! cached copies and changes no route, rule or policy.
 
 use std::net::IpAddr;
 
@@ -75,7 +91,8 @@ use control::nexthop_msg::{
     NexthopMessage, RtMessage, RTNH_F_DEAD, RTNH_F_LINKDOWN, RTNH_F_ONLINK,
 };
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_ERROR, NLM_F_ACK,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -287,15 +304,69 @@ enum Reply {
 /// [`Kernel::open`] ran (a later `setns` does not move it).
 pub struct Kernel {
     socket: Socket,
+    /// NETLINK_XFRM, for [`Kernel::drop_cached_routes`].
+    xfrm: Socket,
     sequence: u32,
 }
 
+/// `XFRM_MSG_SETDEFAULT` (`linux/xfrm.h`).
+const XFRM_MSG_SETDEFAULT: u16 = 0x27;
+
 impl Kernel {
     pub fn open() -> Result<Kernel> {
+        let mut xfrm = Socket::new(netlink_sys::protocols::NETLINK_XFRM)
+            .context("opening a NETLINK_XFRM socket")?;
+        xfrm.bind_auto()
+            .context("binding the NETLINK_XFRM socket")?;
         Ok(Kernel {
             socket: route_socket().context("opening a NETLINK_ROUTE socket")?,
+            xfrm,
             sequence: 0,
         })
+    }
+
+    /// Drops the kernel's cached routes (both families) by bumping the route
+    /// generation: an `XFRM_MSG_SETDEFAULT` whose three directions are
+    /// `XFRM_USERPOLICY_UNSPEC` leaves every default policy as it is and
+    /// still bumps the generation. See the module's note on IPv6.
+    fn drop_cached_routes(&mut self) -> Result<()> {
+        self.sequence = self.sequence.wrapping_add(1);
+        // nlmsghdr, then struct xfrm_userpolicy_default { in, fwd, out } = 0,
+        // padded to 4 bytes.
+        let mut m = Vec::with_capacity(20);
+        m.extend_from_slice(&20u32.to_ne_bytes());
+        m.extend_from_slice(&XFRM_MSG_SETDEFAULT.to_ne_bytes());
+        m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        m.extend_from_slice(&self.sequence.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(&[0; 4]);
+        self.xfrm
+            .send(&m, 0)
+            .context("sending XFRM_MSG_SETDEFAULT")?;
+        loop {
+            let (datagram, _) = self
+                .xfrm
+                .recv_from_full()
+                .context("reading the XFRM_MSG_SETDEFAULT acknowledgement")?;
+            for frame in split_datagram(&datagram) {
+                let buf = NetlinkBuffer::new_checked(frame.context("framing an xfrm reply")?)?;
+                if buf.sequence_number() != self.sequence || buf.message_type() != NLMSG_ERROR {
+                    continue;
+                }
+                let code = buf
+                    .payload()
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
+                    .ok_or_else(|| anyhow!("a short xfrm acknowledgement"))?;
+                if code != 0 {
+                    bail!(
+                        "XFRM_MSG_SETDEFAULT: {}",
+                        std::io::Error::from_raw_os_error(-code)
+                    );
+                }
+                return Ok(());
+            }
+        }
     }
 
     /// Sends one request (no ACK asked) and returns the kernel's one reply:
@@ -369,6 +440,9 @@ impl Kernel {
             chosen: None,
             exact_flow: q.kernel_takes_proto(),
         };
+        if q.dst.is_ipv6() {
+            self.drop_cached_routes()?;
+        }
         match self.get_route(q, true)? {
             Err(errno) => answer.kind = Kind::Error(errno),
             Ok(m) => {

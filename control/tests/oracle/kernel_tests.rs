@@ -592,6 +592,52 @@ fn kernel_answers_nhid_groups() {
     );
 }
 
+/// A nexthop's per-CPU cached route is shared by every IPv6 route through
+/// it: after `::/0` (group [5]) is looked up, a flow into the /64 (group
+/// [4, 5]) that the hash sends over nexthop 5 must still be answered with the
+/// /64, the route the FIB matched (see the kernel module's note).
+#[test]
+fn kernel_answers_the_matched_ipv6_route_not_the_cached_one() {
+    if !require_root("kernel_answers_the_matched_ipv6_route_not_the_cached_one") {
+        return;
+    }
+    let net = oracle_net("oracle-pcpu", 2);
+    for (id, i) in [("4", 0), ("5", 1)] {
+        let (gw, dev) = (gw6(i).to_string(), format!("xe-o{i}"));
+        ip(&net, &["nexthop", "add", "id", id, "via", &gw, "dev", &dev]);
+    }
+    ip(&net, &["nexthop", "add", "id", "21", "group", "4/5"]);
+    ip(&net, &["nexthop", "add", "id", "22", "group", "5"]);
+    ip(&net, &["-6", "route", "add", "::/0", "nhid", "22"]);
+    ip(
+        &net,
+        &["-6", "route", "add", "2001:db8:98::/64", "nhid", "21"],
+    );
+    let mut kernel = Kernel::open().expect("netlink");
+    let p64 = Some(("2001:db8:98::".parse().unwrap(), 64));
+    let mut over_shared = 0;
+    for sport in 0..40 {
+        let d = kernel
+            .route(&udp("2001:db8:2::100", "2001:db8:77::1", 4000 + sport))
+            .unwrap();
+        assert_eq!(
+            (d.prefix, d.nhid),
+            (Some(("::".parse().unwrap(), 0)), Some(22))
+        );
+        let q = udp("2001:db8:2::100", "2001:db8:98::1", 4000 + sport);
+        let a = kernel.route(&q).unwrap();
+        assert_eq!((a.prefix, a.nhid), (p64, Some(21)), "{q:?}");
+        if a.chosen.map(|c| c.gateway) == Some(Some(gw6(1))) {
+            over_shared += 1;
+        }
+    }
+    println!("40 flows into the /64 after one into ::/0 each: {over_shared} over the shared nexthop 5, all answered with the /64");
+    assert!(
+        over_shared > 0,
+        "no flow took the shared hop: the test shows nothing"
+    );
+}
+
 #[test]
 fn kernel_answers_refusals_as_errno() {
     if !require_root("kernel_answers_refusals_as_errno") {
