@@ -11,10 +11,10 @@ use dataplane::abi::{
 };
 use dataplane::loader::{ifindex_of, pin_thread_to_cpu, test_run_prog};
 use dataplane::tables::single_path;
-use dataplane::testnet::TestNet;
 use dataplane::{Dataplane, LoadOptions, TableWriter};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject};
+use testnet::TestNet;
 
 use crate::report::{num, Table};
 

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use dataplane::abi::GROUP_RESILIENT;
 use dataplane::loader::{ifindex_of, pin_thread_to_cpu, AttachMode, XdpLink};
-use dataplane::testnet::TestNet;
 use dataplane::{Dataplane, LoadOptions};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput, TcHookBuilder, TC_EGRESS};
 use std::os::fd::AsFd;
+use testnet::TestNet;
 
 use crate::report::{num, pct, text, Table};
 

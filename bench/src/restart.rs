@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use dataplane::loader::{ifindex_of, pin_thread_to_cpu};
-use dataplane::testnet::TestNet;
+use testnet::TestNet;
 
 use crate::rate::{
     generate, generated, kernel_routes, load_traffic, percpu_sum, set_gen, traffic, veth_chain,
@@ -376,9 +376,8 @@ mod tests {
 
     #[test]
     fn kill_and_restart_under_a_million_frames_a_second_moves_no_flow() {
-        if !dataplane::testnet::require_root(
-            "kill_and_restart_under_a_million_frames_a_second_moves_no_flow",
-        ) {
+        if !testnet::require_root("kill_and_restart_under_a_million_frames_a_second_moves_no_flow")
+        {
             return;
         }
         let _turn = crate::LIVE_TRAFFIC

@@ -433,11 +433,10 @@ mod tests {
 
     #[test]
     fn a_dump_goes_on_past_a_message_it_cannot_decode() {
-        if !dataplane::testnet::require_root("a_dump_goes_on_past_a_message_it_cannot_decode") {
+        if !testnet::require_root("a_dump_goes_on_past_a_message_it_cannot_decode") {
             return;
         }
-        let net = dataplane::testnet::TestNet::new("undecodable", &[("xe-u0", "xe-u1")])
-            .expect("namespace");
+        let net = testnet::TestNet::new("undecodable", &[("xe-u0", "xe-u1")]).expect("namespace");
         net.enter().expect("enter");
         let mut mirror = Mirror::open(1 << 20).expect("mirror");
         // The message reaches the dump socket first, as if in the dump.

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use control::inspect::{build_frame, Flow};
 use dataplane::loader::{ifindex_of, pinned_verdict_counters};
-use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
 use support::{anycast_route, fabric, wait_for_verdict, Daemon, PinDir, IN_MAC};
+use testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
 
 mod support;
 

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use control::inspect::{build_frame, Flow};
 use dataplane::loader::ifindex_of;
-use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame};
 use support::{anycast_route, fabric, xdp_ecmp, Daemon, PinDir, IN_MAC};
+use testnet::{packet_socket, recv_frame, require_root, send_frame};
 
 mod support;
 

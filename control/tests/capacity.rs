@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use dataplane::testnet::require_root;
 use support::{anycast_route, fabric, xdp_ecmp, Daemon, PinDir};
+use testnet::require_root;
 
 mod support;
 

@@ -7,8 +7,8 @@ use control::check::check;
 use control::mirror::Mirror;
 use control::state::KernelState;
 use control::translate::PlainGroupMode;
-use dataplane::testnet::require_root;
 use support::{fabric, Daemon, PinDir};
+use testnet::require_root;
 
 mod support;
 

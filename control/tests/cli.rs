@@ -3,8 +3,8 @@
 use std::process::Command;
 
 use dataplane::abi::Verdict;
-use dataplane::testnet::{require_root, TestNet};
 use support::{text, xdp_ecmp, PinDir};
+use testnet::{require_root, TestNet};
 
 mod support;
 

@@ -3,8 +3,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dataplane::testnet::{require_root, TestNet};
 use support::{fabric, gro, mac_str, neighbour_mac, text, xdp_ecmp, Daemon, PinDir};
+use testnet::{require_root, TestNet};
 
 mod support;
 

@@ -2,11 +2,11 @@
 
 use std::process::Command;
 
-use dataplane::testnet::{require_root, TestNet};
 use support::{
     add_ingress, anycast_route, anycast_verdict_on, fabric, mac_str, text, wait_for_verdict_on,
     xdp_ecmp, Daemon, PinDir,
 };
+use testnet::{require_root, TestNet};
 
 mod support;
 

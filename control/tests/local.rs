@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use dataplane::testnet::require_root;
 use support::{anycast_route, anycast_verdict, fabric, wait_for_verdict, xdp_ecmp, Daemon, PinDir};
+use testnet::require_root;
 
 mod support;
 
 /// The kernel's own answer for a packet to the anycast address coming in by xe-in.
-fn kernel_route(net: &dataplane::testnet::TestNet) -> String {
+fn kernel_route(net: &testnet::TestNet) -> String {
     let o = std::process::Command::new("ip")
         .args([
             "-n",

@@ -14,8 +14,8 @@ use control::state::{KernelState, PathKey, Prefix};
 use control::translate::{GroupKey, PlainGroupMode};
 use dataplane::abi::Verdict;
 use dataplane::loader::{current_cpu, ifindex_of, pin_thread_to_cpu};
-use dataplane::testnet::{require_root, TestNet};
 use dataplane::{Dataplane, LoadOptions};
+use testnet::{require_root, TestNet};
 
 struct Env {
     net: TestNet,

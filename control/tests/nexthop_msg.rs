@@ -12,7 +12,6 @@ use control::nexthop_msg::{
     NexthopGroupType, NexthopHeader, NexthopKind, NexthopMessage, RtMessage, RTM_DELNEXTHOP,
     RTM_GETNEXTHOP, RTM_NEWNEXTHOP, RTM_NEWNEXTHOPBUCKET, RTNLGRP_NEXTHOP,
 };
-use dataplane::testnet::{require_root, TestNet};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
@@ -22,6 +21,7 @@ use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, Neig
 use netlink_packet_route::route::{RouteAddress, RouteAttribute};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr};
+use testnet::{require_root, TestNet};
 
 /// RTNLGRP_IPV4_ROUTE: joined with RTNLGRP_NEXTHOP on the same socket.
 const RTNLGRP_IPV4_ROUTE: u32 = 7;

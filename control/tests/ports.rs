@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use dataplane::testnet::{require_root, TestNet};
 use support::{fabric, text, xdp_ecmp, xdp_prog_id, Daemon, PinDir};
+use testnet::{require_root, TestNet};
 
 mod support;
 

@@ -4,8 +4,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dataplane::testnet::require_root;
 use support::{anycast_route, fabric, xdp_ecmp, xdp_prog_id, PinDir};
+use testnet::require_root;
 
 mod support;
 

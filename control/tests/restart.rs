@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::loader::ifindex_of;
-use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
 use support::{anycast_route, fabric, set_neighbour, Daemon, PinDir, IN_MAC};
+use testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
 
 mod support;
 

@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dataplane::loader::ifindex_of;
-use dataplane::testnet::{require_root, TestNet};
 use support::{fabric, Daemon, PinDir};
+use testnet::{require_root, TestNet};
 
 mod support;
 

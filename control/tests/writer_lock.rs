@@ -1,7 +1,7 @@
 //! One writer at a time per pin directory: while the daemon runs, `attach` and a second daemon are refused with the holder's PID; once it dies, the lock is free.
 
-use dataplane::testnet::require_root;
 use support::{fabric, text, xdp_ecmp, Daemon, PinDir};
+use testnet::require_root;
 
 mod support;
 

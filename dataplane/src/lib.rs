@@ -12,7 +12,6 @@ mod mmap;
 pub mod model;
 pub mod pins;
 pub mod tables;
-pub mod testnet;
 pub mod txfail;
 
 pub use error::{Error, Result};

@@ -14,8 +14,8 @@ use dataplane::abi::{
 };
 use dataplane::loader::{current_cpu, ifindex_of, pin_thread_to_cpu};
 use dataplane::tables::single_path;
-use dataplane::testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
 use dataplane::{AttachMode, Dataplane, Error, LoadOptions, TableWriter, XdpLink};
+use testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
 
 /// A bpffs directory with the project prefix, removed on drop.
 struct PinDir(PathBuf);

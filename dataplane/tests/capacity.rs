@@ -14,8 +14,8 @@ use dataplane::abi::{
     RT_UNICAST,
 };
 use dataplane::tables::single_path;
-use dataplane::testnet::require_root;
 use dataplane::TableWriter;
+use testnet::require_root;
 
 /// Counts allocations made by a thread while its `COUNTING` flag is set
 /// (other tests run concurrently in other threads).

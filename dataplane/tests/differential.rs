@@ -8,9 +8,9 @@ use common::fixtures::fixtures;
 use common::packets::*;
 use common::*;
 use dataplane::abi::{xe_config, Verdict, CFG_SYMMETRIC, HASH_ALL_FIELDS};
-use dataplane::testnet::require_root;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use testnet::require_root;
 
 /// Compares program and model on one packet; returns a description on mismatch.
 fn compare(world: &World, pkt: &[u8]) -> Result<Verdict, String> {

@@ -6,7 +6,7 @@ use common::fixtures::{fixtures, Egress};
 use common::packets::*;
 use common::*;
 use dataplane::abi::{xe_inport, Verdict, INPORT_FWD_V4, INPORT_FWD_V6};
-use dataplane::testnet::require_root;
+use testnet::require_root;
 
 #[test]
 fn golden_fixtures() {

@@ -10,9 +10,9 @@ use common::packets::*;
 use common::*;
 use dataplane::abi::{xe_config, xe_flow, CFG_SYMMETRIC, HASH_ALL_FIELDS, HASH_POLICY_L3};
 use dataplane::hash::flow_hash;
-use dataplane::testnet::require_root;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use testnet::require_root;
 
 /// Fixed vectors. The first carries the output recorded when the hash was
 /// chosen: a change means every flow would take another path after an

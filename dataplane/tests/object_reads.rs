@@ -1,8 +1,8 @@
 //! The compiled program reads each entry the control plane replaces as a whole with one aligned load, so no compiler change can bring back a torn read unnoticed.
 
 use dataplane::insns::ValueAccess;
-use dataplane::testnet::require_root;
 use dataplane::{Dataplane, LoadOptions};
+use testnet::require_root;
 
 /// Loads at a fixed offset, as (offset, size); a load at a computed offset
 /// (an index into the value) as offset -1.

@@ -467,7 +467,7 @@ pub fn torn(opts: &TornOptions) -> Result<TornResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::testnet::require_root;
+    use testnet::require_root;
 
     /// About 8 s of churn at >= 1,000 changes/s under traffic from both CPUs:
     /// no frame may leave with a MAC A never had on its port, and none may be

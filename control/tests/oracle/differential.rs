@@ -9,11 +9,11 @@ use control::state::KernelState;
 use control::translate::PlainGroupMode;
 use dataplane::abi::Verdict;
 use dataplane::loader::{current_cpu, pin_thread_to_cpu};
-use dataplane::testnet::{require_root, TestNet};
 use dataplane::Dataplane;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
+use testnet::{require_root, TestNet};
 
 use crate::events::{Event, Events, PORTS, PREFIXES_V4, PREFIXES_V6};
 use crate::kernel::{Kernel, Kind, Query};

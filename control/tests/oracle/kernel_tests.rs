@@ -10,8 +10,8 @@ use control::nexthop_msg::{
     request, route_socket, NexthopAttribute, NexthopGroupEntry, NexthopHeader, NexthopMessage,
     RtMessage,
 };
-use dataplane::testnet::{require_root, TestNet};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use testnet::{require_root, TestNet};
 
 use crate::{gw4, gw6, if_name, ifindex, ip, kernel, oracle_net, support, sysctl};
 

@@ -10,7 +10,7 @@ mod support;
 use std::net::IpAddr;
 use std::process::Command;
 
-use dataplane::testnet::TestNet;
+use testnet::TestNet;
 
 /// The oracle's namespace: ingress `xe-in` (10.2.0.1/24, 2001:db8:2::1/64;
 /// its peer `xe-h0`) and `egress` ports `xe-o<i>` (10.0.i.1/24,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
-use dataplane::testnet::TestNet;
+use testnet::TestNet;
 
 /// A bpffs directory with the project prefix, removed on drop.
 pub struct PinDir(pub PathBuf);

@@ -12,8 +12,8 @@ use dataplane::abi::{
     RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
 };
 use dataplane::loader::{current_cpu, ifindex_of, pin_thread_to_cpu};
-use dataplane::testnet::TestNet;
 use dataplane::{Dataplane, LoadOptions, TableWriter, Tables};
+use testnet::TestNet;
 
 /// Egress ports (veth ends inside the test namespace).
 pub const PORTS: [&str; 3] = ["xe-p0", "xe-p1", "xe-p2"];
