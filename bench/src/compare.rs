@@ -9,8 +9,8 @@ use dataplane::abi::{
     xe_config, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, NH_USABLE, RT_UNICAST,
     XDP_REDIRECT,
 };
-use dataplane::loader::{ifindex_of, pin_thread_to_cpu, test_run_prog};
 use dataplane::tables::single_path;
+use dataplane::{ifindex_of, pin_thread_to_cpu, test_run_prog};
 use dataplane::{Dataplane, LoadOptions, TableWriter};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject};

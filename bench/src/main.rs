@@ -11,7 +11,7 @@ use dataplane::abi::{
     xe_config, xe_inport, xe_nexthop, GROUP_MODULO, GROUP_RESILIENT, INPORT_FWD_V4, INPORT_FWD_V6,
     NH_USABLE, XDP_REDIRECT,
 };
-use dataplane::loader::pin_thread_to_cpu;
+use dataplane::pin_thread_to_cpu;
 use dataplane::tables::multipath;
 use dataplane::{Dataplane, LoadOptions, StampMode, TableWriter};
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use dataplane::abi::GROUP_RESILIENT;
-use dataplane::loader::{ifindex_of, pin_thread_to_cpu, AttachMode, XdpLink};
+use dataplane::{ifindex_of, pin_thread_to_cpu, AttachMode, XdpLink};
 use dataplane::{Dataplane, LoadOptions};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput, TcHookBuilder, TC_EGRESS};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use dataplane::loader::{ifindex_of, pin_thread_to_cpu};
+use dataplane::{ifindex_of, pin_thread_to_cpu};
 use testnet::TestNet;
 
 use crate::rate::{
@@ -296,7 +296,7 @@ pub fn restart(opts: &RestartOptions) -> Result<RestartResult> {
     let period = Duration::from_millis(50);
     let chunk = (OFFERED_MPPS * 1e6 * period.as_secs_f64()) as u32;
     let (g0, r0) = (generated(&t)?, received(&t, &sinks)?);
-    let v0 = dataplane::loader::pinned_verdict_counters(&run.pins)?;
+    let v0 = dataplane::pinned_verdict_counters(&run.pins)?;
     let done = AtomicBool::new(false);
     let (down_and_back, after_table, elapsed) = std::thread::scope(|s| -> Result<_> {
         let started = Instant::now();
@@ -331,7 +331,7 @@ pub fn restart(opts: &RestartOptions) -> Result<RestartResult> {
     std::thread::sleep(Duration::from_millis(300));
     let generated_frames = generated(&t)? - g0;
     let moved_frames = percpu_sum(&t.maps.flow_moved, 0)?;
-    let v1 = dataplane::loader::pinned_verdict_counters(&run.pins)?;
+    let v1 = dataplane::pinned_verdict_counters(&run.pins)?;
     let not_forwarded = v1
         .iter()
         .zip(&v0)

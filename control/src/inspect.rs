@@ -9,7 +9,7 @@ use dataplane::abi::{
     xe_group, xe_nexthop, Verdict, GROUP_MODULO, GROUP_RESILIENT, INPORT_FWD_V4, INPORT_FWD_V6,
     INPORT_RPF, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
 };
-use dataplane::loader::{current_cpu, pin_thread_to_cpu};
+use dataplane::{current_cpu, pin_thread_to_cpu};
 use dataplane::{Dataplane, LoadOptions, StampMode};
 use serde::Serialize;
 
@@ -143,7 +143,7 @@ pub fn ingress(dp: &Dataplane, name: Option<&str>) -> Result<(String, u32, [u8; 
     let ports = dp.inports()?;
     match name {
         Some(n) => {
-            let ifindex = dataplane::loader::ifindex_of(n)
+            let ifindex = dataplane::ifindex_of(n)
                 .with_context(|| format!("ingress port {n} (check `ip link`)"))?;
             let mac = match ports.iter().find(|(i, _)| *i == ifindex) {
                 Some((_, p)) => p.mac,

@@ -10,7 +10,7 @@ use control::config::{check_rcvbuf, parse_seed, parse_table, plain_mode, FileCon
 use control::daemon::{run, RunConfig};
 use control::{inspect, seed};
 use dataplane::abi::{xe_config, xe_inport, CFG_SYMMETRIC, HASH_POLICY_L3, HASH_POLICY_L4};
-use dataplane::loader::{ifindex_of, pinned_remove_inport, pinned_verdict_counters};
+use dataplane::{ifindex_of, pinned_remove_inport, pinned_verdict_counters};
 use dataplane::{AttachMode, Dataplane, LoadOptions, TableWriter, XdpLink};
 
 #[derive(Parser)]

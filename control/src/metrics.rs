@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use dataplane::abi::{xe_counter, Verdict};
-use dataplane::loader::{pinned_nexthop_counters, pinned_verdict_counters};
+use dataplane::{pinned_nexthop_counters, pinned_verdict_counters};
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::server::conn::http1;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use dataplane::loader::ifindex_of;
+use dataplane::ifindex_of;
 use dataplane::{AttachMode, Dataplane, TableWriter, XdpLink};
 
 use crate::state::KernelState;

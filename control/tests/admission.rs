@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use control::inspect::{build_frame, Flow};
-use dataplane::loader::{ifindex_of, pinned_verdict_counters};
+use dataplane::{ifindex_of, pinned_verdict_counters};
 use support::{anycast_route, fabric, wait_for_verdict, Daemon, PinDir, IN_MAC};
 use testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
 

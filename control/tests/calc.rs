@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use control::inspect::{build_frame, Flow};
-use dataplane::loader::ifindex_of;
+use dataplane::ifindex_of;
 use support::{anycast_route, fabric, xdp_ecmp, Daemon, PinDir, IN_MAC};
 use testnet::{packet_socket, recv_frame, require_root, send_frame};
 
@@ -221,7 +221,7 @@ fn calc_answers_where_real_frames_go() {
 /// counts as passed), and the anycast group's bucket stamps (the idle timer
 /// reads them).
 fn production_marks(pins: &PinDir) -> (u64, Vec<u32>) {
-    let counted = dataplane::loader::pinned_verdict_counters(&pins.0)
+    let counted = dataplane::pinned_verdict_counters(&pins.0)
         .expect("counters")
         .iter()
         .filter(|(v, _)| v.name() == "forward")

@@ -13,7 +13,7 @@ use control::reconcile::Reconciler;
 use control::state::{KernelState, PathKey, Prefix};
 use control::translate::{GroupKey, PlainGroupMode};
 use dataplane::abi::Verdict;
-use dataplane::loader::{current_cpu, ifindex_of, pin_thread_to_cpu};
+use dataplane::{current_cpu, ifindex_of, pin_thread_to_cpu};
 use dataplane::{Dataplane, LoadOptions};
 use testnet::{require_root, TestNet};
 

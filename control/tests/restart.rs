@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::loader::ifindex_of;
+use dataplane::ifindex_of;
 use support::{anycast_route, fabric, set_neighbour, Daemon, PinDir, IN_MAC};
 use testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
 

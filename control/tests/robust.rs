@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dataplane::loader::ifindex_of;
+use dataplane::ifindex_of;
 use support::{fabric, Daemon, PinDir};
 use testnet::{require_root, TestNet};
 

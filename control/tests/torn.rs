@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control::inspect::{build_frame, Flow};
-use dataplane::loader::ifindex_of;
+use dataplane::ifindex_of;
 use support::{anycast_route, fabric, neighbour_mac, set_neighbour, Daemon, PinDir, IN_MAC};
 use testnet::{packet_socket, recv_frame, require_root, send_frame};
 

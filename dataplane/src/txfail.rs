@@ -5,7 +5,7 @@ use std::path::Path;
 use libbpf_rs::{Link, MapCore, MapFlags, TracepointCategory};
 
 use crate::error::{Error, Result};
-use crate::loader::Dataplane;
+use crate::program::Dataplane;
 
 /// The tracepoint link, pinned under the pin directory by this name.
 const LINK: &str = "link_txfail_redirect_err";

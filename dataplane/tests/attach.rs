@@ -12,8 +12,8 @@ use dataplane::abi::{
     xe_config, xe_inport, xe_nexthop, xe_route, Verdict, GROUP_RESILIENT, INPORT_FWD_V4,
     INPORT_FWD_V6, NH_USABLE, RT_UNICAST,
 };
-use dataplane::loader::{current_cpu, ifindex_of, pin_thread_to_cpu};
 use dataplane::tables::single_path;
+use dataplane::{current_cpu, ifindex_of, pin_thread_to_cpu};
 use dataplane::{AttachMode, Dataplane, Error, LoadOptions, TableWriter, XdpLink};
 use testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
 

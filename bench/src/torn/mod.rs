@@ -37,7 +37,7 @@ use dataplane::abi::{
     RT_UNREACHABLE, XDP_PASS,
 };
 use dataplane::grace::GracePeriods;
-use dataplane::loader::{ifindex_of, pin_thread_to_cpu, AttachMode};
+use dataplane::{ifindex_of, pin_thread_to_cpu, AttachMode};
 use dataplane::{Dataplane, LoadOptions, TableWriter};
 use libbpf_rs::{MapCore, MapFlags};
 use rand::rngs::SmallRng;

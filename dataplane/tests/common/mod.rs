@@ -11,7 +11,7 @@ use dataplane::abi::{
     GROUP_RESILIENT, NH_LINK_UP, NH_RESOLVED, NH_TXPORT, NH_USABLE, NH_VALID, RT_BLACKHOLE,
     RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
 };
-use dataplane::loader::{current_cpu, ifindex_of, pin_thread_to_cpu};
+use dataplane::{current_cpu, ifindex_of, pin_thread_to_cpu};
 use dataplane::{Dataplane, LoadOptions, TableWriter, Tables};
 use testnet::TestNet;
 

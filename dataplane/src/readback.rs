@@ -1,0 +1,141 @@
+//! Reading back what the maps hold: routes, groups, slots, next hops, ports, config and counters.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use libbpf_rs::MapCore;
+
+use crate::abi::{
+    read_from, xe_config, xe_counter, xe_group, xe_inport, xe_lpm_v4, xe_lpm_v6, xe_nexthop,
+    xe_route, Verdict, MAX_NEXTHOPS,
+};
+use crate::dir24::Dir248;
+use crate::error::Result;
+use crate::grace::GracePeriods;
+use crate::maps::{self, lpm_v4, sum_percpu};
+use crate::program::Dataplane;
+use crate::tables::{check_prefix, check_range, check_slots};
+
+impl Dataplane {
+    /// The IPv4 route stored under exactly this prefix.
+    pub fn route_v4(&self, addr: Ipv4Addr, len: u8) -> Result<Option<xe_route>> {
+        check_prefix("IPv4", len, 32)?;
+        maps::lookup(
+            &self.skel.maps.xe_routes_v4,
+            "xe_routes_v4",
+            &lpm_v4(addr, len),
+        )
+    }
+
+    /// The IPv4 routes of the trie (the record) as (address, length, route).
+    pub(crate) fn trie_routes_v4(&self) -> Result<Vec<(u32, u8, xe_route)>> {
+        Ok(self
+            .routes_v4()?
+            .into_iter()
+            .map(|(a, l, r)| (u32::from(a), l, r))
+            .collect())
+    }
+
+    /// The /24s where the DIR-24-8 tables packets use disagree with the
+    /// routes in the LPM trie (the record); empty when consistent. Only
+    /// reads, so it can check tables another process writes.
+    pub fn dir_differences(&self) -> Result<Vec<Ipv4Addr>> {
+        let (tbl24, tbl8) = self.dir_cells()?;
+        Ok(Dir248::new(tbl24, tbl8, GracePeriods::immediate())
+            .differences(&self.trie_routes_v4()?)?
+            .into_iter()
+            .map(|i| Ipv4Addr::from((i as u32) << 8))
+            .collect())
+    }
+
+    /// Every IPv4 route in the map (prefix, length, route).
+    pub fn routes_v4(&self) -> Result<Vec<(Ipv4Addr, u8, xe_route)>> {
+        let map = &self.skel.maps.xe_routes_v4;
+        let mut out = Vec::new();
+        for k in map.keys() {
+            let Some(key) = read_from::<xe_lpm_v4>(&k) else {
+                continue;
+            };
+            if let Some(r) = maps::lookup::<_, xe_route>(map, "xe_routes_v4", &key)? {
+                out.push((Ipv4Addr::from(key.addr), key.prefixlen as u8, r));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every IPv6 route in the map (prefix, length, route).
+    pub fn routes_v6(&self) -> Result<Vec<(Ipv6Addr, u8, xe_route)>> {
+        let map = &self.skel.maps.xe_routes_v6;
+        let mut out = Vec::new();
+        for k in map.keys() {
+            let Some(key) = read_from::<xe_lpm_v6>(&k) else {
+                continue;
+            };
+            if let Some(r) = maps::lookup::<_, xe_route>(map, "xe_routes_v6", &key)? {
+                out.push((Ipv6Addr::from(key.addr), key.prefixlen as u8, r));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn group(&self, id: u32) -> Result<xe_group> {
+        check_range("group id", id, crate::abi::MAX_GROUPS)?;
+        Ok(maps::lookup(&self.skel.maps.xe_groups, "xe_groups", &id)?.unwrap_or_default())
+    }
+
+    /// Next-hop ids in slots [base, base + count).
+    pub fn slots(&self, base: u32, count: u32) -> Result<Vec<u32>> {
+        check_slots(base, count as usize, self.sizes.slots)?;
+        (base..base + count)
+            .map(|i| Ok(maps::lookup(&self.skel.maps.xe_slots, "xe_slots", &i)?.unwrap_or(0)))
+            .collect()
+    }
+
+    pub fn nexthop(&self, id: u32) -> Result<xe_nexthop> {
+        check_range("next-hop id", id, MAX_NEXTHOPS)?;
+        Ok(maps::lookup(&self.skel.maps.xe_nexthops, "xe_nexthops", &id)?.unwrap_or_default())
+    }
+
+    /// Every ingress port the program admits frames from: (ifindex, entry),
+    /// by ifindex.
+    pub fn inports(&self) -> Result<Vec<(u32, xe_inport)>> {
+        let map = &self.skel.maps.xe_inports;
+        let mut out = Vec::new();
+        for k in map.keys() {
+            let Some(ifindex) = read_from::<u32>(&k) else {
+                continue;
+            };
+            if let Some(p) = maps::lookup::<_, xe_inport>(map, "xe_inports", &ifindex)? {
+                out.push((ifindex, p));
+            }
+        }
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out)
+    }
+
+    pub fn config(&self) -> Result<xe_config> {
+        Ok(maps::lookup(&self.skel.maps.xe_config, "xe_config", &0u32)?.unwrap_or_default())
+    }
+
+    /// Packets and bytes per verdict, summed over CPUs; `forward` leaves
+    /// out the redirected frames the kernel refused (as
+    /// `pinned_verdict_counters`).
+    pub fn verdict_counters(&self) -> Result<Vec<(Verdict, xe_counter)>> {
+        let failed = self.tx_failures()?;
+        Verdict::ALL
+            .iter()
+            .map(|v| {
+                let mut c = sum_percpu(&self.skel.maps.xe_verdicts, "xe_verdicts", *v as u32)?;
+                if *v == Verdict::Forward {
+                    c.packets = c.packets.saturating_sub(failed);
+                }
+                Ok((*v, c))
+            })
+            .collect()
+    }
+
+    /// Packets and bytes forwarded to a next hop, summed over CPUs.
+    pub fn nexthop_counter(&self, id: u32) -> Result<xe_counter> {
+        check_range("next-hop id", id, MAX_NEXTHOPS)?;
+        sum_percpu(&self.skel.maps.xe_nh_stats, "xe_nh_stats", id)
+    }
+}

@@ -1,0 +1,147 @@
+//! The table writer over the live maps: the route trie and DIR-24-8 tables, groups and slots through mmap, next hops, ports, config.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::Ordering;
+
+use libbpf_rs::MapCore;
+
+use crate::abi::{
+    bytes_of, xe_config, xe_group, xe_inport, xe_nexthop, xe_route, DIR_CHUNK_SIZE, MAX_DIR_CHUNKS,
+    MAX_NEXTHOPS,
+};
+use crate::dir24::{Dir248, TBL24_ENTRIES};
+use crate::error::Result;
+use crate::grace::GracePeriods;
+use crate::maps::{self, lpm_v4, lpm_v6, map_err};
+use crate::mmap::MmapCells;
+use crate::program::Dataplane;
+use crate::tables::{
+    check_group, check_prefix, check_range, check_route_v4, check_slots, TableWriter,
+};
+
+impl Dataplane {
+    /// The DIR-24-8 tables, mapped on first use; with maps that may come from
+    /// a pin, their contents are first checked against the routes in the LPM
+    /// trie (the record) and every /24 that differs is rewritten.
+    fn dir(&mut self) -> Result<&mut Dir248<MmapCells>> {
+        self.adopt_lookup_tables()?;
+        Ok(self.dir.as_mut().expect("just set"))
+    }
+
+    /// The DIR-24-8 tables mapped into this process.
+    pub(crate) fn dir_cells(&self) -> Result<(MmapCells, MmapCells)> {
+        let tbl24 = MmapCells::map(&self.skel.maps.xe_tbl24, "xe_tbl24", TBL24_ENTRIES, 4)?;
+        let tbl8 = MmapCells::map(
+            &self.skel.maps.xe_tbl8,
+            "xe_tbl8",
+            (MAX_DIR_CHUNKS * DIR_CHUNK_SIZE) as usize,
+            4,
+        )?;
+        Ok((tbl24, tbl8))
+    }
+
+    /// Takes over the IPv4 lookup tables now rather than at the first IPv4
+    /// route write, so a program attached over maps from a pin (a previous
+    /// run, or a version that kept routes only in the trie) never reads
+    /// tables that disagree with the trie. Returns how many /24s had to be
+    /// rewritten (0 when called again).
+    pub fn adopt_lookup_tables(&mut self) -> Result<usize> {
+        let mut repaired = 0;
+        if self.dir.is_none() {
+            let (tbl24, tbl8) = self.dir_cells()?;
+            let mut dir = Dir248::new(tbl24, tbl8, self.grace.clone());
+            if self.pinned {
+                repaired = dir.adopt(&self.trie_routes_v4()?)?;
+            }
+            self.dir = Some(dir);
+        }
+        Ok(repaired)
+    }
+}
+
+impl TableWriter for Dataplane {
+    /// The trie (the record) first, then the DIR-24-8 tables packets use;
+    /// a full chunk table fails before either is written.
+    fn set_route_v4(&mut self, addr: Ipv4Addr, len: u8, route: &xe_route) -> Result<()> {
+        check_prefix("IPv4", len, 32)?;
+        check_route_v4(route)?;
+        self.dir()?.check_room(u32::from(addr), len)?;
+        let key = lpm_v4(addr, len);
+        maps::update(&self.skel.maps.xe_routes_v4, "xe_routes_v4", &key, route)?;
+        self.dir()?.add(u32::from(addr), len, route)
+    }
+
+    fn delete_route_v4(&mut self, addr: Ipv4Addr, len: u8) -> Result<()> {
+        check_prefix("IPv4", len, 32)?;
+        let key = lpm_v4(addr, len);
+        maps::delete(&self.skel.maps.xe_routes_v4, "xe_routes_v4", &key)?;
+        self.dir()?.delete(u32::from(addr), len);
+        Ok(())
+    }
+
+    fn set_route_v6(&mut self, addr: Ipv6Addr, len: u8, route: &xe_route) -> Result<()> {
+        check_prefix("IPv6", len, 128)?;
+        let key = lpm_v6(addr, len);
+        maps::update(&self.skel.maps.xe_routes_v6, "xe_routes_v6", &key, route)
+    }
+
+    fn delete_route_v6(&mut self, addr: Ipv6Addr, len: u8) -> Result<()> {
+        check_prefix("IPv6", len, 128)?;
+        let key = lpm_v6(addr, len);
+        maps::delete(&self.skel.maps.xe_routes_v6, "xe_routes_v6", &key)
+    }
+
+    /// One 8-byte store (Release: the window's slots, written before, are
+    /// visible first); the program reads the entry with one 8-byte load.
+    fn set_group(&mut self, id: u32, group: &xe_group) -> Result<()> {
+        check_group(id, group, self.sizes.slots)?;
+        let word = u64::from_ne_bytes(bytes_of(group).try_into().expect("8-byte xe_group"));
+        self.groups.word(id as usize).store(word, Ordering::Release);
+        Ok(())
+    }
+
+    fn set_slots(&mut self, base: u32, nexthops: &[u32]) -> Result<()> {
+        check_slots(base, nexthops.len(), self.sizes.slots)?;
+        for (i, nh) in nexthops.iter().enumerate() {
+            // Release: the next hop it names is written before.
+            self.slots
+                .cell(base as usize + i)
+                .store(*nh, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn set_nexthop(&mut self, id: u32, nh: &xe_nexthop) -> Result<()> {
+        check_range("next-hop id", id, MAX_NEXTHOPS)?;
+        maps::update(&self.skel.maps.xe_nexthops, "xe_nexthops", &id, nh)
+    }
+
+    fn add_txport(&mut self, ifindex: u32) -> Result<()> {
+        maps::update(&self.skel.maps.xe_txports, "xe_txports", &ifindex, &ifindex)
+    }
+
+    fn remove_txport(&mut self, ifindex: u32) -> Result<()> {
+        maps::delete(&self.skel.maps.xe_txports, "xe_txports", &ifindex)
+    }
+
+    /// Replaces the whole entry at once (a hash map swaps in a new
+    /// element): a packet reads the old entry or the new one.
+    fn set_inport(&mut self, ifindex: u32, port: &xe_inport) -> Result<()> {
+        maps::update(&self.skel.maps.xe_inports, "xe_inports", &ifindex, port)
+    }
+
+    fn remove_inport(&mut self, ifindex: u32) -> Result<()> {
+        match self.skel.maps.xe_inports.delete(bytes_of(&ifindex)) {
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(map_err("xe_inports", "delete")),
+        }
+    }
+
+    fn set_config(&mut self, cfg: &xe_config) -> Result<()> {
+        maps::update(&self.skel.maps.xe_config, "xe_config", &0u32, cfg)
+    }
+
+    fn grace(&self) -> GracePeriods {
+        self.grace.clone()
+    }
+}
