@@ -2,7 +2,7 @@
 
 use control::resilient::{modulo_slots, BucketTable, Member, TableConfig};
 use dataplane::abi::xe_flow;
-use dataplane::hash::flow_hash;
+use dataplane::forward::hash::flow_hash;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

@@ -1,4 +1,4 @@
-//! xdp-ecmp dataplane: the XDP program's skeleton and ABI types, the loader, typed maps, and the reference model.
+//! xdp-ecmp dataplane: the XDP program's skeleton and ABI types, its loading and attaching, typed maps, and the forwarding decision in Rust.
 
 pub mod abi;
 pub mod attach;
@@ -6,12 +6,13 @@ pub mod capacity;
 pub mod clock;
 pub mod dir24;
 pub mod error;
+pub mod forward;
 pub mod grace;
-pub mod hash;
 pub mod insns;
+pub mod live;
 mod maps;
+pub mod memory;
 mod mmap;
-pub mod model;
 pub mod pins;
 pub mod program;
 pub mod readback;
@@ -23,8 +24,10 @@ pub mod writer;
 pub use attach::{ifindex_of, AttachMode, XdpLink};
 pub use clock::{StampClock, StampReader};
 pub use error::{Error, Result};
+pub use forward::TableReader;
+pub use live::LiveTables;
 pub use maps::{pinned_nexthop_counters, pinned_remove_inport, pinned_verdict_counters};
-pub use model::Tables;
+pub use memory::Tables;
 pub use program::{Dataplane, LoadOptions, MapSizes, StampMode};
 pub use tables::TableWriter;
 pub use testrun::{current_cpu, pin_thread_to_cpu, test_run_prog, RunOutput};

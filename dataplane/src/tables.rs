@@ -1,4 +1,4 @@
-//! The write interface shared by the live maps and the model's copy, with the range checks both apply.
+//! The write interface shared by the live maps and the in-memory tables, with the range checks both apply.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::grace::GracePeriods;
 
 /// Writes forwarding state; implemented by the BPF maps (`Dataplane`) and by
-/// the reference model (`Tables`), so one description of a world fills both.
+/// the in-memory tables (`Tables`), so one description of a world fills both.
 pub trait TableWriter {
     fn set_route_v4(&mut self, addr: Ipv4Addr, len: u8, route: &xe_route) -> Result<()>;
     fn delete_route_v4(&mut self, addr: Ipv4Addr, len: u8) -> Result<()>;

@@ -14,7 +14,7 @@ use dataplane::abi::{
     RT_UNICAST,
 };
 use dataplane::tables::single_path;
-use dataplane::TableWriter;
+use dataplane::{TableReader, TableWriter};
 use testnet::require_root;
 
 /// Counts allocations made by a thread while its `COUNTING` flag is set

@@ -1,4 +1,4 @@
-//! Program vs model: every fixture cut at every byte offset, then a million seeded random and mutated packets under random hash configs.
+//! Program vs the Rust decision, over the in-memory tables and over the live maps: every fixture cut at every byte offset, then a million seeded random and mutated packets under random hash configs.
 
 mod common;
 
@@ -8,14 +8,20 @@ use common::fixtures::fixtures;
 use common::packets::*;
 use common::*;
 use dataplane::abi::{xe_config, Verdict, CFG_SYMMETRIC, HASH_ALL_FIELDS};
+use dataplane::{LiveTables, TableReader};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use testnet::require_root;
 
-/// Compares program and model on one packet; returns a description on mismatch.
-fn compare(world: &World, pkt: &[u8]) -> Result<Verdict, String> {
+/// Compares the program with the decision over the model's tables and over
+/// the live maps (`live`, read from the program's own maps) on one packet;
+/// returns a description on mismatch.
+fn compare(world: &World, live: &LiveTables<'_>, pkt: &[u8]) -> Result<Verdict, String> {
     let (action, out, d) = world.run(pkt);
     let (md, mout) = world.model(pkt);
+    let mut lout = vec![0u8; pkt.len() + 4];
+    let (ld, n) = live.decide(pkt, &mut lout);
+    lout.truncate(n);
     if fields(&d) != fields(&md) || action != md.action || out != mout {
         return Err(format!(
             "packet {}\n  program: {:?} action {action} out {}\n  model:   {:?} out {}",
@@ -24,6 +30,16 @@ fn compare(world: &World, pkt: &[u8]) -> Result<Verdict, String> {
             hex(&out),
             fields(&md),
             hex(&mout)
+        ));
+    }
+    if fields(&d) != fields(&ld) || action != ld.action || out != lout {
+        return Err(format!(
+            "packet {}\n  program: {:?} action {action} out {}\n  live:    {:?} out {}",
+            hex(pkt),
+            fields(&d),
+            hex(&out),
+            fields(&ld),
+            hex(&lout)
         ));
     }
     Ok(verdict_of(&d))
@@ -35,6 +51,7 @@ fn truncation_every_fixture_every_offset() {
         return;
     }
     let world = World::new("trunc");
+    let live = world.dp.live_tables().expect("the live maps");
     let mut compared = 0usize;
     let mut model_only = 0usize;
     let mut mismatches = Vec::new();
@@ -53,7 +70,7 @@ fn truncation_every_fixture_every_offset() {
             model_only += 1;
         }
         for cut in 14..=f.pkt.len() {
-            match compare(&world, &f.pkt[..cut]) {
+            match compare(&world, &live, &f.pkt[..cut]) {
                 Ok(v) => *verdicts.entry(v.name()).or_default() += 1,
                 Err(e) => mismatches.push(format!("{} cut at {cut}: {e}", f.name)),
             }
@@ -61,7 +78,7 @@ fn truncation_every_fixture_every_offset() {
         }
     }
     println!(
-        "truncation: {compared} cuts compared (program vs model), {model_only} sub-Ethernet cuts model-only, {} mismatches",
+        "truncation: {compared} cuts compared (program vs model vs live maps), {model_only} sub-Ethernet cuts model-only, {} mismatches",
         mismatches.len()
     );
     println!("  verdicts: {verdicts:?}");
@@ -248,8 +265,10 @@ fn differential_random_and_mutated_packets() {
     let mut verdicts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut mismatches = Vec::new();
     let started = std::time::Instant::now();
+    let mut live = None;
     for i in 0..count {
         if i % 20_000 == 0 {
+            live = None;
             // A new hash configuration for the next stretch, on both sides.
             let cfg = xe_config {
                 seed: [rng.random(), rng.random()],
@@ -276,7 +295,11 @@ fn differential_random_and_mutated_packets() {
         } else {
             base
         };
-        match compare(&world, &pkt) {
+        if live.is_none() {
+            // The reader takes the config when made: one per stretch.
+            live = Some(world.dp.live_tables().expect("the live maps"));
+        }
+        match compare(&world, live.as_ref().expect("just made"), &pkt) {
             Ok(v) => *verdicts.entry(v.name()).or_default() += 1,
             Err(e) => {
                 if mismatches.len() < 10 {
@@ -288,7 +311,7 @@ fn differential_random_and_mutated_packets() {
         }
     }
     println!(
-        "differential: {count} packets compared in {:.1} s, {} mismatches",
+        "differential: {count} packets compared (program vs model vs live maps) in {:.1} s, {} mismatches",
         started.elapsed().as_secs_f64(),
         mismatches.len()
     );

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use common::packets::*;
 use common::*;
 use dataplane::abi::{xe_config, xe_flow, CFG_SYMMETRIC, HASH_ALL_FIELDS, HASH_POLICY_L3};
-use dataplane::hash::flow_hash;
+use dataplane::forward::hash::flow_hash;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use testnet::require_root;

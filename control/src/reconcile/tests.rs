@@ -7,7 +7,7 @@ use dataplane::abi::{
     xe_config, xe_decision, xe_group, xe_nexthop, xe_route, Verdict, HASH_POLICY_L4,
 };
 use dataplane::grace::GracePeriods;
-use dataplane::{Error, StampClock, TableWriter, Tables};
+use dataplane::{Error, StampClock, TableReader, TableWriter, Tables};
 
 use super::Reconciler;
 use crate::capacity::{Limit, Limits};

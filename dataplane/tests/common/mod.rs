@@ -12,7 +12,7 @@ use dataplane::abi::{
     RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
 };
 use dataplane::{current_cpu, ifindex_of, pin_thread_to_cpu};
-use dataplane::{Dataplane, LoadOptions, TableWriter, Tables};
+use dataplane::{Dataplane, LoadOptions, TableReader, TableWriter, Tables};
 use testnet::TestNet;
 
 /// Egress ports (veth ends inside the test namespace).
@@ -256,7 +256,7 @@ impl World {
         } else {
             0
         };
-        let h = dataplane::hash::flow_hash(flow, SEED, fields, 0);
+        let h = dataplane::forward::hash::flow_hash(flow, SEED, fields, 0);
         slots[(h % u32::from(g.size)) as usize]
     }
 

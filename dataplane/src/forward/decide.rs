@@ -1,0 +1,156 @@
+//! The decision itself (the program's `xe_decide`): admission, route, source and TTL checks, the flow hash, the bucket, the next hop and its MTU, over any [`TableReader`].
+
+use etherparse::Ethernet2HeaderSlice;
+
+use super::hash::flow_hash;
+use super::parse::{
+    is_vlan, parse_eth, parse_ipv4, parse_ipv6, parse_l2, parse_l4, Meta, Step, ETH_P_IP,
+    ETH_P_IPV6,
+};
+use super::rewrite::{rewrite, Forward};
+use super::TableReader;
+use crate::abi::{
+    xe_decision, xe_route, Verdict, GROUP_UNUSED, HASH_POLICY_L4, HASH_PORTS, INPORT_FWD_V4,
+    INPORT_FWD_V6, INPORT_RPF, NH_TXPORT, NH_USABLE, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT,
+    RT_UNICAST, XDP_PASS,
+};
+
+fn route<T: TableReader + ?Sized>(t: &T, m: &Meta) -> Option<xe_route> {
+    if m.flow.is_v6 != 0 {
+        let mut a = [0u8; 16];
+        for i in 0..4 {
+            a[4 * i..4 * i + 4].copy_from_slice(&m.flow.dst[i].to_ne_bytes());
+        }
+        t.route_v6(a)
+    } else {
+        t.route_v4(m.flow.dst[0].to_ne_bytes())
+    }
+}
+
+/// `xe_admit`: the forwarding flags of the port `ingress` if the frame
+/// is the kernel's to route from it.
+fn admit<T: TableReader + ?Sized>(t: &T, ingress: u32, eth: &Ethernet2HeaderSlice<'_>) -> Step<u8> {
+    let port = t.inport(ingress).ok_or(Verdict::PassNotPort)?;
+    if eth.destination() != port.mac {
+        return Err(Verdict::PassOtherhost);
+    }
+    if is_vlan(eth.ether_type().0) {
+        return Err(Verdict::PassVlan);
+    }
+    Ok(port.flags)
+}
+
+/// `xe_decide` up to the rewrite; `ingress` None as the program loaded
+/// with `admit_any`.
+fn decide_inner<T: TableReader + ?Sized>(
+    t: &T,
+    ingress: Option<u32>,
+    pkt: &[u8],
+    d: &mut xe_decision,
+) -> Step<Forward> {
+    let eth = parse_eth(pkt)?;
+    let fwd = match ingress {
+        Some(i) => admit(t, i, &eth)?,
+        None => INPORT_FWD_V4 | INPORT_FWD_V6,
+    };
+    let (proto, l2_len) = parse_l2(pkt, &eth)?;
+    let mut m = Meta {
+        l2_len,
+        ..Meta::default()
+    };
+    match proto {
+        ETH_P_IP if fwd & INPORT_FWD_V4 == 0 => return Err(Verdict::PassNoForwarding),
+        ETH_P_IPV6 if fwd & INPORT_FWD_V6 == 0 => return Err(Verdict::PassNoForwarding),
+        ETH_P_IP => parse_ipv4(pkt, &mut m)?,
+        ETH_P_IPV6 => parse_ipv6(pkt, &mut m)?,
+        _ => return Err(Verdict::PassNotIp),
+    }
+    let rt = route(t, &m).ok_or(Verdict::PassNoRoute)?;
+    match rt.kind {
+        RT_LOCAL => return Err(Verdict::PassLocal),
+        RT_BLACKHOLE => return Err(Verdict::DropBlackhole),
+        RT_UNICAST => {}
+        _ => return Err(Verdict::PassNoRoute),
+    }
+    // `fib_validate_source`: not from the host's own, broadcast or
+    // refused addresses, and no reverse-path check the program cannot make.
+    if m.flow.is_v6 == 0 {
+        let src = t
+            .route_v4(m.flow.src[0].to_ne_bytes())
+            .map_or(0, |r| r.kind);
+        if fwd & INPORT_RPF != 0 || matches!(src, RT_LOCAL | RT_BLACKHOLE | RT_PROHIBIT) {
+            return Err(Verdict::PassSource);
+        }
+    }
+    if m.ttl <= 1 {
+        return Err(Verdict::PassTtl);
+    }
+    parse_l4(pkt, &mut m)?;
+    let cfg = &t.config();
+    let fields = if m.frag {
+        (if cfg.hash_fields == 0 {
+            HASH_POLICY_L4
+        } else {
+            cfg.hash_fields
+        }) & !HASH_PORTS
+    } else {
+        cfg.hash_fields
+    };
+    d.hash = flow_hash(&m.flow, cfg.seed, fields, cfg.flags);
+    d.group = rt.group;
+    let grp = t.group(rt.group).ok_or(Verdict::PassNexthopDown)?;
+    if grp.mode == GROUP_UNUSED || grp.size == 0 {
+        return Err(Verdict::PassNexthopDown);
+    }
+    d.bucket = d.hash % u32::from(grp.size);
+    let nhid = t
+        .slot(grp.base.wrapping_add(d.bucket))
+        .ok_or(Verdict::PassNexthopDown)?;
+    d.nexthop = nhid;
+    let nh = t.nexthop(nhid).ok_or(Verdict::PassNexthopDown)?;
+    if nh.state & NH_USABLE != NH_USABLE {
+        return Err(Verdict::PassNexthopDown);
+    }
+    if m.l3_len > usize::from(nh.mtu) {
+        return Err(Verdict::PassMtu);
+    }
+    d.ifindex = nh.ifindex;
+    if nh.state & NH_TXPORT == 0 {
+        return Err(Verdict::PassNoTxport);
+    }
+    Ok(Forward {
+        l2_len: m.l2_len,
+        is_v6: m.flow.is_v6 != 0,
+        nh,
+    })
+}
+
+/// `xe_decide` whole: the decision, and the frame the program leaves in
+/// `out` (see [`TableReader::decide_from`]).
+pub(super) fn decide<T: TableReader + ?Sized>(
+    t: &T,
+    ingress: Option<u32>,
+    pkt: &[u8],
+    out: &mut [u8],
+) -> (xe_decision, usize) {
+    let mut d = xe_decision::default();
+    match decide_inner(t, ingress, pkt, &mut d) {
+        Err(v) => {
+            d.verdict = v as u32;
+            d.action = v.action();
+            out[..pkt.len()].copy_from_slice(pkt);
+            (d, pkt.len())
+        }
+        Ok(fwd) => {
+            d.verdict = Verdict::Forward as u32;
+            // bpf_redirect_map's fallback: a port missing from the map
+            // although the next hop claims it passes the rewritten frame.
+            d.action = if t.is_txport(fwd.nh.ifindex) {
+                Verdict::Forward.action()
+            } else {
+                XDP_PASS
+            };
+            (d, rewrite(pkt, &fwd, out))
+        }
+    }
+}
