@@ -20,6 +20,11 @@ const volatile __u8 admit_any = 0;
 /* Set before load, for measurement only: 0 stamps a bucket when its tick
  * changes, 1 stamps on every packet, 2 never stamps. */
 const volatile __u8 stamp_mode = 0;
+/* Set before load: 1 for the AF_XDP engine. A frame to be forwarded goes,
+ * unrewritten, to the engine's socket of its receive queue (xe_xsks), which
+ * decides, rewrites and transmits it; without a socket there, XDP_PASS. The
+ * engine counts what it forwards. Every other verdict stays here. */
+const volatile __u8 steer_xsk = 0;
 
 /* The kernel's jiffies when xe_clock last ran: how the control plane reads
  * the clock the buckets are stamped with. */
@@ -402,6 +407,8 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
 	d->ifindex = nh->ifindex;
 	if (!(state & XE_NH_TXPORT))
 		return XE_V_PASS_NO_TXPORT;
+	if (steer_xsk)
+		return XE_V_FORWARD;
 	return xe_rewrite(ctx, &m, nh);
 }
 
@@ -415,6 +422,19 @@ static __always_inline void xe_count(void *map, __u32 key, __u64 bytes)
 	}
 }
 
+/* The engine's socket for the frame's port and queue; with none, the
+ * kernel forwards the frame itself. */
+static __always_inline int xe_steer(struct xdp_md *ctx)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 queue = ctx->rx_queue_index;
+	__u32 *port = bpf_map_lookup_elem(&xe_xsk_ports, &ifindex);
+
+	if (!port || *port >= XE_MAX_XSK_PORTS || queue >= XE_MAX_QUEUES)
+		return XDP_PASS;
+	return bpf_redirect_map(&xe_xsks, *port * XE_MAX_QUEUES + queue, XDP_PASS);
+}
+
 SEC("xdp")
 int xdp_ecmp(struct xdp_md *ctx)
 {
@@ -424,7 +444,9 @@ int xdp_ecmp(struct xdp_md *ctx)
 	int action;
 
 	d.verdict = xe_decide(ctx, &d);
-	if (d.verdict == XE_V_FORWARD)
+	if (d.verdict == XE_V_FORWARD && steer_xsk)
+		action = xe_steer(ctx);
+	else if (d.verdict == XE_V_FORWARD)
 		/* XDP_PASS if the port is not in the map although the next hop
 		 * says so (it left since the control plane wrote the next hop):
 		 * the frame is already rewritten, the kernel then drops it. */
@@ -434,7 +456,7 @@ int xdp_ecmp(struct xdp_md *ctx)
 	else
 		action = XDP_PASS;
 
-	if (count_packets) {
+	if (count_packets && !(steer_xsk && d.verdict == XE_V_FORWARD)) {
 		xe_count(&xe_verdicts, d.verdict, bytes);
 		if (d.verdict == XE_V_FORWARD)
 			xe_count(&xe_nh_stats, d.nexthop, bytes);

@@ -19,6 +19,9 @@ enum xe_limits {
 	XE_MAX_TXPORTS = 1024,
 	/* Ingress ports the program admits frames from (xe_inports). */
 	XE_MAX_INPORTS = 1024,
+	/* Ports, and receive queues per port, the AF_XDP engine can serve. */
+	XE_MAX_XSK_PORTS = 256,
+	XE_MAX_QUEUES = 64,
 	/* DIR-24-8 second-level chunks: one per /24 that holds a prefix longer
 	 * than /24 (1M /32s in consecutive addresses fill 4096). */
 	XE_MAX_DIR_CHUNKS = 16384,

@@ -109,6 +109,24 @@ struct {
 	__uint(max_entries, XE_MAX_TXPORTS);
 } xe_txports SEC(".maps");
 
+/* The AF_XDP engine's sockets (steer_xsk), at port index * XE_MAX_QUEUES +
+ * receive queue: a socket takes frames of its own port and queue only. Not
+ * pinned, nor is xe_xsk_ports: the sockets belong to the engine's process. */
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, XE_MAX_XSK_PORTS * XE_MAX_QUEUES);
+} xe_xsks SEC(".maps");
+
+/* The engine's index of each port it serves, by ifindex. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, XE_MAX_XSK_PORTS);
+} xe_xsk_ports SEC(".maps");
+
 /* The layout version of these maps (XE_LAYOUT_VERSION), written by the
  * loader: pins of another layout are refused, never read as this one's. */
 struct {

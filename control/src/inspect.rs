@@ -114,6 +114,8 @@ pub fn open(pin_dir: &Path) -> Result<Dataplane> {
         stamp_mode: StampMode::Never,
         no_counters: true,
         admit_any: false,
+        // Asks the decision itself: a forward is answered, not steered.
+        steer_xsk: false,
         pin_dir: Some(pin_dir.to_owned()),
         sizes: None,
     })?)

@@ -52,6 +52,8 @@ pub const MAX_EXT_HEADERS: u32 = xe_limits::XE_MAX_EXT_HEADERS.0;
 pub const MAX_DIR_CHUNKS: u32 = xe_limits::XE_MAX_DIR_CHUNKS.0;
 pub const MAX_TXPORTS: u32 = xe_limits::XE_MAX_TXPORTS.0;
 pub const MAX_INPORTS: u32 = xe_limits::XE_MAX_INPORTS.0;
+pub const MAX_QUEUES: u32 = xe_limits::XE_MAX_QUEUES.0;
+pub const MAX_XSK_PORTS: u32 = xe_limits::XE_MAX_XSK_PORTS.0;
 
 /// DIR-24-8 entry layout (enum xe_dir_entry).
 pub const DIR_GROUP_MASK: u32 = xe_dir_entry::XE_DIR_GROUP_MASK.0;

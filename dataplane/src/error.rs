@@ -64,6 +64,15 @@ pub enum Error {
         pinned: String,
         want: String,
     },
+    #[error("AF_XDP on port {port} queue {queue}: {what}: {source}")]
+    Xsk {
+        port: String,
+        queue: u32,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the AF_XDP engine: {0}")]
+    Engine(String),
     #[error("packet of {0} bytes is larger than the test buffer")]
     PacketTooLarge(usize),
 }

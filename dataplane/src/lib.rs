@@ -1,6 +1,7 @@
 //! xdp-ecmp dataplane: the XDP program's skeleton and ABI types, its loading and attaching, typed maps, and the forwarding decision in Rust.
 
 pub mod abi;
+pub mod afxdp;
 pub mod attach;
 pub mod capacity;
 pub mod clock;

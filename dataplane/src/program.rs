@@ -45,6 +45,10 @@ pub struct LoadOptions {
     /// ports and never attached; off by default, so whatever is attached to
     /// a port routes only what the kernel would route from that port.
     pub admit_any: bool,
+    /// For the AF_XDP engine: frames to be forwarded go, unrewritten, to
+    /// the engine's socket of their receive queue ([`Dataplane::set_xsk`]);
+    /// with none there, to the kernel. The engine counts what it forwards.
+    pub steer_xsk: bool,
     /// Sizes of the maps whose size is a choice. None: those of maps found
     /// pinned, else the defaults; given, they must match maps found pinned.
     pub sizes: Option<MapSizes>,
@@ -274,6 +278,7 @@ fn open_and_load(
         rodata.stamp_mode = opts.stamp_mode as u8;
         rodata.count_packets = u8::from(!opts.no_counters);
         rodata.admit_any = u8::from(opts.admit_any);
+        rodata.steer_xsk = u8::from(opts.steer_xsk);
     }
     let mut sizes = opts.sizes.unwrap_or_default();
     if let Some(dir) = &opts.pin_dir {
@@ -309,8 +314,8 @@ fn open_and_load(
         })?;
         for mut map in open.open_object_mut().maps_mut() {
             let name = map.name().to_string_lossy().into_owned();
-            if name.contains('.') {
-                continue; // .rodata: per program, never shared
+            if name.contains('.') || name.starts_with("xe_xsk") {
+                continue; // .rodata, the sockets: this process's own
             }
             map.set_pin_path(dir.join(&name))
                 .map_err(|source| Error::Load { source })?;

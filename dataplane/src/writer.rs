@@ -7,7 +7,7 @@ use libbpf_rs::MapCore;
 
 use crate::abi::{
     bytes_of, xe_config, xe_group, xe_inport, xe_nexthop, xe_route, DIR_CHUNK_SIZE, MAX_DIR_CHUNKS,
-    MAX_NEXTHOPS,
+    MAX_NEXTHOPS, MAX_QUEUES, MAX_XSK_PORTS,
 };
 use crate::dir24::{Dir248, TBL24_ENTRIES};
 use crate::error::Result;
@@ -56,6 +56,38 @@ impl Dataplane {
             self.dir = Some(dir);
         }
         Ok(repaired)
+    }
+}
+
+impl Dataplane {
+    /// Steers the frames to be forwarded that arrive on `ifindex`, receive
+    /// queue `queue`, to the AF_XDP socket `fd` (a program loaded with
+    /// `steer_xsk`); `port` is the engine's index of the port, below
+    /// [`MAX_XSK_PORTS`], the same for every queue of it.
+    pub fn set_xsk(&self, ifindex: u32, port: u32, queue: u32, fd: i32) -> Result<()> {
+        check_range("AF_XDP port index", port, MAX_XSK_PORTS)?;
+        check_range("receive queue", queue, MAX_QUEUES)?;
+        maps::update(
+            &self.skel.maps.xe_xsk_ports,
+            "xe_xsk_ports",
+            &ifindex,
+            &port,
+        )?;
+        maps::update(
+            &self.skel.maps.xe_xsks,
+            "xe_xsks",
+            &(port * MAX_QUEUES + queue),
+            &fd,
+        )
+    }
+
+    /// Stops steering the frames of `ifindex` to the engine: they go to the
+    /// kernel again (the sockets' entries go when the sockets close).
+    pub fn remove_xsk_port(&self, ifindex: u32) -> Result<()> {
+        match self.skel.maps.xe_xsk_ports.delete(bytes_of(&ifindex)) {
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(map_err("xe_xsk_ports", "delete")),
+        }
     }
 }
 

@@ -1,0 +1,297 @@
+//! The AF_XDP engine: the XDP program keeps every decision that hands a frame to the kernel and steers the frames to be forwarded to the engine's sockets; workers (one per receive queue, pinned to CPUs) decide again over a published snapshot, rewrite and send on the egress port's socket.
+//!
+//! Copy mode (veth and every driver); a socket per (port, queue), each with
+//! its own UMEM. A frame whose port or queue has no socket, or whose socket
+//! closed (a worker that died), goes to the kernel: the program's redirect
+//! falls back to XDP_PASS.
+
+mod snapshot;
+mod socket;
+mod worker;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+pub use snapshot::SnapshotWriter;
+
+use crate::abi::{xe_counter, Verdict, MAX_QUEUES, MAX_XSK_PORTS};
+use crate::error::{Error, Result};
+use crate::memory::Tables;
+use crate::program::Dataplane;
+use socket::PortSocket;
+use worker::{Counters, Worker};
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Workers, one per receive queue: every port must have exactly this
+    /// many queues.
+    pub workers: u32,
+    /// UMEM frames per socket (half receiving, half sending).
+    pub frames: u32,
+    /// CPUs to pin the workers to, in turn (empty: not pinned).
+    pub cpus: Vec<usize>,
+    /// Spin on empty rings instead of sleeping in poll(2).
+    pub busy_poll: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: 1,
+            frames: 4096,
+            cpus: Vec::new(),
+            busy_poll: false,
+        }
+    }
+}
+
+/// What the engine counted, summed over its workers.
+#[derive(Debug, Clone, Default)]
+pub struct EngineCounters {
+    pub verdicts: Vec<(Verdict, xe_counter)>,
+    /// (next-hop id, sent) for every next hop that sent anything.
+    pub nexthops: Vec<(u32, xe_counter)>,
+    pub tx_full: u64,
+    pub unserved: u64,
+}
+
+/// A running engine; [`Engine::stop`] ends it (dropping it does too).
+pub struct Engine {
+    workers: Vec<(u32, JoinHandle<()>)>,
+    counters: Vec<Arc<Counters>>,
+    stop: Arc<AtomicBool>,
+    ports: Vec<u32>,
+}
+
+/// The number of receive queues of the port `name` (ETHTOOL_GCHANNELS;
+/// 1 where the driver does not say).
+pub fn queue_count(name: &str) -> Result<u32> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Channels {
+        cmd: u32,
+        max_rx: u32,
+        max_tx: u32,
+        max_other: u32,
+        max_combined: u32,
+        rx: u32,
+        tx: u32,
+        other: u32,
+        combined: u32,
+    }
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    let mut ch = Channels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    // SAFETY: plain socket and ioctl calls on zeroed structs of the sizes
+    // the kernel expects; the socket is closed before returning.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if fd < 0 {
+            return Err(Error::Engine(format!(
+                "a socket to ask {name}'s queues: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, s) in ifr
+            .ifr_name
+            .iter_mut()
+            .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+        {
+            *d = s as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_data = (&mut ch as *mut Channels).cast();
+        let rc = libc::ioctl(fd, libc::SIOCETHTOOL, &mut ifr);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 {
+            return match err.raw_os_error() {
+                Some(libc::EOPNOTSUPP) => Ok(1),
+                Some(libc::ENODEV) => Err(Error::NoSuchInterface(name.to_owned())),
+                _ => Err(Error::Engine(format!("asking {name}'s queues: {err}"))),
+            };
+        }
+    }
+    Ok((ch.rx + ch.combined).max(1))
+}
+
+impl Engine {
+    /// Starts the engine on `ports` (names) with `tables` as the first
+    /// snapshot, and steers the program's forwarded frames to it. `dp` must
+    /// be loaded with `steer_xsk`. Returns the engine and the writer of its
+    /// tables.
+    pub fn start(
+        dp: &Dataplane,
+        ports: &[String],
+        cfg: &EngineConfig,
+        tables: Tables,
+    ) -> Result<(Engine, SnapshotWriter)> {
+        if cfg.workers == 0 || cfg.workers > MAX_QUEUES {
+            return Err(Error::OutOfRange {
+                what: "AF_XDP workers",
+                value: cfg.workers.into(),
+                max: MAX_QUEUES.into(),
+            });
+        }
+        if ports.len() > MAX_XSK_PORTS as usize {
+            return Err(Error::OutOfRange {
+                what: "AF_XDP ports",
+                value: ports.len() as u64,
+                max: MAX_XSK_PORTS.into(),
+            });
+        }
+        for p in ports {
+            let q = queue_count(p)?;
+            if q != cfg.workers {
+                return Err(Error::Engine(format!(
+                    "port {p} has {q} receive queue(s) and the engine {} worker(s): give as many workers as the ports have queues (or set the ports' queues with `ethtool -L {p} combined {}`)",
+                    cfg.workers, cfg.workers
+                )));
+            }
+        }
+        let (writer, published) = SnapshotWriter::new(tables);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut engine = Engine {
+            workers: Vec::new(),
+            counters: Vec::new(),
+            stop: stop.clone(),
+            ports: Vec::new(),
+        };
+        for queue in 0..cfg.workers {
+            let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+            let counters = Arc::new(Counters::new());
+            let (names, published, stop, c) = (
+                ports.to_vec(),
+                published.clone(),
+                stop.clone(),
+                counters.clone(),
+            );
+            let (frames, busy_poll) = (cfg.frames, cfg.busy_poll);
+            let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[queue as usize % cfg.cpus.len()]);
+            let handle = std::thread::Builder::new()
+                .name(format!("xe-afxdp-{queue}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        if let Err(e) = crate::testrun::pin_thread_to_cpu(cpu) {
+                            let _ = ready_tx.send(Err(Error::Engine(format!(
+                                "pinning worker {queue} to CPU {cpu}: {e}"
+                            ))));
+                            return;
+                        }
+                    }
+                    // The sockets live on this thread (their rings are its own).
+                    let sockets: Result<Vec<PortSocket>> = names
+                        .iter()
+                        .map(|n| PortSocket::open(n, queue, frames))
+                        .collect();
+                    let sockets = match sockets {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let fds = sockets.iter().map(|s| (s.ifindex, s.fd())).collect();
+                    if ready_tx.send(Ok(fds)).is_err() {
+                        return;
+                    }
+                    Worker {
+                        sockets,
+                        published,
+                        counters: c,
+                        stop,
+                        busy_poll,
+                    }
+                    .run();
+                })
+                .map_err(|e| Error::Engine(format!("starting worker {queue}: {e}")))?;
+            engine.workers.push((queue, handle));
+            engine.counters.push(counters);
+            let fds: Vec<(u32, i32)> = ready_rx
+                .recv()
+                .map_err(|_| Error::Engine(format!("worker {queue} ended while starting")))??;
+            for (port, (ifindex, fd)) in fds.into_iter().enumerate() {
+                dp.set_xsk(ifindex, port as u32, queue, fd)?;
+                if queue == 0 {
+                    engine.ports.push(ifindex);
+                }
+            }
+        }
+        Ok((engine, writer))
+    }
+
+    /// What the workers counted so far.
+    pub fn counters(&self) -> EngineCounters {
+        let mut out = EngineCounters::default();
+        let sum = |f: &dyn Fn(
+            &Counters,
+        )
+            -> &(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)| {
+            let mut c = xe_counter::default();
+            for w in &self.counters {
+                let (p, b) = f(w);
+                c.packets += p.load(Ordering::Relaxed);
+                c.bytes += b.load(Ordering::Relaxed);
+            }
+            c
+        };
+        for (i, v) in Verdict::ALL.iter().enumerate() {
+            out.verdicts.push((*v, sum(&|w| &w.verdicts[i])));
+        }
+        for id in 0..crate::abi::MAX_NEXTHOPS as usize {
+            let c = sum(&|w| &w.nexthops[id]);
+            if c.packets != 0 {
+                out.nexthops.push((id as u32, c));
+            }
+        }
+        for w in &self.counters {
+            out.tx_full += w.tx_full.load(Ordering::Relaxed);
+            out.unserved += w.unserved.load(Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// Workers that have ended (a panic): their ports' frames on their
+    /// queues go to the kernel since their sockets closed.
+    pub fn dead_workers(&self) -> Vec<u32> {
+        self.workers
+            .iter()
+            .filter(|(_, h)| h.is_finished())
+            .map(|(q, _)| *q)
+            .collect()
+    }
+
+    /// Stops steering to the engine (the ports' frames go to the kernel)
+    /// and ends the workers.
+    pub fn stop(mut self, dp: &Dataplane) -> Result<()> {
+        for ifindex in &self.ports {
+            dp.remove_xsk_port(*ifindex)?;
+        }
+        self.end()
+    }
+
+    fn end(&mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut died = Vec::new();
+        for (queue, h) in self.workers.drain(..) {
+            if h.join().is_err() {
+                died.push(queue);
+            }
+        }
+        if died.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Engine(format!("worker(s) {died:?} had died")))
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.end();
+    }
+}
