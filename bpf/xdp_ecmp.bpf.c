@@ -297,8 +297,9 @@ static __always_inline int xe_admit(struct xdp_md *ctx, void *data, __u8 *fwd)
 	return XE_CONTINUE;
 }
 
-/* The whole decision. Fills d; on XE_V_FORWARD the frame is rewritten. */
-static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
+/* The whole decision. Fills d; on XE_V_FORWARD the frame is rewritten, or
+ * left as it came and *steer set when the AF_XDP engine sends it. */
+static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, __u8 *steer)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -407,8 +408,12 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d)
 	d->ifindex = nh->ifindex;
 	if (!(state & XE_NH_TXPORT))
 		return XE_V_PASS_NO_TXPORT;
-	if (steer_xsk)
+	/* The engine sends from ports it has sockets on; to any other port the
+	 * frame is forwarded here. */
+	if (steer_xsk && bpf_map_lookup_elem(&xe_xsk_ports, &nh->ifindex)) {
+		*steer = 1;
 		return XE_V_FORWARD;
+	}
 	return xe_rewrite(ctx, &m, nh);
 }
 
@@ -423,7 +428,7 @@ static __always_inline void xe_count(void *map, __u32 key, __u64 bytes)
 }
 
 /* The engine's socket for the frame's port and queue; with none, the
- * kernel forwards the frame itself. */
+ * kernel forwards the frame itself (unrewritten, as it came). */
 static __always_inline int xe_steer(struct xdp_md *ctx)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
@@ -441,10 +446,11 @@ int xdp_ecmp(struct xdp_md *ctx)
 	__u64 bytes = ctx->data_end - ctx->data;
 	struct xe_decision d = {};
 	__u32 zero = 0;
+	__u8 steer = 0;
 	int action;
 
-	d.verdict = xe_decide(ctx, &d);
-	if (d.verdict == XE_V_FORWARD && steer_xsk)
+	d.verdict = xe_decide(ctx, &d, &steer);
+	if (steer)
 		action = xe_steer(ctx);
 	else if (d.verdict == XE_V_FORWARD)
 		/* XDP_PASS if the port is not in the map although the next hop
@@ -456,7 +462,7 @@ int xdp_ecmp(struct xdp_md *ctx)
 	else
 		action = XDP_PASS;
 
-	if (count_packets && !(steer_xsk && d.verdict == XE_V_FORWARD)) {
+	if (count_packets && !steer) {
 		xe_count(&xe_verdicts, d.verdict, bytes);
 		if (d.verdict == XE_V_FORWARD)
 			xe_count(&xe_nh_stats, d.nexthop, bytes);

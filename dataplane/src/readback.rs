@@ -1,19 +1,21 @@
 //! Reading back what the maps hold: routes, groups, slots, next hops, ports, config and counters.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::Ordering;
 
 use libbpf_rs::MapCore;
 
 use crate::abi::{
     read_from, xe_config, xe_counter, xe_group, xe_inport, xe_lpm_v4, xe_lpm_v6, xe_nexthop,
-    xe_route, Verdict, MAX_NEXTHOPS,
+    xe_route, Verdict, MAX_GROUPS, MAX_NEXTHOPS,
 };
 use crate::dir24::Dir248;
 use crate::error::Result;
 use crate::grace::GracePeriods;
+use crate::memory::Tables;
 use crate::maps::{self, lpm_v4, sum_percpu};
 use crate::program::Dataplane;
-use crate::tables::{check_prefix, check_range, check_slots};
+use crate::tables::{check_prefix, check_range, check_slots, TableWriter};
 
 impl Dataplane {
     /// The IPv4 route stored under exactly this prefix.
@@ -137,5 +139,49 @@ impl Dataplane {
     pub fn nexthop_counter(&self, id: u32) -> Result<xe_counter> {
         check_range("next-hop id", id, MAX_NEXTHOPS)?;
         sum_percpu(&self.skel.maps.xe_nh_stats, "xe_nh_stats", id)
+    }
+}
+
+impl Dataplane {
+    /// Everything the decision reads, copied into in-memory tables: the
+    /// routes of both tries, every group in use with the slots of its
+    /// window, the next hops those slots name, the tx and ingress ports and
+    /// the config. (An engine starting over maps a previous run wrote.)
+    pub fn read_tables(&self) -> Result<Tables> {
+        let mut t = Tables::default();
+        for (a, l, r) in self.routes_v4()? {
+            t.set_route_v4(a, l, &r)?;
+        }
+        for (a, l, r) in self.routes_v6()? {
+            t.set_route_v6(a, l, &r)?;
+        }
+        let mut nexthops = std::collections::BTreeSet::new();
+        for id in 0..MAX_GROUPS {
+            let word = self.groups.word(id as usize).load(Ordering::Acquire);
+            let g: xe_group = read_from(&word.to_ne_bytes()).unwrap_or_default();
+            if g.size == 0 {
+                continue;
+            }
+            let end = (g.base + u32::from(g.size)).min(self.sizes.slots);
+            let slots: Vec<u32> = (g.base..end)
+                .map(|i| self.slots.cell(i as usize).load(Ordering::Acquire))
+                .collect();
+            nexthops.extend(slots.iter().copied());
+            t.set_slots(g.base, &slots)?;
+            t.set_group(id, &g)?;
+        }
+        for id in nexthops {
+            t.set_nexthop(id, &self.nexthop(id)?)?;
+        }
+        for k in self.skel.maps.xe_txports.keys() {
+            if let Some(ifindex) = read_from::<u32>(&k) {
+                t.add_txport(ifindex)?;
+            }
+        }
+        for (ifindex, p) in self.inports()? {
+            t.set_inport(ifindex, &p)?;
+        }
+        t.set_config(&self.config()?)?;
+        Ok(t)
     }
 }

@@ -8,39 +8,39 @@ use common::fixtures::fixtures;
 use common::packets::*;
 use common::*;
 use dataplane::abi::{xe_config, Verdict, CFG_SYMMETRIC, HASH_ALL_FIELDS};
-use dataplane::{LiveTables, TableReader};
+use dataplane::TableReader;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use testnet::require_root;
 
-/// Compares the program with the decision over the model's tables and over
-/// the live maps (`live`, read from the program's own maps) on one packet;
+/// Compares the program with the Rust decision over the model's tables and
+/// over `readers` (the live maps, a copy read back from them) on one packet;
 /// returns a description on mismatch.
-fn compare(world: &World, live: &LiveTables<'_>, pkt: &[u8]) -> Result<Verdict, String> {
+fn compare(
+    world: &World,
+    readers: &[(&str, &dyn TableReader)],
+    pkt: &[u8],
+) -> Result<Verdict, String> {
     let (action, out, d) = world.run(pkt);
     let (md, mout) = world.model(pkt);
-    let mut lout = vec![0u8; pkt.len() + 4];
-    let (ld, n) = live.decide(pkt, &mut lout);
-    lout.truncate(n);
-    if fields(&d) != fields(&md) || action != md.action || out != mout {
-        return Err(format!(
-            "packet {}\n  program: {:?} action {action} out {}\n  model:   {:?} out {}",
-            hex(pkt),
-            fields(&d),
-            hex(&out),
-            fields(&md),
-            hex(&mout)
-        ));
+    let mut theirs = vec![("model", md, mout)];
+    for (name, r) in readers {
+        let mut o = vec![0u8; pkt.len() + 4];
+        let (rd, n) = r.decide(pkt, &mut o);
+        o.truncate(n);
+        theirs.push((name, rd, o));
     }
-    if fields(&d) != fields(&ld) || action != ld.action || out != lout {
-        return Err(format!(
-            "packet {}\n  program: {:?} action {action} out {}\n  live:    {:?} out {}",
-            hex(pkt),
-            fields(&d),
-            hex(&out),
-            fields(&ld),
-            hex(&lout)
-        ));
+    for (name, rd, rout) in theirs {
+        if fields(&d) != fields(&rd) || action != rd.action || out != rout {
+            return Err(format!(
+                "packet {}\n  program: {:?} action {action} out {}\n  {name}: {:?} out {}",
+                hex(pkt),
+                fields(&d),
+                hex(&out),
+                fields(&rd),
+                hex(&rout)
+            ));
+        }
     }
     Ok(verdict_of(&d))
 }
@@ -52,6 +52,8 @@ fn truncation_every_fixture_every_offset() {
     }
     let world = World::new("trunc");
     let live = world.dp.live_tables().expect("the live maps");
+    let copy = world.dp.read_tables().expect("the maps read back");
+    let readers: [(&str, &dyn TableReader); 2] = [("live maps", &live), ("read back", &copy)];
     let mut compared = 0usize;
     let mut model_only = 0usize;
     let mut mismatches = Vec::new();
@@ -70,7 +72,7 @@ fn truncation_every_fixture_every_offset() {
             model_only += 1;
         }
         for cut in 14..=f.pkt.len() {
-            match compare(&world, &live, &f.pkt[..cut]) {
+            match compare(&world, &readers, &f.pkt[..cut]) {
                 Ok(v) => *verdicts.entry(v.name()).or_default() += 1,
                 Err(e) => mismatches.push(format!("{} cut at {cut}: {e}", f.name)),
             }
@@ -78,7 +80,7 @@ fn truncation_every_fixture_every_offset() {
         }
     }
     println!(
-        "truncation: {compared} cuts compared (program vs model vs live maps), {model_only} sub-Ethernet cuts model-only, {} mismatches",
+        "truncation: {compared} cuts compared (program vs model vs live maps vs the maps read back), {model_only} sub-Ethernet cuts model-only, {} mismatches",
         mismatches.len()
     );
     println!("  verdicts: {verdicts:?}");
@@ -299,7 +301,9 @@ fn differential_random_and_mutated_packets() {
             // The reader takes the config when made: one per stretch.
             live = Some(world.dp.live_tables().expect("the live maps"));
         }
-        match compare(&world, live.as_ref().expect("just made"), &pkt) {
+        let readers: [(&str, &dyn TableReader); 1] =
+            [("live maps", live.as_ref().expect("just made"))];
+        match compare(&world, &readers, &pkt) {
             Ok(v) => *verdicts.entry(v.name()).or_default() += 1,
             Err(e) => {
                 if mismatches.len() < 10 {
