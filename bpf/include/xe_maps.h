@@ -160,6 +160,23 @@ struct {
 	__uint(max_entries, XE_MAX_NEXTHOPS);
 } xe_nh_stats SEC(".maps");
 
+/* What the AF_XDP engine forwarded, per verdict and per next hop: written
+ * by the daemon that runs it (totals), read with the program's own
+ * counters by `stats` and the metrics. The program never touches them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_counter);
+	__uint(max_entries, XE_V_COUNT);
+} xe_engine_verdicts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_counter);
+	__uint(max_entries, XE_MAX_NEXTHOPS);
+} xe_engine_nh SEC(".maps");
+
 /* The last decision on this CPU, when loaded with trace_decisions. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

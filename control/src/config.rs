@@ -45,6 +45,14 @@ pub struct FileConfig {
     pub slot_pool: Option<u32>,
     /// Seconds between anti-entropy comparisons (0: off; default 300).
     pub anti_entropy: Option<f64>,
+    /// "xdp" (default) or "afxdp".
+    pub engine: Option<String>,
+    /// AF_XDP workers (default: the ports' receive queue count).
+    pub afxdp_workers: Option<u32>,
+    /// CPUs to pin the AF_XDP workers to.
+    pub afxdp_cpus: Option<Vec<usize>>,
+    /// AF_XDP workers spin instead of sleeping.
+    pub busy_poll: Option<bool>,
 }
 
 impl FileConfig {
@@ -66,6 +74,39 @@ pub fn anti_entropy_period(secs: Option<f64>) -> Result<Option<std::time::Durati
         s => anyhow::bail!(
             "anti_entropy = {s}: give seconds between 0.1 and {MAX_TIMER_S}, or 0 to turn it off"
         ),
+    }
+}
+
+/// The engine: None for `xdp` (the default), the AF_XDP engine's settings
+/// for `afxdp`; AF_XDP settings without `afxdp` are an error.
+pub fn engine(
+    name: Option<&str>,
+    workers: Option<u32>,
+    cpus: Vec<usize>,
+    busy_poll: bool,
+) -> Result<Option<dataplane::afxdp::EngineConfig>> {
+    let afxdp_only = workers.is_some() || !cpus.is_empty() || busy_poll;
+    match name.unwrap_or("xdp") {
+        "xdp" if afxdp_only => bail!(
+            "afxdp_workers, afxdp_cpus and busy_poll are settings of the AF_XDP engine: add `engine = \"afxdp\"` (or --engine afxdp), or leave them out"
+        ),
+        "xdp" => Ok(None),
+        "afxdp" => {
+            if workers == Some(0) {
+                bail!("afxdp_workers = 0: give at least 1, or leave it out for one per receive queue");
+            }
+            let max = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if let Some(c) = cpus.iter().find(|c| **c >= max) {
+                bail!("afxdp_cpus: CPU {c} does not exist here (CPUs 0..{})", max - 1);
+            }
+            Ok(Some(dataplane::afxdp::EngineConfig {
+                workers: workers.unwrap_or(0),
+                cpus,
+                busy_poll,
+                ..Default::default()
+            }))
+        }
+        other => bail!("engine = {other:?}: expected \"xdp\" or \"afxdp\""),
     }
 }
 

@@ -7,6 +7,7 @@ use anyhow::Result;
 use dataplane::abi::xe_config;
 use dataplane::{AttachMode, Dataplane, LoadOptions, TableWriter};
 
+use crate::engine::{Running, Tee};
 use crate::forwarding::Admission;
 use crate::mirror::{Event, Mirror};
 use crate::ports::Ports;
@@ -41,6 +42,10 @@ pub struct RunConfig {
     pub sizes: Option<dataplane::MapSizes>,
     /// How often the mirror is compared with a fresh dump (None: never).
     pub anti_entropy: Option<Duration>,
+    /// The AF_XDP engine, for the frames to forward between the ports
+    /// (None: the XDP program forwards them itself). Workers 0: as many as
+    /// the ports have receive queues.
+    pub engine: Option<dataplane::afxdp::EngineConfig>,
 }
 
 /// Time in ms of the daemon's timers (bucket stamps are converted to it
@@ -129,6 +134,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(cfg.pin_dir.clone()),
         sizes: cfg.sizes,
+        steer_xsk: cfg.engine.is_some(),
         ..Default::default()
     })?;
     // Redirected frames the kernel cannot send are counted, never as forwarded.
@@ -219,6 +225,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let sync = |rec: &mut Reconciler,
                 state: &mut KernelState,
                 dp: &mut Dataplane,
+                engine: Option<&mut Running>,
                 stats: &mut RunStats,
                 all: bool|
      -> Result<()> {
@@ -227,13 +234,23 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         let last_used = |slot: u32| clock.last_used_ms(stamps.get(slot), now);
         let dirty = state.take_dirty();
         let dirty = if all { Dirty::All } else { dirty };
-        let st = rec.sync(state, &dirty, dp, now, &last_used);
+        let st = rec.sync(state, &dirty, &mut Tee { dp, engine }, now, &last_used);
         stats.syncs += 1;
         tracing::debug!(?st, "synced");
         Ok(())
     };
-    sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
+    sync(&mut rec, &mut state, &mut dp, None, &mut stats, true)?;
     publish(&rec, &stats);
+    // The engine starts over the maps as synced: from here every write
+    // reaches both.
+    let mut engine = match &cfg.engine {
+        Some(e) => {
+            let names: Vec<String> = ports.attached().into_iter().map(|(n, _)| n).collect();
+            Some(Running::start(&dp, &names, e)?)
+        }
+        None => None,
+    };
+    let mut last_counters = Instant::now();
     tracing::info!(
         routes = state.routes.len(),
         links = state.links.len(),
@@ -247,11 +264,11 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let mut last_entropy = Instant::now();
     loop {
         if cfg.run_for.is_some_and(|d| started.elapsed() >= d) {
-            return Ok(stats);
+            break;
         }
         if stop_requested() {
             tracing::info!("signal received, stopping (the pinned program keeps forwarding)");
-            return Ok(stats);
+            break;
         }
         if cfg.metrics.is_some() && last_publish.elapsed() >= Duration::from_millis(500) {
             last_publish = Instant::now();
@@ -265,7 +282,14 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             if let Some(fresh) = anti_entropy(&mut mirror, &state, &mut stats)? {
                 state = fresh;
                 ports.follow(&state, &mut dp);
-                sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
+                sync(
+                    &mut rec,
+                    &mut state,
+                    &mut dp,
+                    engine.as_mut(),
+                    &mut stats,
+                    true,
+                )?;
                 publish(&rec, &stats);
             }
         }
@@ -280,7 +304,14 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
                 stats.redumps += 1;
                 state = mirror.resync(cfg.table)?;
                 ports.follow(&state, &mut dp);
-                sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
+                sync(
+                    &mut rec,
+                    &mut state,
+                    &mut dp,
+                    engine.as_mut(),
+                    &mut stats,
+                    true,
+                )?;
                 let _ = stats
                     .latency_us
                     .record(woke.elapsed().as_micros().max(1) as u64);
@@ -288,7 +319,14 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             Event::Changed(c) if c.any() => {
                 stats.events += 1;
                 ports.follow(&state, &mut dp);
-                sync(&mut rec, &mut state, &mut dp, &mut stats, false)?;
+                sync(
+                    &mut rec,
+                    &mut state,
+                    &mut dp,
+                    engine.as_mut(),
+                    &mut stats,
+                    false,
+                )?;
                 let _ = stats
                     .latency_us
                     .record(woke.elapsed().as_micros().max(1) as u64);
@@ -297,7 +335,14 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             // Idle: resilient groups may have buckets that became idle.
             Event::Idle if last_upkeep.elapsed() >= Duration::from_secs(1) => {
                 last_upkeep = Instant::now();
-                sync(&mut rec, &mut state, &mut dp, &mut stats, false)?;
+                sync(
+                    &mut rec,
+                    &mut state,
+                    &mut dp,
+                    engine.as_mut(),
+                    &mut stats,
+                    false,
+                )?;
             }
             Event::Idle => {}
             Event::Overrun => {
@@ -312,13 +357,42 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
                 );
                 state = mirror.resync(cfg.table)?;
                 ports.follow(&state, &mut dp);
-                sync(&mut rec, &mut state, &mut dp, &mut stats, true)?;
+                sync(
+                    &mut rec,
+                    &mut state,
+                    &mut dp,
+                    engine.as_mut(),
+                    &mut stats,
+                    true,
+                )?;
             }
         }
         // At every wake-up: the forwarding switches change without a
         // message this daemon follows; ports and MACs come with the mirror.
-        admission.apply(&ports.attached(), &state, &mut dp);
+        admission.apply(
+            &ports.attached(),
+            &state,
+            &mut Tee {
+                dp: &mut dp,
+                engine: engine.as_mut(),
+            },
+        );
+        if let Some(e) = engine.as_mut() {
+            e.publish();
+            if last_counters.elapsed() >= Duration::from_millis(200) {
+                last_counters = Instant::now();
+                if let Err(err) = e.store_counters(&dp) {
+                    tracing::warn!("storing the AF_XDP engine's counters: {err}");
+                }
+            }
+        }
     }
+    if let Some(e) = engine {
+        // The program forwards by itself again (it steers only to ports the
+        // engine serves, and none are left).
+        e.stop(&dp)?;
+    }
+    Ok(stats)
 }
 
 /// Compares the mirror with a fresh dump; returns the dump when they differ

@@ -5,6 +5,7 @@ pub mod capacity;
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod engine;
 pub mod entropy;
 pub mod forwarding;
 pub mod inspect;

@@ -65,11 +65,28 @@ enum ShowWhat {
     Capacity,
 }
 
+/// `--engine`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EngineKind {
+    Xdp,
+    Afxdp,
+}
+
+impl EngineKind {
+    fn name(self) -> &'static str {
+        match self {
+            EngineKind::Xdp => "xdp",
+            EngineKind::Afxdp => "afxdp",
+        }
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
     /// TOML config file (keys: ports, table, plain_groups, buckets, idle_timer, unbalanced_timer,
     /// hash_seed, hash_policy, symmetric, netlink_rcvbuf, attach_mode, metrics, state_dir,
-    /// wait_for_ports, max_routes_v4, max_routes_v6, slot_pool); flags override it.
+    /// wait_for_ports, max_routes_v4, max_routes_v6, slot_pool, anti_entropy, engine,
+    /// afxdp_workers, afxdp_cpus, busy_poll); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Ports to attach to.
@@ -126,6 +143,21 @@ struct RunArgs {
     /// 300; 0 turns it off). A dump of 1M routes takes a few seconds of CPU.
     #[arg(long)]
     anti_entropy: Option<f64>,
+    /// Who forwards: `xdp` (the XDP program, the default) or `afxdp` (the
+    /// program hands the frames to forward between the ports to AF_XDP
+    /// workers, which decide, rewrite and send; everything bound for the
+    /// kernel stays in the program).
+    #[arg(long, value_enum)]
+    engine: Option<EngineKind>,
+    /// AF_XDP workers, one per receive queue (default: the ports' queue count).
+    #[arg(long)]
+    afxdp_workers: Option<u32>,
+    /// CPUs to pin the AF_XDP workers to, in turn (e.g. 0,1; default: not pinned).
+    #[arg(long, value_delimiter = ',')]
+    afxdp_cpus: Vec<usize>,
+    /// AF_XDP workers spin on empty rings instead of sleeping (a CPU each).
+    #[arg(long)]
+    busy_poll: bool,
     /// Exit after this many seconds (for tests).
     #[arg(long, hide = true)]
     run_for: Option<f64>,
@@ -303,6 +335,12 @@ fn detach(cli: &Cli, ports: &[String]) -> Result<()> {
 fn stats(cli: &Cli, json: bool) -> Result<()> {
     let counters = pinned_verdict_counters(&cli.pin_dir)?;
     let failed = dataplane::txfail::pinned_tx_failures(&cli.pin_dir)?;
+    // The AF_XDP engine's share (in the totals above), where it counted any.
+    let engine: Vec<_> = dataplane::pinned_engine_counters(&cli.pin_dir)?
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, c)| c.packets != 0)
+        .collect();
     if json {
         let mut v: Vec<_> = counters
             .iter()
@@ -310,6 +348,9 @@ fn stats(cli: &Cli, json: bool) -> Result<()> {
             .collect();
         // Redirected, then refused by the kernel: not in `forward`.
         v.push(serde_json::json!({"tx_refused": true, "packets": failed}));
+        for (verdict, c) in &engine {
+            v.push(serde_json::json!({"engine": "afxdp", "verdict": verdict.name(), "packets": c.packets, "bytes": c.bytes}));
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{:<20} {:>14} {:>16}", "verdict", "packets", "bytes");
@@ -318,6 +359,10 @@ fn stats(cli: &Cli, json: bool) -> Result<()> {
         }
         // Redirected, then refused by the kernel: not in `forward`.
         println!("{:<20} {:>14} {:>16}", "tx-refused", failed, "-");
+        for (v, c) in &engine {
+            let row = format!("  afxdp {}", v.name());
+            println!("{row:<20} {:>14} {:>16}", c.packets, c.bytes);
+        }
     }
     Ok(())
 }
@@ -377,6 +422,10 @@ fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
         max_routes_v6,
         slot_pool,
         anti_entropy,
+        engine,
+        afxdp_workers,
+        afxdp_cpus,
+        busy_poll,
         run_for,
     } = args;
     let file = match config {
@@ -446,6 +495,16 @@ fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
             slot_pool.or(file.slot_pool),
         )?,
         anti_entropy: control::config::anti_entropy_period(anti_entropy.or(file.anti_entropy))?,
+        engine: control::config::engine(
+            engine.map(EngineKind::name).or(file.engine.as_deref()),
+            afxdp_workers.or(file.afxdp_workers),
+            if afxdp_cpus.is_empty() {
+                file.afxdp_cpus.clone().unwrap_or_default()
+            } else {
+                afxdp_cpus.clone()
+            },
+            *busy_poll || file.busy_poll == Some(true),
+        )?,
     };
     let stats = run(&cfg)?;
     let (p50, p99, p999) = stats.latency_quantiles();

@@ -27,7 +27,9 @@ pub use clock::{StampClock, StampReader};
 pub use error::{Error, Result};
 pub use forward::TableReader;
 pub use live::LiveTables;
-pub use maps::{pinned_nexthop_counters, pinned_remove_inport, pinned_verdict_counters};
+pub use maps::{
+    pinned_engine_counters, pinned_nexthop_counters, pinned_remove_inport, pinned_verdict_counters,
+};
 pub use memory::Tables;
 pub use program::{Dataplane, LoadOptions, MapSizes, StampMode};
 pub use tables::TableWriter;

@@ -64,12 +64,14 @@ pub(crate) fn lpm_v6(addr: Ipv6Addr, prefix_len: u8) -> xe_lpm_v6 {
     }
 }
 
-/// Packets and bytes per verdict from the counter map pinned in `pin_dir`,
-/// summed over CPUs (no program load needed). `forward` leaves out the
-/// redirected frames the kernel refused (their packets; their bytes, which
-/// the kernel does not report, stay in).
+/// Packets and bytes per verdict from the counter maps pinned in `pin_dir`
+/// (the program's, summed over CPUs, and the AF_XDP engine's), with no
+/// program load. `forward` leaves out the redirected frames the kernel
+/// refused (their packets; their bytes, which the kernel does not report,
+/// stay in).
 pub fn pinned_verdict_counters(pin_dir: &Path) -> Result<Vec<(Verdict, xe_counter)>> {
     let map = open_pinned(pin_dir, "xe_verdicts")?;
+    let engine = open_pinned(pin_dir, "xe_engine_verdicts").ok();
     let failed = crate::txfail::pinned_tx_failures(pin_dir)?;
     Verdict::ALL
         .iter()
@@ -78,9 +80,26 @@ pub fn pinned_verdict_counters(pin_dir: &Path) -> Result<Vec<(Verdict, xe_counte
             if *v == Verdict::Forward {
                 c.packets = c.packets.saturating_sub(failed);
             }
+            if let Some(e) = &engine {
+                add(&mut c, counter(e, "xe_engine_verdicts", *v as u32)?);
+            }
             Ok((*v, c))
         })
         .collect()
+}
+
+/// The AF_XDP engine's share of [`pinned_verdict_counters`]: what it
+/// forwarded (and decided otherwise), per verdict; None where no engine
+/// has stored counters under `pin_dir` (maps of an older version).
+pub fn pinned_engine_counters(pin_dir: &Path) -> Result<Option<Vec<(Verdict, xe_counter)>>> {
+    let Ok(map) = open_pinned(pin_dir, "xe_engine_verdicts") else {
+        return Ok(None);
+    };
+    Verdict::ALL
+        .iter()
+        .map(|v| Ok((*v, counter(&map, "xe_engine_verdicts", *v as u32)?)))
+        .collect::<Result<_>>()
+        .map(Some)
 }
 
 /// Removes the ingress port entry of `ifindex` from the map pinned in
@@ -94,12 +113,34 @@ pub fn pinned_remove_inport(pin_dir: &Path, ifindex: u32) -> Result<()> {
     }
 }
 
-/// Packets and bytes forwarded to each of `ids`, from the pinned per-next-hop map.
+/// Packets and bytes forwarded to each of `ids`, from the pinned
+/// per-next-hop maps (the program's and the AF_XDP engine's).
 pub fn pinned_nexthop_counters(pin_dir: &Path, ids: &[u32]) -> Result<Vec<(u32, xe_counter)>> {
     let map = open_pinned(pin_dir, "xe_nh_stats")?;
+    let engine = open_pinned(pin_dir, "xe_engine_nh").ok();
     ids.iter()
-        .map(|id| Ok((*id, sum_percpu(&map, "xe_nh_stats", *id)?)))
+        .map(|id| {
+            let mut c = sum_percpu(&map, "xe_nh_stats", *id)?;
+            if let Some(e) = &engine {
+                add(&mut c, counter(e, "xe_engine_nh", *id)?);
+            }
+            Ok((*id, c))
+        })
         .collect()
+}
+
+pub(crate) fn add(sum: &mut xe_counter, c: xe_counter) {
+    sum.packets += c.packets;
+    sum.bytes += c.bytes;
+}
+
+/// Entry `key` of an array of counters (zero where out of range).
+pub(crate) fn counter(map: &dyn MapCore, name: &'static str, key: u32) -> Result<xe_counter> {
+    Ok(map
+        .lookup(&key.to_ne_bytes(), MapFlags::ANY)
+        .map_err(map_err(name, "lookup"))?
+        .and_then(|b| read_from(&b))
+        .unwrap_or_default())
 }
 
 pub(crate) fn sum_percpu(map: &dyn MapCore, name: &'static str, key: u32) -> Result<xe_counter> {
@@ -109,8 +150,7 @@ pub(crate) fn sum_percpu(map: &dyn MapCore, name: &'static str, key: u32) -> Res
         .unwrap_or_default();
     let mut sum = xe_counter::default();
     for c in per_cpu.iter().filter_map(|b| read_from::<xe_counter>(b)) {
-        sum.packets += c.packets;
-        sum.bytes += c.bytes;
+        add(&mut sum, c);
     }
     Ok(sum)
 }

@@ -12,10 +12,13 @@ use crate::abi::{
 use crate::dir24::Dir248;
 use crate::error::Result;
 use crate::grace::GracePeriods;
+use crate::maps::{self, add, counter, lpm_v4, sum_percpu};
 use crate::memory::Tables;
-use crate::maps::{self, lpm_v4, sum_percpu};
 use crate::program::Dataplane;
 use crate::tables::{check_prefix, check_range, check_slots, TableWriter};
+
+/// Counters by verdict or by next-hop id.
+pub type Counts<K> = Vec<(K, xe_counter)>;
 
 impl Dataplane {
     /// The IPv4 route stored under exactly this prefix.
@@ -130,15 +133,46 @@ impl Dataplane {
                 if *v == Verdict::Forward {
                     c.packets = c.packets.saturating_sub(failed);
                 }
+                let engine = &self.skel.maps.xe_engine_verdicts;
+                add(&mut c, counter(engine, "xe_engine_verdicts", *v as u32)?);
                 Ok((*v, c))
             })
             .collect()
     }
 
-    /// Packets and bytes forwarded to a next hop, summed over CPUs.
+    /// Packets and bytes forwarded to a next hop, summed over CPUs, the
+    /// AF_XDP engine's included.
     pub fn nexthop_counter(&self, id: u32) -> Result<xe_counter> {
         check_range("next-hop id", id, MAX_NEXTHOPS)?;
-        sum_percpu(&self.skel.maps.xe_nh_stats, "xe_nh_stats", id)
+        let mut c = sum_percpu(&self.skel.maps.xe_nh_stats, "xe_nh_stats", id)?;
+        add(
+            &mut c,
+            counter(&self.skel.maps.xe_engine_nh, "xe_engine_nh", id)?,
+        );
+        Ok(c)
+    }
+
+    /// The AF_XDP engine's counters as stored: per verdict, and every next
+    /// hop with a count.
+    pub fn engine_counters(&self) -> Result<(Counts<Verdict>, Counts<u32>)> {
+        let m = &self.skel.maps;
+        let verdicts = Verdict::ALL
+            .iter()
+            .map(|v| {
+                Ok((
+                    *v,
+                    counter(&m.xe_engine_verdicts, "xe_engine_verdicts", *v as u32)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let mut nexthops = Vec::new();
+        for id in 0..MAX_NEXTHOPS {
+            let c = counter(&m.xe_engine_nh, "xe_engine_nh", id)?;
+            if c.packets != 0 {
+                nexthops.push((id, c));
+            }
+        }
+        Ok((verdicts, nexthops))
     }
 }
 

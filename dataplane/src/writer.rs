@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use libbpf_rs::MapCore;
 
 use crate::abi::{
-    bytes_of, xe_config, xe_group, xe_inport, xe_nexthop, xe_route, DIR_CHUNK_SIZE, MAX_DIR_CHUNKS,
-    MAX_NEXTHOPS, MAX_QUEUES, MAX_XSK_PORTS,
+    bytes_of, xe_config, xe_counter, xe_group, xe_inport, xe_nexthop, xe_route, Verdict,
+    DIR_CHUNK_SIZE, MAX_DIR_CHUNKS, MAX_NEXTHOPS, MAX_QUEUES, MAX_XSK_PORTS,
 };
 use crate::dir24::{Dir248, TBL24_ENTRIES};
 use crate::error::Result;
@@ -79,6 +79,24 @@ impl Dataplane {
             &(port * MAX_QUEUES + queue),
             &fd,
         )
+    }
+
+    /// Stores the AF_XDP engine's counters (totals) where `stats` and the
+    /// metrics read them.
+    pub fn store_engine_counters(
+        &self,
+        verdicts: &[(Verdict, xe_counter)],
+        nexthops: &[(u32, xe_counter)],
+    ) -> Result<()> {
+        let m = &self.skel.maps;
+        for (v, c) in verdicts {
+            maps::update(&m.xe_engine_verdicts, "xe_engine_verdicts", &(*v as u32), c)?;
+        }
+        for (id, c) in nexthops {
+            check_range("next-hop id", *id, MAX_NEXTHOPS)?;
+            maps::update(&m.xe_engine_nh, "xe_engine_nh", id, c)?;
+        }
+        Ok(())
     }
 
     /// Stops steering the frames of `ifindex` to the engine: they go to the
