@@ -145,6 +145,7 @@ fn afxdp_engine_forwards_what_the_decision_says() {
     let mut want: HashMap<(u32, Vec<u8>), usize> = HashMap::new();
     let (mut forwards, mut kernel_bound) = (0usize, 0usize);
     let mut got = 0usize;
+    let mut buckets = std::collections::BTreeSet::new();
     let mut stray = Vec::new();
     let mut buf = [0u8; 2048];
     let dmacs = [mac(0x31), mac(0x32)];
@@ -183,6 +184,7 @@ fn afxdp_engine_forwards_what_the_decision_says() {
             if d.verdict == Verdict::Forward as u32 && d.action == XDP_REDIRECT {
                 *want.entry((d.ifindex, out[..n].to_vec())).or_default() += 1;
                 forwards += 1;
+                buckets.insert(d.bucket); // group 1's window starts at slot 0
             } else {
                 kernel_bound += 1;
             }
@@ -240,6 +242,22 @@ fn afxdp_engine_forwards_what_the_decision_says() {
         "the program leaves forwarded frames to the engine's counters"
     );
     assert_eq!((c.tx_full, c.unserved), (0, 0));
+    // The idle timers read the buckets' stamps: the program stamps a bucket
+    // before it steers the frame, as before it forwards one itself.
+    let unstamped: Vec<u32> = buckets
+        .iter()
+        .copied()
+        .filter(|b| dp.slot_used(*b).expect("stamp") == 0)
+        .collect();
+    println!(
+        "afxdp: {} buckets used, {} unstamped",
+        buckets.len(),
+        unstamped.len()
+    );
+    assert!(
+        unstamped.is_empty(),
+        "buckets the engine used without a stamp: {unstamped:?}"
+    );
     engine.stop(&dp).expect("stop");
 }
 
