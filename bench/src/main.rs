@@ -442,8 +442,12 @@ fn judge(r: &mut report::Report) {
         let mut vs_linux = Vec::new();
         let mut vs_bare = Vec::new();
         let mut own_cpu = (0.0, 0.0, 0.0);
+        let mut afxdp = Vec::new();
         for layout in ["one CPU", "forwarder on its own CPU"] {
             let ours = rate::median_of(t, layout, "xdp-ecmp");
+            if let (Some(o), Some(a)) = (ours, rate::median_of(t, layout, "xdp-ecmp, AF_XDP")) {
+                afxdp.push((layout.to_string(), a / o));
+            }
             let linux = rate::median_of(t, layout, "Linux");
             let bare = rate::median_of(t, layout, "bare");
             if let (Some(o), Some(l), Some(b)) = (ours, linux, bare) {
@@ -460,6 +464,13 @@ fn judge(r: &mut report::Report) {
             list(&vs_linux, "x"),
             !vs_linux.is_empty() && vs_linux.iter().all(|v| v.1 >= 4.0),
             &format!("on its own CPU a frame costs the bare forwarder {b:.0} ns, nearly all of it veth and sink work every forwarder pays; xdp-ecmp adds {:.0} ns to that, Linux forwarding {:.0} ns; this shared floor caps the ratio (Linux's frames even skip the last veth hop)", o - b, l - b),
+        );
+        r.goal(
+            "AF_XDP engine vs the XDP engine (packet rate)",
+            ">= 0.3x",
+            list(&afxdp, "x"),
+            !afxdp.is_empty() && afxdp.iter().all(|v| v.1 >= 0.3),
+            "one worker in copy mode: each frame is copied into the socket's memory, decided, copied into a sending frame and copied out again by the kernel, with a system call per batch to send",
         );
         r.goal(
             "packet rate vs the bare forwarder",

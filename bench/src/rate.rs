@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use dataplane::abi::GROUP_RESILIENT;
+use dataplane::afxdp::{Engine, EngineConfig};
 use dataplane::{ifindex_of, pin_thread_to_cpu, AttachMode, XdpLink};
 use dataplane::{Dataplane, LoadOptions};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -41,6 +42,8 @@ enum Forwarder {
     Ecmp,
     /// As the daemon runs it: with the redirect-failure tracepoints attached.
     EcmpCounted,
+    /// The program steering to the AF_XDP engine (one worker, copy mode).
+    Afxdp,
     Linux,
     Fib,
     Bare,
@@ -49,9 +52,10 @@ enum Forwarder {
 }
 
 impl Forwarder {
-    const ALL: [Forwarder; 6] = [
+    const ALL: [Forwarder; 7] = [
         Forwarder::Ecmp,
         Forwarder::EcmpCounted,
+        Forwarder::Afxdp,
         Forwarder::Linux,
         Forwarder::Fib,
         Forwarder::Bare,
@@ -62,6 +66,9 @@ impl Forwarder {
             Forwarder::Ecmp => "xdp-ecmp (resilient, 128 buckets)",
             Forwarder::EcmpCounted => {
                 "the same, redirect failures counted (xdp_redirect_err tracepoint, as the daemon runs it)"
+            }
+            Forwarder::Afxdp => {
+                "xdp-ecmp, AF_XDP engine (1 queue, 1 worker on the forwarder's CPU, copy mode)"
             }
             Forwarder::Linux => "Linux forwarding (fib_multipath_hash_policy 1)",
             Forwarder::Fib => "bpf_fib_lookup forwarder",
@@ -458,6 +465,15 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
     let mut ecmp = Dataplane::load(&LoadOptions::default()).context("loading xdp-ecmp")?;
     crate::ecmp_world(&mut ecmp, &outs, GROUP_RESILIENT, 128, [0x5eed, 0x0001])?;
     crate::admit(&mut ecmp, in_if, mac(0, 1))?;
+    // The same tables in a program that steers to the AF_XDP engine.
+    let mut steer = Dataplane::load(&LoadOptions {
+        steer_xsk: true,
+        ..Default::default()
+    })
+    .context("loading xdp-ecmp for the AF_XDP engine")?;
+    crate::ecmp_world(&mut steer, &outs, GROUP_RESILIENT, 128, [0x5eed, 0x0001])?;
+    crate::admit(&mut steer, in_if, mac(0, 1))?;
+    let engine_ports: Vec<String> = std::iter::once(&n.inp).chain(&n.out).cloned().collect();
     let p_store: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
     let p = peers::PeersSkelBuilder::default().open(p_store)?.load()?;
     let mut bare = Vec::with_capacity(16);
@@ -483,6 +499,9 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
         .map(|_| (0..Forwarder::ALL.len()).map(|_| Vec::new()).collect())
         .collect();
     for (li, (lname, threaded)) in layouts.iter().enumerate() {
+        // The engine's worker runs where the forwarder does: CPU 0 with
+        // everything else, or CPU 1 with the input's NAPI thread.
+        let engine = start_engine(&steer, &engine_ports, usize::from(*threaded))?;
         sh(
             &net,
             &format!(
@@ -502,6 +521,7 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
                 let _attached = match f {
                     Forwarder::Linux => Attached::None,
                     Forwarder::Ecmp => Attached::Ecmp(ecmp.attach(in_if, AttachMode::Native)?),
+                    Forwarder::Afxdp => Attached::Ecmp(steer.attach(in_if, AttachMode::Native)?),
                     Forwarder::EcmpCounted => Attached::EcmpCounted(
                         ecmp.attach(in_if, AttachMode::Native)?,
                         ecmp.attach_tx_failure_counter()?,
@@ -531,9 +551,31 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
                 samples[li][fi].push(s);
             }
         }
+        engine.stop(&steer)?;
     }
     sh(&net, &format!("echo 0 > /sys/class/net/{}/threaded", n.inp))?;
     Ok(vec![table(&layouts.map(|l| l.0), &samples, opts)])
+}
+
+/// The AF_XDP engine on `ports`, its one worker on `cpu`. A queue whose
+/// socket just closed stays busy for a moment: binding is retried for 5 s.
+fn start_engine(dp: &Dataplane, ports: &[String], cpu: usize) -> Result<Engine> {
+    let cfg = EngineConfig {
+        workers: 1,
+        cpus: vec![cpu],
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    loop {
+        match Engine::start(dp, ports, &cfg, dp.read_tables()?) {
+            Ok((engine, _tables)) => return Ok(engine),
+            Err(e) if t0.elapsed() < Duration::from_secs(5) => {
+                eprintln!("packet rate: the AF_XDP engine did not start yet ({e}); again");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e).context("starting the AF_XDP engine"),
+        }
+    }
 }
 
 fn min_med_max(v: &[f64]) -> (f64, f64, f64) {
@@ -598,6 +640,7 @@ fn table(layouts: &[&str], samples: &[Vec<Vec<Sample>>], opts: &RateOptions) -> 
     }
     t.note("The generator is an XDP program run by BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES on CPU 0; it writes the whole header of every frame (1024 source ports) and redirects it into the forwarder's veth. Sinks are XDP programs that count and drop. 'one CPU': generator, forwarder and sinks share CPU 0, so the figure is the whole chain's. 'own CPU': the forwarder's veth NAPI is threaded and pinned to CPU 1 (its sinks run there too); the generator outruns it, so the figure is the forwarder's capacity.");
     t.note("Where frames end: frames the XDP forwarders redirect are counted and dropped by an XDP program on the far side of each out veth; frames Linux forwards are counted and dropped at the out port's tc egress (clsact), before the veth. Ending Linux's frames at the far side instead would charge them a copy into an XDP frame (veth does that for an XDP peer): measured 0.77 vs 0.93 Mpps. So the Linux figure is the kinder one, and its frames skip the veth hop the XDP forwarders' frames pay for.");
+    t.note("The AF_XDP engine: the same program, loaded to steer the frames it would forward to the engine's socket on the input port's queue; one worker thread decides again over a snapshot of the same tables, rewrites into a frame of the out port's socket and sends (copy mode: the kernel copies each frame into the socket's memory and out of it again). The worker sleeps in poll(2) when its rings are empty (no busy polling) and is pinned to the forwarder's CPU of the layout.");
     t.note("The bare forwarder sends everything to one sink (no route, no hash); the fib_lookup forwarder passes no ports to bpf_fib_lookup (as the kernel's xdp_fwd sample), so its flows hash on addresses only and take one path. The forwarder's input veth has GRO on in every variant (Linux forwarding needs it to accept redirected frames). 'offered' is what the generator sent in the same window: above the delivered rate, the difference was dropped on the way (full veth rings).");
     t
 }
