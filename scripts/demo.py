@@ -25,6 +25,7 @@ ON_LEAF03 = "server03"
 # leaf's sessions back than static routing needs to restore its links.
 WINDOW = {"static": 3, "bgp": 8}
 MODE = "static"
+ENGINE = "xdp"
 
 
 def sh(*args, check=True):
@@ -108,6 +109,14 @@ def step_split(r):
               ["server", "flows", "share"], [[k, v, f"{100.0 * v / total:.1f}%"] for k, v in sorted(split.items(), key=lambda x: str(x[0]))])
     r.claim("fig. 1: every server takes a share", len([k for k in split if k]) == 4 and min(split.values()) > total * 0.15,
             f"{len(split)} servers, smallest share {min(split.values())}/{total}")
+    if ENGINE == "afxdp":
+        time.sleep(0.5)  # the daemon stores the engine's counters every 200 ms
+        stats = json.loads(testbed("xdp-ecmp", "spine02", "stats", "--json"))
+        by = {(x.get("engine", "xdp"), x.get("verdict")): x.get("packets", 0) for x in stats}
+        engine, total_fwd = by.get(("afxdp", "forward"), 0), by.get(("xdp", "forward"), 0)
+        r.data["spine02_forwarded"] = dict(total=total_fwd, afxdp=engine)
+        r.claim("the AF_XDP engine forwards on spine02 (every query crosses it)", engine >= total,
+                f"{engine} of {total_fwd} forwarded frames by the engine, for {total} queries")
     return flows
 
 
@@ -282,18 +291,21 @@ def main():
     ap.add_argument("--keep", action="store_true", help="leave the testbed up to explore")
     ap.add_argument("--steps", default="1,2,3,4,5,6,7",
                     help="which steps to run, e.g. 1,2,7 (7, the BGP withdrawal, needs --mode bgp)")
+    ap.add_argument("--engine", choices=["xdp", "afxdp"], default="xdp",
+                    help="who forwards on every spine and leaf: the XDP program, or the AF_XDP engine it steers to")
     ap.add_argument("--mode", choices=["static", "bgp"], default="static",
                     help="static ECMP routes written with ip, or FRR/BGP unnumbered with the servers announcing the anycast /32")
     a = ap.parse_args()
-    global MODE
-    MODE = a.mode
+    global MODE, ENGINE
+    MODE, ENGINE = a.mode, a.engine
     r = Report(a.check, a.json)
     started = time.time()
     if not a.json:
-        print(f"xdp-ecmp demo: the anycast design guide on a veth testbed ({a.mode} routing)")
+        print(f"xdp-ecmp demo: the anycast design guide on a veth testbed ({a.mode} routing, {a.engine} engine)")
     testbed("down")
-    testbed("up", "--mode", a.mode)
+    testbed("up", "--mode", a.mode, "--engine", a.engine)
     r.data["mode"] = a.mode
+    r.data["engine"] = a.engine
     try:
         spine02_daemon(*MODES["resilient, idle timer 0"])
         steps = {int(x) for x in a.steps.split(",") if x.strip()}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo (the README's main command): installs what is missing, builds, brings up the testbed and walks the anycast design guide.
-# Usage: scripts/demo.sh [--mode static|bgp] [--json] [--keep]   (as root)
+# Usage: scripts/demo.sh [--mode static|bgp] [--engine xdp|afxdp] [--json] [--keep]   (as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) -eq 0 ]] || { echo "demo: needs root (network namespaces, XDP): sudo $0 $*" >&2; exit 1; }

@@ -41,7 +41,7 @@ if [[ $(id -u) -eq 0 ]]; then
     cargo run --release --quiet -p xdp-ecmp-bench -- quick
 fi
 
-echo "== scenario tests: the design guide's claims on the veth testbed (static and BGP routing)"
+echo "== scenario tests: the design guide's claims on the veth testbed (static and BGP routing, XDP and AF_XDP engines)"
 if [[ $(id -u) -eq 0 ]]; then
     command -v /usr/lib/frr/bgpd >/dev/null || {
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -51,6 +51,9 @@ if [[ $(id -u) -eq 0 ]]; then
     # BGP mode, every step: the split, failure and return (only the failed
     # path's flows move), the route listing and the withdrawal.
     python3 scripts/demo.py --check --mode bgp
+    # The same claims with every spine and leaf on the AF_XDP engine.
+    python3 scripts/demo.py --check --mode static --engine afxdp
+    python3 scripts/demo.py --check --mode bgp --engine afxdp
 elif [[ ${CI:-} == true ]]; then
     echo "scenario tests: need root, and CI=true forbids skipping them" >&2
     exit 1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The anycast design guide's network in veth namespaces: client, 2 spines, 4 leaves, 4 servers announcing 172.16.255.66/32.
-# Usage: testbed.sh up [--mode static|bgp] | down | status | daemon NODE [flags] | stop-daemon NODE | fail LEAF | restore LEAF
+# Usage: testbed.sh up [--mode static|bgp] [--engine xdp|afxdp] | down | status | daemon NODE [flags] | stop-daemon NODE | fail LEAF | restore LEAF
 #        | withdraw SERVER | announce SERVER | exec NODE CMD... | xdp-ecmp NODE ARGS...
 # Everything it creates is named xe-tb-*: namespaces xe-tb-<node>, bpffs pins /sys/fs/bpf/xe-tb-<node>,
 # state (PIDs, logs) under /run/xe-testbed. `down` removes all of it and ends only the processes it started.
@@ -49,13 +49,15 @@ p2p() {
 
 up() {
     need_root
-    local mode=static
+    local mode=static engine=xdp
     while (($#)); do
         case $1 in
         --mode) mode=$2; shift 2;;
-        *) die "unknown option $1 (up [--mode static])";;
+        --engine) engine=$2; shift 2;;
+        *) die "unknown option $1 (up [--mode static|bgp] [--engine xdp|afxdp])";;
         esac
     done
+    [[ $engine == xdp || $engine == afxdp ]] || die "engine $engine: xdp or afxdp"
     [[ $mode == static || $mode == bgp ]] || die "mode $mode: static or bgp"
     if [[ $mode == bgp && ! -x /usr/lib/frr/bgpd ]]; then
         echo "testbed: installing FRR for bgp mode"
@@ -68,6 +70,8 @@ up() {
     [[ -x $XDP_ECMP ]] || die "$XDP_ECMP missing: cargo build --release -p xdp-ecmp"
     trap 'echo "testbed: set-up failed, cleaning up" >&2; down' ERR
     mkdir -p "$STATE"
+    # Every daemon of this testbed, scenario restarts included, runs this engine.
+    echo "$engine" > "$STATE/engine"
     for n in "${NODES[@]}"; do
         ip netns add "$(ns "$n")"
         in_ns "$n" ip link set lo up
@@ -199,7 +203,9 @@ start_daemon() {
     local log="$STATE/$n.log" before=0
     [[ -f $log ]] && before=$(wc -l < "$log")
     echo "=== xdp-ecmp run $* ($(date -u +%T.%N))" >> "$log"
-    RUST_LOG=${RUST_LOG:-info,control::reconcile=debug} nsenter --net="/run/netns/$(ns "$n")" "$XDP_ECMP" --pin-dir "/sys/fs/bpf/$(ns "$n")" --state-dir "$STATE/$n.state" run "$@" \
+    local engine
+    engine=$(cat "$STATE/engine" 2>/dev/null || echo xdp)
+    RUST_LOG=${RUST_LOG:-info,control::reconcile=debug} nsenter --net="/run/netns/$(ns "$n")" "$XDP_ECMP" --pin-dir "/sys/fs/bpf/$(ns "$n")" --state-dir "$STATE/$n.state" run --engine "$engine" "$@" \
         >>"$log" 2>&1 &
     echo $! > "$STATE/$n.pid"
     echo "$*" > "$STATE/$n.flags"
@@ -349,5 +355,5 @@ restore) need_root; restore "${1:?node}";;
 withdraw) need_root; announce "${1:?server}" no;;
 announce) need_root; announce "${1:?server}" "";;
 xdp-ecmp) need_root; n=${1:?node}; shift; nsenter --net="/run/netns/$(ns "$n")" "$XDP_ECMP" --pin-dir "/sys/fs/bpf/$(ns "$n")" "$@";;
-*) die "usage: testbed.sh up [--mode static|bgp] | down | status | daemon NODE FLAGS... | stop-daemon NODE | fail LEAF | restore LEAF | withdraw SERVER | announce SERVER | exec NODE CMD... | xdp-ecmp NODE ARGS...";;
+*) die "usage: testbed.sh up [--mode static|bgp] [--engine xdp|afxdp] | down | status | daemon NODE FLAGS... | stop-daemon NODE | fail LEAF | restore LEAF | withdraw SERVER | announce SERVER | exec NODE CMD... | xdp-ecmp NODE ARGS...";;
 esac
