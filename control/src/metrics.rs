@@ -78,9 +78,14 @@ pub fn render(pin_dir: &Path, snap: &Snapshot) -> String {
         .zip(&counters)
         .map(|((id, dev), (_, c))| (*id, dev.clone(), *c))
         .collect();
+    let engine = dataplane::pinned_engine_counters(pin_dir)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     page(Page {
         snap: snap.clone(),
         verdicts,
+        engine,
         nexthops,
         tx_failed,
     })
@@ -91,6 +96,8 @@ pub fn render(pin_dir: &Path, snap: &Snapshot) -> String {
 struct Page {
     snap: Snapshot,
     verdicts: Vec<(Verdict, xe_counter)>,
+    /// The AF_XDP engine's share of `verdicts`.
+    engine: Vec<(Verdict, xe_counter)>,
     /// Redirected frames the kernel refused (not in `forward`).
     tx_failed: u64,
     /// (next-hop id, egress device, counters).
@@ -141,6 +148,7 @@ impl Collector for Page {
         let Page {
             snap,
             verdicts,
+            engine,
             nexthops,
             tx_failed,
         } = self;
@@ -161,6 +169,15 @@ impl Collector for Page {
             verdicts
                 .iter()
                 .map(|(v, c)| (verdict(v), ConstCounter::new(c.bytes))),
+        )?;
+        family(
+            &mut enc,
+            "afxdp_verdict_packets",
+            "Of verdict_packets, those the AF_XDP engine decided (forwarded, or decided otherwise than the program a moment before and dropped).",
+            Counter,
+            engine
+                .iter()
+                .map(|(v, c)| (verdict(v), ConstCounter::new(c.packets))),
         )?;
         family(
             &mut enc,
@@ -375,6 +392,7 @@ mod tests {
                 (Verdict::Forward, counter(10, 1000)),
                 (Verdict::PassNoRoute, counter(1, 60)),
             ],
+            engine: vec![(Verdict::Forward, counter(6, 600))],
             nexthops: vec![(7, dev.to_string(), counter(10, 1000))],
             tx_failed: 2,
         })
@@ -479,6 +497,7 @@ mod tests {
             ("xdp_ecmp_verdict_packets_total", "counter"),
             ("xdp_ecmp_verdict_bytes_total", "counter"),
             ("xdp_ecmp_tx_refused_packets_total", "counter"),
+            ("xdp_ecmp_afxdp_verdict_packets_total", "counter"),
             ("xdp_ecmp_nexthop_packets_total", "counter"),
             ("xdp_ecmp_nexthop_bytes_total", "counter"),
             ("xdp_ecmp_group_imbalance", "gauge"),
@@ -530,6 +549,13 @@ mod tests {
         assert_eq!(value("xdp_ecmp_group_imbalance", &[("group", "100")]), 0.25);
         assert_eq!(value("xdp_ecmp_syncs_total", &[]), 3.0);
         assert_eq!(value("xdp_ecmp_tx_refused_packets_total", &[]), 2.0);
+        assert_eq!(
+            value(
+                "xdp_ecmp_afxdp_verdict_packets_total",
+                &[("verdict", "forward")]
+            ),
+            6.0
+        );
         assert_eq!(value("xdp_ecmp_resyncs_total", &[]), 1.0);
         assert_eq!(value("xdp_ecmp_anti_entropy_repairs_total", &[]), 8.0);
         assert_eq!(value("xdp_ecmp_netlink_undecodable_total", &[]), 5.0);
@@ -550,7 +576,7 @@ mod tests {
         let page = render(Path::new("/nonexistent/xdp-ecmp"), &Snapshot::default());
         assert_eq!(
             page.lines().filter(|l| l.starts_with("# TYPE ")).count(),
-            16,
+            17,
             "{page}"
         );
         samples(&page);
