@@ -306,3 +306,94 @@ fn afxdp_engine_refuses_a_set_up_it_cannot_serve() {
     assert!(e.contains("xe-p0") && e.contains("queue 0"), "{e}");
     first.stop(&dp).expect("stop");
 }
+
+/// What a worker that dies leaves: its sockets close, and the program's
+/// redirect to them falls back to the kernel, which forwards the frames by
+/// its own routes. Dropping the engine without `stop` closes every socket
+/// while the ports stay marked as served.
+#[test]
+fn frames_of_a_dead_engine_go_to_the_kernel() {
+    if !require_root("frames_of_a_dead_engine_go_to_the_kernel") {
+        return;
+    }
+    let net = TestNet::new(
+        "afxdp-dead",
+        &[("xe-p0", "xe-r0"), ("xe-p1", "xe-r1"), ("xe-p2", "xe-r2")],
+    )
+    .expect("namespace");
+    net.enter().expect("enter");
+    let kernel_mac = mac(0x41);
+    for args in [
+        vec!["link", "set", "xe-p0", "address", "02:00:00:00:aa:01"],
+        vec!["addr", "add", "10.0.0.1/24", "dev", "xe-p0"],
+        vec!["addr", "add", "10.0.1.1/24", "dev", "xe-p1"],
+        vec![
+            "neigh",
+            "replace",
+            "10.0.1.2",
+            "lladdr",
+            "02:00:00:00:00:41",
+            "dev",
+            "xe-p1",
+            "nud",
+            "permanent",
+        ],
+        vec!["route", "add", "172.16.255.66/32", "via", "10.0.1.2"],
+    ] {
+        net.ip(&args).expect("kernel set-up");
+    }
+    let p = PORTS.map(|n| ifindex_of(n).expect("port"));
+    let mut dp = Dataplane::load(&LoadOptions {
+        steer_xsk: true,
+        ..Default::default()
+    })
+    .expect("load");
+    world(&mut dp, p);
+    let _link = dp.attach(p[0], AttachMode::Native).expect("attach");
+    let names: Vec<String> = PORTS.iter().map(|s| s.to_string()).collect();
+    let (engine, mut tables) =
+        Engine::start(&dp, &names, &EngineConfig::default(), Tables::default()).expect("engine");
+    world(&mut tables, p);
+    tables.publish();
+    let tx = packet_socket(ifindex_of("xe-r0").expect("if")).expect("tx");
+    let rx =
+        [1, 2].map(|i| packet_socket(ifindex_of(&format!("xe-r{i}")).expect("if")).expect("rx"));
+    let frame = |sport: u16| {
+        eth(
+            IN_MAC,
+            &[],
+            ETH_IP,
+            &Ip4::new("10.0.0.9", "172.16.255.66", 17).packet(&udp(sport, 53, b"dead")),
+        )
+    };
+    // (by the engine: next-hop MACs; by the kernel: its neighbour's MAC)
+    let count = |from: u16| -> (usize, usize) {
+        for sport in from..from + 100 {
+            send_frame(&tx, &frame(sport)).expect("send");
+        }
+        let (mut engine, mut kernel) = (0, 0);
+        let mut buf = [0u8; 2048];
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            for s in &rx {
+                while let Some(n) = recv_frame(s, &mut buf) {
+                    if n < 38 || buf[12..14] != [0x08, 0x00] || buf[23] != 17 {
+                        continue;
+                    }
+                    if buf[..6] == kernel_mac {
+                        kernel += 1;
+                    } else if buf[..6] == mac(0x31) || buf[..6] == mac(0x32) {
+                        engine += 1;
+                    }
+                }
+            }
+        }
+        (engine, kernel)
+    };
+    let alive = count(2000);
+    drop(engine);
+    let dead = count(3000);
+    println!("100 frames with the engine running: {alive:?} (engine, kernel); after its sockets closed: {dead:?}");
+    assert_eq!(alive, (100, 0), "the engine forwards while it runs");
+    assert_eq!(dead, (0, 100), "then the kernel forwards every frame");
+}
