@@ -104,19 +104,30 @@ fn frame(rng: &mut SmallRng) -> Vec<u8> {
     }
 }
 
-#[test]
-fn afxdp_engine_forwards_what_the_decision_says() {
-    if !require_root("afxdp_engine_forwards_what_the_decision_says") {
-        return;
-    }
+/// A namespace with the three ports, the steering program attached to
+/// xe-p0 over `world`, and the engine serving all three ports with the same
+/// tables. `kernel` runs (as `ip` arguments) before the program is loaded.
+struct Served {
+    engine: Engine,
+    tables: dataplane::afxdp::SnapshotWriter,
+    _link: dataplane::XdpLink,
+    dp: Dataplane,
+    p: [u32; 3],
+    _net: TestNet,
+}
+
+fn served(tag: &str, kernel: &[&[&str]]) -> Served {
     let net = TestNet::new(
-        "afxdp",
+        tag,
         &[("xe-p0", "xe-r0"), ("xe-p1", "xe-r1"), ("xe-p2", "xe-r2")],
     )
     .expect("namespace");
     net.enter().expect("enter");
     net.ip(&["link", "set", "xe-p0", "address", "02:00:00:00:aa:01"])
         .expect("MAC");
+    for args in kernel {
+        net.ip(args).expect("kernel set-up");
+    }
     let p = PORTS.map(|n| ifindex_of(n).expect("port"));
     let mut dp = Dataplane::load(&LoadOptions {
         steer_xsk: true,
@@ -124,13 +135,36 @@ fn afxdp_engine_forwards_what_the_decision_says() {
     })
     .expect("load");
     world(&mut dp, p);
-    let _link = dp.attach(p[0], AttachMode::Native).expect("attach");
+    let link = dp.attach(p[0], AttachMode::Native).expect("attach");
     let names: Vec<String> = PORTS.iter().map(|s| s.to_string()).collect();
     let (engine, mut tables) =
         Engine::start(&dp, &names, &EngineConfig::default(), Tables::default()).expect("engine");
     world(&mut tables, p);
     tables.publish();
+    Served {
+        engine,
+        tables,
+        _link: link,
+        dp,
+        p,
+        _net: net,
+    }
+}
 
+#[test]
+fn afxdp_engine_forwards_what_the_decision_says() {
+    if !require_root("afxdp_engine_forwards_what_the_decision_says") {
+        return;
+    }
+    // Bound whole: the link and the namespace live to the end of the test.
+    let Served {
+        engine,
+        tables,
+        dp,
+        p,
+        _link,
+        _net,
+    } = served("afxdp", &[]);
     let tx = packet_socket(ifindex_of("xe-r0").expect("if")).expect("tx socket");
     let rx =
         [1, 2].map(|i| packet_socket(ifindex_of(&format!("xe-r{i}")).expect("if")).expect("rx"));
@@ -316,45 +350,32 @@ fn frames_of_a_dead_engine_go_to_the_kernel() {
     if !require_root("frames_of_a_dead_engine_go_to_the_kernel") {
         return;
     }
-    let net = TestNet::new(
-        "afxdp-dead",
-        &[("xe-p0", "xe-r0"), ("xe-p1", "xe-r1"), ("xe-p2", "xe-r2")],
-    )
-    .expect("namespace");
-    net.enter().expect("enter");
     let kernel_mac = mac(0x41);
-    for args in [
-        vec!["link", "set", "xe-p0", "address", "02:00:00:00:aa:01"],
-        vec!["addr", "add", "10.0.0.1/24", "dev", "xe-p0"],
-        vec!["addr", "add", "10.0.1.1/24", "dev", "xe-p1"],
-        vec![
-            "neigh",
-            "replace",
-            "10.0.1.2",
-            "lladdr",
-            "02:00:00:00:00:41",
-            "dev",
-            "xe-p1",
-            "nud",
-            "permanent",
+    let Served {
+        engine,
+        dp: _dp,
+        _link,
+        _net,
+        ..
+    } = served(
+        "afxdp-dead",
+        &[
+            &["addr", "add", "10.0.0.1/24", "dev", "xe-p0"],
+            &["addr", "add", "10.0.1.1/24", "dev", "xe-p1"],
+            &[
+                "neigh",
+                "replace",
+                "10.0.1.2",
+                "lladdr",
+                "02:00:00:00:00:41",
+                "dev",
+                "xe-p1",
+                "nud",
+                "permanent",
+            ],
+            &["route", "add", "172.16.255.66/32", "via", "10.0.1.2"],
         ],
-        vec!["route", "add", "172.16.255.66/32", "via", "10.0.1.2"],
-    ] {
-        net.ip(&args).expect("kernel set-up");
-    }
-    let p = PORTS.map(|n| ifindex_of(n).expect("port"));
-    let mut dp = Dataplane::load(&LoadOptions {
-        steer_xsk: true,
-        ..Default::default()
-    })
-    .expect("load");
-    world(&mut dp, p);
-    let _link = dp.attach(p[0], AttachMode::Native).expect("attach");
-    let names: Vec<String> = PORTS.iter().map(|s| s.to_string()).collect();
-    let (engine, mut tables) =
-        Engine::start(&dp, &names, &EngineConfig::default(), Tables::default()).expect("engine");
-    world(&mut tables, p);
-    tables.publish();
+    );
     let tx = packet_socket(ifindex_of("xe-r0").expect("if")).expect("tx");
     let rx =
         [1, 2].map(|i| packet_socket(ifindex_of(&format!("xe-r{i}")).expect("if")).expect("rx"));
