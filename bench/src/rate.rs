@@ -25,9 +25,9 @@ use crate::compare::skel as peers;
 /// BPF_F_TEST_XDP_LIVE_FRAMES: the test run transmits what the program redirects.
 pub(crate) const LIVE_FRAMES: u32 = 2;
 /// Distinct flows (source ports) the generator cycles through.
-const FLOWS: u32 = 1024;
+pub(crate) const FLOWS: u32 = 1024;
 use crate::ANYCAST;
-const SINKS: usize = 4;
+pub(crate) const SINKS: usize = 4;
 
 /// Settings of one packet-rate run.
 pub struct RateOptions {
@@ -294,11 +294,11 @@ pub(crate) fn generated(t: &traffic::TrafficSkel<'_>) -> Result<u64> {
 }
 
 /// One measurement: Mpps at the sinks and the frames per sink in the window.
-struct Sample {
-    mpps: f64,
+pub(crate) struct Sample {
+    pub(crate) mpps: f64,
     /// Frames the generator sent into the forwarder's veth, per second.
-    offered_mpps: f64,
-    per_sink: Vec<u64>,
+    pub(crate) offered_mpps: f64,
+    pub(crate) per_sink: Vec<u64>,
 }
 
 /// The generator's configuration (struct gen_cfg of traffic.bpf.c, 56 bytes):
@@ -332,12 +332,16 @@ pub(crate) fn set_gen(
 /// Runs the generator on this thread (CPU 0) and samples the sinks from
 /// another (CPU 1) over `window` seconds of steady state; then tells the
 /// generator to drop the frames it has left.
-fn measure(
+/// Delivered and offered rate over `window` seconds; with `second`, a
+/// second generator thread runs on CPU 1 (its frames land in the input
+/// veth's queue 1).
+pub(crate) fn measure(
     t: &traffic::TrafficSkel<'_>,
     gen_if: u32,
     sinks: &[u32],
     frame: &[u8],
     window: f64,
+    second: bool,
 ) -> Result<Sample> {
     // Calibrate so that one generator call lasts about a second: each call
     // costs the kernel a dispatcher switch (~16 ms here) without frames.
@@ -366,9 +370,22 @@ fn measure(
             set_gen(t, gen_if, FLOWS, true)?;
             r
         });
+        let other = second.then(|| {
+            s.spawn(|| -> Result<()> {
+                pin_thread_to_cpu(1)?;
+                while !done.load(Ordering::Relaxed) {
+                    generate(t, frame, chunk)?;
+                }
+                Ok(())
+            })
+        });
         let mut sent = Ok(());
         while !done.load(Ordering::Relaxed) && sent.is_ok() {
             sent = generate(t, frame, chunk);
+        }
+        if let Some(o) = other {
+            o.join()
+                .map_err(|_| anyhow::anyhow!("second generator panicked"))??;
         }
         let (a, b, dt, offered) = sampler
             .join()
@@ -501,7 +518,7 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
     for (li, (lname, threaded)) in layouts.iter().enumerate() {
         // The engine's worker runs where the forwarder does: CPU 0 with
         // everything else, or CPU 1 with the input's NAPI thread.
-        let engine = start_engine(&steer, &engine_ports, usize::from(*threaded))?;
+        let engine = start_engine(&steer, &engine_ports, &[usize::from(*threaded)])?;
         sh(
             &net,
             &format!(
@@ -544,7 +561,7 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
                     Forwarder::Linux => outs.clone(),
                     _ => sinks.clone(),
                 };
-                let s = measure(&t, gen_if, &counted, &frame, opts.window)?;
+                let s = measure(&t, gen_if, &counted, &frame, opts.window, false)?;
                 if s.mpps <= 0.0 {
                     bail!("{}: no frame reached the sinks ({lname})", f.name());
                 }
@@ -554,15 +571,17 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
         engine.stop(&steer)?;
     }
     sh(&net, &format!("echo 0 > /sys/class/net/{}/threaded", n.inp))?;
-    Ok(vec![table(&layouts.map(|l| l.0), &samples, opts)])
+    let one_queue = table(&layouts.map(|l| l.0), &samples, opts);
+    drop(net);
+    Ok(vec![one_queue, crate::rate_queues::two_queues(opts)?])
 }
 
 /// The AF_XDP engine on `ports`, its one worker on `cpu`. A queue whose
 /// socket just closed stays busy for a moment: binding is retried for 5 s.
-fn start_engine(dp: &Dataplane, ports: &[String], cpu: usize) -> Result<Engine> {
+pub(crate) fn start_engine(dp: &Dataplane, ports: &[String], cpus: &[usize]) -> Result<Engine> {
     let cfg = EngineConfig {
-        workers: 1,
-        cpus: vec![cpu],
+        workers: cpus.len() as u32,
+        cpus: cpus.to_vec(),
         ..Default::default()
     };
     let t0 = Instant::now();
@@ -578,7 +597,7 @@ fn start_engine(dp: &Dataplane, ports: &[String], cpu: usize) -> Result<Engine> 
     }
 }
 
-fn min_med_max(v: &[f64]) -> (f64, f64, f64) {
+pub(crate) fn min_med_max(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     (s[0], s[s.len() / 2], s[s.len() - 1])

@@ -269,6 +269,13 @@ impl PortSocket {
         tx.commit();
         drop(tx);
         self.pending.drain(..sent);
-        self.tx.wake();
+        // Copy mode sends a bounded batch per kick (32 frames here): kick
+        // until the kernel has taken the ring's frames, a few times at most.
+        for _ in 0..8 {
+            self.tx.wake();
+            if self.tx.pending() == 0 {
+                break;
+            }
+        }
     }
 }
