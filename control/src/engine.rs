@@ -94,9 +94,15 @@ impl Running {
         let tables = dp.read_tables()?;
         let base = dp.engine_counters()?;
         let (engine, tables) = Engine::start(dp, ports, &cfg, tables)?;
+        let mode = |zc: bool| if zc { "zero-copy" } else { "copy" };
+        let modes: Vec<String> = engine
+            .modes()
+            .iter()
+            .map(|(p, zc)| format!("{p}:{}", mode(*zc)))
+            .collect();
         tracing::info!(
             workers = cfg.workers,
-            ports = ports.join(","),
+            ports = modes.join(","),
             busy_poll = cfg.busy_poll,
             "AF_XDP engine started: frames to forward between these ports go through it"
         );

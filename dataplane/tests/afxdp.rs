@@ -276,6 +276,11 @@ fn afxdp_engine_forwards_what_the_decision_says() {
         "the program leaves forwarded frames to the engine's counters"
     );
     assert_eq!((c.tx_full, c.unserved), (0, 0));
+    println!("afxdp: socket modes {:?} (true: zero-copy)", engine.modes());
+    assert!(
+        engine.modes().iter().all(|(_, zc)| !zc),
+        "veth has no zero-copy: every socket fell back to copy mode"
+    );
     // The idle timers read the buckets' stamps: the program stamps a bucket
     // before it steers the frame, as before it forwards one itself.
     let unstamped: Vec<u32> = buckets

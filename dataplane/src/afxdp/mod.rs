@@ -1,7 +1,7 @@
 //! The AF_XDP engine: the XDP program keeps every decision that hands a frame to the kernel and steers the frames to be forwarded to the engine's sockets; workers (one per receive queue, pinned to CPUs) decide again over a published snapshot, rewrite and send on the egress port's socket.
 //!
-//! Copy mode (veth and every driver); a socket per (port, queue), each with
-//! its own UMEM. A frame whose port or queue has no socket, or whose socket
+//! Zero-copy where the driver offers it, else copy mode (veth); a socket
+//! per (port, queue), each with its own UMEM. A frame whose port or queue has no socket, or whose socket
 //! closed (a worker that died), goes to the kernel: the program's redirect
 //! falls back to XDP_PASS.
 
@@ -63,6 +63,8 @@ pub struct Engine {
     counters: Vec<Arc<Counters>>,
     stop: Arc<AtomicBool>,
     ports: Vec<u32>,
+    /// Each port (by name) and whether its sockets run zero-copy.
+    zero_copy: Vec<(String, bool)>,
 }
 
 /// The number of receive queues of the port `name` (ETHTOOL_GCHANNELS;
@@ -160,6 +162,7 @@ impl Engine {
             counters: Vec::new(),
             stop: stop.clone(),
             ports: Vec::new(),
+            zero_copy: Vec::new(),
         };
         for queue in 0..cfg.workers {
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
@@ -195,7 +198,10 @@ impl Engine {
                             return;
                         }
                     };
-                    let fds = sockets.iter().map(|s| (s.ifindex, s.fd())).collect();
+                    let fds = sockets
+                        .iter()
+                        .map(|s| (s.ifindex, s.fd(), s.zero_copy()))
+                        .collect();
                     if ready_tx.send(Ok(fds)).is_err() {
                         return;
                     }
@@ -211,17 +217,23 @@ impl Engine {
                 .map_err(|e| Error::Engine(format!("starting worker {queue}: {e}")))?;
             engine.workers.push((queue, handle));
             engine.counters.push(counters);
-            let fds: Vec<(u32, i32)> = ready_rx
+            let fds: Vec<(u32, i32, bool)> = ready_rx
                 .recv()
                 .map_err(|_| Error::Engine(format!("worker {queue} ended while starting")))??;
-            for (port, (ifindex, fd)) in fds.into_iter().enumerate() {
+            for (port, (ifindex, fd, zero_copy)) in fds.into_iter().enumerate() {
                 dp.set_xsk(ifindex, port as u32, queue, fd)?;
                 if queue == 0 {
                     engine.ports.push(ifindex);
+                    engine.zero_copy.push((ports[port].clone(), zero_copy));
                 }
             }
         }
         Ok((engine, writer))
+    }
+
+    /// Each port and whether its sockets run zero-copy (else copy mode).
+    pub fn modes(&self) -> &[(String, bool)] {
+        &self.zero_copy
     }
 
     /// What the workers counted so far.

@@ -65,6 +65,7 @@ fn xsk_error(port: &str, queue: u32, what: &'static str, errno: xdpilone::Errno)
 /// sending and come back through the completion ring.
 pub(crate) struct PortSocket {
     pub(crate) ifindex: u32,
+    zero_copy: bool,
     rx: RingRx,
     tx: RingTx,
     device: DeviceQueue,
@@ -82,8 +83,26 @@ pub(crate) struct PortSocket {
 
 impl PortSocket {
     /// Opens and binds a socket on `name` queue `queue` with `frames`
-    /// frames (copy mode, need_wakeup), its fill ring full.
+    /// frames, its fill ring full: zero-copy where the driver offers it,
+    /// else copy mode; need_wakeup either way.
     pub(crate) fn open(name: &str, queue: u32, frames: u32) -> Result<PortSocket> {
+        match Self::open_in(name, queue, frames, SocketConfig::XDP_BIND_ZEROCOPY) {
+            Ok(s) => Ok(s),
+            // A driver without zero-copy refuses the bind; anything else
+            // fails the same way in copy mode, which reports it.
+            Err(Error::Xsk { what, .. }) if what.starts_with("binding") => {
+                Self::open_in(name, queue, frames, SocketConfig::XDP_BIND_COPY)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the socket runs in zero-copy mode.
+    pub(crate) fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    fn open_in(name: &str, queue: u32, frames: u32, mode: u16) -> Result<PortSocket> {
         let area =
             Area::new(frames as usize * FRAME_SIZE as usize).map_err(|source| Error::Xsk {
                 port: name.to_owned(),
@@ -121,7 +140,7 @@ impl PortSocket {
                 &SocketConfig {
                     rx_size: ring,
                     tx_size: ring,
-                    bind_flags: SocketConfig::XDP_BIND_COPY | SocketConfig::XDP_BIND_NEED_WAKEUP,
+                    bind_flags: mode | SocketConfig::XDP_BIND_NEED_WAKEUP,
                 },
             )
             .map_err(|e| xsk_error(name, queue, "configuring the rings", e))?;
@@ -148,6 +167,7 @@ impl PortSocket {
         let ifindex = info.ifindex();
         Ok(PortSocket {
             ifindex,
+            zero_copy: mode == SocketConfig::XDP_BIND_ZEROCOPY,
             rx,
             tx,
             device,
