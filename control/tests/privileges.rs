@@ -84,27 +84,41 @@ fn the_unit_is_hardened() {
     println!("systemd-analyze verify: clean");
 }
 
-#[test]
-fn the_daemon_runs_unprivileged_with_the_units_capabilities() {
-    if !require_root("the_daemon_runs_unprivileged_with_the_units_capabilities") {
-        return;
-    }
-    let net = fabric("priv", 2);
+/// The capabilities of `unit` (a unit or a drop-in), as setpriv takes them.
+fn setpriv_caps(unit_text: &str) -> Vec<String> {
+    unit_text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect()
+}
+
+/// A fabric namespace and pin and state directories owned by nobody, as
+/// the unit's ExecStartPre and StateDirectory prepare them as root.
+fn prepared(tag: &str) -> (testnet::TestNet, PinDir) {
+    let net = fabric(tag, 2);
     anycast_route(&net, &[0, 1]);
-    let pins = PinDir::new("priv");
-    // What the unit's ExecStartPre and StateDirectory prepare as root.
+    let pins = PinDir::new(tag);
     dataplane::pins::ensure_bpffs(&pins.0).expect("bpffs");
     for dir in [pins.0.clone(), pins.state()] {
         std::fs::create_dir_all(&dir).expect("dir");
         std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).expect("chown to nobody");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).expect("mode");
     }
-    let caps: Vec<String> = capabilities()
-        .iter()
-        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
-        .collect();
-    let caps = caps.join(",");
-    let mut child = Command::new("nsenter")
+    (net, pins)
+}
+
+/// `xdp-ecmp run ARGS` as nobody with exactly `caps`, in the namespace.
+fn run_unprivileged(
+    net: &testnet::TestNet,
+    pins: &PinDir,
+    caps: &str,
+    args: &[&str],
+) -> std::process::Child {
+    Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", net.name()))
         .args([
             "setpriv",
@@ -120,15 +134,25 @@ fn the_daemon_runs_unprivileged_with_the_units_capabilities() {
         .arg(&pins.0)
         .arg("--state-dir")
         .arg(pins.state())
-        .args(["run", "-p", "xe-in", "--run-for", "20"])
+        .arg("run")
+        .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("setpriv (util-linux)");
+        .expect("setpriv (util-linux)")
+}
+
+/// Waits (10 s at most) until the anycast route is in the maps or the
+/// daemon exits; then stops it and returns (routed, its log).
+fn routed_then_stop(
+    net: &testnet::TestNet,
+    pins: &PinDir,
+    mut child: std::process::Child,
+) -> (bool, String) {
     let t0 = Instant::now();
     let routed = loop {
-        let o = xdp_ecmp(&net, &pins, &["show", "routes"]);
+        let o = xdp_ecmp(net, pins, &["show", "routes"]);
         if String::from_utf8_lossy(&o.stdout).contains("172.16.255.66/32 group") {
             break true;
         }
@@ -140,7 +164,18 @@ fn the_daemon_runs_unprivileged_with_the_units_capabilities() {
     // SAFETY: signalling the child we started, by its PID.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().expect("daemon");
-    let log = String::from_utf8_lossy(&out.stderr);
+    (routed, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn the_daemon_runs_unprivileged_with_the_units_capabilities() {
+    if !require_root("the_daemon_runs_unprivileged_with_the_units_capabilities") {
+        return;
+    }
+    let (net, pins) = prepared("priv");
+    let caps = setpriv_caps(UNIT).join(",");
+    let child = run_unprivileged(&net, &pins, &caps, &["-p", "xe-in", "--run-for", "20"]);
+    let (routed, log) = routed_then_stop(&net, &pins, child);
     println!("unprivileged daemon with {caps}: routed {routed}\n{log}");
     assert!(
         routed,
@@ -156,4 +191,49 @@ fn the_daemon_runs_unprivileged_with_the_units_capabilities() {
     );
     let o = xdp_ecmp(&net, &pins, &["detach", "xe-in"]);
     assert!(o.status.success());
+}
+
+const AFXDP_DROP_IN: &str = include_str!("../dist/xdp-ecmp-afxdp.conf");
+
+/// The AF_XDP engine as nobody: the unit's capabilities alone are refused
+/// with an error that names the drop-in; with the drop-in's added it runs.
+#[test]
+fn the_afxdp_engine_runs_unprivileged_with_the_drop_ins_capabilities() {
+    if !require_root("the_afxdp_engine_runs_unprivileged_with_the_drop_ins_capabilities") {
+        return;
+    }
+    let (net, pins) = prepared("priv-afxdp");
+    let args = [
+        "-p",
+        "xe-in",
+        "-p",
+        "xe-o0",
+        "-p",
+        "xe-o1",
+        "--engine",
+        "afxdp",
+        "--run-for",
+        "20",
+    ];
+    let unit_only = setpriv_caps(UNIT).join(",");
+    let child = run_unprivileged(&net, &pins, &unit_only, &args);
+    let out = child.wait_with_output().expect("daemon");
+    let log = String::from_utf8_lossy(&out.stderr);
+    println!("the unit's capabilities only: {}\n{log}", out.status);
+    assert!(!out.status.success(), "it ran without CAP_NET_RAW: {log}");
+    assert!(
+        log.contains("CAP_NET_RAW") && log.contains("xdp-ecmp-afxdp.conf"),
+        "the error names the capability and the drop-in: {log}"
+    );
+    let caps = [setpriv_caps(UNIT), setpriv_caps(AFXDP_DROP_IN)]
+        .concat()
+        .join(",");
+    let child = run_unprivileged(&net, &pins, &caps, &args);
+    let (routed, log) = routed_then_stop(&net, &pins, child);
+    println!("with the drop-in ({caps}): routed {routed}\n{log}");
+    assert!(routed, "{log}");
+    assert!(log.contains("AF_XDP engine started"), "{log}");
+    for port in ["xe-in", "xe-o0", "xe-o1"] {
+        assert!(xdp_ecmp(&net, &pins, &["detach", port]).status.success());
+    }
 }

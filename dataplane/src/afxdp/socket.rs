@@ -52,6 +52,10 @@ impl Drop for Area {
 
 /// How a socket could not be made: the port, the queue and what failed.
 fn xsk_error(port: &str, queue: u32, what: &'static str, errno: xdpilone::Errno) -> Error {
+    let what = match errno.get_raw() {
+        libc::EPERM => "AF_XDP sockets need CAP_NET_RAW (as a service: the drop-in control/dist/xdp-ecmp-afxdp.conf)",
+        _ => what,
+    };
     Error::Xsk {
         port: port.to_owned(),
         queue,
