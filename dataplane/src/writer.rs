@@ -1,4 +1,4 @@
-//! The table writer over the live maps: the route trie and DIR-24-8 tables, groups and slots through mmap, next hops, ports, config.
+//! Writing the live maps: the table writer (route trie and DIR-24-8 tables, groups and slots through mmap, next hops, ports, config), the AF_XDP steering entries and the engine's stored counters.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering;
