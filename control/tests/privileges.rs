@@ -118,29 +118,43 @@ fn run_unprivileged(
     caps: &str,
     args: &[&str],
 ) -> std::process::Child {
-    Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", net.name()))
-        .args([
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ])
-        .arg(format!("--inh-caps=-all,{caps}"))
-        .arg(format!("--ambient-caps=-all,{caps}"))
-        .arg(format!("--bounding-set=-all,{caps}"))
-        .arg(env!("CARGO_BIN_EXE_xdp-ecmp"))
-        .arg("--pin-dir")
-        .arg(&pins.0)
-        .arg("--state-dir")
-        .arg(pins.state())
-        .arg("run")
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("setpriv (util-linux)")
+    run_unprivileged_limited(net, pins, caps, args, 0)
+}
+
+/// The same under a locked-memory limit of `memlock` bytes (0: as it is).
+fn run_unprivileged_limited(
+    net: &testnet::TestNet,
+    pins: &PinDir,
+    caps: &str,
+    args: &[&str],
+    memlock: u64,
+) -> std::process::Child {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{}", net.name()));
+    if memlock != 0 {
+        c.arg("prlimit").arg(format!("--memlock={memlock}"));
+    }
+    c.args([
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ])
+    .arg(format!("--inh-caps=-all,{caps}"))
+    .arg(format!("--ambient-caps=-all,{caps}"))
+    .arg(format!("--bounding-set=-all,{caps}"))
+    .arg(env!("CARGO_BIN_EXE_xdp-ecmp"))
+    .arg("--pin-dir")
+    .arg(&pins.0)
+    .arg("--state-dir")
+    .arg(pins.state())
+    .arg("run")
+    .args(args)
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("setpriv, prlimit (util-linux)")
 }
 
 /// Waits (10 s at most) until the anycast route is in the maps or the
@@ -224,6 +238,23 @@ fn the_afxdp_engine_runs_unprivileged_with_the_drop_ins_capabilities() {
     assert!(
         log.contains("CAP_NET_RAW") && log.contains("xdp-ecmp-afxdp.conf"),
         "the error names the capability and the drop-in: {log}"
+    );
+    // Without CAP_IPC_LOCK, under a 64 KiB locked-memory limit, the UMEM
+    // cannot be registered: the error says what to raise.
+    let no_lock: Vec<String> = [setpriv_caps(UNIT), setpriv_caps(AFXDP_DROP_IN)]
+        .concat()
+        .into_iter()
+        .filter(|c| c != "+ipc_lock")
+        .collect();
+    let mut child = run_unprivileged_limited(&net, &pins, &no_lock.join(","), &args, 65536);
+    let status = child.wait().expect("daemon");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut log).ok();
+    println!("without CAP_IPC_LOCK under 64 KiB memlock: {status}\n{log}");
+    assert!(!status.success(), "it ran: {log}");
+    assert!(
+        log.contains("locked-memory limit") && log.contains("xe-in"),
+        "{log}"
     );
     let caps = [setpriv_caps(UNIT), setpriv_caps(AFXDP_DROP_IN)]
         .concat()

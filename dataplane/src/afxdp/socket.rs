@@ -50,10 +50,14 @@ impl Drop for Area {
     }
 }
 
+const REGISTER: &str = "registering the UMEM";
+
 /// How a socket could not be made: the port, the queue and what failed.
 fn xsk_error(port: &str, queue: u32, what: &'static str, errno: xdpilone::Errno) -> Error {
     let what = match errno.get_raw() {
         libc::EPERM => "AF_XDP sockets need CAP_NET_RAW (as a service: the drop-in control/dist/xdp-ecmp-afxdp.conf)",
+        // xdp_umem_account_pages: over RLIMIT_MEMLOCK without CAP_IPC_LOCK.
+        libc::ENOBUFS if what == REGISTER => "registering the UMEM: its pages count against the locked-memory limit: raise it (ulimit -l, LimitMEMLOCK=) or give CAP_IPC_LOCK",
         _ => what,
     };
     Error::Xsk {
@@ -125,8 +129,8 @@ impl PortSocket {
         let slice = NonNull::slice_from_raw_parts(area.ptr, area.len);
         // SAFETY: page aligned, `len` bytes, alive as long as the socket
         // (fields drop in order: rings, user, umem, then the area).
-        let umem = unsafe { Umem::new(config, slice) }
-            .map_err(|e| xsk_error(name, queue, "registering the UMEM", e))?;
+        let umem =
+            unsafe { Umem::new(config, slice) }.map_err(|e| xsk_error(name, queue, REGISTER, e))?;
         let cname = CString::new(name).map_err(|_| Error::NoSuchInterface(name.to_owned()))?;
         let mut info = IfInfo::invalid();
         info.from_name(&cname)
