@@ -75,6 +75,7 @@ mod tests {
                 up: true,
                 admin_up: true,
                 xdp_tx: true,
+                ..Default::default()
             },
         );
         let p = Prefix {

@@ -340,6 +340,7 @@ mod tests {
             up: true,
             admin_up: true,
             xdp_tx: true,
+            ..Default::default()
         }
     }
 

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp, XdpAttached,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -22,7 +24,7 @@ pub const TABLE_MAIN: u32 = 254;
 pub const TABLE_LOCAL: u32 = 255;
 
 /// A network interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Link {
     pub ifindex: u32,
     pub name: String,
@@ -36,6 +38,14 @@ pub struct Link {
     /// Transmits frames redirected to it: its XDP features say `NDO_XMIT`
     /// (true where the kernel cannot say, before Linux 6.3).
     pub xdp_tx: bool,
+    /// A veth's peer, when it is in this namespace (`IFLA_LINK` without
+    /// `IFLA_LINK_NETNSID`).
+    pub veth_peer: Option<u32>,
+    /// An XDP program is attached (`IFLA_XDP`).
+    pub xdp_attached: bool,
+    /// GRO is on (asked by ethtool, of veths only; true where it cannot be
+    /// asked).
+    pub gro: bool,
 }
 
 /// A neighbour entry (ARP / ND).
@@ -385,22 +395,54 @@ impl KernelState {
                 && m.header.flags.contains(LinkFlags::LowerUp),
             admin_up: m.header.flags.contains(LinkFlags::Up),
             xdp_tx: self.xdp_tx(m.header.index),
+            gro: true,
+            ..Default::default()
         };
+        let (mut veth, mut peer, mut elsewhere) = (false, None, false);
         for a in &m.attributes {
             match a {
                 LinkAttribute::IfName(n) => link.name = n.clone(),
                 LinkAttribute::Address(b) => link.mac = mac_of(b).unwrap_or([0; 6]),
                 LinkAttribute::Mtu(v) => link.mtu = *v,
+                LinkAttribute::Link(p) => peer = Some(*p),
+                LinkAttribute::LinkNetNsId(_) => elsewhere = true,
+                LinkAttribute::LinkInfo(info) => {
+                    veth = info
+                        .iter()
+                        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)))
+                }
+                LinkAttribute::Xdp(x) => {
+                    link.xdp_attached = x.iter().any(|x| match x {
+                        LinkXdp::Attached(a) => *a != XdpAttached::None,
+                        LinkXdp::ProgId(id) => *id != 0,
+                        _ => false,
+                    })
+                }
                 _ => {}
             }
+        }
+        if veth {
+            link.veth_peer = peer.filter(|_| !elsewhere);
+            link.gro = dataplane::ethtool::gro(&link.name).unwrap_or(true);
         }
         self.links.insert(link.ifindex, link.clone()) != Some(link)
     }
 
     /// The port transmits frames redirected to it; a port the mirror does
-    /// not know is left to the kernel.
+    /// not know is left to the kernel. A veth transmits only into a peer
+    /// that is up with GRO or an XDP program: its `NDO_XMIT` flag alone can
+    /// be stale (GRO switched off on the peer while it was down leaves the
+    /// flag set, Linux 6.18), so where the peer is in this namespace its
+    /// state decides too.
     pub fn transmits(&self, ifindex: u32) -> bool {
-        self.links.get(&ifindex).is_some_and(|l| l.xdp_tx)
+        let Some(l) = self.links.get(&ifindex) else {
+            return false;
+        };
+        let peer_takes = |p: &Link| p.admin_up && (p.xdp_attached || p.gro);
+        l.xdp_tx
+            && l.veth_peer
+                .and_then(|p| self.links.get(&p))
+                .is_none_or(peer_takes)
     }
 
     /// Whether the device transmits redirected frames, by its XDP features.

@@ -647,7 +647,8 @@ fn kernel_from(net: &TestNet, dst: &str, src: &str) -> String {
 /// A port that cannot transmit a redirected frame drops it: a veth whose
 /// peer has neither an XDP program nor GRO, and a macvlan device (as bridges,
 /// bonds, VLAN and tunnel devices, it has no `ndo_xdp_xmit`). Their next hops
-/// go to the kernel, and follow the peer's GRO as it changes.
+/// go to the kernel, and follow the peer's GRO as it changes, also where the
+/// kernel's flag goes stale (GRO off while the peer was down).
 #[test]
 fn a_port_that_cannot_transmit_redirects_goes_to_the_kernel() {
     if !require_root("a_port_that_cannot_transmit_redirects_goes_to_the_kernel") {
@@ -695,6 +696,29 @@ fn a_port_that_cannot_transmit_redirects_goes_to_the_kernel() {
         &pins,
         "172.16.1.1",
         "peer with GRO again",
+        forwards_via("xe-o0"),
+    );
+    // GRO switched off while the peer is down leaves the port's NDO_XMIT
+    // flag set (Linux 6.18): once the peer is up again the flag says the
+    // port transmits, and a redirect into it is dropped. The peer's own
+    // state decides.
+    net.ip(&["link", "set", "xe-p0", "down"])
+        .expect("peer down");
+    gro(&net, "xe-p0", false);
+    net.ip(&["link", "set", "xe-p0", "up"]).expect("peer up");
+    wait_for(
+        &net,
+        &pins,
+        "172.16.1.1",
+        "peer up without GRO, flag stale",
+        |v, _| v == "pass-no-txport",
+    );
+    gro(&net, "xe-p0", true);
+    wait_for(
+        &net,
+        &pins,
+        "172.16.1.1",
+        "peer with GRO once more",
         forwards_via("xe-o0"),
     );
     let log = finish(&net, &pins, d);

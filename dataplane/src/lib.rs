@@ -7,6 +7,7 @@ pub mod capacity;
 pub mod clock;
 pub mod dir24;
 pub mod error;
+pub mod ethtool;
 pub mod forward;
 pub mod grace;
 pub mod insns;

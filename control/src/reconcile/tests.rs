@@ -254,6 +254,7 @@ fn world() -> KernelState {
                 up: true,
                 admin_up: true,
                 xdp_tx: true,
+                ..Default::default()
             },
         );
         for gw in [gw4(ifindex), gw6(ifindex)] {

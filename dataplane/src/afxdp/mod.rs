@@ -67,58 +67,16 @@ pub struct Engine {
     zero_copy: Vec<(String, bool)>,
 }
 
-/// The number of receive queues of the port `name` (ETHTOOL_GCHANNELS;
-/// 1 where the driver does not say).
+/// The number of receive queues of the port `name` (1 where the driver
+/// does not say).
 pub fn queue_count(name: &str) -> Result<u32> {
-    #[repr(C)]
-    #[derive(Default)]
-    struct Channels {
-        cmd: u32,
-        max_rx: u32,
-        max_tx: u32,
-        max_other: u32,
-        max_combined: u32,
-        rx: u32,
-        tx: u32,
-        other: u32,
-        combined: u32,
+    match crate::ethtool::rx_queues(name) {
+        Ok(q) => Ok(q.unwrap_or(1)),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+            Err(Error::NoSuchInterface(name.to_owned()))
+        }
+        Err(e) => Err(Error::Engine(format!("asking {name}'s queues: {e}"))),
     }
-    const ETHTOOL_GCHANNELS: u32 = 0x3c;
-    let mut ch = Channels {
-        cmd: ETHTOOL_GCHANNELS,
-        ..Default::default()
-    };
-    // SAFETY: plain socket and ioctl calls on zeroed structs of the sizes
-    // the kernel expects; the socket is closed before returning.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-        if fd < 0 {
-            return Err(Error::Engine(format!(
-                "a socket to ask {name}'s queues: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (d, s) in ifr
-            .ifr_name
-            .iter_mut()
-            .zip(name.bytes().take(libc::IFNAMSIZ - 1))
-        {
-            *d = s as libc::c_char;
-        }
-        ifr.ifr_ifru.ifru_data = (&mut ch as *mut Channels).cast();
-        let rc = libc::ioctl(fd, libc::SIOCETHTOOL, &mut ifr);
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if rc < 0 {
-            return match err.raw_os_error() {
-                Some(libc::EOPNOTSUPP) => Ok(1),
-                Some(libc::ENODEV) => Err(Error::NoSuchInterface(name.to_owned())),
-                _ => Err(Error::Engine(format!("asking {name}'s queues: {err}"))),
-            };
-        }
-    }
-    Ok((ch.rx + ch.combined).max(1))
 }
 
 impl Engine {
