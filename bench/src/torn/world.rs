@@ -144,6 +144,7 @@ impl World {
                     up: true,
                     admin_up: true,
                     xdp_tx: true,
+                    ..Default::default()
                 },
             );
         }
