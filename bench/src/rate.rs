@@ -124,6 +124,35 @@ impl Names {
     }
 }
 
+/// The chain's ports by ifindex (in the namespace the thread is in).
+pub(crate) struct Ports {
+    pub(crate) gen_if: u32,
+    pub(crate) in_if: u32,
+    pub(crate) outs: Vec<u32>,
+    pub(crate) sinks: Vec<u32>,
+}
+
+impl Names {
+    pub(crate) fn ports(&self) -> Result<Ports> {
+        let all = |names: &[String]| -> Result<Vec<u32>> {
+            Ok(names
+                .iter()
+                .map(|d| ifindex_of(d))
+                .collect::<Result<_, _>>()?)
+        };
+        let sinks = all(&self.sink)?;
+        if let Some(big) = sinks.iter().find(|i| **i >= 1024) {
+            bail!("sink ifindex {big} is past the sinks' 1024-entry counter array");
+        }
+        Ok(Ports {
+            gen_if: ifindex_of(&self.gen)?,
+            in_if: ifindex_of(&self.inp)?,
+            outs: all(&self.out)?,
+            sinks,
+        })
+    }
+}
+
 /// The chain the packet-rate and torn-state runs share, in a namespace of
 /// its own: generator veth gen -> inp (the forwarder's port), and one veth
 /// pair out_k -> sink_k per sink, every device up with checksum offload off
@@ -441,21 +470,12 @@ pub fn rate(opts: &RateOptions) -> Result<Vec<Table>> {
     net.enter()?;
     pin_thread_to_cpu(0)?;
 
-    let gen_if = ifindex_of(&n.gen)?;
-    let in_if = ifindex_of(&n.inp)?;
-    let outs: Vec<u32> = n
-        .out
-        .iter()
-        .map(|d| ifindex_of(d))
-        .collect::<Result<_, _>>()?;
-    let sinks: Vec<u32> = n
-        .sink
-        .iter()
-        .map(|d| ifindex_of(d))
-        .collect::<Result<_, _>>()?;
-    if let Some(big) = sinks.iter().find(|i| **i >= 1024) {
-        bail!("sink ifindex {big} is past the sinks' 1024-entry counter array");
-    }
+    let Ports {
+        gen_if,
+        in_if,
+        outs,
+        sinks,
+    } = n.ports()?;
 
     // The generator and sinks.
     let t = load_traffic()?;

@@ -2,11 +2,11 @@
 
 use anyhow::{bail, Result};
 use dataplane::abi::GROUP_RESILIENT;
-use dataplane::{ifindex_of, AttachMode, Dataplane, LoadOptions};
+use dataplane::{AttachMode, Dataplane, LoadOptions};
 
 use crate::rate::{
-    load_traffic, mac, measure, min_med_max, start_engine, veth_chain, RateOptions, Sample, FLOWS,
-    SINKS,
+    load_traffic, mac, measure, min_med_max, start_engine, veth_chain, Ports, RateOptions, Sample,
+    FLOWS, SINKS,
 };
 use crate::report::{num, pct, text, Table};
 use crate::ANYCAST;
@@ -21,21 +21,12 @@ pub fn two_queues(opts: &RateOptions) -> Result<Table> {
     let (net, n) = veth_chain("rate2q", SINKS, 2)?;
     net.enter()?;
     dataplane::pin_thread_to_cpu(0)?;
-    let gen_if = ifindex_of(&n.gen)?;
-    let in_if = ifindex_of(&n.inp)?;
-    let outs: Vec<u32> = n
-        .out
-        .iter()
-        .map(|d| ifindex_of(d))
-        .collect::<Result<_, _>>()?;
-    let sinks: Vec<u32> = n
-        .sink
-        .iter()
-        .map(|d| ifindex_of(d))
-        .collect::<Result<_, _>>()?;
-    if let Some(big) = sinks.iter().find(|i| **i >= 1024) {
-        bail!("sink ifindex {big} is past the sinks' 1024-entry counter array");
-    }
+    let Ports {
+        gen_if,
+        in_if,
+        outs,
+        sinks,
+    } = n.ports()?;
     let t = load_traffic()?;
     let _sink_links = sinks
         .iter()
