@@ -7,11 +7,13 @@
 #include "include/xe_hash.h"
 #include "include/xe_csum.h"
 #include "include/xe_txfail.h"
+#include "include/xe_pin.h"
 
 /* Set before load: record every decision in xe_trace (tests, `xdp-ecmp calc`). */
 const volatile __u8 trace_decisions = 0;
 /* Set before load: 0 for a copy that only answers questions (`xdp-ecmp calc`
- * over the live maps), so it leaves the production counters alone. */
+ * over the live maps), so it leaves the production counters and the flow
+ * table alone (it reads entries, never writes one). */
 const volatile __u8 count_packets = 1;
 /* Set before load: 1 takes every frame as admitted (no xe_inports lookup,
  * no MAC, tag or forwarding-switch check), for test runs over tables that
@@ -129,6 +131,7 @@ static __always_inline int xe_parse_l4(void *data, void *data_end, struct xe_met
 		if (off + doff * 4 > end)
 			return XE_V_DROP_TRUNCATED;
 		xe_read_ports(p, &m->flow.sport, &m->flow.dport);
+		m->tcp_flags = p[13];
 	} else if (proto == IPPROTO_UDP) {
 		if (off + 8 > end || (void *)(p + 8) > data_end)
 			return XE_V_DROP_TRUNCATED;
@@ -181,6 +184,7 @@ static __always_inline void xe_route_lookup(const struct xe_meta *m, struct xe_r
 
 		rt->group = v & XE_DIR_GROUP_MASK;
 		rt->kind = v >> XE_DIR_KIND_SHIFT;
+		rt->flags = (v & XE_DIR_PIN) ? XE_ROUTE_PIN : 0;
 	}
 }
 
@@ -266,6 +270,72 @@ static __always_inline int xe_rewrite(struct xdp_md *ctx, const struct xe_meta *
 	return XE_V_FORWARD;
 }
 
+static __always_inline void xe_pin_count(__u32 event)
+{
+	__u64 *c = bpf_map_lookup_elem(&xe_pin_stats, &event);
+
+	if (c)
+		*c += 1;
+}
+
+/* A pinned flow's next hop: the one its entry's path has now, if the entry
+ * has not aged out and the path is still a live member of the route's
+ * group; else NULL (the flow is hashed again, as it is when the next hop
+ * turns out unusable). */
+static __always_inline struct xe_nexthop *xe_pin_nexthop(const struct xe_pin *p, __u32 group, __u8 proto,
+							 const struct xe_config *cfg, __u32 now, __u32 *nhid)
+{
+	struct xe_pin_member mk = {.group = group, .path = p->path};
+	__u32 *id;
+
+	if (xe_pin_expired(cfg->pin_timeout, proto, p->flags, p->seen, now))
+		return NULL;
+	id = bpf_map_lookup_elem(&xe_pin_members, &mk);
+	if (!id)
+		return NULL;
+	*nhid = *id;
+	return bpf_map_lookup_elem(&xe_nexthops, nhid);
+}
+
+/* After a pinned route's flow is forwarded by `path`: a RST ends its
+ * entry, a hit refreshes it (and a FIN marks it closing), anything else
+ * (re)writes it. Returns 1 + the enum xe_pin_event, 0 for a RST of a flow
+ * without an entry (xe_decision.pin); the calc copy writes nothing. */
+static __always_inline __u32 xe_pin_note(const struct xe_flow *key, struct xe_pin *p, int hit, __u32 path,
+					 __u8 tcp_flags, __u32 now)
+{
+	__u32 event;
+
+	if (tcp_flags & XE_TCP_RST) {
+		if (!p)
+			return 0;
+		event = XE_PIN_E_ENDED;
+		if (count_packets)
+			bpf_map_delete_elem(&xe_flows, key);
+	} else if (hit) {
+		event = XE_PIN_E_HIT;
+		if (count_packets) {
+			if (p->seen != now)
+				p->seen = now;
+			if ((tcp_flags & XE_TCP_FIN) && !(p->flags & XE_PIN_CLOSING))
+				p->flags |= XE_PIN_CLOSING;
+		}
+	} else {
+		struct xe_pin e = {
+			.path = path,
+			.seen = now,
+			.flags = (tcp_flags & XE_TCP_FIN) ? XE_PIN_CLOSING : 0,
+		};
+
+		event = p ? XE_PIN_E_REPINNED : XE_PIN_E_INSERTED;
+		if (count_packets)
+			bpf_map_update_elem(&xe_flows, key, &e, BPF_ANY);
+	}
+	if (count_packets)
+		xe_pin_count(event);
+	return 1 + event;
+}
+
 /* Admission: is the frame the kernel's to route from the port it came in
  * by? The port must be set up by the control plane (xe_inports), the frame
  * addressed to the port's MAC (the kernel drops a frame to another unicast
@@ -307,8 +377,11 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, 
 	struct xe_config *cfg;
 	struct xe_route rt = {};
 	struct xe_group *gp, grp;
-	struct xe_nexthop *nh;
-	__u32 *nhid, slot, zero = 0;
+	struct xe_nexthop *nh = NULL;
+	struct xe_flow pin_key;
+	struct xe_pin *pin = NULL;
+	__u32 *nhid, slot, zero = 0, fields, now = 0, pin_nh = 0;
+	int pin_hit = 0;
 	__u8 state, fwd = XE_INPORT_FWD_V4 | XE_INPORT_FWD_V6;
 	__be16 proto;
 	int r;
@@ -372,9 +445,8 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, 
 	cfg = bpf_map_lookup_elem(&xe_config, &zero);
 	if (!cfg)
 		return XE_V_PASS_NEXTHOP_DOWN;
-	d->hash = xe_flow_hash(&m.flow, cfg->seed, m.frag ? (cfg->hash_fields ?: XE_HASH_POLICY_L4) & ~XE_HASH_PORTS
-							: cfg->hash_fields,
-			       cfg->flags);
+	fields = m.frag ? (cfg->hash_fields ?: XE_HASH_POLICY_L4) & ~XE_HASH_PORTS : cfg->hash_fields;
+	d->hash = xe_flow_hash(&m.flow, cfg->seed, fields, cfg->flags);
 
 	d->group = rt.group;
 	gp = bpf_map_lookup_elem(&xe_groups, &rt.group);
@@ -383,6 +455,21 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, 
 	grp = xe_group_load(gp);
 	if (grp.mode == XE_GROUP_UNUSED || grp.size == 0)
 		return XE_V_PASS_NEXTHOP_DOWN;
+	/* A flow to a pinned route keeps the path of its entry while that is
+	 * valid (the bucket is then not looked at, nor stamped). */
+	if (rt.flags & XE_ROUTE_PIN) {
+		now = bpf_jiffies64();
+		xe_pin_key(&pin_key, &m.flow, fields);
+		pin = bpf_map_lookup_elem(&xe_flows, &pin_key);
+		if (pin)
+			nh = xe_pin_nexthop(pin, rt.group, m.flow.proto, cfg, now, &pin_nh);
+		if (nh) {
+			d->nexthop = pin_nh;
+			pin_hit = 1;
+			goto chosen;
+		}
+	}
+hash:
 	/* The same bucket as hash % size; a mask where size is a power of two
 	 * (resilient tables usually are) saves a division. */
 	if (!(grp.size & (grp.size - 1)))
@@ -399,10 +486,17 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, 
 	nh = bpf_map_lookup_elem(&xe_nexthops, &d->nexthop);
 	if (!nh)
 		return XE_V_PASS_NEXTHOP_DOWN;
+chosen:
 	/* The state bits are the one field changed in place: read them once. */
 	state = *(volatile __u8 *)&nh->state;
-	if ((state & XE_NH_USABLE) != XE_NH_USABLE)
+	if ((state & XE_NH_USABLE) != XE_NH_USABLE) {
+		/* A pinned flow whose next hop died is hashed again (once). */
+		if (pin_hit) {
+			pin_hit = 0;
+			goto hash;
+		}
 		return XE_V_PASS_NEXTHOP_DOWN;
+	}
 	if (m.l3_len > nh->mtu)
 		return XE_V_PASS_MTU;
 	d->ifindex = nh->ifindex;
@@ -414,6 +508,8 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, 
 		*steer = 1;
 		return XE_V_FORWARD;
 	}
+	if (rt.flags & XE_ROUTE_PIN)
+		d->pin = xe_pin_note(&pin_key, pin, pin_hit, nh->path, m.tcp_flags, now);
 	return xe_rewrite(ctx, &m, nh);
 }
 

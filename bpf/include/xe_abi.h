@@ -27,15 +27,22 @@ enum xe_limits {
 	XE_MAX_DIR_CHUNKS = 16384,
 	/* IPv6 extension headers walked before giving up on finding L4. */
 	XE_MAX_EXT_HEADERS = 8,
+	/* Flow pinning: (group, path) memberships the program checks a pinned
+	 * flow's next hop against, and the default flow table size (the
+	 * table's size is a choice at load, as the route tries' are). */
+	XE_MAX_PIN_MEMBERS = 1 << 18,
+	XE_DEFAULT_PIN_FLOWS = 1 << 20,
 };
 
 /* The layout of the pinned maps (types, sizes, flags, value layouts). Bump it
  * with any change to a map or a value struct: a build refuses pins of
  * another layout instead of reading them as its own. 1: unversioned pins;
  * 2: groups and slots mmapable, the xe_layout map; 3: the xe_inports map,
- * four admission verdicts (the drop verdicts renumbered). */
+ * four admission verdicts (the drop verdicts renumbered); 4: flow pinning
+ * (xe_flows, xe_pin_members, xe_pin_stats, a route's pin flag, a next
+ * hop's path id, the pin timeouts in xe_config). */
 enum xe_layout {
-	XE_LAYOUT_VERSION = 3,
+	XE_LAYOUT_VERSION = 4,
 };
 
 /* Why the program decided what it did; one per-CPU counter each. Keep the
@@ -70,6 +77,11 @@ enum xe_route_kind {
 	XE_RT_BLACKHOLE = 3,
 	XE_RT_UNREACHABLE = 4,
 	XE_RT_PROHIBIT = 5,
+};
+
+/* Route flags (struct xe_route, and bit XE_DIR_PIN of a DIR-24-8 entry). */
+enum xe_route_flag {
+	XE_ROUTE_PIN = 0x1, /* flows to this route keep the next hop they were first sent to (xe_flows) */
 };
 
 /* Group modes. Both index slots[base + hash % size]; they differ in what the
@@ -116,6 +128,29 @@ enum xe_inport_flag {
 	XE_INPORT_RPF = 0x4,	/* rp_filter on for the port (max of all and PORT): the kernel checks IPv4 sources by a reverse lookup */
 };
 
+/* Flow-table entry flags (struct xe_pin). */
+enum xe_pin_flag {
+	XE_PIN_CLOSING = 0x1, /* a TCP FIN was seen: the entry ages out after pin_timeout[XE_PIN_T_CLOSING] */
+};
+
+/* Which timeout of xe_config.pin_timeout an entry ages out by. */
+enum xe_pin_timeout {
+	XE_PIN_T_TCP = 0,
+	XE_PIN_T_OTHER = 1,	/* UDP and every other protocol */
+	XE_PIN_T_CLOSING = 2,
+	XE_PIN_T_COUNT = 3,
+};
+
+/* What the flow table did, one per-CPU counter each (xe_pin_stats). */
+enum xe_pin_event {
+	XE_PIN_E_HIT = 0,	/* forwarded by its entry, whatever the bucket says */
+	XE_PIN_E_INSERTED = 1,	/* a new flow: entry written for the next hop its bucket chose */
+	XE_PIN_E_REPINNED = 2,	/* the entry's next hop died, left the group or aged out: re-hashed, entry rewritten */
+	XE_PIN_E_ENDED = 3,	/* a TCP RST removed the entry */
+	XE_PIN_E_FLUSHED = 4,	/* removed by the control plane (flush-flows); written by it, never by the program */
+	XE_PIN_E_COUNT = 5,
+};
+
 /* Config flags. */
 enum xe_cfg_flag {
 	XE_CFG_SYMMETRIC = 0x1, /* both directions of a flow hash alike */
@@ -132,6 +167,7 @@ enum xe_dir_entry {
 	XE_DIR_KIND_SHIFT = 16,	     /* bits 16-23: route kind */
 	XE_DIR_DEPTH_SHIFT = 24,     /* bits 24-29: prefix length (0-32) */
 	XE_DIR_CHUNK = 0x40000000,   /* bit 30: bits 0-23 are a chunk index */
+	XE_DIR_PIN = 0x80000000,     /* bit 31: the route's XE_ROUTE_PIN */
 	XE_DIR_CHUNK_MASK = 0xffffff,
 	XE_DIR_CHUNK_SIZE = 256,
 };
@@ -165,7 +201,8 @@ _Static_assert(sizeof(struct xe_lpm_v6) == 20, "xe_lpm_v6");
 struct xe_route {
 	__u32 group; /* index into the groups map (XE_RT_UNICAST only) */
 	__u8 kind;   /* enum xe_route_kind */
-	__u8 pad[3];
+	__u8 flags;  /* XE_ROUTE_* bits */
+	__u8 pad[2];
 };
 _Static_assert(sizeof(struct xe_route) == 8, "xe_route");
 
@@ -189,8 +226,10 @@ struct xe_nexthop {
 	__u8 smac[6];  /* egress port MAC */
 	__u8 state;    /* XE_NH_* bits */
 	__u8 pad[3];
+	__u32 path;    /* the control plane's stable id of (port, gateway): what a pinned flow keeps */
+	__u32 pad2;
 };
-_Static_assert(sizeof(struct xe_nexthop) == 24, "xe_nexthop");
+_Static_assert(sizeof(struct xe_nexthop) == 32, "xe_nexthop");
 
 /* An ingress port as the kernel receives on it: a unicast frame is the
  * kernel's to route only if addressed to the port's MAC (any other is
@@ -209,8 +248,29 @@ struct xe_config {
 	__u32 seed[2];	   /* 64-bit HalfSipHash key */
 	__u32 hash_fields; /* XE_HASH_* bits */
 	__u32 flags;	   /* XE_CFG_* bits */
+	/* How long a flow-table entry outlives its flow's last packet, in
+	 * jiffies, by enum xe_pin_timeout; 0: until evicted or ended. */
+	__u32 pin_timeout[XE_PIN_T_COUNT];
+	__u32 pad;
 };
-_Static_assert(sizeof(struct xe_config) == 16, "xe_config");
+_Static_assert(sizeof(struct xe_config) == 32, "xe_config");
+
+/* A flow-table entry (xe_flows, keyed by the flow's hashed fields, the
+ * others zeroed): the path the flow was first forwarded by. */
+struct xe_pin {
+	__u32 path;  /* xe_nexthop.path */
+	__u32 seen;  /* jiffies (low 32 bits) of its last packet */
+	__u32 flags; /* XE_PIN_* bits */
+	__u32 pad;
+};
+_Static_assert(sizeof(struct xe_pin) == 16, "xe_pin");
+
+/* Key of xe_pin_members: a path that is a live member of a group. */
+struct xe_pin_member {
+	__u32 group;
+	__u32 path;
+};
+_Static_assert(sizeof(struct xe_pin_member) == 8, "xe_pin_member");
 
 /* A per-CPU packet/byte counter. */
 struct xe_counter {
@@ -229,7 +289,7 @@ struct xe_decision {
 	__u32 bucket; /* index inside the group */
 	__u32 nexthop;
 	__u32 ifindex;
-	__u32 pad;
+	__u32 pin; /* 1 + the enum xe_pin_event of a flow to a pinned route; 0: none */
 };
 _Static_assert(sizeof(struct xe_decision) == 32, "xe_decision");
 
@@ -253,6 +313,8 @@ _Static_assert(sizeof(struct xe_flow) == 44, "xe_flow");
 struct xe_abi_types {
 	struct xe_flow flow;
 	struct xe_inport inport;
+	struct xe_pin pin;
+	struct xe_pin_member pin_member;
 	enum xe_layout layout;
 	enum xe_limits limits;
 	enum xe_verdict verdict;
@@ -263,6 +325,10 @@ struct xe_abi_types {
 	enum xe_hash_field hash_field;
 	enum xe_cfg_flag cfg_flag;
 	enum xe_inport_flag inport_flag;
+	enum xe_route_flag route_flag;
+	enum xe_pin_flag pin_flag;
+	enum xe_pin_timeout pin_timeout;
+	enum xe_pin_event pin_event;
 };
 
 #endif

@@ -127,6 +127,36 @@ struct {
 	__uint(max_entries, XE_MAX_XSK_PORTS);
 } xe_xsk_ports SEC(".maps");
 
+/* Flow pinning: the path each flow to a pinned route (XE_ROUTE_PIN) was
+ * first forwarded by, keyed by the flow's hashed fields (struct xe_flow,
+ * the fields the hash policy leaves out zeroed). Least recently used
+ * entries give way to new flows; the size is set at load (MapSizes). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct xe_flow);
+	__type(value, struct xe_pin);
+	__uint(max_entries, XE_DEFAULT_PIN_FLOWS);
+} xe_flows SEC(".maps");
+
+/* The live members of each group, by path, with the next-hop id that is
+ * the path's now: a pinned flow keeps its path while it is in here and
+ * its next hop usable. Written by the control plane with the groups. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct xe_pin_member);
+	__type(value, __u32);
+	__uint(max_entries, XE_MAX_PIN_MEMBERS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} xe_pin_members SEC(".maps");
+
+/* The flow table's events (enum xe_pin_event), per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, XE_PIN_E_COUNT);
+} xe_pin_stats SEC(".maps");
+
 /* The layout version of these maps (XE_LAYOUT_VERSION), written by the
  * loader: pins of another layout are refused, never read as this one's. */
 struct {

@@ -41,6 +41,7 @@ struct xe_meta {
 	__u8 ttl;
 	__u8 frag; /* any fragment: hash on L3 only */
 	__u8 no_l4; /* ports unknown (fragment, ESP, too many extension headers) */
+	__u8 tcp_flags; /* the TCP header's flags byte (FIN 0x01, RST 0x04); 0 for any other packet */
 };
 
 static __always_inline int xe_is_vlan(__be16 proto)

@@ -65,6 +65,9 @@ impl TableWriter for Tee<'_> {
     fn set_config(&mut self, cfg: &xe_config) -> Result<()> {
         self.both(|t| t.set_config(cfg))
     }
+    fn set_pin_member(&mut self, group: u32, path: u32, nexthop: Option<u32>) -> Result<()> {
+        self.both(|t| t.set_pin_member(group, path, nexthop))
+    }
     /// The maps' grace periods: the engine's snapshots are freed by their
     /// own epochs.
     fn grace(&self) -> GracePeriods {

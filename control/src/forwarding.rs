@@ -326,6 +326,9 @@ mod tests {
         fn set_config(&mut self, _: &dataplane::abi::xe_config) -> dataplane::Result<()> {
             unreachable!()
         }
+        fn set_pin_member(&mut self, _: u32, _: u32, _: Option<u32>) -> dataplane::Result<()> {
+            unreachable!()
+        }
         fn grace(&self) -> dataplane::grace::GracePeriods {
             dataplane::grace::GracePeriods::immediate()
         }

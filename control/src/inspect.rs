@@ -118,6 +118,7 @@ pub fn open(pin_dir: &Path) -> Result<Dataplane> {
         steer_xsk: false,
         pin_dir: Some(pin_dir.to_owned()),
         sizes: None,
+        flows: None,
     })?)
 }
 

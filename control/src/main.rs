@@ -283,6 +283,7 @@ fn attach(
         seed: seed::words(seed),
         hash_fields: policy_fields(policy),
         flags: if symmetric { CFG_SYMMETRIC } else { 0 },
+        ..Default::default()
     })?;
     let mode = match mode {
         Mode::Auto => AttachMode::Auto,
@@ -381,6 +382,7 @@ fn map_sizes(
         routes_v4: routes_v4.unwrap_or(d.routes_v4),
         routes_v6: routes_v6.unwrap_or(d.routes_v6),
         slots: slots.unwrap_or(d.slots),
+        flows: d.flows,
     };
     s.check()?;
     Ok(Some(s))
@@ -484,6 +486,7 @@ fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
             } else {
                 0
             },
+            ..Default::default()
         },
         rcvbuf: check_rcvbuf(netlink_rcvbuf.or(file.netlink_rcvbuf).unwrap_or(8 << 20))?,
         run_for: run_for.map(Duration::from_secs_f64),

@@ -14,13 +14,13 @@ mod skel {
 
 pub use skel::types::{
     xe_config, xe_counter, xe_decision, xe_flow, xe_group, xe_hash_field, xe_inport, xe_lpm_v4,
-    xe_lpm_v6, xe_nexthop, xe_route, xe_verdict,
+    xe_lpm_v6, xe_nexthop, xe_pin, xe_pin_member, xe_route, xe_verdict,
 };
 pub(crate) use skel::{XdpEcmpSkel, XdpEcmpSkelBuilder};
 
 use skel::types::{
     xe_cfg_flag, xe_dir_entry, xe_group_mode, xe_inport_flag, xe_layout, xe_limits, xe_nh_state,
-    xe_route_kind,
+    xe_pin_event, xe_pin_flag, xe_pin_timeout, xe_route_flag, xe_route_kind,
 };
 use std::mem::size_of;
 
@@ -30,8 +30,10 @@ const _: () = assert!(size_of::<xe_lpm_v4>() == 8);
 const _: () = assert!(size_of::<xe_lpm_v6>() == 20);
 const _: () = assert!(size_of::<xe_route>() == 8);
 const _: () = assert!(size_of::<xe_group>() == 8);
-const _: () = assert!(size_of::<xe_nexthop>() == 24);
-const _: () = assert!(size_of::<xe_config>() == 16);
+const _: () = assert!(size_of::<xe_nexthop>() == 32);
+const _: () = assert!(size_of::<xe_config>() == 32);
+const _: () = assert!(size_of::<xe_pin>() == 16);
+const _: () = assert!(size_of::<xe_pin_member>() == 8);
 const _: () = assert!(size_of::<xe_counter>() == 16);
 const _: () = assert!(size_of::<xe_decision>() == 32);
 const _: () = assert!(size_of::<xe_flow>() == 44);
@@ -54,6 +56,8 @@ pub const MAX_TXPORTS: u32 = xe_limits::XE_MAX_TXPORTS.0;
 pub const MAX_INPORTS: u32 = xe_limits::XE_MAX_INPORTS.0;
 pub const MAX_QUEUES: u32 = xe_limits::XE_MAX_QUEUES.0;
 pub const MAX_XSK_PORTS: u32 = xe_limits::XE_MAX_XSK_PORTS.0;
+pub const MAX_PIN_MEMBERS: u32 = xe_limits::XE_MAX_PIN_MEMBERS.0;
+pub const DEFAULT_PIN_FLOWS: u32 = xe_limits::XE_DEFAULT_PIN_FLOWS.0;
 
 /// DIR-24-8 entry layout (enum xe_dir_entry).
 pub const DIR_GROUP_MASK: u32 = xe_dir_entry::XE_DIR_GROUP_MASK.0;
@@ -62,6 +66,55 @@ pub const DIR_DEPTH_SHIFT: u32 = xe_dir_entry::XE_DIR_DEPTH_SHIFT.0;
 pub const DIR_CHUNK: u32 = xe_dir_entry::XE_DIR_CHUNK.0;
 pub const DIR_CHUNK_MASK: u32 = xe_dir_entry::XE_DIR_CHUNK_MASK.0;
 pub const DIR_CHUNK_SIZE: u32 = xe_dir_entry::XE_DIR_CHUNK_SIZE.0;
+pub const DIR_PIN: u32 = xe_dir_entry::XE_DIR_PIN.0;
+
+/// Route flags.
+pub const ROUTE_PIN: u8 = xe_route_flag::XE_ROUTE_PIN.0 as u8;
+
+/// Flow pinning: entry flags, the timeouts by kind (indexes of
+/// `xe_config.pin_timeout`) and the events counted in `xe_pin_stats`.
+pub const PIN_CLOSING: u32 = xe_pin_flag::XE_PIN_CLOSING.0;
+pub const PIN_T_TCP: usize = xe_pin_timeout::XE_PIN_T_TCP.0 as usize;
+pub const PIN_T_OTHER: usize = xe_pin_timeout::XE_PIN_T_OTHER.0 as usize;
+pub const PIN_T_CLOSING: usize = xe_pin_timeout::XE_PIN_T_CLOSING.0 as usize;
+
+/// What the flow table did with a packet (`xe_pin_stats`, and
+/// `xe_decision.pin` as 1 + the event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum PinEvent {
+    Hit = xe_pin_event::XE_PIN_E_HIT.0,
+    Inserted = xe_pin_event::XE_PIN_E_INSERTED.0,
+    Repinned = xe_pin_event::XE_PIN_E_REPINNED.0,
+    Ended = xe_pin_event::XE_PIN_E_ENDED.0,
+    Flushed = xe_pin_event::XE_PIN_E_FLUSHED.0,
+}
+
+impl PinEvent {
+    /// Every event, in counter order.
+    pub const ALL: [PinEvent; xe_pin_event::XE_PIN_E_COUNT.0 as usize] = [
+        PinEvent::Hit,
+        PinEvent::Inserted,
+        PinEvent::Repinned,
+        PinEvent::Ended,
+        PinEvent::Flushed,
+    ];
+
+    /// The event a decision's `pin` field names (1 + the event; 0: none).
+    pub fn of_decision(pin: u32) -> Option<PinEvent> {
+        Self::ALL.get(pin.checked_sub(1)? as usize).copied()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PinEvent::Hit => "hit",
+            PinEvent::Inserted => "inserted",
+            PinEvent::Repinned => "repinned",
+            PinEvent::Ended => "ended",
+            PinEvent::Flushed => "flushed",
+        }
+    }
+}
 
 /// Route kinds.
 pub const RT_UNICAST: u8 = xe_route_kind::XE_RT_UNICAST.0 as u8;
@@ -243,6 +296,12 @@ mod tests {
             assert_eq!(Verdict::from_u32(i as u32), Some(*v));
         }
         assert_eq!(Verdict::from_u32(xe_verdict::XE_V_COUNT.0), None);
+        for (i, e) in PinEvent::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i);
+            assert_eq!(PinEvent::of_decision(i as u32 + 1), Some(*e));
+        }
+        assert_eq!(PinEvent::of_decision(0), None);
+        assert_eq!(PinEvent::of_decision(PinEvent::ALL.len() as u32 + 1), None);
     }
 
     #[test]

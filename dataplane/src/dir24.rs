@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use crate::abi::{
     xe_route, DIR_CHUNK, DIR_CHUNK_MASK, DIR_CHUNK_SIZE, DIR_DEPTH_SHIFT, DIR_GROUP_MASK,
-    DIR_KIND_SHIFT,
+    DIR_KIND_SHIFT, DIR_PIN, ROUTE_PIN,
 };
 use crate::error::{Error, Result};
 use crate::grace::{GracePeriods, Quarantine};
@@ -47,6 +47,11 @@ pub fn encode(route: &xe_route, len: u8) -> u32 {
     (route.group & DIR_GROUP_MASK)
         | (u32::from(route.kind) << DIR_KIND_SHIFT)
         | (u32::from(len) << DIR_DEPTH_SHIFT)
+        | if route.flags & ROUTE_PIN != 0 {
+            DIR_PIN
+        } else {
+            0
+        }
 }
 
 /// The route an entry holds (kind 0: none).
@@ -54,6 +59,7 @@ pub fn decode(e: u32) -> xe_route {
     xe_route {
         group: e & DIR_GROUP_MASK,
         kind: (e >> DIR_KIND_SHIFT) as u8,
+        flags: if e & DIR_PIN != 0 { ROUTE_PIN } else { 0 },
         ..Default::default()
     }
 }

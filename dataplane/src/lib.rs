@@ -8,6 +8,7 @@ pub mod clock;
 pub mod dir24;
 pub mod error;
 pub mod ethtool;
+pub mod flows;
 pub mod forward;
 pub mod grace;
 pub mod insns;
@@ -26,7 +27,7 @@ pub mod writer;
 pub use attach::{ifindex_of, AttachMode, XdpLink};
 pub use clock::{StampClock, StampReader};
 pub use error::{Error, Result};
-pub use forward::TableReader;
+pub use forward::{FlowTable, MemoryFlows, Pins, TableReader};
 pub use live::LiveTables;
 pub use maps::{
     pinned_engine_counters, pinned_nexthop_counters, pinned_remove_inport, pinned_verdict_counters,

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::abi::{
-    bytes_of, read_from, xe_config, xe_group, xe_inport, xe_nexthop, xe_route, MAX_GROUPS,
-    MAX_NEXTHOPS,
+    bytes_of, read_from, xe_config, xe_group, xe_inport, xe_nexthop, xe_pin_member, xe_route,
+    MAX_GROUPS, MAX_NEXTHOPS,
 };
 use crate::dir24::Dir248;
 use crate::error::Result;
@@ -80,5 +80,11 @@ impl TableReader for LiveTables<'_> {
     }
     fn config(&self) -> xe_config {
         self.config
+    }
+    fn pin_member(&self, group: u32, path: u32) -> Option<u32> {
+        Self::lookup(
+            &self.dp.skel.maps.xe_pin_members,
+            &xe_pin_member { group, path },
+        )
     }
 }

@@ -68,6 +68,7 @@ pub struct Tables {
     txports: HashSet<u32>,
     inports: HashMap<u32, xe_inport>,
     config: xe_config,
+    pin_members: HashMap<(u32, u32), u32>,
 }
 
 impl TableWriter for Tables {
@@ -129,6 +130,13 @@ impl TableWriter for Tables {
         self.config = *cfg;
         Ok(())
     }
+    fn set_pin_member(&mut self, group: u32, path: u32, nexthop: Option<u32>) -> Result<()> {
+        match nexthop {
+            Some(id) => self.pin_members.insert((group, path), id),
+            None => self.pin_members.remove(&(group, path)),
+        };
+        Ok(())
+    }
 
     /// No packet reads these tables while they are written.
     fn grace(&self) -> crate::grace::GracePeriods {
@@ -161,6 +169,9 @@ impl TableReader for Tables {
     }
     fn config(&self) -> xe_config {
         self.config
+    }
+    fn pin_member(&self, group: u32, path: u32) -> Option<u32> {
+        self.pin_members.get(&(group, path)).copied()
     }
 }
 

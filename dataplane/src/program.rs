@@ -50,8 +50,12 @@ pub struct LoadOptions {
     /// with none there, to the kernel. The engine counts what it forwards.
     pub steer_xsk: bool,
     /// Sizes of the maps whose size is a choice. None: those of maps found
-    /// pinned, else the defaults; given, they must match maps found pinned.
+    /// pinned, else the defaults; given, they must match maps found pinned
+    /// (but for `flows`, which `flows` below sets).
     pub sizes: Option<MapSizes>,
+    /// Entries of the flow table. None: that of a pinned table, else the
+    /// smallest; given, a pinned table of another size is made anew.
+    pub flows: Option<u32>,
     /// Pin the maps under this bpffs directory, reusing maps already pinned there.
     pub pin_dir: Option<PathBuf>,
 }
@@ -65,6 +69,9 @@ pub struct MapSizes {
     pub routes_v4: u32,
     pub routes_v6: u32,
     pub slots: u32,
+    /// Entries of the flow table (`xe_flows`, preallocated: ~100 bytes
+    /// each). The smallest size unless flows are pinned.
+    pub flows: u32,
 }
 
 impl Default for MapSizes {
@@ -73,6 +80,7 @@ impl Default for MapSizes {
             routes_v4: MAX_ROUTES_V4,
             routes_v6: MAX_ROUTES_V6,
             slots: MAX_SLOTS,
+            flows: *Self::RANGE.start(),
         }
     }
 }
@@ -88,6 +96,7 @@ impl MapSizes {
             ("max_routes_v4", self.routes_v4),
             ("max_routes_v6", self.routes_v6),
             ("slot_pool", self.slots),
+            ("pin_capacity", self.flows),
         ] {
             if !Self::RANGE.contains(&v) {
                 return Err(Error::OutOfRange {
@@ -119,11 +128,13 @@ impl MapSizes {
                 size("xe_routes_v4")?,
                 size("xe_routes_v6")?,
                 size("xe_slots")?,
+                size("xe_flows")?,
             ) {
-                (Some(routes_v4), Some(routes_v6), Some(slots)) => Some(MapSizes {
+                (Some(routes_v4), Some(routes_v6), Some(slots), flows) => Some(MapSizes {
                     routes_v4,
                     routes_v6,
                     slots,
+                    flows: flows.unwrap_or(*Self::RANGE.start()),
                 }),
                 _ => None,
             },
@@ -247,7 +258,7 @@ impl Dataplane {
 
     /// Kernel-reported memory of each map (fdinfo `memlock`), by map name.
     pub fn map_memory(&self) -> Vec<(String, u64)> {
-        let maps: [(&str, &MapMut<'_>); 11] = [
+        let maps: [(&str, &MapMut<'_>); 13] = [
             ("xe_routes_v4", &self.skel.maps.xe_routes_v4),
             ("xe_tbl24", &self.skel.maps.xe_tbl24),
             ("xe_tbl8", &self.skel.maps.xe_tbl8),
@@ -259,6 +270,8 @@ impl Dataplane {
             ("xe_nh_stats", &self.skel.maps.xe_nh_stats),
             ("xe_txports", &self.skel.maps.xe_txports),
             ("xe_inports", &self.skel.maps.xe_inports),
+            ("xe_flows", &self.skel.maps.xe_flows),
+            ("xe_pin_members", &self.skel.maps.xe_pin_members),
         ];
         maps.iter()
             .filter_map(|(n, m)| Some((n.to_string(), m.query_fdinfo().ok()?.memlock?)))
@@ -284,8 +297,30 @@ fn open_and_load(
     if let Some(dir) = &opts.pin_dir {
         crate::pins::ensure_bpffs(dir)?;
         crate::pins::check_layout(dir)?;
-        if let Some(pinned) = MapSizes::pinned(dir)? {
-            if let Some(want) = opts.sizes.filter(|w| *w != pinned) {
+        if let Some(mut pinned) = MapSizes::pinned(dir)? {
+            // The flow table may change size: it is made anew (the flows
+            // it pinned are hashed again).
+            if let Some(want) = opts.flows.filter(|f| *f != pinned.flows) {
+                let path = dir.join("xe_flows");
+                if path.exists() {
+                    std::fs::remove_file(&path).map_err(|source| Error::Pin {
+                        what: "removing the flow table of another size",
+                        path,
+                        source,
+                    })?;
+                    tracing::warn!(
+                        was = pinned.flows,
+                        now = want,
+                        "flow table resized: the flows it pinned are hashed again"
+                    );
+                }
+                pinned.flows = want;
+            }
+            let sizes_given = opts.sizes.map(|s| MapSizes {
+                flows: pinned.flows,
+                ..s
+            });
+            if let Some(want) = sizes_given.filter(|w| *w != pinned) {
                 return Err(Error::Sizes {
                     dir: dir.clone(),
                     pinned: format!("{pinned:?}"),
@@ -295,12 +330,16 @@ fn open_and_load(
             sizes = pinned;
         }
     }
+    if let Some(f) = opts.flows {
+        sizes.flows = f;
+    }
     sizes.check()?;
     for mut map in open.open_object_mut().maps_mut() {
         let size = match map.name().to_str() {
             Some("xe_routes_v4") => sizes.routes_v4,
             Some("xe_routes_v6") => sizes.routes_v6,
             Some("xe_slots" | "xe_slot_used") => sizes.slots,
+            Some("xe_flows") => sizes.flows,
             _ => continue,
         };
         map.set_max_entries(size)

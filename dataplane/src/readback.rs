@@ -215,6 +215,9 @@ impl Dataplane {
         for (ifindex, p) in self.inports()? {
             t.set_inport(ifindex, &p)?;
         }
+        for (group, path, id) in self.pin_members() {
+            t.set_pin_member(group, path, Some(id))?;
+        }
         t.set_config(&self.config()?)?;
         Ok(t)
     }

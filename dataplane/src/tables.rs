@@ -28,6 +28,10 @@ pub trait TableWriter {
     /// the kernel); nothing to do if it was not admitted.
     fn remove_inport(&mut self, ifindex: u32) -> Result<()>;
     fn set_config(&mut self, cfg: &xe_config) -> Result<()>;
+    /// Records that `path` is a live member of `group` with next-hop id
+    /// `nexthop` (flow pinning keeps flows on a path while it is), or with
+    /// None that it no longer is.
+    fn set_pin_member(&mut self, group: u32, path: u32, nexthop: Option<u32>) -> Result<()>;
     /// When memory unlinked from these tables (slot windows, group and
     /// next-hop ids) may be reused: after a grace period for the live maps,
     /// at once for tables no packet reads.

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use libbpf_rs::MapCore;
 
 use crate::abi::{
-    bytes_of, xe_config, xe_counter, xe_group, xe_inport, xe_nexthop, xe_route, Verdict,
-    DIR_CHUNK_SIZE, MAX_DIR_CHUNKS, MAX_NEXTHOPS, MAX_QUEUES, MAX_XSK_PORTS,
+    bytes_of, xe_config, xe_counter, xe_group, xe_inport, xe_nexthop, xe_pin_member, xe_route,
+    Verdict, DIR_CHUNK_SIZE, MAX_DIR_CHUNKS, MAX_NEXTHOPS, MAX_QUEUES, MAX_XSK_PORTS,
 };
 use crate::dir24::{Dir248, TBL24_ENTRIES};
 use crate::error::Result;
@@ -189,6 +189,18 @@ impl TableWriter for Dataplane {
 
     fn set_config(&mut self, cfg: &xe_config) -> Result<()> {
         maps::update(&self.skel.maps.xe_config, "xe_config", &0u32, cfg)
+    }
+
+    fn set_pin_member(&mut self, group: u32, path: u32, nexthop: Option<u32>) -> Result<()> {
+        let key = xe_pin_member { group, path };
+        let map = &self.skel.maps.xe_pin_members;
+        match nexthop {
+            Some(id) => maps::update(map, "xe_pin_members", &key, &id),
+            None => match map.delete(bytes_of(&key)) {
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+                r => r.map_err(map_err("xe_pin_members", "delete")),
+            },
+        }
     }
 
     fn grace(&self) -> GracePeriods {

@@ -284,6 +284,7 @@ fn differential_random_and_mutated_packets() {
                 } else {
                     0
                 },
+                ..Default::default()
             };
             world.set_config(cfg);
         }

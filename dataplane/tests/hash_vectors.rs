@@ -218,6 +218,7 @@ fn program_picks_the_bucket_the_port_predicts() {
             seed: [rng.random(), rng.random()],
             hash_fields: [0, HASH_POLICY_L3, 0x3f, 0x17][round],
             flags: if round % 2 == 1 { CFG_SYMMETRIC } else { 0 },
+            ..Default::default()
         };
         world.set_config(cfg);
         for _ in 0..2048 {

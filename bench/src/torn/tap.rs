@@ -161,6 +161,9 @@ impl TableWriter for Tap<'_> {
     fn set_config(&mut self, cfg: &xe_config) -> dataplane::Result<()> {
         self.dp.set_config(cfg)
     }
+    fn set_pin_member(&mut self, group: u32, path: u32, nh: Option<u32>) -> dataplane::Result<()> {
+        self.dp.set_pin_member(group, path, nh)
+    }
     fn grace(&self) -> GracePeriods {
         self.dp.grace()
     }

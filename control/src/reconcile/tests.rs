@@ -234,6 +234,9 @@ impl TableWriter for Mem {
     fn set_config(&mut self, cfg: &xe_config) -> dataplane::Result<()> {
         self.t.set_config(cfg)
     }
+    fn set_pin_member(&mut self, group: u32, path: u32, nh: Option<u32>) -> dataplane::Result<()> {
+        self.t.set_pin_member(group, path, nh)
+    }
     fn grace(&self) -> GracePeriods {
         GracePeriods::immediate()
     }

@@ -5,6 +5,7 @@
 //! closed (a worker that died), goes to the kernel: the program's redirect
 //! falls back to XDP_PASS.
 
+mod flows;
 mod snapshot;
 mod socket;
 mod worker;
@@ -19,6 +20,7 @@ use crate::abi::{xe_counter, Verdict, MAX_QUEUES, MAX_XSK_PORTS};
 use crate::error::{Error, Result};
 use crate::memory::Tables;
 use crate::program::Dataplane;
+use flows::EngineFlows;
 use socket::PortSocket;
 use worker::{Counters, Worker};
 
@@ -34,6 +36,11 @@ pub struct EngineConfig {
     pub cpus: Vec<usize>,
     /// Spin on empty rings instead of sleeping in poll(2).
     pub busy_poll: bool,
+    /// Flow-table entries per worker (flows to pinned routes; a flow stays
+    /// on its receive queue, so on one worker).
+    pub pin_flows: usize,
+    /// The kernel's tick rate: the pin timeouts of the config are in jiffies.
+    pub hz: u32,
 }
 
 impl Default for EngineConfig {
@@ -43,6 +50,8 @@ impl Default for EngineConfig {
             frames: 4096,
             cpus: Vec::new(),
             busy_poll: false,
+            pin_flows: 1 << 16,
+            hz: 1000,
         }
     }
 }
@@ -132,6 +141,7 @@ impl Engine {
                 counters.clone(),
             );
             let (frames, busy_poll) = (cfg.frames, cfg.busy_poll);
+            let (pin_flows, hz) = (cfg.pin_flows, cfg.hz);
             let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[queue as usize % cfg.cpus.len()]);
             let handle = std::thread::Builder::new()
                 .name(format!("xe-afxdp-{queue}"))
@@ -169,6 +179,8 @@ impl Engine {
                         counters: c,
                         stop,
                         busy_poll,
+                        flows: EngineFlows::new(pin_flows),
+                        hz,
                     }
                     .run();
                 })

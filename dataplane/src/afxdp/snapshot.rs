@@ -134,6 +134,9 @@ impl TableWriter for SnapshotWriter {
     fn set_config(&mut self, cfg: &xe_config) -> Result<()> {
         self.master.set_config(cfg)
     }
+    fn set_pin_member(&mut self, group: u32, path: u32, nexthop: Option<u32>) -> Result<()> {
+        self.master.set_pin_member(group, path, nexthop)
+    }
     /// Nothing reads the master copy but this writer.
     fn grace(&self) -> GracePeriods {
         GracePeriods::immediate()

@@ -2,14 +2,16 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use ahash::AHashMap;
 use crossbeam_epoch as epoch;
 
+use super::flows::EngineFlows;
 use super::snapshot::Published;
 use super::socket::{PortSocket, FRAME_SIZE};
 use crate::abi::{xe_decision, Verdict, MAX_NEXTHOPS, XDP_REDIRECT};
-use crate::forward::TableReader;
+use crate::forward::{Pins, TableReader};
 
 /// Frames taken from one socket's receive ring at a time.
 const BATCH: u32 = 64;
@@ -49,6 +51,9 @@ pub(crate) struct Worker {
     pub(crate) counters: Arc<Counters>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) busy_poll: bool,
+    /// Flows to pinned routes, and the tick rate of the clock they age by.
+    pub(crate) flows: EngineFlows,
+    pub(crate) hz: u32,
 }
 
 impl Worker {
@@ -69,18 +74,26 @@ impl Worker {
                 revents: 0,
             })
             .collect();
+        let start = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             let mut work = 0;
             {
                 let guard = epoch::pin();
                 let tables = self.published.load(&guard);
+                // Jiffies since the worker started: what entries age by.
+                let now = (start.elapsed().as_millis() as u64 * u64::from(self.hz) / 1000) as u32;
                 for i in 0..self.sockets.len() {
                     let n = self.sockets[i].receive_batch(BATCH);
                     let ingress = self.sockets[i].ifindex;
                     for k in 0..n {
                         let pkt = self.sockets[i].received(k);
                         let bytes = pkt.len();
-                        let (d, len) = tables.decide_from(Some(ingress), pkt, &mut out);
+                        let mut pins = Pins {
+                            table: &mut self.flows,
+                            now,
+                        };
+                        let (d, len) =
+                            tables.decide_pinned(&mut pins, Some(ingress), pkt, &mut out);
                         if d.verdict == Verdict::Forward as u32 && d.action == XDP_REDIRECT {
                             self.send(&by_ifindex, &d, &out[..len], bytes);
                         } else {

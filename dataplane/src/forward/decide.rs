@@ -7,12 +7,13 @@ use super::parse::{
     is_vlan, parse_eth, parse_ipv4, parse_ipv6, parse_l2, parse_l4, Meta, Step, ETH_P_IP,
     ETH_P_IPV6,
 };
+use super::pin::{pin_expired, pin_key, pin_note, Pins};
 use super::rewrite::{rewrite, Forward};
 use super::TableReader;
 use crate::abi::{
-    xe_decision, xe_route, Verdict, GROUP_UNUSED, HASH_POLICY_L4, HASH_PORTS, INPORT_FWD_V4,
-    INPORT_FWD_V6, INPORT_RPF, NH_TXPORT, NH_USABLE, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT,
-    RT_UNICAST, XDP_PASS,
+    xe_decision, xe_nexthop, xe_route, Verdict, GROUP_UNUSED, HASH_POLICY_L4, HASH_PORTS,
+    INPORT_FWD_V4, INPORT_FWD_V6, INPORT_RPF, NH_TXPORT, NH_USABLE, ROUTE_PIN, RT_BLACKHOLE,
+    RT_LOCAL, RT_PROHIBIT, RT_UNICAST, XDP_PASS,
 };
 
 fn route<T: TableReader + ?Sized>(t: &T, m: &Meta) -> Option<xe_route> {
@@ -41,9 +42,10 @@ fn admit<T: TableReader + ?Sized>(t: &T, ingress: u32, eth: &Ethernet2HeaderSlic
 }
 
 /// `xe_decide` up to the rewrite; `ingress` None as the program loaded
-/// with `admit_any`.
+/// with `admit_any`; `pins` None as over an empty flow table never written.
 fn decide_inner<T: TableReader + ?Sized>(
     t: &T,
+    mut pins: Option<&mut Pins<'_>>,
     ingress: Option<u32>,
     pkt: &[u8],
     d: &mut xe_decision,
@@ -102,13 +104,35 @@ fn decide_inner<T: TableReader + ?Sized>(
     if grp.mode == GROUP_UNUSED || grp.size == 0 {
         return Err(Verdict::PassNexthopDown);
     }
-    d.bucket = d.hash % u32::from(grp.size);
-    let nhid = t
-        .slot(grp.base.wrapping_add(d.bucket))
-        .ok_or(Verdict::PassNexthopDown)?;
-    d.nexthop = nhid;
-    let nh = t.nexthop(nhid).ok_or(Verdict::PassNexthopDown)?;
-    if nh.state & NH_USABLE != NH_USABLE {
+    // A flow to a pinned route keeps the path of its entry while that is
+    // valid (the bucket is then not looked at).
+    let pinned = rt.flags & ROUTE_PIN != 0;
+    let key = pin_key(&m.flow, fields);
+    let now = pins.as_ref().map_or(0, |p| p.now);
+    let entry = match pins.as_deref_mut() {
+        Some(p) if pinned => p.table.get(&key),
+        _ => None,
+    };
+    let kept = entry
+        .filter(|e| !pin_expired(&cfg.pin_timeout, m.flow.proto, e, now))
+        .and_then(|e| t.pin_member(rt.group, e.path))
+        .and_then(|id| Some((id, t.nexthop(id)?)))
+        .filter(|(_, nh)| usable(nh));
+    let nh = match kept {
+        Some((id, nh)) => {
+            d.nexthop = id;
+            nh
+        }
+        None => {
+            d.bucket = d.hash % u32::from(grp.size);
+            let nhid = t
+                .slot(grp.base.wrapping_add(d.bucket))
+                .ok_or(Verdict::PassNexthopDown)?;
+            d.nexthop = nhid;
+            t.nexthop(nhid).ok_or(Verdict::PassNexthopDown)?
+        }
+    };
+    if !usable(&nh) {
         return Err(Verdict::PassNexthopDown);
     }
     if m.l3_len > usize::from(nh.mtu) {
@@ -118,6 +142,10 @@ fn decide_inner<T: TableReader + ?Sized>(
     if nh.state & NH_TXPORT == 0 {
         return Err(Verdict::PassNoTxport);
     }
+    if pinned {
+        let event = pin_note(pins, &key, entry, kept.is_some(), nh.path, m.tcp_flags, now);
+        d.pin = event.map_or(0, |e| e as u32 + 1);
+    }
     Ok(Forward {
         l2_len: m.l2_len,
         is_v6: m.flow.is_v6 != 0,
@@ -125,16 +153,21 @@ fn decide_inner<T: TableReader + ?Sized>(
     })
 }
 
+fn usable(nh: &xe_nexthop) -> bool {
+    nh.state & NH_USABLE == NH_USABLE
+}
+
 /// `xe_decide` whole: the decision, and the frame the program leaves in
 /// `out` (see [`TableReader::decide_from`]).
 pub(super) fn decide<T: TableReader + ?Sized>(
     t: &T,
+    pins: Option<&mut Pins<'_>>,
     ingress: Option<u32>,
     pkt: &[u8],
     out: &mut [u8],
 ) -> (xe_decision, usize) {
     let mut d = xe_decision::default();
-    match decide_inner(t, ingress, pkt, &mut d) {
+    match decide_inner(t, pins, ingress, pkt, &mut d) {
         Err(v) => {
             d.verdict = v as u32;
             d.action = v.action();

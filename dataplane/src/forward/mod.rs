@@ -7,7 +7,10 @@
 mod decide;
 pub mod hash;
 mod parse;
+pub mod pin;
 mod rewrite;
+
+pub use pin::{FlowTable, MemoryFlows, Pins};
 
 use crate::abi::{xe_config, xe_decision, xe_group, xe_inport, xe_nexthop, xe_route};
 
@@ -29,13 +32,16 @@ pub trait TableReader {
     /// Whether `ifindex` is in the redirect map.
     fn is_txport(&self, ifindex: u32) -> bool;
     fn config(&self) -> xe_config;
+    /// The next-hop id of `path` if it is a live member of `group`
+    /// (`xe_pin_members`).
+    fn pin_member(&self, group: u32, path: u32) -> Option<u32>;
 
     /// Decides `pkt` as the program loaded with `admit_any` would (every
     /// frame admitted) and writes the frame the program would leave into
     /// `out`, returning the decision and the frame length. `out` must hold
     /// `pkt.len() + 4` bytes (a pushed VLAN tag).
     fn decide(&self, pkt: &[u8], out: &mut [u8]) -> (xe_decision, usize) {
-        decide::decide(self, None, pkt, out)
+        decide::decide(self, None, None, pkt, out)
     }
 
     /// Like `decide`, for `pkt` received on `ingress` by a program that
@@ -47,6 +53,18 @@ pub trait TableReader {
         pkt: &[u8],
         out: &mut [u8],
     ) -> (xe_decision, usize) {
-        decide::decide(self, ingress, pkt, out)
+        decide::decide(self, None, ingress, pkt, out)
+    }
+
+    /// Like `decide_from`, with a flow table: a flow to a pinned route
+    /// reads and writes its entry there as the program does `xe_flows`.
+    fn decide_pinned(
+        &self,
+        pins: &mut Pins<'_>,
+        ingress: Option<u32>,
+        pkt: &[u8],
+        out: &mut [u8],
+    ) -> (xe_decision, usize) {
+        decide::decide(self, Some(pins), ingress, pkt, out)
     }
 }

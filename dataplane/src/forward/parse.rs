@@ -33,6 +33,8 @@ pub(super) struct Meta {
     pub(super) ttl: u8,
     pub(super) frag: bool,
     pub(super) no_l4: bool,
+    /// The TCP flags byte (FIN 0x01, RST 0x04); 0 for any other packet.
+    pub(super) tcp_flags: u8,
 }
 
 pub(super) type Step<T = ()> = Result<T, Verdict>;
@@ -282,6 +284,7 @@ pub(super) fn parse_l4(pkt: &[u8], m: &mut Meta) -> Step {
                 tcp::HeaderSliceError::Content(_) => Verdict::DropMalformed,
             })?;
             (m.flow.sport, m.flow.dport) = (t.source_port(), t.destination_port());
+            m.tcp_flags = l4[13];
         }
         IPPROTO_UDP => {
             let u = UdpHeaderSlice::from_slice(l4).map_err(|_| Verdict::DropTruncated)?;

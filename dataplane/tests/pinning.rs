@@ -1,0 +1,289 @@
+//! Flow pinning, program against the shared decision: flows to a pinned route keep their path through bucket moves and group changes, re-hash when their path leaves or dies, end on RST, close on FIN and age out; the flow tables of both end equal.
+
+mod common;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use common::packets::{eth, ip6, tcp, udp, v6, Ip4};
+use common::{World, G_ANYCAST, IN_MAC, NH_P0, NH_P1, NH_P2, RES_BUCKETS, SEED};
+use dataplane::abi::{
+    xe_config, xe_decision, xe_nexthop, xe_route, PinEvent, Verdict, PIN_CLOSING, PIN_T_CLOSING,
+    PIN_T_OTHER, ROUTE_PIN, RT_UNICAST,
+};
+use dataplane::{MemoryFlows, Pins, TableReader};
+use testnet::require_root;
+
+const PATH: [(u32, u32); 3] = [(NH_P0, 100), (NH_P1, 101), (NH_P2, 102)];
+const ANYCAST4: &str = "172.16.255.66";
+const ANYCAST6: &str = "2001:db8:66::";
+
+/// The world with the anycast routes pinned, next hops carrying path ids,
+/// and NH_P0/NH_P1 members of the anycast group.
+struct Pinned {
+    w: World,
+    flows: MemoryFlows,
+}
+
+impl Pinned {
+    fn new(tag: &str) -> Pinned {
+        let mut w = World::new(tag);
+        for (id, path) in PATH {
+            let nh = xe_nexthop {
+                path,
+                ..w.nexthop(id)
+            };
+            w.both(|t| t.set_nexthop(id, &nh));
+        }
+        let pinned = xe_route {
+            group: G_ANYCAST,
+            kind: RT_UNICAST,
+            flags: ROUTE_PIN,
+            ..Default::default()
+        };
+        w.both(|t| {
+            t.set_route_v4(ANYCAST4.parse::<Ipv4Addr>().unwrap(), 32, &pinned)?;
+            t.set_route_v6(ANYCAST6.parse::<Ipv6Addr>().unwrap(), 64, &pinned)?;
+            t.set_pin_member(G_ANYCAST, 100, Some(NH_P0))?;
+            t.set_pin_member(G_ANYCAST, 101, Some(NH_P1))
+        });
+        Pinned {
+            w,
+            flows: MemoryFlows::default(),
+        }
+    }
+
+    /// The program's decision for `pkt`, checked equal to the shared
+    /// decision's over the model tables and flow table.
+    fn run(&mut self, pkt: &[u8]) -> xe_decision {
+        let (_, out, d) = self.w.run(pkt);
+        let now = self.w.dp.jiffies().unwrap() as u32;
+        let mut mout = vec![0u8; pkt.len() + 4];
+        let mut pins = Pins {
+            table: &mut self.flows,
+            now,
+        };
+        let (m, n) = self.w.model.decide_pinned(&mut pins, None, pkt, &mut mout);
+        assert_eq!(
+            (d.verdict, d.action, d.hash, d.group, d.bucket, d.nexthop, d.pin),
+            (m.verdict, m.action, m.hash, m.group, m.bucket, m.nexthop, m.pin),
+            "program and shared decision differ"
+        );
+        assert_eq!(
+            out,
+            mout[..n],
+            "program and shared decision wrote different frames"
+        );
+        d
+    }
+
+    /// Sets every anycast bucket to `nh`.
+    fn all_buckets(&mut self, nh: u32) {
+        let slots = vec![nh; usize::from(RES_BUCKETS)];
+        self.w.both(|t| t.set_slots(0, &slots));
+    }
+
+    /// The program's flow table equals the model's (paths and flags).
+    fn tables_agree(&self) {
+        let mut prog: Vec<_> = self
+            .w
+            .dp
+            .flow_entries()
+            .into_iter()
+            .map(|(k, p)| (format!("{k:?}"), p.path, p.flags))
+            .collect();
+        let mut model: Vec<_> = self
+            .flows
+            .entries()
+            .into_iter()
+            .map(|(k, p)| (format!("{k:?}"), p.path, p.flags))
+            .collect();
+        prog.sort();
+        model.sort();
+        assert_eq!(prog, model, "flow tables differ");
+    }
+}
+
+fn tcp4(sport: u16, flags: u8) -> Vec<u8> {
+    let mut l4 = tcp(sport, 443, 5);
+    l4[13] = flags;
+    eth(
+        IN_MAC,
+        &[],
+        0x0800,
+        &Ip4::new("198.18.0.1", ANYCAST4, 6).packet(&l4),
+    )
+}
+
+fn udp6(sport: u16) -> Vec<u8> {
+    let ip = ip6(
+        v6("2001:db8:1::1"),
+        v6("2001:db8:66::1"),
+        64,
+        17,
+        0,
+        &udp(sport, 53, b"q"),
+    );
+    eth(IN_MAC, &[], 0x86dd, &ip)
+}
+
+const ACK: u8 = 0x10;
+const FIN_ACK: u8 = 0x11;
+const RST: u8 = 0x04;
+
+fn event(d: &xe_decision) -> Option<PinEvent> {
+    PinEvent::of_decision(d.pin)
+}
+
+#[test]
+fn pinned_flows_keep_their_path_until_it_leaves() {
+    if !require_root("pinned_flows_keep_their_path_until_it_leaves") {
+        return;
+    }
+    let mut p = Pinned::new("pin1");
+    let flows: Vec<u16> = (1000..1064).collect();
+    // First packets: each flow is written with the path its bucket chose.
+    let mut first = Vec::new();
+    for &s in &flows {
+        let d = p.run(&tcp4(s, 0x02));
+        assert_eq!(d.verdict, Verdict::Forward as u32);
+        assert_eq!(event(&d), Some(PinEvent::Inserted));
+        first.push(d.nexthop);
+    }
+    assert!(first.contains(&NH_P0) && first.contains(&NH_P1));
+    p.tables_agree();
+    // Every bucket moves to NH_P0: the flows on NH_P1 stay there.
+    p.all_buckets(NH_P0);
+    for (i, &s) in flows.iter().enumerate() {
+        let d = p.run(&tcp4(s, ACK));
+        assert_eq!((d.nexthop, event(&d)), (first[i], Some(PinEvent::Hit)));
+    }
+    // An unpinned copy of the route moves them, as resilient hashing must.
+    let plain = xe_route {
+        group: G_ANYCAST,
+        kind: RT_UNICAST,
+        ..Default::default()
+    };
+    p.w.both(|t| t.set_route_v4(ANYCAST4.parse().unwrap(), 32, &plain));
+    let moved = flows
+        .iter()
+        .filter(|&&s| p.run(&tcp4(s, ACK)).nexthop != NH_P1)
+        .count();
+    assert_eq!(
+        moved,
+        flows.len(),
+        "unpinned, every flow follows the buckets"
+    );
+    let pinned = xe_route {
+        flags: ROUTE_PIN,
+        ..plain
+    };
+    p.w.both(|t| t.set_route_v4(ANYCAST4.parse().unwrap(), 32, &pinned));
+    // NH_P1's path leaves the group: its flows are hashed again (to NH_P0)
+    // and their entries rewritten; NH_P0's stay hits.
+    p.w.both(|t| t.set_pin_member(G_ANYCAST, 101, None));
+    for (i, &s) in flows.iter().enumerate() {
+        let d = p.run(&tcp4(s, ACK));
+        let want = if first[i] == NH_P1 {
+            PinEvent::Repinned
+        } else {
+            PinEvent::Hit
+        };
+        assert_eq!((d.nexthop, event(&d)), (NH_P0, Some(want)));
+    }
+    p.tables_agree();
+    // A member whose next hop is replaced (a new id for the same path, as a
+    // new MAC gives) keeps its flows.
+    p.w.both(|t| t.set_pin_member(G_ANYCAST, 101, Some(NH_P1)));
+    p.all_buckets(NH_P1);
+    let nh = p.w.nexthop(NH_P0);
+    p.w.both(|t| t.set_nexthop(20, &nh));
+    p.w.both(|t| t.set_pin_member(G_ANYCAST, 100, Some(20)));
+    for &s in &flows {
+        let d = p.run(&tcp4(s, ACK));
+        assert_eq!((d.nexthop, event(&d)), (20, Some(PinEvent::Hit)));
+    }
+    // Its next hop dies (state not usable): re-hashed to the buckets' NH_P1.
+    let dead = xe_nexthop { state: 0, ..nh };
+    p.w.both(|t| t.set_nexthop(20, &dead));
+    for &s in &flows {
+        let d = p.run(&tcp4(s, ACK));
+        assert_eq!((d.nexthop, event(&d)), (NH_P1, Some(PinEvent::Repinned)));
+    }
+    p.tables_agree();
+    let counts = p.w.dp.pin_counts().unwrap();
+    let n = |e: PinEvent| counts.iter().find(|(x, _)| *x == e).unwrap().1;
+    assert_eq!(n(PinEvent::Inserted), 64);
+    assert!(n(PinEvent::Hit) >= 128 && n(PinEvent::Repinned) >= 64);
+}
+
+#[test]
+fn tcp_ends_and_other_flows_age() {
+    if !require_root("tcp_ends_and_other_flows_age") {
+        return;
+    }
+    let mut p = Pinned::new("pin2");
+    // RST of a flow without an entry: forwarded, nothing written.
+    let d = p.run(&tcp4(2000, RST));
+    assert_eq!((d.verdict, event(&d)), (Verdict::Forward as u32, None));
+    assert!(p.w.dp.flow_entries().is_empty());
+    // FIN marks the entry closing; RST removes it.
+    assert_eq!(event(&p.run(&tcp4(2000, 0x02))), Some(PinEvent::Inserted));
+    assert_eq!(event(&p.run(&tcp4(2000, FIN_ACK))), Some(PinEvent::Hit));
+    let e = p.w.dp.flow_entries();
+    assert_eq!((e.len(), e[0].1.flags), (1, PIN_CLOSING));
+    p.tables_agree();
+    assert_eq!(event(&p.run(&tcp4(2000, RST))), Some(PinEvent::Ended));
+    assert!(p.w.dp.flow_entries().is_empty());
+    p.tables_agree();
+    // IPv6 UDP pins too, and ages out after its timeout (1 jiffy here);
+    // a closing TCP entry ages by its own.
+    let mut timeouts = [0u32; 3];
+    timeouts[PIN_T_OTHER] = 1;
+    timeouts[PIN_T_CLOSING] = 1;
+    p.w.set_config(xe_config {
+        seed: SEED,
+        pin_timeout: timeouts,
+        ..Default::default()
+    });
+    assert_eq!(event(&p.run(&udp6(5353))), Some(PinEvent::Inserted));
+    assert_eq!(
+        event(&p.run(&tcp4(2001, FIN_ACK))),
+        Some(PinEvent::Inserted)
+    );
+    assert_eq!(event(&p.run(&tcp4(2002, ACK))), Some(PinEvent::Inserted));
+    let j = p.w.dp.jiffies().unwrap();
+    while p.w.dp.jiffies().unwrap() < j + 3 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert_eq!(event(&p.run(&udp6(5353))), Some(PinEvent::Repinned));
+    assert_eq!(event(&p.run(&tcp4(2001, ACK))), Some(PinEvent::Repinned));
+    // An open TCP flow has no timeout here (0: until evicted).
+    assert_eq!(event(&p.run(&tcp4(2002, ACK))), Some(PinEvent::Hit));
+    p.tables_agree();
+    // The path a pinned flow took is what `calc` shows: the live table read
+    // through the shared decision, with nothing written.
+    let pkt = tcp4(2002, ACK);
+    let tables = p.w.dp.live_tables().unwrap();
+    let mut live = p.w.dp.live_flows();
+    let mut pins = Pins {
+        table: &mut live,
+        now: p.w.dp.jiffies().unwrap() as u32,
+    };
+    let mut out = vec![0u8; pkt.len() + 4];
+    let (d, _) = tables.decide_pinned(&mut pins, None, &pkt, &mut out);
+    assert_eq!(event(&d), Some(PinEvent::Hit));
+    let before = p.w.dp.flow_entries().len();
+    let (d, _) = tables.decide_pinned(&mut pins, None, &tcp4(2999, 0x02), &mut out);
+    assert_eq!(event(&d), Some(PinEvent::Inserted));
+    assert_eq!(
+        p.w.dp.flow_entries().len(),
+        before,
+        "a question wrote an entry"
+    );
+    // Flushing empties the table and is counted.
+    let n = p.w.dp.flush_flows(&|_| true).unwrap();
+    assert_eq!(n as usize, before);
+    assert!(p.w.dp.flow_entries().is_empty());
+    let counts = p.w.dp.pin_counts().unwrap();
+    assert_eq!(counts[PinEvent::Flushed as usize].1, n);
+}
