@@ -230,7 +230,8 @@ pub fn contains(outer: &Prefix, inner: &Prefix) -> bool {
     if outer.addr.is_ipv4() != inner.addr.is_ipv4() {
         return false;
     }
-    let len = u32::from(outer.len) + if outer.addr.is_ipv4() { 96 } else { 0 };
+    // Both families' addresses sit in the top bits.
+    let len = u32::from(outer.len);
     let mask = if len == 0 {
         0
     } else {
@@ -890,5 +891,42 @@ fn object_of(nh: &Nexthop) -> NexthopObject {
                 _ => None,
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Prefix {
+        let (a, l) = s.split_once('/').unwrap();
+        Prefix {
+            addr: a.parse().unwrap(),
+            len: l.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn prefixes_contain_what_lies_inside_them_in_both_families() {
+        assert!(contains(&p("192.0.2.0/24"), &p("192.0.2.1/32")));
+        assert!(contains(&p("192.0.2.0/24"), &p("192.0.2.128/25")));
+        assert!(contains(&p("0.0.0.0/0"), &p("10.1.2.3/32")));
+        assert!(!contains(&p("192.0.2.0/24"), &p("192.0.3.1/32")));
+        assert!(!contains(&p("192.0.2.0/25"), &p("192.0.2.0/24")));
+        assert!(contains(&p("2001:db8::/32"), &p("2001:db8:1::/48")));
+        assert!(!contains(&p("2001:db8::/32"), &p("2001:db9::/48")));
+        assert!(!contains(&p("::/0"), &p("10.0.0.0/8")));
+        assert!(!contains(&p("0.0.0.0/0"), &p("::/0")));
+    }
+
+    #[test]
+    fn a_wide_local_ipv4_entry_decides_for_the_routes_inside_it() {
+        let mut ks = KernelState::new(254);
+        ks.local_routes
+            .insert(p("192.0.2.0/24"), RouteTarget::Local);
+        let mut hops = BTreeMap::new();
+        hops.insert(0, RouteTarget::Blackhole);
+        ks.routes.insert(p("192.0.2.7/32"), hops);
+        assert_eq!(ks.best_route(&p("192.0.2.7/32")), Some(&RouteTarget::Local));
     }
 }
