@@ -43,6 +43,10 @@ use crate::translate::{
     DesiredRoute, GroupKey, GroupPlan, PlainGroupMode, MAX_MODULO_SLOTS,
 };
 
+/// Path ids found in adopted next hops above this are not taken over (ids
+/// are handed out from 1 and never freed: a larger one is not ours).
+const MAX_ADOPTED_PATH_ID: u32 = 1 << 24;
+
 /// How long the table of a prefix that stopped forwarding is kept for its return.
 const RECENT_MS: u64 = 10_000;
 
@@ -90,6 +94,8 @@ struct WrittenGroup {
     mode: u8,
     /// The bucket table of a group we balance ourselves; members are stable path ids.
     table: Option<BucketTable>,
+    /// Its live members in `xe_pin_members`: path id → next-hop id.
+    members: BTreeMap<u32, u32>,
 }
 
 /// Counts of what one sync wrote.
@@ -196,6 +202,11 @@ pub struct Reconciler {
     count_v4: u32,
     count_v6: u32,
     chunks: HashMap<u32, u32>,
+    /// Prefixes whose routes (those inside them) pin their flows.
+    pinned: Vec<Prefix>,
+    /// Memberships found in adopted maps of groups not adopted, removed by
+    /// the first sync.
+    stale_members: Vec<(u32, u32)>,
 }
 
 impl Reconciler {
@@ -235,7 +246,22 @@ impl Reconciler {
             count_v4: 0,
             count_v6: 0,
             chunks: HashMap::new(),
+            pinned: Vec::new(),
+            stale_members: Vec::new(),
         }
+    }
+
+    /// Pins the flows of routes inside any of `prefixes` (their groups'
+    /// live members are then kept in `xe_pin_members`). Set before the
+    /// first sync.
+    pub fn set_pinned(&mut self, prefixes: Vec<Prefix>) {
+        self.pinned = prefixes;
+    }
+
+    fn pins(&self, p: &Prefix) -> bool {
+        self.pinned
+            .iter()
+            .any(|outer| crate::state::contains(outer, p))
     }
 
     /// The group id a route forwards through, if written.
@@ -364,10 +390,20 @@ impl Reconciler {
                     adopted_nh.insert(*id);
                 }
                 if !self.path_ids.contains_key(p) {
-                    let pid = self
-                        .path_id_pool
-                        .alloc()
-                        .ok_or_else(|| anyhow::anyhow!("out of path ids"))?;
+                    // The id the previous run gave the path, which its
+                    // pinned flows name, if no other path took it.
+                    let old = read[id].path;
+                    let pid = if old != 0
+                        && old < MAX_ADOPTED_PATH_ID
+                        && !self.path_ids.values().any(|v| *v == old)
+                    {
+                        self.path_id_pool.reserve(old);
+                        old
+                    } else {
+                        self.path_id_pool
+                            .alloc()
+                            .ok_or_else(|| anyhow::anyhow!("out of path ids"))?
+                    };
                     self.path_ids.insert(*p, pid);
                 }
             }
@@ -412,8 +448,21 @@ impl Reconciler {
                     slots: slots.clone(),
                     mode: g.mode,
                     table,
+                    members: BTreeMap::new(),
                 },
             );
+        }
+        // Memberships of adopted groups stay as found (the first sync
+        // corrects them); those of any other group go after it.
+        let ids: HashMap<u32, GroupKey> =
+            self.groups.iter().map(|(k, w)| (w.id, k.clone())).collect();
+        for (group, path, nh) in dp.pin_members() {
+            match ids.get(&group).and_then(|k| self.groups.get_mut(k)) {
+                Some(w) => {
+                    w.members.insert(path, nh);
+                }
+                None => self.stale_members.push((group, path)),
+            }
         }
         // Old groups no route kept, and next hops no adopted group uses, go after the first sync.
         for (id, (g, slots)) in &old_groups {
@@ -664,6 +713,9 @@ impl Reconciler {
             if self.txports.contains(&path.ifindex) && ks.transmits(path.ifindex) {
                 want.state |= NH_TXPORT;
             }
+            // A pinned flow keeps this id while the path lives, whatever
+            // next-hop id it has.
+            want.path = self.path_ids.get(path).copied().unwrap_or(0);
             let want = &want;
             let what = || format!("next hop {}", describe_path(ks, path));
             match self.nexthops.get(path).copied() {
@@ -768,6 +820,9 @@ impl Reconciler {
                 Ok(()) => {
                     if let Some(w) = self.groups.get_mut(key) {
                         w.table = table;
+                    }
+                    if !self.pinned.is_empty() {
+                        self.write_members(ks, key, &live, dp);
                     }
                 }
                 Err((limit, error)) => {
@@ -968,6 +1023,7 @@ impl Reconciler {
                 slots: slots.to_vec(),
                 mode,
                 table: None,
+                members: BTreeMap::new(),
             },
         ) {
             self.unlinked.push(Unlinked::Window {
@@ -976,6 +1032,63 @@ impl Reconciler {
             });
         }
         Ok(())
+    }
+
+    /// Keeps a group's live members (path id → next-hop id) in
+    /// `xe_pin_members`, for pinned flows: added and changed before they are
+    /// dropped, so a flow whose path stays never misses it. A member whose
+    /// next hop is not written is not one a flow can keep.
+    fn write_members(
+        &mut self,
+        ks: &KernelState,
+        key: &GroupKey,
+        live: &[WeightedPath],
+        dp: &mut dyn TableWriter,
+    ) {
+        let want: BTreeMap<u32, u32> = live
+            .iter()
+            .filter_map(|m| Some((*self.path_ids.get(&m.path)?, self.nexthops.get(&m.path)?.id)))
+            .collect();
+        let Some(w) = self.groups.get_mut(key) else {
+            return;
+        };
+        let id = w.id;
+        let mut failed = None;
+        for (path, nh) in &want {
+            if w.members.get(path) != Some(nh) {
+                match dp.set_pin_member(id, *path, Some(*nh)) {
+                    Ok(()) => {
+                        w.members.insert(*path, *nh);
+                    }
+                    Err(e) => failed = Some(e.to_string()),
+                }
+            }
+        }
+        let gone: Vec<u32> = w
+            .members
+            .keys()
+            .filter(|p| !want.contains_key(p))
+            .copied()
+            .collect();
+        for path in gone {
+            match dp.set_pin_member(id, path, None) {
+                Ok(()) => {
+                    w.members.remove(&path);
+                }
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        if let Some(e) = failed {
+            // Tried again by the next sync; meanwhile a missing member's
+            // flows are hashed again, a stale one's keep a live path or
+            // find its next hop unusable.
+            self.short.note(
+                Limit::Write,
+                describe_group(ks, key),
+                "has members not recorded for pinned flows: their flows are hashed again",
+                Some(e),
+            );
+        }
     }
 
     /// Removes what no route uses any more. A store that fails here only
@@ -989,6 +1102,10 @@ impl Reconciler {
             .collect();
         for k in dead {
             if let Some(g) = self.groups.remove(&k) {
+                // Its id may be handed out again: no member of it may stay.
+                for path in g.members.keys() {
+                    let _ = dp.set_pin_member(g.id, *path, None);
+                }
                 // No route points to it any more: cleared after its grace period.
                 self.unlinked.extend([
                     Unlinked::Window {
@@ -1011,6 +1128,16 @@ impl Reconciler {
                 self.unlinked.push(Unlinked::Nexthop(w.id));
             }
             // Path ids stay: a bucket table remembered for a returning route names its members by them.
+        }
+        for (group, path) in std::mem::take(&mut self.stale_members) {
+            // Unless this sync gave the id to a group with that member.
+            let mine = self
+                .groups
+                .values()
+                .any(|w| w.id == group && w.members.contains_key(&path));
+            if !mine {
+                let _ = dp.set_pin_member(group, path, None);
+            }
         }
         for (id, base, size) in std::mem::take(&mut self.stale_groups) {
             self.unlinked

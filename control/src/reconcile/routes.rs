@@ -3,7 +3,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use dataplane::abi::{xe_route, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE};
+use dataplane::abi::{
+    xe_route, ROUTE_PIN, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
+};
 use dataplane::TableWriter;
 
 use super::{Reconciler, SyncStats};
@@ -103,6 +105,7 @@ impl Reconciler {
                     Some(g) if !failed.contains(key) => xe_route {
                         group: g.id,
                         kind: RT_UNICAST,
+                        flags: if self.pins(prefix) { ROUTE_PIN } else { 0 },
                         ..Default::default()
                     },
                     _ => {

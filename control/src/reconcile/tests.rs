@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dataplane::abi::{
-    xe_config, xe_decision, xe_group, xe_nexthop, xe_route, Verdict, HASH_POLICY_L4,
+    xe_config, xe_decision, xe_group, xe_nexthop, xe_route, Verdict, HASH_POLICY_L4, ROUTE_PIN,
 };
 use dataplane::grace::GracePeriods;
-use dataplane::{Error, StampClock, TableReader, TableWriter, Tables};
+use dataplane::{Error, MemoryFlows, Pins, StampClock, TableReader, TableWriter, Tables};
 
 use super::Reconciler;
 use crate::capacity::{Limit, Limits};
@@ -98,6 +98,11 @@ impl Mem {
 
     /// The decision for a UDP packet to `dst` from source port `sport`.
     fn decide(&self, dst: IpAddr, sport: u16) -> xe_decision {
+        self.decide_with(None, dst, sport)
+    }
+
+    /// The same with a flow table (flows to pinned routes keep their path).
+    fn decide_with(&self, flows: Option<&mut MemoryFlows>, dst: IpAddr, sport: u16) -> xe_decision {
         let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 9]);
         let b = match dst {
             IpAddr::V4(d) => b.ipv4([10, 2, 0, 100], d.octets(), 64),
@@ -111,7 +116,13 @@ impl Mem {
         let mut pkt = Vec::new();
         b.write(&mut pkt, &[0; 8]).expect("packet");
         let mut out = vec![0; pkt.len() + 64];
-        self.t.decide(&pkt, &mut out).0
+        match flows {
+            Some(table) => {
+                let mut pins = Pins { table, now: 1 };
+                self.t.decide_pinned(&mut pins, None, &pkt, &mut out).0
+            }
+            None => self.t.decide(&pkt, &mut out).0,
+        }
     }
 
     fn verdict(&self, dst: &str) -> Verdict {
@@ -699,4 +710,80 @@ fn a_reused_slot_window_does_not_inherit_the_previous_groups_stamps() {
         mem.split("172.16.0.0/24"),
         BTreeMap::from([(1, 16), (2, 16), (3, 16), (4, 16)])
     );
+}
+
+#[test]
+fn pinned_routes_keep_flows_through_a_member_set_change_and_unpinned_ones_do_not() {
+    let mut ks = world();
+    let mut mem = Mem::new(Limits::default());
+    let mut rec = reconciler(resilient(64, 0), Limits::default());
+    rec.set_pinned(vec![parse("192.0.2.0/24")]);
+    route(&mut ks, "192.0.2.1/32", &[1, 2, 3, 4]);
+    route(&mut ks, "198.51.100.1/32", &[1, 2, 3, 4]);
+    sync(&mut rec, &ks, &mut mem, 0);
+    let pinned = mem.routes[&parse("192.0.2.1/32")];
+    let plain = mem.routes[&parse("198.51.100.1/32")];
+    assert_eq!(pinned.flags, ROUTE_PIN);
+    assert_eq!(plain.flags, 0);
+    // Every live member of the pinned route's group is recorded, by path,
+    // with the next hop the path has.
+    let members: Vec<u32> = (1..=4)
+        .map(|port| {
+            let path = rec.path_ids[&hop(port, 1, false).path];
+            let nh = mem
+                .t
+                .pin_member(pinned.group, path)
+                .expect("a live member is recorded");
+            assert_eq!(mem.nexthops[&nh].path, path);
+            nh
+        })
+        .collect();
+    assert_eq!(members.len(), 4);
+    let a: IpAddr = "192.0.2.1".parse().unwrap();
+    let b: IpAddr = "198.51.100.1".parse().unwrap();
+    let mut flows = MemoryFlows::default();
+    let egress = |mem: &Mem, flows: &mut MemoryFlows, dst: IpAddr, sport: u16| {
+        mem.decide_with(Some(flows), dst, sport).ifindex
+    };
+    let first_a: Vec<u32> = (0..400)
+        .map(|s| egress(&mem, &mut flows, a, 1000 + s))
+        .collect();
+    let first_b: Vec<u32> = (0..400).map(|s| mem.decide(b, 1000 + s).ifindex).collect();
+    // The routing daemon replaces both routes: port 4 leaves, 5 and 6 join.
+    // Buckets move to the newcomers (the idle timer is 0).
+    route(&mut ks, "192.0.2.1/32", &[1, 2, 3, 5, 6]);
+    route(&mut ks, "198.51.100.1/32", &[1, 2, 3, 5, 6]);
+    sync(&mut rec, &ks, &mut mem, 1000);
+    let mut kept = 0;
+    for (s, was) in first_a.iter().enumerate() {
+        let now = egress(&mem, &mut flows, a, 1000 + s as u16);
+        if *was == 4 {
+            assert_ne!(now, 4, "a flow whose path left is hashed again");
+        } else {
+            assert_eq!(now, *was, "a pinned flow whose path stayed moved");
+            kept += 1;
+        }
+    }
+    let moved_b = first_b
+        .iter()
+        .enumerate()
+        .filter(|(s, was)| **was != 4 && mem.decide(b, 1000 + *s as u16).ifindex != **was)
+        .count();
+    assert!(kept > 250, "{kept}");
+    assert!(
+        moved_b > 20,
+        "unpinned, some flows of staying members move to the new ones: {moved_b}"
+    );
+    // The member that left is no longer recorded; the routes gone (they
+    // share the group), neither is any member of their group.
+    let path4 = rec.path_ids[&hop(4, 1, false).path];
+    let group = mem.routes[&parse("192.0.2.1/32")].group;
+    assert_eq!(mem.t.pin_member(group, path4), None);
+    unroute(&mut ks, "192.0.2.1/32");
+    unroute(&mut ks, "198.51.100.1/32");
+    sync(&mut rec, &ks, &mut mem, 2000);
+    for port in [1, 2, 3, 5, 6] {
+        let path = rec.path_ids[&hop(port, 1, false).path];
+        assert_eq!(mem.t.pin_member(group, path), None, "port {port}");
+    }
 }
