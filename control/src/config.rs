@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::state::Prefix;
 use crate::translate::PlainGroupMode;
 
 /// The `[daemon]`-less flat TOML file of `xdp-ecmp run --config`.
@@ -53,6 +54,18 @@ pub struct FileConfig {
     pub afxdp_cpus: Option<Vec<usize>>,
     /// AF_XDP workers spin instead of sleeping.
     pub busy_poll: Option<bool>,
+    /// Flow pinning: prefixes whose routes (those inside them) keep each
+    /// flow on the next hop it was first sent to; ["all"] for every route.
+    pub pin_flows: Option<Vec<String>>,
+    /// Flows the flow table holds (default 1,048,576; ~100 bytes each).
+    pub pin_capacity: Option<u32>,
+    /// Seconds a pinned TCP flow's entry outlives its last packet (0, the
+    /// default: until a FIN or RST ends it, or a new flow needs its room).
+    pub pin_tcp_timeout: Option<u64>,
+    /// The same for UDP and every other protocol (default 120).
+    pub pin_udp_timeout: Option<u64>,
+    /// The same for a TCP flow after its FIN (default 10).
+    pub pin_fin_timeout: Option<u64>,
 }
 
 impl FileConfig {
@@ -107,6 +120,120 @@ pub fn engine(
             }))
         }
         other => bail!("engine = {other:?}: expected \"xdp\" or \"afxdp\""),
+    }
+}
+
+/// Flow pinning as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinConfig {
+    /// Routes inside any of these pin their flows.
+    pub prefixes: Vec<Prefix>,
+    /// Entries of the flow table.
+    pub capacity: u32,
+    /// Seconds by kind (TCP, other, closing TCP); 0: none.
+    pub timeouts_s: [u64; 3],
+}
+
+/// The longest pin timeout: 7 days (in jiffies it must stay below 2^31).
+pub const MAX_PIN_TIMEOUT_S: u64 = 7 * 24 * 3600;
+
+/// Parses the pinning settings: None when no prefix is pinned (then the
+/// other settings are an error, as they would do nothing).
+pub fn pin_config(
+    prefixes: &[String],
+    capacity: Option<u32>,
+    tcp: Option<u64>,
+    udp: Option<u64>,
+    fin: Option<u64>,
+) -> Result<Option<PinConfig>> {
+    if prefixes.is_empty() {
+        if capacity.is_some() || tcp.is_some() || udp.is_some() || fin.is_some() {
+            bail!("pin_capacity and the pin timeouts are settings of flow pinning: add `pin_flows = [\"all\"]` (or prefixes; --pin-flows), or leave them out");
+        }
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for p in prefixes {
+        if p == "all" {
+            out.push(parse_prefix("0.0.0.0/0")?);
+            out.push(parse_prefix("::/0")?);
+            continue;
+        }
+        out.push(parse_prefix(p).with_context(|| format!("pin_flows: {p:?}"))?);
+    }
+    let capacity = capacity.unwrap_or(dataplane::abi::DEFAULT_PIN_FLOWS);
+    if !dataplane::MapSizes::RANGE.contains(&capacity) {
+        bail!(
+            "pin_capacity = {capacity}: give between {} and {} flows",
+            dataplane::MapSizes::RANGE.start(),
+            dataplane::MapSizes::RANGE.end()
+        );
+    }
+    let timeouts_s = [tcp.unwrap_or(0), udp.unwrap_or(120), fin.unwrap_or(10)];
+    for (name, t) in ["pin_tcp_timeout", "pin_udp_timeout", "pin_fin_timeout"]
+        .iter()
+        .zip(timeouts_s)
+    {
+        if t > MAX_PIN_TIMEOUT_S {
+            bail!("{name} = {t}: give seconds up to {MAX_PIN_TIMEOUT_S} (7 days), or 0 for none");
+        }
+    }
+    Ok(Some(PinConfig {
+        prefixes: out,
+        capacity,
+        timeouts_s,
+    }))
+}
+
+/// The pin timeouts in jiffies at `hz`, as `xe_config.pin_timeout` takes them.
+pub fn pin_timeouts(timeouts_s: &[u64; 3], hz: u32) -> [u32; 3] {
+    timeouts_s.map(|s| (s * u64::from(hz)).min(u64::from(i32::MAX as u32)) as u32)
+}
+
+/// Parses `ADDR/LEN` (a bare address is a host prefix); the address must
+/// have no bits past the length, as the kernel requires of a route.
+pub fn parse_prefix(s: &str) -> Result<Prefix> {
+    let (a, l) = s.split_once('/').unwrap_or((s, ""));
+    let addr: std::net::IpAddr = a
+        .parse()
+        .with_context(|| format!("{a:?} is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = if l.is_empty() {
+        max
+    } else {
+        l.parse::<u8>()
+            .ok()
+            .filter(|n| *n <= max)
+            .with_context(|| format!("prefix length {l:?}: give 0..={max}"))?
+    };
+    let p = Prefix { addr, len };
+    if masked(&p) != addr {
+        bail!(
+            "{s}: bits set past /{len} (did you mean {}/{len}?)",
+            masked(&p)
+        );
+    }
+    Ok(p)
+}
+
+fn masked(p: &Prefix) -> std::net::IpAddr {
+    match p.addr {
+        std::net::IpAddr::V4(a) => {
+            let m = if p.len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - p.len)
+            };
+            std::net::IpAddr::V4((u32::from(a) & m).into())
+        }
+        std::net::IpAddr::V6(a) => {
+            let m = if p.len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - p.len)
+            };
+            std::net::IpAddr::V6((u128::from(a) & m).into())
+        }
     }
 }
 
@@ -179,6 +306,46 @@ pub fn parse_seed(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pinning_settings_are_parsed_and_checked() {
+        assert_eq!(pin_config(&[], None, None, None, None).unwrap(), None);
+        let e = pin_config(&[], Some(4096), None, None, None).unwrap_err();
+        assert!(e.to_string().contains("pin_flows"), "{e}");
+        let all = pin_config(&["all".into()], None, None, None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(all.prefixes.len(), 2);
+        assert_eq!(all.capacity, 1 << 20);
+        assert_eq!(all.timeouts_s, [0, 120, 10]);
+        let some = pin_config(
+            &["192.0.2.0/24".into(), "2001:db8::1".into()],
+            Some(4096),
+            Some(3600),
+            None,
+            Some(5),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(some.prefixes[1].len, 128);
+        assert_eq!(some.timeouts_s, [3600, 120, 5]);
+        let e = pin_config(&["192.0.2.1/24".into()], None, None, None, None).unwrap_err();
+        assert!(format!("{e:#}").contains("192.0.2.0/24"), "{e:#}");
+        let e = pin_config(&["10.0.0.0/33".into()], None, None, None, None).unwrap_err();
+        assert!(format!("{e:#}").contains("0..=32"), "{e:#}");
+        let e = pin_config(&["all".into()], Some(10), None, None, None).unwrap_err();
+        assert!(e.to_string().contains("pin_capacity"), "{e}");
+        let e = pin_config(
+            &["all".into()],
+            None,
+            None,
+            Some(MAX_PIN_TIMEOUT_S + 1),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("pin_udp_timeout"), "{e}");
+        assert_eq!(pin_timeouts(&[0, 120, 10], 250), [0, 30_000, 2_500]);
+    }
 
     #[test]
     fn unknown_keys_are_named() {

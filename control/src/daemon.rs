@@ -46,6 +46,8 @@ pub struct RunConfig {
     /// (None: the XDP program forwards them itself). Workers 0: as many as
     /// the ports have receive queues.
     pub engine: Option<dataplane::afxdp::EngineConfig>,
+    /// Flow pinning (None: off).
+    pub pin: Option<crate::config::PinConfig>,
 }
 
 /// Time in ms of the daemon's timers (bucket stamps are converted to it
@@ -135,6 +137,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         pin_dir: Some(cfg.pin_dir.clone()),
         sizes: cfg.sizes,
         steer_xsk: cfg.engine.is_some(),
+        flows: cfg.pin.as_ref().map(|p| p.capacity),
         ..Default::default()
     })?;
     // Redirected frames the kernel cannot send are counted, never as forwarded.
@@ -148,8 +151,13 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         pinned.as_ref(),
         &crate::seed::StateDir(cfg.state_dir.clone()),
     )?;
+    let hz = dp.stamp_clock()?.hz;
     dp.set_config(&xe_config {
         seed: crate::seed::words(seed),
+        pin_timeout: cfg
+            .pin
+            .as_ref()
+            .map_or([0; 3], |p| crate::config::pin_timeouts(&p.timeouts_s, hz)),
         ..cfg.config
     })?;
     // Before the program goes live on the ports: tables pinned by a previous
@@ -185,6 +193,14 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             ..Default::default()
         },
     );
+    if let Some(p) = &cfg.pin {
+        rec.set_pinned(p.prefixes.clone());
+        tracing::info!(
+            prefixes = ?p.prefixes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            capacity = p.capacity,
+            "pinning flows"
+        );
+    }
     let adopted = rec.adopt(&state, &dp, now_ms())?;
     if adopted > 0 {
         tracing::info!(
@@ -246,7 +262,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let mut engine = match &cfg.engine {
         Some(e) => {
             let names: Vec<String> = ports.attached().into_iter().map(|(n, _)| n).collect();
-            Some(Running::start(&dp, &names, e)?)
+            let flows = cfg.pin.as_ref().map_or(0, |p| p.capacity);
+            Some(Running::start(&dp, &names, e, flows, hz)?)
         }
         None => None,
     };

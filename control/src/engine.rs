@@ -87,13 +87,23 @@ pub struct Running {
 
 impl Running {
     /// Starts the engine on `ports` over what the maps hold now. Workers 0:
-    /// as many as the first port has receive queues.
-    pub fn start(dp: &Dataplane, ports: &[String], cfg: &EngineConfig) -> anyhow::Result<Running> {
+    /// as many as the first port has receive queues. `pin_flows` flow-table
+    /// entries are shared out among the workers; `hz` is the kernel's tick
+    /// rate, which the config's pin timeouts count in.
+    pub fn start(
+        dp: &Dataplane,
+        ports: &[String],
+        cfg: &EngineConfig,
+        pin_flows: u32,
+        hz: u32,
+    ) -> anyhow::Result<Running> {
         let mut cfg = cfg.clone();
         if cfg.workers == 0 {
             let first = ports.first().map(String::as_str).unwrap_or_default();
             cfg.workers = dataplane::afxdp::queue_count(first)?;
         }
+        cfg.pin_flows = (pin_flows / cfg.workers.max(1)) as usize;
+        cfg.hz = hz;
         let tables = dp.read_tables()?;
         let base = dp.engine_counters()?;
         let (engine, tables) = Engine::start(dp, ports, &cfg, tables)?;

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use dataplane::abi::{
-    xe_group, xe_nexthop, Verdict, GROUP_MODULO, GROUP_RESILIENT, INPORT_FWD_V4, INPORT_FWD_V6,
-    INPORT_RPF, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
+    xe_group, xe_nexthop, PinEvent, Verdict, GROUP_MODULO, GROUP_RESILIENT, INPORT_FWD_V4,
+    INPORT_FWD_V6, INPORT_RPF, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
 };
 use dataplane::{current_cpu, pin_thread_to_cpu};
 use dataplane::{Dataplane, LoadOptions, StampMode};
@@ -330,6 +330,21 @@ pub struct Answer {
     pub group: Option<u32>,
     pub bucket: Option<u32>,
     pub hash: String,
+    /// For a flow to a pinned route: what its flow-table entry says.
+    pub pin: Option<String>,
+}
+
+/// What a flow-table event means to someone asking about one flow.
+fn pin_meaning(e: PinEvent) -> &'static str {
+    match e {
+        PinEvent::Hit => "pinned: its flow-table entry holds it on this next hop",
+        PinEvent::Inserted => "not pinned yet: its next packet pins it to this next hop",
+        PinEvent::Repinned => {
+            "its entry's next hop died, left the group or aged out: its next packet pins it here"
+        }
+        PinEvent::Ended => "a RST: its next packet ends its entry",
+        PinEvent::Flushed => "flushed",
+    }
 }
 
 /// Runs the loaded program on `frame` as received on `ingress` (an ifindex
@@ -353,8 +368,11 @@ pub fn ask(dp: &Dataplane, ingress: u32, frame: &[u8]) -> Result<Answer> {
             None
         },
         group: reached_group.then_some(d.group),
-        bucket: reached_group.then_some(d.bucket),
+        // A pinned flow's entry chose, not a bucket.
+        bucket: (reached_group && PinEvent::of_decision(d.pin) != Some(PinEvent::Hit))
+            .then_some(d.bucket),
         hash: format!("{:#010x}", d.hash),
+        pin: PinEvent::of_decision(d.pin).map(|e| pin_meaning(e).to_string()),
     })
 }
 

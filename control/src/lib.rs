@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod entropy;
+pub mod flows;
 pub mod forwarding;
 pub mod inspect;
 pub mod metrics;

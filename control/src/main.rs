@@ -63,6 +63,13 @@ enum ShowWhat {
     Stats,
     /// Used and limit of every table.
     Capacity,
+    /// The flow table (flow pinning): fill, events, flows per next hop and
+    /// the entries seen last.
+    Flows {
+        /// Entries to list, most recently seen first.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
 }
 
 /// `--engine`.
@@ -86,7 +93,8 @@ struct RunArgs {
     /// TOML config file (keys: ports, table, plain_groups, buckets, idle_timer, unbalanced_timer,
     /// hash_seed, hash_policy, symmetric, netlink_rcvbuf, attach_mode, metrics, state_dir,
     /// wait_for_ports, max_routes_v4, max_routes_v6, slot_pool, anti_entropy, engine,
-    /// afxdp_workers, afxdp_cpus, busy_poll); flags override it.
+    /// afxdp_workers, afxdp_cpus, busy_poll, pin_flows, pin_capacity, pin_tcp_timeout,
+    /// pin_udp_timeout, pin_fin_timeout); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Ports to attach to.
@@ -158,6 +166,26 @@ struct RunArgs {
     /// AF_XDP workers spin on empty rings instead of sleeping (a CPU each).
     #[arg(long)]
     busy_poll: bool,
+    /// Pin flows to routes inside these prefixes (comma-separated, or
+    /// `all`): each flow keeps the next hop it was first sent to through
+    /// bucket moves, weight and group changes, until that next hop dies or
+    /// leaves the route's group.
+    #[arg(long, value_delimiter = ',')]
+    pin_flows: Vec<String>,
+    /// Flows the flow table holds (default 1,048,576, ~100 bytes each; the
+    /// least recently used give way to new ones).
+    #[arg(long)]
+    pin_capacity: Option<u32>,
+    /// Seconds a pinned TCP flow outlives its last packet (default 0: until
+    /// its FIN or RST, or until evicted).
+    #[arg(long)]
+    pin_tcp_timeout: Option<u64>,
+    /// Seconds a pinned UDP (or other) flow outlives its last packet (default 120).
+    #[arg(long)]
+    pin_udp_timeout: Option<u64>,
+    /// Seconds a pinned TCP flow outlives its FIN (default 10).
+    #[arg(long)]
+    pin_fin_timeout: Option<u64>,
     /// Exit after this many seconds (for tests).
     #[arg(long, hide = true)]
     run_for: Option<f64>,
@@ -228,6 +256,13 @@ enum Cmd {
     Stats {
         #[arg(long)]
         json: bool,
+    },
+    /// Empty the flow table (flow pinning), or drop the flows to PREFIX:
+    /// their next packets are hashed again and pinned anew. The AF_XDP
+    /// engine's own tables are not reached (they end with the daemon).
+    FlushFlows {
+        /// Only flows whose destination is inside this prefix.
+        prefix: Option<String>,
     },
 }
 
@@ -342,6 +377,10 @@ fn stats(cli: &Cli, json: bool) -> Result<()> {
         .into_iter()
         .filter(|(_, c)| c.packets != 0)
         .collect();
+    // Flow pinning's table, where one is pinned (maps of this layout).
+    let flows = dataplane::flows::PinnedFlows::open(&cli.pin_dir)
+        .and_then(|f| f.stats())
+        .ok();
     if json {
         let mut v: Vec<_> = counters
             .iter()
@@ -351,6 +390,14 @@ fn stats(cli: &Cli, json: bool) -> Result<()> {
         v.push(serde_json::json!({"tx_refused": true, "packets": failed}));
         for (verdict, c) in &engine {
             v.push(serde_json::json!({"engine": "afxdp", "verdict": verdict.name(), "packets": c.packets, "bytes": c.bytes}));
+        }
+        if let Some(f) = &flows {
+            let events: serde_json::Map<String, serde_json::Value> = f
+                .events
+                .iter()
+                .map(|(e, n)| (e.name().to_string(), (*n).into()))
+                .collect();
+            v.push(serde_json::json!({"flow_table": {"entries": f.entries, "capacity": f.capacity, "evicted": f.evicted(), "events": events}}));
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -363,6 +410,17 @@ fn stats(cli: &Cli, json: bool) -> Result<()> {
         for (v, c) in &engine {
             let row = format!("  afxdp {}", v.name());
             println!("{row:<20} {:>14} {:>16}", c.packets, c.bytes);
+        }
+        if let Some(f) = &flows {
+            println!(
+                "flow table: {} of {} entries, evicted {}",
+                f.entries,
+                f.capacity,
+                f.evicted()
+            );
+            for (e, n) in &f.events {
+                println!("  {:<18} {:>14}", e.name(), n);
+            }
         }
     }
     Ok(())
@@ -428,6 +486,11 @@ fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
         afxdp_workers,
         afxdp_cpus,
         busy_poll,
+        pin_flows,
+        pin_capacity,
+        pin_tcp_timeout,
+        pin_udp_timeout,
+        pin_fin_timeout,
         run_for,
     } = args;
     let file = match config {
@@ -507,6 +570,17 @@ fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
                 afxdp_cpus.clone()
             },
             *busy_poll || file.busy_poll == Some(true),
+        )?,
+        pin: control::config::pin_config(
+            if pin_flows.is_empty() {
+                file.pin_flows.as_deref().unwrap_or_default()
+            } else {
+                pin_flows
+            },
+            pin_capacity.or(file.pin_capacity),
+            pin_tcp_timeout.or(file.pin_tcp_timeout),
+            pin_udp_timeout.or(file.pin_udp_timeout),
+            pin_fin_timeout.or(file.pin_fin_timeout),
         )?,
     };
     let stats = run(&cfg)?;
@@ -642,6 +716,15 @@ fn show(cli: &Cli, what: &ShowWhat, json: bool) -> Result<()> {
                 );
             }
         }
+        ShowWhat::Flows { top } => {
+            let mut dp = dp;
+            let clock = dp.stamp_clock()?;
+            let s = control::flows::summary(&dp, *top, clock.jiffies, clock.hz)?;
+            if json {
+                return print_json(&s);
+            }
+            control::flows::print(&s);
+        }
         ShowWhat::Stats => unreachable!(),
     }
     Ok(())
@@ -720,9 +803,12 @@ fn calc(
                         a.nexthop.unwrap_or(0),
                         a.lladdr.as_deref().unwrap_or("-"),
                         a.group.unwrap_or(0),
-                        a.bucket.unwrap_or(0),
+                        a.bucket.map_or("-".into(), |n| n.to_string()),
                         a.hash
                     );
+                    if let Some(p) = &a.pin {
+                        println!("  {p}");
+                    }
                 }
                 None => println!(
                     "not forwarded: {} (group {} bucket {} nexthop {})",
@@ -854,5 +940,15 @@ fn main() -> Result<()> {
         } => attach(&cli, ports, *mode, *hash_seed, *hash_policy, *symmetric),
         Cmd::Detach { ports } => detach(&cli, ports),
         Cmd::Stats { json } => stats(&cli, *json),
+        Cmd::FlushFlows { prefix } => {
+            let within = prefix
+                .as_deref()
+                .map(control::config::parse_prefix)
+                .transpose()?;
+            let dp = inspect::open(&cli.pin_dir)?;
+            let n = control::flows::flush(&dp, within)?;
+            println!("flushed {n} flows");
+            Ok(())
+        }
     }
 }

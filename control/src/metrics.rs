@@ -82,12 +82,16 @@ pub fn render(pin_dir: &Path, snap: &Snapshot) -> String {
         .ok()
         .flatten()
         .unwrap_or_default();
+    let flows = dataplane::flows::PinnedFlows::open(pin_dir)
+        .and_then(|f| f.stats())
+        .ok();
     page(Page {
         snap: snap.clone(),
         verdicts,
         engine,
         nexthops,
         tx_failed,
+        flows,
     })
 }
 
@@ -102,6 +106,8 @@ struct Page {
     tx_failed: u64,
     /// (next-hop id, egress device, counters).
     nexthops: Vec<(u32, String, xe_counter)>,
+    /// The flow table (flow pinning), where it could be read.
+    flows: Option<dataplane::flows::FlowStats>,
 }
 
 fn page(page: Page) -> String {
@@ -151,7 +157,37 @@ impl Collector for Page {
             engine,
             nexthops,
             tx_failed,
+            flows,
         } = self;
+        if let Some(f) = flows {
+            family(
+                &mut enc,
+                "flow_table_events",
+                "What the program's flow table did (flow pinning): hit, inserted, repinned (its next hop died or left the group, or the entry aged out), ended (TCP RST), flushed.",
+                Counter,
+                f.events
+                    .iter()
+                    .map(|(e, n)| ([("event", e.name())], ConstCounter::new(*n))),
+            )?;
+            single(
+                &mut enc,
+                "flow_table_entries",
+                "Entries in the flow table.",
+                ConstGauge::new(f.entries as i64),
+            )?;
+            single(
+                &mut enc,
+                "flow_table_capacity",
+                "Entries the flow table holds at most.",
+                ConstGauge::new(i64::from(f.capacity)),
+            )?;
+            single(
+                &mut enc,
+                "flow_table_evicted",
+                "Entries that gave way to new flows because the table was full (inserted less ended, flushed and held).",
+                ConstCounter::new(f.evicted()),
+            )?;
+        }
         family(
             &mut enc,
             "verdict_packets",
@@ -395,6 +431,12 @@ mod tests {
             engine: vec![(Verdict::Forward, counter(6, 600))],
             nexthops: vec![(7, dev.to_string(), counter(10, 1000))],
             tx_failed: 2,
+            flows: Some(dataplane::flows::FlowStats {
+                // hit 7, inserted 100, repinned 9, ended 5, flushed 10.
+                events: dataplane::abi::PinEvent::ALL.map(|e| (e, [7, 100, 9, 5, 10][e as usize])),
+                entries: 3,
+                capacity: 1024,
+            }),
         })
     }
 
@@ -498,6 +540,10 @@ mod tests {
             ("xdp_ecmp_verdict_bytes_total", "counter"),
             ("xdp_ecmp_tx_refused_packets_total", "counter"),
             ("xdp_ecmp_afxdp_verdict_packets_total", "counter"),
+            ("xdp_ecmp_flow_table_events_total", "counter"),
+            ("xdp_ecmp_flow_table_entries", "gauge"),
+            ("xdp_ecmp_flow_table_capacity", "gauge"),
+            ("xdp_ecmp_flow_table_evicted_total", "counter"),
             ("xdp_ecmp_nexthop_packets_total", "counter"),
             ("xdp_ecmp_nexthop_bytes_total", "counter"),
             ("xdp_ecmp_group_imbalance", "gauge"),
@@ -564,6 +610,14 @@ mod tests {
             2.0
         );
         assert_eq!(value("xdp_ecmp_routes_to_kernel", &[]), 4.0);
+        assert_eq!(
+            value("xdp_ecmp_flow_table_events_total", &[("event", "inserted")]),
+            100.0
+        );
+        assert_eq!(value("xdp_ecmp_flow_table_entries", &[]), 3.0);
+        assert_eq!(value("xdp_ecmp_flow_table_capacity", &[]), 1024.0);
+        // Inserted 100, less ended 5, flushed 10 and 3 held.
+        assert_eq!(value("xdp_ecmp_flow_table_evicted_total", &[]), 82.0);
         assert_eq!(value("xdp_ecmp_netlink_events_total", &[]), 2.0);
         assert_eq!(
             value("xdp_ecmp_event_to_map_seconds", &[("quantile", "0.99")]),
