@@ -194,7 +194,7 @@ struct RunArgs {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon: attach, mirror the kernel's routes/nexthops/neighbours/links, keep the maps in step.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show what the dataplane holds.
     Show {
         #[command(subcommand)]

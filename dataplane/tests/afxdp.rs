@@ -423,3 +423,93 @@ fn frames_of_a_dead_engine_go_to_the_kernel() {
     assert_eq!(alive, (100, 0), "the engine forwards while it runs");
     assert_eq!(dead, (0, 100), "then the kernel forwards every frame");
 }
+
+/// The engine pins flows as the program does: a flow to a pinned route keeps
+/// its egress when every bucket moves, and moves when its path leaves the
+/// group. Next hops 1 and 2 (xe-p1, xe-p2) carry paths 101 and 102.
+#[test]
+fn afxdp_engine_keeps_pinned_flows_on_their_path() {
+    if !require_root("afxdp_engine_keeps_pinned_flows_on_their_path") {
+        return;
+    }
+    let Served {
+        engine,
+        mut tables,
+        mut dp,
+        p,
+        _link,
+        _net,
+    } = served("afxdp-pin", &[]);
+    let pin = |t: &mut dyn TableWriter| {
+        for (id, port, last) in [(1u32, p[1], 0x31u8), (2, p[2], 0x32)] {
+            let nh = xe_nexthop {
+                ifindex: port,
+                mtu: 1500,
+                dmac: mac(last),
+                smac: mac(last + 0x10),
+                state: NH_USABLE | dataplane::abi::NH_TXPORT,
+                path: 100 + id,
+                ..Default::default()
+            };
+            t.set_nexthop(id, &nh)?;
+            t.set_pin_member(1, 100 + id, Some(id))?;
+        }
+        t.set_route_v4(
+            "172.16.255.66".parse().expect("addr"),
+            32,
+            &xe_route {
+                group: 1,
+                kind: RT_UNICAST,
+                flags: dataplane::abi::ROUTE_PIN,
+                ..Default::default()
+            },
+        )
+    };
+    let both = |dp: &mut Dataplane,
+                tables: &mut dataplane::afxdp::SnapshotWriter,
+                f: &dyn Fn(&mut dyn TableWriter) -> dataplane::Result<()>| {
+        f(dp).expect("maps");
+        f(tables).expect("engine tables");
+        tables.publish();
+    };
+    both(&mut dp, &mut tables, &pin);
+    let tx = packet_socket(ifindex_of("xe-r0").expect("if")).expect("tx");
+    let rx =
+        [1, 2].map(|i| packet_socket(ifindex_of(&format!("xe-r{i}")).expect("if")).expect("rx"));
+    // Each flow (source port) to the egress it arrived at.
+    let send = |n: u16| -> HashMap<u16, usize> {
+        for sport in 3000..3000 + n {
+            let f = eth(
+                IN_MAC,
+                &[],
+                ETH_IP,
+                &Ip4::new("10.2.0.9", "172.16.255.66", 17).packet(&udp(sport, 53, b"pin")),
+            );
+            send_frame(&tx, &f).expect("send");
+        }
+        let mut got = HashMap::new();
+        let mut buf = [0u8; 2048];
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until && got.len() < usize::from(n) {
+            for (i, s) in rx.iter().enumerate() {
+                while let Some(len) = recv_frame(s, &mut buf) {
+                    if len > 42 && buf[12..14] == [0x08, 0x00] && buf[23] == 17 {
+                        got.insert(u16::from_be_bytes([buf[34], buf[35]]), i + 1);
+                    }
+                }
+            }
+        }
+        assert_eq!(got.len(), usize::from(n), "every flow arrived");
+        got
+    };
+    let first = send(100);
+    assert!(first.values().any(|e| *e == 1) && first.values().any(|e| *e == 2));
+    // Every bucket to next hop 1: the flows on xe-p2 stay there.
+    both(&mut dp, &mut tables, &|t| t.set_slots(0, &[1; 64]));
+    assert_eq!(send(100), first, "a pinned flow moved with the buckets");
+    // Next hop 2's path leaves the group: its flows follow the buckets.
+    both(&mut dp, &mut tables, &|t| t.set_pin_member(1, 102, None));
+    let after = send(100);
+    assert!(after.values().all(|e| *e == 1), "{after:?}");
+    engine.stop(&dp).expect("stop");
+}
