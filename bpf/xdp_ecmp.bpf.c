@@ -278,22 +278,41 @@ static __always_inline void xe_pin_count(__u32 event)
 		*c += 1;
 }
 
+/* An entry's next hop and generation, one aligned 8-byte word. */
+union xe_nhgen {
+	__u64 word;
+	struct {
+		__u32 nexthop;
+		__u32 gen;
+	} f;
+};
+
 /* A pinned flow's next hop: the one its entry's path has now, if the entry
  * has not aged out and the path is still a live member of the route's
- * group; else NULL (the flow is hashed again, as it is when the next hop
- * turns out unusable). */
-static __always_inline struct xe_nexthop *xe_pin_nexthop(const struct xe_pin *p, __u32 group, __u8 proto,
-							 const struct xe_config *cfg, __u32 now, __u32 *nhid)
+ * group (known without a lookup while the group's generation `gen` is the
+ * entry's); else NULL (the flow is hashed again, as it is when the next
+ * hop turns out unusable). *stale is set when the entry's next hop and
+ * generation are to be rewritten. */
+static __always_inline struct xe_nexthop *xe_pin_nexthop(const struct xe_pin *p, __u32 group, __u32 gen, __u8 proto,
+							 const struct xe_config *cfg, __u32 now, __u32 *nhid,
+							 int *stale)
 {
 	struct xe_pin_member mk = {.group = group, .path = p->path};
+	union xe_nhgen u;
 	__u32 *id;
 
 	if (xe_pin_expired(cfg->pin_timeout, proto, p->flags, p->seen, now))
 		return NULL;
-	id = bpf_map_lookup_elem(&xe_pin_members, &mk);
-	if (!id)
-		return NULL;
-	*nhid = *id;
+	u.word = *(const volatile __u64 *)&p->nexthop;
+	if (gen && u.f.gen == gen) {
+		*nhid = u.f.nexthop;
+	} else {
+		id = bpf_map_lookup_elem(&xe_pin_members, &mk);
+		if (!id)
+			return NULL;
+		*nhid = *id;
+		*stale = 1;
+	}
 	return bpf_map_lookup_elem(&xe_nexthops, nhid);
 }
 
@@ -301,9 +320,10 @@ static __always_inline struct xe_nexthop *xe_pin_nexthop(const struct xe_pin *p,
  * entry, a hit refreshes it (and a FIN marks it closing), anything else
  * (re)writes it. Returns 1 + the enum xe_pin_event, 0 for a RST of a flow
  * without an entry (xe_decision.pin); the calc copy writes nothing. */
-static __always_inline __u32 xe_pin_note(const struct xe_flow *key, struct xe_pin *p, int hit, __u32 path,
-					 __u8 tcp_flags, __u32 now)
+static __always_inline __u32 xe_pin_note(const struct xe_flow *key, struct xe_pin *p, int hit, int stale,
+					 __u32 path, __u32 nhid, __u32 gen, __u8 tcp_flags, __u32 now)
 {
+	union xe_nhgen u = {.f = {.nexthop = nhid, .gen = gen}};
 	__u32 event;
 
 	if (tcp_flags & XE_TCP_RST) {
@@ -319,11 +339,15 @@ static __always_inline __u32 xe_pin_note(const struct xe_flow *key, struct xe_pi
 				p->seen = now;
 			if ((tcp_flags & XE_TCP_FIN) && !(p->flags & XE_PIN_CLOSING))
 				p->flags |= XE_PIN_CLOSING;
+			if (stale)
+				*(volatile __u64 *)&p->nexthop = u.word;
 		}
 	} else {
 		struct xe_pin e = {
 			.path = path,
 			.seen = now,
+			.nexthop = nhid,
+			.gen = gen,
 			.flags = (tcp_flags & XE_TCP_FIN) ? XE_PIN_CLOSING : 0,
 		};
 
@@ -380,8 +404,8 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, 
 	struct xe_nexthop *nh = NULL;
 	struct xe_flow pin_key;
 	struct xe_pin *pin = NULL;
-	__u32 *nhid, slot, zero = 0, fields, now = 0, pin_nh = 0;
-	int pin_hit = 0;
+	__u32 *nhid, *genp, slot, zero = 0, fields, now = 0, pin_nh = 0, gen = 0;
+	int pin_hit = 0, pin_stale = 0;
 	__u8 state, fwd = XE_INPORT_FWD_V4 | XE_INPORT_FWD_V6;
 	__be16 proto;
 	int r;
@@ -446,7 +470,6 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, 
 	if (!cfg)
 		return XE_V_PASS_NEXTHOP_DOWN;
 	fields = m.frag ? (cfg->hash_fields ?: XE_HASH_POLICY_L4) & ~XE_HASH_PORTS : cfg->hash_fields;
-	d->hash = xe_flow_hash(&m.flow, cfg->seed, fields, cfg->flags);
 
 	d->group = rt.group;
 	gp = bpf_map_lookup_elem(&xe_groups, &rt.group);
@@ -459,10 +482,13 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, 
 	 * valid (the bucket is then not looked at, nor stamped). */
 	if (rt.flags & XE_ROUTE_PIN) {
 		now = bpf_jiffies64();
+		genp = bpf_map_lookup_elem(&xe_group_gen, &rt.group);
+		if (genp)
+			gen = *(volatile __u32 *)genp;
 		xe_pin_key(&pin_key, &m.flow, fields);
 		pin = bpf_map_lookup_elem(&xe_flows, &pin_key);
 		if (pin)
-			nh = xe_pin_nexthop(pin, rt.group, m.flow.proto, cfg, now, &pin_nh);
+			nh = xe_pin_nexthop(pin, rt.group, gen, m.flow.proto, cfg, now, &pin_nh, &pin_stale);
 		if (nh) {
 			d->nexthop = pin_nh;
 			pin_hit = 1;
@@ -470,6 +496,8 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, 
 		}
 	}
 hash:
+	/* A pinned flow's hit needs no hash. */
+	d->hash = xe_flow_hash(&m.flow, cfg->seed, fields, cfg->flags);
 	/* The same bucket as hash % size; a mask where size is a power of two
 	 * (resilient tables usually are) saves a division. */
 	if (!(grp.size & (grp.size - 1)))
@@ -509,7 +537,7 @@ chosen:
 		return XE_V_FORWARD;
 	}
 	if (rt.flags & XE_ROUTE_PIN)
-		d->pin = xe_pin_note(&pin_key, pin, pin_hit, nh->path, m.tcp_flags, now);
+		d->pin = xe_pin_note(&pin_key, pin, pin_hit, pin_stale, nh->path, d->nexthop, gen, m.tcp_flags, now);
 	return xe_rewrite(ctx, &m, nh);
 }
 

@@ -256,14 +256,20 @@ struct xe_config {
 _Static_assert(sizeof(struct xe_config) == 32, "xe_config");
 
 /* A flow-table entry (xe_flows, keyed by the flow's hashed fields, the
- * others zeroed): the path the flow was first forwarded by. */
+ * others zeroed): the path the flow was first forwarded by, and the
+ * next-hop id that path had under the group's membership generation `gen`
+ * (xe_group_gen): while the route's group still has that generation, the
+ * entry's next hop is used without looking the membership up. `nexthop`
+ * and `gen` are written and read as one aligned 8-byte word. */
 struct xe_pin {
-	__u32 path;  /* xe_nexthop.path */
-	__u32 seen;  /* jiffies (low 32 bits) of its last packet */
-	__u32 flags; /* XE_PIN_* bits */
+	__u32 path;    /* xe_nexthop.path */
+	__u32 seen;    /* jiffies (low 32 bits) of its last packet */
+	__u32 nexthop; /* the path's next-hop id under `gen` */
+	__u32 gen;     /* xe_group_gen of the group it was written under; 0: none */
+	__u32 flags;   /* XE_PIN_* bits */
 	__u32 pad;
 };
-_Static_assert(sizeof(struct xe_pin) == 16, "xe_pin");
+_Static_assert(sizeof(struct xe_pin) == 24, "xe_pin");
 
 /* Key of xe_pin_members: a path that is a live member of a group. */
 struct xe_pin_member {

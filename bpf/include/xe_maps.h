@@ -149,6 +149,18 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } xe_pin_members SEC(".maps");
 
+/* Each group's membership generation: a number the control plane takes
+ * from one counter that only grows (so never the same for two groups, nor
+ * twice for one) and writes after every change of the group's
+ * xe_pin_members entries; 0: none. A flow entry written under the current
+ * generation names a next hop still in the group. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, XE_MAX_GROUPS);
+} xe_group_gen SEC(".maps");
+
 /* The flow table's events (enum xe_pin_event), per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -68,6 +68,9 @@ impl TableWriter for Tee<'_> {
     fn set_pin_member(&mut self, group: u32, path: u32, nexthop: Option<u32>) -> Result<()> {
         self.both(|t| t.set_pin_member(group, path, nexthop))
     }
+    fn set_group_gen(&mut self, group: u32, gen: u32) -> Result<()> {
+        self.both(|t| t.set_group_gen(group, gen))
+    }
     /// The maps' grace periods: the engine's snapshots are freed by their
     /// own epochs.
     fn grace(&self) -> GracePeriods {

@@ -329,6 +329,9 @@ mod tests {
         fn set_pin_member(&mut self, _: u32, _: u32, _: Option<u32>) -> dataplane::Result<()> {
             unreachable!()
         }
+        fn set_group_gen(&mut self, _: u32, _: u32) -> dataplane::Result<()> {
+            unreachable!()
+        }
         fn grace(&self) -> dataplane::grace::GracePeriods {
             dataplane::grace::GracePeriods::immediate()
         }

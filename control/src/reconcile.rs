@@ -96,6 +96,8 @@ struct WrittenGroup {
     table: Option<BucketTable>,
     /// Its live members in `xe_pin_members`: path id → next-hop id.
     members: BTreeMap<u32, u32>,
+    /// Its membership generation in `xe_group_gen` (0: none written).
+    gen: u32,
 }
 
 /// Counts of what one sync wrote.
@@ -207,6 +209,9 @@ pub struct Reconciler {
     /// Memberships found in adopted maps of groups not adopted, removed by
     /// the first sync.
     stale_members: Vec<(u32, u32)>,
+    /// The next membership generation: one counter for every group, which
+    /// only grows (also across restarts: adopted from the maps).
+    next_gen: u32,
 }
 
 impl Reconciler {
@@ -248,6 +253,7 @@ impl Reconciler {
             chunks: HashMap::new(),
             pinned: Vec::new(),
             stale_members: Vec::new(),
+            next_gen: 1,
         }
     }
 
@@ -449,8 +455,17 @@ impl Reconciler {
                     mode: g.mode,
                     table,
                     members: BTreeMap::new(),
+                    gen: 0,
                 },
             );
+        }
+        // Generations go on from the largest any group has (flow entries
+        // may hold any of them); adopted groups keep theirs.
+        for (group, gen) in dp.group_gens() {
+            self.next_gen = self.next_gen.max(gen.saturating_add(1));
+            if let Some(w) = self.groups.values_mut().find(|w| w.id == group) {
+                w.gen = gen;
+            }
         }
         // Memberships of adopted groups stay as found (the first sync
         // corrects them); those of any other group go after it.
@@ -1024,6 +1039,7 @@ impl Reconciler {
                 mode,
                 table: None,
                 members: BTreeMap::new(),
+                gen: 0,
             },
         ) {
             self.unlinked.push(Unlinked::Window {
@@ -1053,6 +1069,24 @@ impl Reconciler {
             return;
         };
         let id = w.id;
+        let same = w.members == want;
+        if same && w.gen != 0 {
+            return;
+        }
+        // Flow entries stop trusting their cached next hop before the
+        // members change, and trust the new ones only after.
+        if !same && w.gen != 0 {
+            if let Err(e) = dp.set_group_gen(id, 0) {
+                self.short.note(
+                    Limit::Write,
+                    describe_group(ks, key),
+                    "keeps its members for pinned flows as they were",
+                    Some(e.to_string()),
+                );
+                return;
+            }
+            w.gen = 0;
+        }
         let mut failed = None;
         for (path, nh) in &want {
             if w.members.get(path) != Some(nh) {
@@ -1078,10 +1112,20 @@ impl Reconciler {
                 Err(e) => failed = Some(e.to_string()),
             }
         }
+        if failed.is_none() {
+            let gen = self.next_gen;
+            match dp.set_group_gen(id, gen) {
+                Ok(()) => {
+                    w.gen = gen;
+                    self.next_gen = gen.wrapping_add(1).max(1);
+                }
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
         if let Some(e) = failed {
             // Tried again by the next sync; meanwhile a missing member's
             // flows are hashed again, a stale one's keep a live path or
-            // find its next hop unusable.
+            // find its next hop unusable; every entry looks its member up.
             self.short.note(
                 Limit::Write,
                 describe_group(ks, key),
@@ -1103,6 +1147,9 @@ impl Reconciler {
         for k in dead {
             if let Some(g) = self.groups.remove(&k) {
                 // Its id may be handed out again: no member of it may stay.
+                if g.gen != 0 {
+                    let _ = dp.set_group_gen(g.id, 0);
+                }
                 for path in g.members.keys() {
                     let _ = dp.set_pin_member(g.id, *path, None);
                 }

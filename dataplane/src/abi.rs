@@ -32,7 +32,7 @@ const _: () = assert!(size_of::<xe_route>() == 8);
 const _: () = assert!(size_of::<xe_group>() == 8);
 const _: () = assert!(size_of::<xe_nexthop>() == 32);
 const _: () = assert!(size_of::<xe_config>() == 32);
-const _: () = assert!(size_of::<xe_pin>() == 16);
+const _: () = assert!(size_of::<xe_pin>() == 24);
 const _: () = assert!(size_of::<xe_pin_member>() == 8);
 const _: () = assert!(size_of::<xe_counter>() == 16);
 const _: () = assert!(size_of::<xe_decision>() == 32);

@@ -145,6 +145,17 @@ impl Dataplane {
     pub fn pin_members(&self) -> Vec<(u32, u32, u32)> {
         members(&self.skel.maps.xe_pin_members)
     }
+    /// Every group's membership generation that is not 0, as (group, gen).
+    pub fn group_gens(&self) -> Vec<(u32, u32)> {
+        let map = &self.skel.maps.xe_group_gen;
+        (0..crate::abi::MAX_GROUPS)
+            .filter_map(|g| {
+                let v = map.lookup(&g.to_ne_bytes(), MapFlags::ANY).ok()??;
+                let gen: u32 = read_from(&v)?;
+                (gen != 0).then_some((g, gen))
+            })
+            .collect()
+    }
     pub fn flush_flows(&self, matches: &dyn Fn(&xe_flow) -> bool) -> Result<u64> {
         flush(
             &self.skel.maps.xe_flows,

@@ -81,6 +81,9 @@ impl TableReader for LiveTables<'_> {
     fn config(&self) -> xe_config {
         self.config
     }
+    fn group_gen(&self, group: u32) -> u32 {
+        Self::lookup(&self.dp.skel.maps.xe_group_gen, &group).unwrap_or(0)
+    }
     fn pin_member(&self, group: u32, path: u32) -> Option<u32> {
         Self::lookup(
             &self.dp.skel.maps.xe_pin_members,

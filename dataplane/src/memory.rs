@@ -69,6 +69,7 @@ pub struct Tables {
     inports: HashMap<u32, xe_inport>,
     config: xe_config,
     pin_members: HashMap<(u32, u32), u32>,
+    group_gens: HashMap<u32, u32>,
 }
 
 impl TableWriter for Tables {
@@ -137,6 +138,11 @@ impl TableWriter for Tables {
         };
         Ok(())
     }
+    fn set_group_gen(&mut self, group: u32, gen: u32) -> Result<()> {
+        check_range("group id", group, MAX_GROUPS)?;
+        self.group_gens.insert(group, gen);
+        Ok(())
+    }
 
     /// No packet reads these tables while they are written.
     fn grace(&self) -> crate::grace::GracePeriods {
@@ -172,6 +178,9 @@ impl TableReader for Tables {
     }
     fn pin_member(&self, group: u32, path: u32) -> Option<u32> {
         self.pin_members.get(&(group, path)).copied()
+    }
+    fn group_gen(&self, group: u32) -> u32 {
+        self.group_gens.get(&group).copied().unwrap_or(0)
     }
 }
 

@@ -218,6 +218,9 @@ impl Dataplane {
         for (group, path, id) in self.pin_members() {
             t.set_pin_member(group, path, Some(id))?;
         }
+        for (group, gen) in self.group_gens() {
+            t.set_group_gen(group, gen)?;
+        }
         t.set_config(&self.config()?)?;
         Ok(t)
     }

@@ -32,6 +32,9 @@ pub trait TableWriter {
     /// `nexthop` (flow pinning keeps flows on a path while it is), or with
     /// None that it no longer is.
     fn set_pin_member(&mut self, group: u32, path: u32, nexthop: Option<u32>) -> Result<()>;
+    /// Sets `group`'s membership generation (written after every change of
+    /// its members; a number never used before, 0 for none).
+    fn set_group_gen(&mut self, group: u32, gen: u32) -> Result<()>;
     /// When memory unlinked from these tables (slot windows, group and
     /// next-hop ids) may be reused: after a grace period for the live maps,
     /// at once for tables no packet reads.

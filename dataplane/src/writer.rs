@@ -7,7 +7,7 @@ use libbpf_rs::MapCore;
 
 use crate::abi::{
     bytes_of, xe_config, xe_counter, xe_group, xe_inport, xe_nexthop, xe_pin_member, xe_route,
-    Verdict, DIR_CHUNK_SIZE, MAX_DIR_CHUNKS, MAX_NEXTHOPS, MAX_QUEUES, MAX_XSK_PORTS,
+    Verdict, DIR_CHUNK_SIZE, MAX_DIR_CHUNKS, MAX_GROUPS, MAX_NEXTHOPS, MAX_QUEUES, MAX_XSK_PORTS,
 };
 use crate::dir24::{Dir248, TBL24_ENTRIES};
 use crate::error::Result;
@@ -189,6 +189,11 @@ impl TableWriter for Dataplane {
 
     fn set_config(&mut self, cfg: &xe_config) -> Result<()> {
         maps::update(&self.skel.maps.xe_config, "xe_config", &0u32, cfg)
+    }
+
+    fn set_group_gen(&mut self, group: u32, gen: u32) -> Result<()> {
+        check_range("group id", group, MAX_GROUPS)?;
+        maps::update(&self.skel.maps.xe_group_gen, "xe_group_gen", &group, &gen)
     }
 
     fn set_pin_member(&mut self, group: u32, path: u32, nexthop: Option<u32>) -> Result<()> {

@@ -454,6 +454,7 @@ fn afxdp_engine_keeps_pinned_flows_on_their_path() {
             t.set_nexthop(id, &nh)?;
             t.set_pin_member(1, 100 + id, Some(id))?;
         }
+        t.set_group_gen(1, 1)?;
         t.set_route_v4(
             "172.16.255.66".parse().expect("addr"),
             32,
@@ -508,7 +509,11 @@ fn afxdp_engine_keeps_pinned_flows_on_their_path() {
     both(&mut dp, &mut tables, &|t| t.set_slots(0, &[1; 64]));
     assert_eq!(send(100), first, "a pinned flow moved with the buckets");
     // Next hop 2's path leaves the group: its flows follow the buckets.
-    both(&mut dp, &mut tables, &|t| t.set_pin_member(1, 102, None));
+    both(&mut dp, &mut tables, &|t| {
+        t.set_group_gen(1, 0)?;
+        t.set_pin_member(1, 102, None)?;
+        t.set_group_gen(1, 2)
+    });
     let after = send(100);
     assert!(after.values().all(|e| *e == 1), "{after:?}");
     engine.stop(&dp).expect("stop");

@@ -22,6 +22,7 @@ const ANYCAST6: &str = "2001:db8:66::";
 struct Pinned {
     w: World,
     flows: MemoryFlows,
+    gen: u32,
 }
 
 impl Pinned {
@@ -44,12 +45,26 @@ impl Pinned {
             t.set_route_v4(ANYCAST4.parse::<Ipv4Addr>().unwrap(), 32, &pinned)?;
             t.set_route_v6(ANYCAST6.parse::<Ipv6Addr>().unwrap(), 64, &pinned)?;
             t.set_pin_member(G_ANYCAST, 100, Some(NH_P0))?;
-            t.set_pin_member(G_ANYCAST, 101, Some(NH_P1))
+            t.set_pin_member(G_ANYCAST, 101, Some(NH_P1))?;
+            t.set_group_gen(G_ANYCAST, 1)
         });
         Pinned {
             w,
             flows: MemoryFlows::default(),
+            gen: 1,
         }
+    }
+
+    /// Changes a membership of the anycast group as the control plane does:
+    /// the generation cleared first, a new one after.
+    fn member(&mut self, path: u32, nh: Option<u32>) {
+        self.gen += 1;
+        let gen = self.gen;
+        self.w.both(|t| {
+            t.set_group_gen(G_ANYCAST, 0)?;
+            t.set_pin_member(G_ANYCAST, path, nh)?;
+            t.set_group_gen(G_ANYCAST, gen)
+        });
     }
 
     /// The program's decision for `pkt`, checked equal to the shared
@@ -180,7 +195,7 @@ fn pinned_flows_keep_their_path_until_it_leaves() {
     p.w.both(|t| t.set_route_v4(ANYCAST4.parse().unwrap(), 32, &pinned));
     // NH_P1's path leaves the group: its flows are hashed again (to NH_P0)
     // and their entries rewritten; NH_P0's stay hits.
-    p.w.both(|t| t.set_pin_member(G_ANYCAST, 101, None));
+    p.member(101, None);
     for (i, &s) in flows.iter().enumerate() {
         let d = p.run(&tcp4(s, ACK));
         let want = if first[i] == NH_P1 {
@@ -193,11 +208,11 @@ fn pinned_flows_keep_their_path_until_it_leaves() {
     p.tables_agree();
     // A member whose next hop is replaced (a new id for the same path, as a
     // new MAC gives) keeps its flows.
-    p.w.both(|t| t.set_pin_member(G_ANYCAST, 101, Some(NH_P1)));
+    p.member(101, Some(NH_P1));
     p.all_buckets(NH_P1);
     let nh = p.w.nexthop(NH_P0);
     p.w.both(|t| t.set_nexthop(20, &nh));
-    p.w.both(|t| t.set_pin_member(G_ANYCAST, 100, Some(20)));
+    p.member(100, Some(20));
     for &s in &flows {
         let d = p.run(&tcp4(s, ACK));
         assert_eq!((d.nexthop, event(&d)), (20, Some(PinEvent::Hit)));

@@ -164,6 +164,9 @@ impl TableWriter for Tap<'_> {
     fn set_pin_member(&mut self, group: u32, path: u32, nh: Option<u32>) -> dataplane::Result<()> {
         self.dp.set_pin_member(group, path, nh)
     }
+    fn set_group_gen(&mut self, group: u32, gen: u32) -> dataplane::Result<()> {
+        self.dp.set_group_gen(group, gen)
+    }
     fn grace(&self) -> GracePeriods {
         self.dp.grace()
     }

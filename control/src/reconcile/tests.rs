@@ -248,6 +248,9 @@ impl TableWriter for Mem {
     fn set_pin_member(&mut self, group: u32, path: u32, nh: Option<u32>) -> dataplane::Result<()> {
         self.t.set_pin_member(group, path, nh)
     }
+    fn set_group_gen(&mut self, group: u32, gen: u32) -> dataplane::Result<()> {
+        self.t.set_group_gen(group, gen)
+    }
     fn grace(&self) -> GracePeriods {
         GracePeriods::immediate()
     }

@@ -137,6 +137,9 @@ impl TableWriter for SnapshotWriter {
     fn set_pin_member(&mut self, group: u32, path: u32, nexthop: Option<u32>) -> Result<()> {
         self.master.set_pin_member(group, path, nexthop)
     }
+    fn set_group_gen(&mut self, group: u32, gen: u32) -> Result<()> {
+        self.master.set_group_gen(group, gen)
+    }
     /// Nothing reads the master copy but this writer.
     fn grace(&self) -> GracePeriods {
         GracePeriods::immediate()

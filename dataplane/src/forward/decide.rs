@@ -98,7 +98,6 @@ fn decide_inner<T: TableReader + ?Sized>(
     } else {
         cfg.hash_fields
     };
-    d.hash = flow_hash(&m.flow, cfg.seed, fields, cfg.flags);
     d.group = rt.group;
     let grp = t.group(rt.group).ok_or(Verdict::PassNexthopDown)?;
     if grp.mode == GROUP_UNUSED || grp.size == 0 {
@@ -109,21 +108,31 @@ fn decide_inner<T: TableReader + ?Sized>(
     let pinned = rt.flags & ROUTE_PIN != 0;
     let key = pin_key(&m.flow, fields);
     let now = pins.as_ref().map_or(0, |p| p.now);
+    let gen = if pinned { t.group_gen(rt.group) } else { 0 };
     let entry = match pins.as_deref_mut() {
         Some(p) if pinned => p.table.get(&key),
         _ => None,
     };
+    // (next-hop id, next hop, whether the entry's id and generation are stale)
     let kept = entry
         .filter(|e| !pin_expired(&cfg.pin_timeout, m.flow.proto, e, now))
-        .and_then(|e| t.pin_member(rt.group, e.path))
-        .and_then(|id| Some((id, t.nexthop(id)?)))
-        .filter(|(_, nh)| usable(nh));
+        .and_then(|e| {
+            if gen != 0 && e.gen == gen {
+                Some((e.nexthop, false))
+            } else {
+                Some((t.pin_member(rt.group, e.path)?, true))
+            }
+        })
+        .and_then(|(id, stale)| Some((id, t.nexthop(id)?, stale)))
+        .filter(|(_, nh, _)| usable(nh));
     let nh = match kept {
-        Some((id, nh)) => {
+        Some((id, nh, _)) => {
             d.nexthop = id;
             nh
         }
         None => {
+            // A pinned flow's hit needs no hash.
+            d.hash = flow_hash(&m.flow, cfg.seed, fields, cfg.flags);
             d.bucket = d.hash % u32::from(grp.size);
             let nhid = t
                 .slot(grp.base.wrapping_add(d.bucket))
@@ -143,7 +152,15 @@ fn decide_inner<T: TableReader + ?Sized>(
         return Err(Verdict::PassNoTxport);
     }
     if pinned {
-        let event = pin_note(pins, &key, entry, kept.is_some(), nh.path, m.tcp_flags, now);
+        let event = pin_note(
+            pins,
+            &key,
+            entry,
+            kept.map(|k| k.2),
+            (nh.path, d.nexthop, gen),
+            m.tcp_flags,
+            now,
+        );
         d.pin = event.map_or(0, |e| e as u32 + 1);
     }
     Ok(Forward {

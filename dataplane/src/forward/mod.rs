@@ -35,6 +35,8 @@ pub trait TableReader {
     /// The next-hop id of `path` if it is a live member of `group`
     /// (`xe_pin_members`).
     fn pin_member(&self, group: u32, path: u32) -> Option<u32>;
+    /// The group's membership generation (`xe_group_gen`; 0: none).
+    fn group_gen(&self, group: u32) -> u32;
 
     /// Decides `pkt` as the program loaded with `admit_any` would (every
     /// frame admitted) and writes the frame the program would leave into

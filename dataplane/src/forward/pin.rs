@@ -86,32 +86,39 @@ pub fn pin_expired(timeouts: &[u32; 3], proto: u8, pin: &xe_pin, now: u32) -> bo
     t != 0 && now.wrapping_sub(pin.seen) > t
 }
 
-/// `xe_pin_note`: after a pinned route's flow is forwarded by `path`, what
-/// becomes of its entry (`entry` as found, `hit` if it chose). None for a
-/// RST of a flow without an entry. Writes only when `pins` is given.
+/// `xe_pin_note`: after a pinned route's flow is forwarded by `path` to
+/// next hop `nexthop` under the group's generation `gen`, what becomes of
+/// its entry (`entry` as found; `hit` Some if it chose, true if its next
+/// hop and generation are to be rewritten). None for a RST of a flow
+/// without an entry. Writes only when `pins` is given.
 pub fn pin_note(
     pins: Option<&mut Pins<'_>>,
     key: &xe_flow,
     entry: Option<xe_pin>,
-    hit: bool,
-    path: u32,
+    hit: Option<bool>,
+    (path, nexthop, gen): (u32, u32, u32),
     tcp_flags: u8,
     now: u32,
 ) -> Option<PinEvent> {
     let (event, write) = if tcp_flags & TCP_RST != 0 {
         entry?;
         (PinEvent::Ended, None)
-    } else if hit {
+    } else if let Some(stale) = hit {
         let mut e = entry.unwrap_or_default();
         e.seen = now;
         if tcp_flags & TCP_FIN != 0 {
             e.flags |= PIN_CLOSING;
+        }
+        if stale {
+            (e.nexthop, e.gen) = (nexthop, gen);
         }
         (PinEvent::Hit, Some(e))
     } else {
         let e = xe_pin {
             path,
             seen: now,
+            nexthop,
+            gen,
             flags: if tcp_flags & TCP_FIN != 0 {
                 PIN_CLOSING
             } else {
@@ -195,35 +202,54 @@ mod tests {
             now: 50,
         };
         assert_eq!(
-            pin_note(Some(&mut pins), &k, None, false, 3, TCP_RST, 50),
+            pin_note(Some(&mut pins), &k, None, None, (3, 1, 9), TCP_RST, 50),
             None
         );
         assert_eq!(
-            pin_note(Some(&mut pins), &k, None, false, 3, 0, 50),
+            pin_note(Some(&mut pins), &k, None, None, (3, 1, 9), 0, 50),
             Some(PinEvent::Inserted)
         );
         let e = pins.table.get(&k).unwrap();
-        assert_eq!((e.path, e.seen, e.flags), (3, 50, 0));
         assert_eq!(
-            pin_note(Some(&mut pins), &k, Some(e), true, 3, TCP_FIN, 60),
+            (e.path, e.seen, e.nexthop, e.gen, e.flags),
+            (3, 50, 1, 9, 0)
+        );
+        assert_eq!(
+            pin_note(
+                Some(&mut pins),
+                &k,
+                Some(e),
+                Some(false),
+                (3, 1, 9),
+                TCP_FIN,
+                60
+            ),
             Some(PinEvent::Hit)
         );
         let e = pins.table.get(&k).unwrap();
         assert_eq!((e.path, e.seen, e.flags), (3, 60, PIN_CLOSING));
         assert_eq!(
-            pin_note(Some(&mut pins), &k, Some(e), false, 4, 0, 61),
+            pin_note(Some(&mut pins), &k, Some(e), None, (4, 2, 9), 0, 61),
             Some(PinEvent::Repinned)
         );
-        assert_eq!(pins.table.get(&k).unwrap().path, 4);
+        let e = pins.table.get(&k).unwrap();
+        assert_eq!((e.path, e.nexthop), (4, 2));
+        // A hit under a new generation rewrites the entry's next hop and generation.
+        assert_eq!(
+            pin_note(Some(&mut pins), &k, Some(e), Some(true), (4, 5, 10), 0, 62),
+            Some(PinEvent::Hit)
+        );
+        let e = pins.table.get(&k).unwrap();
+        assert_eq!((e.path, e.nexthop, e.gen), (4, 5, 10));
         let e = pins.table.get(&k);
         assert_eq!(
-            pin_note(Some(&mut pins), &k, e, true, 4, TCP_RST, 62),
+            pin_note(Some(&mut pins), &k, e, Some(false), (4, 2, 9), TCP_RST, 62),
             Some(PinEvent::Ended)
         );
         assert!(pins.table.get(&k).is_none());
         // Without a table nothing is written.
         assert_eq!(
-            pin_note(None, &k, None, false, 4, 0, 63),
+            pin_note(None, &k, None, None, (4, 2, 9), 0, 63),
             Some(PinEvent::Inserted)
         );
     }
