@@ -99,6 +99,18 @@ impl Dataplane {
                 limit: MAX_INPORTS.into(),
                 note: "one per attached port",
             },
+            TableUse {
+                table: "flow table",
+                used: m.xe_flows.keys().count() as u64,
+                limit: self.sizes.flows.into(),
+                note: "one per flow to a pinned route; the least recently used give way",
+            },
+            TableUse {
+                table: "pinned memberships",
+                used: m.xe_pin_members.keys().count() as u64,
+                limit: crate::abi::MAX_PIN_MEMBERS.into(),
+                note: "one per live member of each group, with flow pinning on",
+            },
         ])
     }
 }
