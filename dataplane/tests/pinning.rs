@@ -4,13 +4,19 @@ mod common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use std::collections::BTreeMap;
+
+use common::fixtures::fixtures;
 use common::packets::{eth, ip6, tcp, udp, v6, Ip4};
-use common::{World, G_ANYCAST, IN_MAC, NH_P0, NH_P1, NH_P2, RES_BUCKETS, SEED};
+use common::random::{mutate, random_packet};
+use common::{verdict_of, World, G_ANYCAST, IN_MAC, NH_P0, NH_P1, NH_P2, RES_BUCKETS, SEED};
 use dataplane::abi::{
-    xe_config, xe_decision, xe_nexthop, xe_route, PinEvent, Verdict, PIN_CLOSING, PIN_T_CLOSING,
-    PIN_T_OTHER, ROUTE_PIN, RT_UNICAST,
+    xe_config, xe_decision, xe_nexthop, xe_route, PinEvent, Verdict, HASH_ALL_FIELDS,
+    HASH_POLICY_L3, PIN_CLOSING, PIN_T_CLOSING, PIN_T_OTHER, ROUTE_PIN, RT_UNICAST,
 };
 use dataplane::{MemoryFlows, Pins, TableReader};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use testnet::require_root;
 
 const PATH: [(u32, u32); 3] = [(NH_P0, 100), (NH_P1, 101), (NH_P2, 102)];
@@ -27,7 +33,10 @@ struct Pinned {
 
 impl Pinned {
     fn new(tag: &str) -> Pinned {
-        let mut w = World::new(tag);
+        Pinned::over(World::new(tag))
+    }
+
+    fn over(mut w: World) -> Pinned {
         for (id, path) in PATH {
             let nh = xe_nexthop {
                 path,
@@ -81,12 +90,14 @@ impl Pinned {
         assert_eq!(
             (d.verdict, d.action, d.hash, d.group, d.bucket, d.nexthop, d.pin),
             (m.verdict, m.action, m.hash, m.group, m.bucket, m.nexthop, m.pin),
-            "program and shared decision differ"
+            "program and shared decision differ on {}",
+            common::hex(pkt)
         );
         assert_eq!(
             out,
             mout[..n],
-            "program and shared decision wrote different frames"
+            "program and shared decision wrote different frames for {}",
+            common::hex(pkt)
         );
         d
     }
@@ -301,4 +312,74 @@ fn tcp_ends_and_other_flows_age() {
     assert!(p.w.dp.flow_entries().is_empty());
     let counts = p.w.dp.pin_counts().unwrap();
     assert_eq!(counts[PinEvent::Flushed as usize].1, n);
+}
+
+/// Seeded random and mutated packets (the differential test's) with both
+/// anycast routes pinned, the program and the shared decision each with its
+/// own flow table, while buckets move, members leave and return, a next hop
+/// dies and the hash configuration (and so the flow key) changes.
+#[test]
+fn differential_pinned_random_and_mutated_packets() {
+    if !require_root("differential_pinned_random_and_mutated_packets") {
+        return;
+    }
+    let count: usize = std::env::var("XE_PIN_DIFF_PACKETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let seed: u64 = std::env::var("XE_PIN_DIFF_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("pinned differential: seed {seed} (XE_PIN_DIFF_SEED), {count} packets");
+    let mut rng = SmallRng::seed_from_u64(seed);
+    // Room for every flow: the model's table never evicts.
+    let mut p = Pinned::over(World::with_flows("pin-diff", 1 << 20));
+    let fixtures: Vec<Vec<u8>> = fixtures().into_iter().map(|f| f.pkt).collect();
+    let mut events: BTreeMap<String, usize> = BTreeMap::new();
+    let p1 = p.w.nexthop(NH_P1);
+    for i in 0..count {
+        if i % 5_000 == 0 && i > 0 {
+            match rng.random_range(0..5) {
+                0 => p.all_buckets([NH_P0, NH_P1][rng.random_range(0..2)]),
+                1 => p.member(101, None),
+                2 => p.member(101, Some(NH_P1)),
+                3 => {
+                    let state = if rng.random_bool(0.5) { 0 } else { p1.state };
+                    let nh = xe_nexthop { state, ..p1 };
+                    p.w.both(|t| t.set_nexthop(NH_P1, &nh));
+                }
+                _ => p.w.set_config(xe_config {
+                    seed: SEED,
+                    hash_fields: [0, HASH_POLICY_L3, HASH_ALL_FIELDS][rng.random_range(0..3)],
+                    ..Default::default()
+                }),
+            }
+        }
+        let base = if rng.random_bool(0.3) {
+            fixtures[rng.random_range(0..fixtures.len())].clone()
+        } else {
+            random_packet(&mut rng)
+        };
+        let pkt = if rng.random_bool(0.5) {
+            mutate(&mut rng, base)
+        } else {
+            base
+        };
+        if pkt.len() < 14 {
+            continue;
+        }
+        let d = p.run(&pkt);
+        let what = match event(&d) {
+            Some(e) => e.name().to_string(),
+            None => verdict_of(&d).name().to_string(),
+        };
+        *events.entry(what).or_default() += 1;
+    }
+    p.tables_agree();
+    println!("  decisions: {events:?}");
+    for (e, least) in [("hit", 1000), ("inserted", 1000), ("repinned", 1)] {
+        let n = events.get(e).copied().unwrap_or(0);
+        assert!(n >= least, "{n} {e}, fewer than {least}: {events:?}");
+    }
 }

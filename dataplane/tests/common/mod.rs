@@ -3,6 +3,7 @@
 
 pub mod fixtures;
 pub mod packets;
+pub mod random;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -106,7 +107,16 @@ impl World {
         World::load(tag, false)
     }
 
+    /// The `new` world with a flow table of `flows` entries.
+    pub fn with_flows(tag: &str, flows: u32) -> World {
+        World::load_with(tag, true, Some(flows))
+    }
+
     fn load(tag: &str, admit_any: bool) -> World {
+        World::load_with(tag, admit_any, None)
+    }
+
+    fn load_with(tag: &str, admit_any: bool, flows: Option<u32>) -> World {
         let net = TestNet::new(
             tag,
             &[
@@ -125,6 +135,7 @@ impl World {
         let dp = Dataplane::load(&LoadOptions {
             trace_decisions: true,
             admit_any,
+            flows,
             ..Default::default()
         })
         .expect("loading the XDP program");
