@@ -735,16 +735,34 @@ def cmd_stream(args) -> int:
     request = f"GET /stream?seconds={args.seconds!r}&interval={args.interval!r}\n".encode()
     timeout = args.seconds + 5.0
     results = {}
+    # Connections still waiting for their first line (or their end): when
+    # none is left, one progress line on stderr says the streams are running.
+    waiting = {"n": len(args.sports)}
+    waiting_lock = threading.Lock()
+
+    def answered():
+        with waiting_lock:
+            waiting["n"] -= 1
+            if waiting["n"] == 0:
+                log(f"stream: every connection has its first line ({len(args.sports)} connections)")
 
     def one(sport):
         conn = {"server": None, "chunks": 0}
+        if args.times:
+            conn["times"] = []
+        first = [True]
 
         def on_line(line):
+            if args.times:
+                conn["times"].append(round(time.monotonic(), 3))
             m = CHUNK_RE.match(line)
             if conn["server"] is None:
                 conn["server"] = m.group(1) if m else line
             if m:
                 conn["chunks"] += 1
+            if first[0]:
+                first[0] = False
+                answered()
 
         try:
             r = tcp_exchange(family, src, sport, dst_sa, request, timeout, on_line)
@@ -754,6 +772,9 @@ def cmd_stream(args) -> int:
             r["outcome"] = "complete" if conn["chunks"] >= expected else "truncated"
         conn.update(r)
         results[sport] = conn
+        if first[0]:
+            first[0] = False
+            answered()
 
     threading.stack_size(256 * 1024)
     threads = []
@@ -764,6 +785,7 @@ def cmd_stream(args) -> int:
         except RuntimeError as e:
             results[sport] = {"server": None, "chunks": 0, "outcome": "error",
                               "error": f"cannot start a thread: {e}", "elapsed": 0.0}
+            answered()
             continue
         threads.append(t)
     for t in threads:
@@ -910,12 +932,18 @@ Outcome per connection: "complete" (clean EOF after all the expected chunks),
 "truncated" (clean EOF too early: the server closed or was killed),
 "reset" (RST: e.g. the flow moved to a server that does not know it),
 "refused", "timeout" (nothing ended it within seconds + 5), "error" (see "error").
-Output: {"connections": {"<sport>": {"server", "chunks", "outcome", "elapsed"[, "error"]}},
+Once every connection has its first line (or has ended), one progress line
+goes to stderr: "stream: every connection has its first line (N connections)".
+Output: {"connections": {"<sport>": {"server", "chunks", "outcome", "elapsed"[, "error"][, "times"]}},
 "complete": n, "truncated": n, "reset": n, "refused": n, "timeout": n, "error": n,
-"expected_chunks": n, "split": {server: count}, "total": n}""")
+"expected_chunks": n, "split": {server: count}, "total": n}
+(times, with --times: when each line arrived, in seconds of the system-wide
+monotonic clock, CLOCK_MONOTONIC, which other processes can compare with).""")
     flow_args(st, 80)
     st.add_argument("--seconds", type=positive_float, required=True, help="length of each stream")
     st.add_argument("--interval", type=positive_float, default=0.1, help="seconds between lines")
+    st.add_argument("--times", action="store_true",
+                    help="record when each line arrived (CLOCK_MONOTONIC seconds) per connection")
     st.set_defaults(func=cmd_stream)
 
     c = sub.add_parser(

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# The design guide, live: flows over the anycast testbed, failures and returns under modulo and resilient hashing, TCP across a rehash.
+# The design guide, live: flows over the anycast testbed, failures and returns under modulo and resilient hashing, TCP across a rehash, and flow pinning.
 """Walks the anycast design guide on the veth testbed (scripts/testbed.sh).
 
 Every figure printed is measured on the testbed in this run. `--check` turns
@@ -9,6 +9,7 @@ prints one JSON document instead of tables.
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -284,13 +285,326 @@ def step_withdraw(r):
             still3 == 0 and unrelated == 0 and total_moved == on3, f"moved {total_moved} = server03's {on3}, unrelated {unrelated}")
 
 
+# 8. Flow pinning. Long TCP connections (the guide's caveat: a rehash resets
+# them) across four events that move buckets, each run twice on spine02:
+# without pinning, then with --pin-flows over the anycast /32 (same flags).
+PIN_FLAGS = ["--pin-flows", f"{ANYCAST}/32"]
+PIN_CONNS = 32          # TCP connections per run
+PIN_IDLE_TIMER = 1      # s: the idle timer of the idle-aware events
+PIN_INTERVAL = 3.0      # s between a stream's lines: every connection idles 2 s past the idle timer
+PIN_BUSY_INTERVAL = 0.5  # s: event b's connections stay busy (its idle timer is 30 s)
+PIN_ATTEMPTS = 3        # a round the noise of the VM made meaningless is run again, at most twice more
+SPINE02_LOG = "/run/xe-testbed/spine02.log"
+STAMP_PORTS = [22000]   # next free block of UDP source ports that stamp every bucket (event b)
+
+
+def spine02_route():
+    return testbed("exec", "spine02", "ip", "route", "show", ANYCAST)
+
+
+def live_paths(route):
+    return sum(1 for l in route.splitlines() if "nexthop via" in l and "dead" not in l and "linkdown" not in l)
+
+
+def weighted(route):
+    return any(w != "1" for w in re.findall(r"\bweight (\d+)", route))
+
+
+def static_route(w1=1):
+    # spine02's route as testbed.sh writes it, leaf01's path weighted w1.
+    hops = []
+    for i in (1, 2, 3, 4):
+        hops += ["nexthop", "via", f"10.2.{i}.1", "dev", f"swp{i}"] + (["weight", str(w1)] if i == 1 and w1 != 1 else [])
+    return ["exec", "spine02", "ip", "route", "replace", f"{ANYCAST}/32", *hops]
+
+
+def vtysh(node, *commands):
+    # FRR in a testbed node (its pathspace is the node's namespace, xe-tb-NODE).
+    args = ["exec", node, "vtysh", "-N", f"xe-tb-{node}"]
+    for c in commands:
+        args += ["-c", c]
+    testbed(*args)
+
+
+def lbw_out(leaf, bandwidth):
+    # The leaf advertises the anycast /32 to spine02 (its swp52) with a BGP
+    # link-bandwidth extended community (bandwidth in Mbit/s), or stops (None).
+    i = leaf[-1]
+    if bandwidth is None:
+        vtysh(leaf, "configure terminal", f"router bgp 6500{i}", "address-family ipv4 unicast",
+              "no neighbor swp52 route-map XE-LBW out")
+    else:
+        vtysh(leaf, "configure terminal", "route-map XE-LBW permit 10", f"set extcommunity bandwidth {bandwidth}", "exit",
+              f"router bgp 6500{i}", "address-family ipv4 unicast", "neighbor swp52 route-map XE-LBW out")
+
+
+def until_route(done, timeout=30.0):
+    # Polls spine02's route until done(route) holds: the change happened after
+    # the start of the last poll that saw the old route and before the end of
+    # the first that saw the new one (both CLOCK_MONOTONIC, as anycast.py's --times).
+    lo = time.monotonic()
+    deadline = lo + timeout
+    while True:
+        start = time.monotonic()
+        route = spine02_route()
+        end = time.monotonic()
+        if done(route):
+            return lo, end
+        lo = start
+        if end > deadline:
+            raise SystemExit(f"demo: spine02's route to {ANYCAST} never changed as expected:\n{route}")
+        time.sleep(0.02)
+
+
+def change(args, done):
+    # Runs testbed.sh ARGS in the background and returns when spine02's route shows the change: (after, by).
+    p = subprocess.Popen([TESTBED, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lo, hi = until_route(done)
+    _, err = p.communicate(timeout=60)
+    if p.returncode != 0:
+        raise SystemExit(f"demo: testbed.sh {' '.join(args)} failed: {err.strip()}")
+    return lo, hi
+
+
+def route_pinned():
+    # Whether spine02's program treats the anycast route as pinned (calc's pin field).
+    calc = json.loads(testbed("xdp-ecmp", "spine02", "calc", "-p", "tcp", "-s", CLIENT, "--sport", "49999",
+                              "-d", ANYCAST, "--dport", "80", "-i", "swp51", "--json"))
+    return calc.get("pin") is not None
+
+
+def stamp_buckets():
+    # 1000 new UDP flows: every bucket of the group carries traffic now (new
+    # ports each time: a pinned flow's packets do not stamp its bucket).
+    lo = STAMP_PORTS[0]
+    STAMP_PORTS[0] += 1000
+    query(lo, lo + 999)
+
+
+def log_mark():
+    try:
+        return os.path.getsize(SPINE02_LOG)
+    except OSError:
+        return 0
+
+
+def buckets_moved_since(mark):
+    # Buckets spine02's daemon moved (its log: "... buckets moved ... moved=N") since the mark.
+    try:
+        with open(SPINE02_LOG, "rb") as f:
+            f.seek(mark)
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    return sum(int(n) for n in re.findall(r"buckets moved.*?\bmoved=(\d+)", text))
+
+
+def flow_table():
+    return json.loads(testbed("xdp-ecmp", "spine02", "show", "flows", "--json"))
+
+
+def pin_events():
+    def leaf03_down():
+        leaf03("down")
+
+    def leaf03_returns():
+        return change(["restore", "leaf03"], lambda ro: live_paths(ro) == 4)
+
+    def forced_setup():
+        leaf03("down")
+        stamp_buckets()  # after the failure: the buckets leaf03 left are busy too
+
+    def weights_up():
+        if MODE == "static":
+            return change(static_route(3), weighted)
+        # BGP: leaf01 advertises 300 Mbit/s and the other leaves 100 (set by
+        # weights_setup): with every path carrying a link bandwidth, FRR gives
+        # spine02 weighted ECMP (weights 50/16/16/16) in a new nexthop group.
+        lo = time.monotonic()
+        lbw_out("leaf01", 300)
+        return (lo, until_route(weighted)[1])
+
+    def weights_setup():
+        if MODE == "bgp":
+            # Three of four paths with a link bandwidth: FRR keeps equal weights.
+            for leaf in ("leaf02", "leaf03", "leaf04"):
+                lbw_out(leaf, 100)
+
+    def weights_back():
+        if MODE == "static":
+            testbed(*static_route())
+        else:
+            lbw_out("leaf01", None)
+            for leaf in ("leaf02", "leaf03", "leaf04"):
+                lbw_out(leaf, None)
+        until_route(lambda ro: not weighted(ro))
+
+    def regroup():
+        # FRR replaces spine02's group twice: server03 withdraws (4 -> 3 paths)
+        # and announces again (3 -> 4); the return is the change that counts.
+        testbed("withdraw", "server03")
+        until_route(lambda ro: live_paths(ro) == 3)
+        lo = time.monotonic()
+        testbed("announce", "server03")
+        return (lo, until_route(lambda ro: live_paths(ro) == 4)[1])
+
+    idle = ["--plain-groups", "resilient", "--idle-timer", str(PIN_IDLE_TIMER)]
+    # BGP: leaf03's sessions are back about 2.3 s after `restore`; a line
+    # every 4 s leaves room on both sides of that.
+    return_interval = {"static": PIN_INTERVAL, "bgp": PIN_INTERVAL + 1}[MODE]
+    events = [
+        dict(key="a", name=f"leaf03 returns while the connections idle (idle timer {PIN_IDLE_TIMER} s, a line every {return_interval:g} s)",
+             flags=idle, idle=True, interval=return_interval, seconds=return_interval + 0.5,
+             lead={"static": 1.9, "bgp": 0.0}, setup=leaf03_down, event=leaf03_returns, cleanup=None),
+        dict(key="b", name="leaf03 returns, forced rebalance (idle timer 30 s, unbalanced timer 1 s, busy connections)",
+             flags=["--plain-groups", "resilient", "--idle-timer", "30", "--unbalanced-timer", "1"], idle=False,
+             interval=PIN_BUSY_INTERVAL, seconds={"static": 5.0, "bgp": 7.0}[MODE], lead={"static": 0.3, "bgp": 0.0},
+             setup=forced_setup, event=leaf03_returns, cleanup=None),
+        dict(key="c", name=("leaf01's weight 1 -> 3 (ip route replace)" if MODE == "static"
+                            else "leaf01's weight up: link bandwidth 300 vs 100 Mbit/s (FRR weighted ECMP)")
+             + f", connections idle (idle timer {PIN_IDLE_TIMER} s)",
+             flags=idle, idle=True, interval=PIN_INTERVAL, seconds=PIN_INTERVAL + 0.5, lead={"static": 1.9, "bgp": 1.8},
+             setup=weights_setup, event=weights_up, cleanup=weights_back),
+    ]
+    if MODE == "bgp":
+        events.append(dict(key="d", name=f"FRR replaces the group: server03 withdraws and announces again, connections idle (idle timer {PIN_IDLE_TIMER} s)",
+                           flags=idle, idle=True, interval=PIN_INTERVAL, seconds=PIN_INTERVAL + 0.5, lead={"bgp": 1.4},
+                           setup=None, event=regroup, cleanup=None,
+                           # Their server left the group for a moment: whether they survive is not the point.
+                           exclude="server03"))
+    return events
+
+
+def pin_round(ev, pinned, sports):
+    """One batch of connections across one event: restart spine02, set up, stream, change, measure."""
+    spine02_daemon(*ev["flags"], *(PIN_FLAGS if pinned else []))
+    # A restart applies --pin-flows (or its absence) to the route it
+    # adopts from the previous run's maps: checked by a claim below.
+    flag_ok = route_pinned() == pinned
+    if ev["setup"]:
+        ev["setup"]()
+    table0 = None
+    if pinned:
+        testbed("xdp-ecmp", "spine02", "flush-flows")
+        table0 = flow_table()
+    stream = subprocess.Popen([TESTBED, "exec", "client", "python3", ANYCAST_PY, "stream", "--dst", ANYCAST, "--src", CLIENT,
+                               "--sports", sports, "--seconds", str(ev["seconds"]), "--interval", str(ev["interval"]), "--times"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Every connection has its first line: the change is timed from here.
+    while True:
+        line = stream.stderr.readline()
+        if not line or "every connection has its first line" in line:
+            break
+    ready = time.monotonic()
+    time.sleep(max(0.0, ready + ev["lead"][MODE] - time.monotonic()))
+    mark = log_mark()
+    lo, hi = ev["event"]()
+    out, err = stream.communicate(timeout=120)
+    if stream.returncode != 0:
+        raise SystemExit(f"demo: stream failed: {err}")
+    moved = buckets_moved_since(mark)
+    table1 = flow_table() if pinned else None
+    if ev["cleanup"]:
+        ev["cleanup"]()
+    s = json.loads(out)
+    conns = {sp: c for sp, c in s["connections"].items() if not ev.get("exclude") or c["server"] != ev["exclude"]}
+    excluded = len(s["connections"]) - len(conns)
+    excluded_reset = sum(1 for sp, c in s["connections"].items() if sp not in conns and c["outcome"] == "reset")
+    # Did the round test what it should? Idle events: every connection's last
+    # line before the change came more than the idle timer before it, and its
+    # next line after it. Event b: the connections ran 2.5 s past the change
+    # (the unbalanced timer forces moves within 2 s of it).
+    late = []
+    for sp, c in conns.items():
+        times = c.get("times") or []
+        if not times or times[0] > lo:
+            late.append(sp)
+        elif ev["idle"]:
+            before = [t for t in times if t <= lo]
+            if before[-1] > lo - PIN_IDLE_TIMER - 0.1 or not any(t > hi for t in times):
+                late.append(sp)
+        elif c["outcome"] != "reset" and times[-1] < hi + 2.5:
+            late.append(sp)
+    row = dict(reset=sum(1 for c in conns.values() if c["outcome"] == "reset"),
+               complete=sum(1 for c in conns.values() if c["outcome"] == "complete"),
+               total=len(conns), excluded=excluded, excluded_reset=excluded_reset, buckets_moved=moved, flag_ok=flag_ok,
+               change_s=round(hi - ready, 2), untimely=len(late),
+               split=s["split"])
+    if table1 is not None:
+        ev0, ev1 = table0.get("events", {}), table1.get("events", {})
+        row["flow_table"] = dict(entries=table1.get("entries"),
+                                 events={k: ev1.get(k, 0) - ev0.get(k, 0) for k in ev1},
+                                 per_path=table1.get("per_path"))
+    return row
+
+
+def step_pinning(r):
+    rows = {}
+    stale = 0
+    restarts = 0
+    base = 41000
+    for ev in pin_events():
+        res = {}
+        for pinned in (False, True):
+            for attempt in range(PIN_ATTEMPTS):
+                # New source ports every round: a connection reset by a move
+                # leaves its first server holding it (the client's RST went
+                # to the new one), and a SYN of the same 5-tuple would meet it.
+                sports = f"{base}-{base + PIN_CONNS - 1}"
+                base += PIN_CONNS
+                row = pin_round(ev, pinned, sports)
+                row["sports"] = sports
+                restarts += 1
+                stale += 0 if row["flag_ok"] else 1
+                row["attempts"] = attempt + 1
+                if row["untimely"] == 0:
+                    break
+                if not r.json:
+                    print(f"  (8{ev['key']} {'with' if pinned else 'without'} pinning, round {attempt + 1}: "
+                          f"{row['untimely']} connections not idle or not running at the change, which came "
+                          f"{row['change_s']} s after their first lines; again)")
+            res["pinned" if pinned else "unpinned"] = row
+        rows[ev["key"]] = dict(event=ev["name"], **res)
+    r.data["pinning"] = dict(events=rows, connections=PIN_CONNS, restarts=restarts, stale_pin_flag=stale)
+    if not r.json:
+        def cnt(v, k):
+            return pct(v[k], v["total"])
+        table(f"8. {PIN_CONNS} long TCP transfers across bucket moves: spine02 without and with --pin-flows {ANYCAST}/32",
+              ["event", "without: reset", "without: complete", "with: reset", "with: complete", "buckets moved (without/with)"],
+              [[f"{k}. {v['event']}", cnt(v["unpinned"], "reset"), cnt(v["unpinned"], "complete"),
+                cnt(v["pinned"], "reset"), cnt(v["pinned"], "complete"),
+                f"{v['unpinned']['buckets_moved']}/{v['pinned']['buckets_moved']}"] for k, v in rows.items()])
+        for k, v in rows.items():
+            if v["pinned"]["excluded"] or v["unpinned"]["excluded"]:
+                u, p = v["unpinned"], v["pinned"]
+                print(f"  {k}: not counted, the connections server03 answered (their server left the group for a moment): "
+                      f"{u['excluded']} without pinning ({u['excluded_reset']} reset), {p['excluded']} with ({p['excluded_reset']} reset)")
+        if ENGINE == "afxdp":
+            print("  (the AF_XDP engine pins in a table of its own, which show flows does not read: the program's stays empty)")
+        print("  spine02's flow table after each pinned run (xdp-ecmp spine02 show flows --json; events during the run):")
+        for k, v in rows.items():
+            ft = v["pinned"].get("flow_table") or {}
+            evs = ", ".join(f"{e} {n}" for e, n in sorted(ft.get("events", {}).items()))
+            print(f"    {k}: {ft.get('entries')} entries; {evs}")
+    for k, v in rows.items():
+        u, p = v["unpinned"], v["pinned"]
+        r.claim(f"8{k}. without pinning the bucket moves reset long connections ({v['event']})", u["reset"] > 0,
+                f"{pct(u['reset'], u['total'])} reset, {u['buckets_moved']} buckets moved"
+                + (f", after {u['attempts']} rounds" if u["attempts"] > 1 else ""))
+        r.claim(f"8{k}. with --pin-flows no connection resets and every one completes", p["reset"] == 0 and p["complete"] == p["total"],
+                f"{pct(p['reset'], p['total'])} reset, {pct(p['complete'], p['total'])} complete, {p['buckets_moved']} buckets moved"
+                + (f", after {p['attempts']} rounds" if p["attempts"] > 1 else ""))
+    r.claim("8. a restart applies --pin-flows (or its absence) to the route it adopts (xdp-ecmp calc: pin)", stale == 0,
+            f"{stale} of {restarts} restarts left the route pinned as the run before had it")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="one JSON document instead of tables")
     ap.add_argument("--check", action="store_true", help="assert every claim (the scenario tests); exit 1 on a failure")
     ap.add_argument("--keep", action="store_true", help="leave the testbed up to explore")
-    ap.add_argument("--steps", default="1,2,3,4,5,6,7",
-                    help="which steps to run, e.g. 1,2,7 (7, the BGP withdrawal, needs --mode bgp)")
+    ap.add_argument("--steps", default="1,2,3,4,5,6,7,8",
+                    help="which steps to run, e.g. 1,2,7 (7, the BGP withdrawal, needs --mode bgp; 8 is flow pinning)")
     ap.add_argument("--engine", choices=["xdp", "afxdp"], default="xdp",
                     help="who forwards on every spine and leaf: the XDP program, or the AF_XDP engine it steers to")
     ap.add_argument("--mode", choices=["static", "bgp"], default="static",
@@ -314,6 +628,8 @@ def main():
                 step(r)
         if a.mode == "bgp" and 7 in steps:
             step_withdraw(r)
+        if 8 in steps:
+            step_pinning(r)
     finally:
         if any(not ok for _, ok, _ in r.results):
             # What spine02's daemon did to its bucket tables, for the failed claim.

@@ -906,6 +906,12 @@ fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Run(_)) {
+        // A listing piped into `head` ends quietly when the reader goes,
+        // as other tools' do (Rust ignores SIGPIPE and println! panics).
+        // SAFETY: restores the default disposition; no handler runs.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match &cli.cmd {
         Cmd::Run(args) => run_cmd(&cli, args),
         Cmd::Show { what, json } => show(&cli, what, *json),

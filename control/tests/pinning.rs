@@ -177,6 +177,38 @@ fn pinned_flows_stay_when_next_hops_join_and_move_when_theirs_leaves() {
     );
     assert_eq!(c["egress"], format!("xe-o{}", pinned0[&2000]), "{c}");
     assert!(c["pin"].as_str().unwrap_or("").starts_with("pinned"), "{c}");
+    // Asking about a new flow pins nothing.
+    let c = json(
+        &net,
+        &pins,
+        &[
+            "calc",
+            "-p",
+            "udp",
+            "-s",
+            "10.2.0.100",
+            "--sport",
+            "9999",
+            "-d",
+            PINNED,
+            "--dport",
+            "53",
+            "--json",
+        ],
+    );
+    assert!(
+        c["pin"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("not pinned yet"),
+        "{c}"
+    );
+    let flows = json(&net, &pins, &["show", "flows", "--json"]);
+    assert_eq!(
+        flows["entries"],
+        u64::from(FLOWS),
+        "calc wrote an entry: {flows}"
+    );
 
     // The next hop of port 0 leaves: its flows go elsewhere, the others stay.
     route(&net, PINNED, &[1, 2, 3, 4]);

@@ -154,7 +154,7 @@ impl Reconciler {
         if self
             .routes
             .get(prefix)
-            .is_some_and(|w| w.group == want.group && w.kind == want.kind)
+            .is_some_and(|w| w.group == want.group && w.kind == want.kind && w.flags == want.flags)
         {
             return true;
         }

@@ -790,3 +790,22 @@ fn pinned_routes_keep_flows_through_a_member_set_change_and_unpinned_ones_do_not
         assert_eq!(mem.t.pin_member(group, path), None, "port {port}");
     }
 }
+
+#[test]
+fn a_route_follows_the_pinned_prefixes_as_they_change() {
+    let mut ks = world();
+    let mut mem = Mem::new(Limits::default());
+    let mut rec = reconciler(resilient(64, 0), Limits::default());
+    route(&mut ks, "192.0.2.1/32", &[1, 2]);
+    rec.set_pinned(vec![parse("192.0.2.0/24")]);
+    sync(&mut rec, &ks, &mut mem, 0);
+    assert_eq!(mem.routes[&parse("192.0.2.1/32")].flags, ROUTE_PIN);
+    // A restart without the prefix (the maps adopted as they are): the
+    // route is written again without the flag, though group and kind stay.
+    rec.set_pinned(Vec::new());
+    sync(&mut rec, &ks, &mut mem, 1);
+    assert_eq!(mem.routes[&parse("192.0.2.1/32")].flags, 0);
+    rec.set_pinned(vec![parse("192.0.2.1/32")]);
+    sync(&mut rec, &ks, &mut mem, 2);
+    assert_eq!(mem.routes[&parse("192.0.2.1/32")].flags, ROUTE_PIN);
+}
