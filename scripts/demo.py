@@ -588,9 +588,17 @@ def step_pinning(r):
             print(f"    {k}: {ft.get('entries')} entries; {evs}")
     for k, v in rows.items():
         u, p = v["unpinned"], v["pinned"]
-        r.claim(f"8{k}. without pinning the bucket moves reset long connections ({v['event']})", u["reset"] > 0,
-                f"{pct(u['reset'], u['total'])} reset, {u['buckets_moved']} buckets moved"
-                + (f", after {u['attempts']} rounds" if u["attempts"] > 1 else ""))
+        if k == "d":
+            # Not a claim: when server03 announces again it takes back idle
+            # buckets, which may or may not be the other connections' (runs
+            # saw 0 to 5 of about 25 reset).
+            if not r.json:
+                print(f"  8d without pinning (not asserted: whether a returning member takes the idle connections' buckets is chance): "
+                      f"{pct(u['reset'], u['total'])} reset")
+        else:
+            r.claim(f"8{k}. without pinning the bucket moves reset long connections ({v['event']})", u["reset"] > 0,
+                    f"{pct(u['reset'], u['total'])} reset, {u['buckets_moved']} buckets moved"
+                    + (f", after {u['attempts']} rounds" if u["attempts"] > 1 else ""))
         r.claim(f"8{k}. with --pin-flows no connection resets and every one completes", p["reset"] == 0 and p["complete"] == p["total"],
                 f"{pct(p['reset'], p['total'])} reset, {pct(p['complete'], p['total'])} complete, {p['buckets_moved']} buckets moved"
                 + (f", after {p['attempts']} rounds" if p["attempts"] > 1 else ""))
