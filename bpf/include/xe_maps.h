@@ -161,6 +161,17 @@ struct {
 	__uint(max_entries, XE_MAX_GROUPS);
 } xe_group_gen SEC(".maps");
 
+/* The AF_XDP engine's flow tables (one per worker, in its process): their
+ * events (enum xe_pin_event) since the maps were made, and at index
+ * XE_PIN_E_COUNT their entries now. Written by the daemon that runs the
+ * engine; the program never touches it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, XE_PIN_E_COUNT + 1);
+} xe_engine_pins SEC(".maps");
+
 /* The flow table's events (enum xe_pin_event), per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -85,6 +85,8 @@ pub struct Running {
     tables: SnapshotWriter,
     dirty: bool,
     base: (Counts<Verdict>, Counts<u32>),
+    /// The flow tables' events stored by an earlier run.
+    pin_base: dataplane::flows::PinCounts,
     dead_reported: bool,
 }
 
@@ -109,6 +111,7 @@ impl Running {
         cfg.hz = hz;
         let tables = dp.read_tables()?;
         let base = dp.engine_counters()?;
+        let pin_base = dp.engine_pin_counts().0;
         let (engine, tables) = Engine::start(dp, ports, &cfg, tables)?;
         let mode = |zc: bool| if zc { "zero-copy" } else { "copy" };
         let modes: Vec<String> = engine
@@ -127,6 +130,7 @@ impl Running {
             tables,
             dirty: false,
             base,
+            pin_base,
             dead_reported: false,
         })
     }
@@ -159,7 +163,11 @@ impl Running {
                 *n = sum(*n, *b);
             }
         }
-        dp.store_engine_counters(&verdicts, &nexthops)?;
+        let mut pins = c.pins;
+        for ((_, n), (_, b)) in pins.iter_mut().zip(self.pin_base) {
+            *n += b;
+        }
+        dp.store_engine_counters(&verdicts, &nexthops, &pins, c.flows)?;
         let dead = self.engine.dead_workers();
         if !dead.is_empty() && !self.dead_reported {
             self.dead_reported = true;

@@ -53,6 +53,10 @@ pub struct FlowSummary {
     pub per_path: Vec<PathRow>,
     /// The entries seen last, most recent first.
     pub latest: Vec<FlowRow>,
+    /// The AF_XDP engine's own tables (one per worker, in the daemon), as
+    /// the daemon last stored them: entries and events (0 without it).
+    pub engine_entries: u64,
+    pub engine_events: BTreeMap<&'static str, u64>,
 }
 
 fn addr(words: &[u32; 4], v6: bool) -> IpAddr {
@@ -130,7 +134,10 @@ pub fn summary(dp: &Dataplane, latest: usize, now: u32, hz: u32) -> Result<FlowS
             closing: p.flags & PIN_CLOSING != 0,
         })
         .collect();
+    let (engine, engine_entries) = dp.engine_pin_counts();
     Ok(FlowSummary {
+        engine_entries,
+        engine_events: engine.iter().map(|(e, n)| (e.name(), *n)).collect(),
         entries: entries.len() as u64,
         capacity: dp.sizes().flows,
         events: counts.iter().map(|(e, n)| (e.name(), *n)).collect(),
@@ -165,6 +172,18 @@ pub fn print(s: &FlowSummary) {
         ev.join(", "),
         s.evicted
     );
+    if s.engine_events.values().any(|n| *n > 0) || s.engine_entries > 0 {
+        let ev: Vec<String> = s
+            .engine_events
+            .iter()
+            .map(|(e, n)| format!("{e} {n}"))
+            .collect();
+        println!(
+            "AF_XDP engine's tables: {} entries; {} (listed only in its daemon)",
+            s.engine_entries,
+            ev.join(", ")
+        );
+    }
     if !s.per_path.is_empty() {
         println!("flows per next hop:");
     }

@@ -22,8 +22,9 @@ fn route(net: &TestNet, dst: &str, ports: &[usize]) {
     net.ip(&args).expect("route");
 }
 
-fn start(net: &TestNet, pins: &PinDir) -> Daemon {
-    let args = [
+fn start(net: &TestNet, pins: &PinDir, engine: &str) -> Daemon {
+    let pin = format!("{PINNED}/32");
+    let mut args = vec![
         "-p",
         "xe-in",
         "--idle-timer",
@@ -31,11 +32,33 @@ fn start(net: &TestNet, pins: &PinDir) -> Daemon {
         "--hash-seed",
         "1234",
         "--pin-flows",
-        &format!("{PINNED}/32"),
+        &pin,
         "--pin-capacity",
         "4096",
+        "--engine",
+        engine,
     ];
+    if engine == "afxdp" {
+        // The AF_XDP engine serves every port it forwards between.
+        args.extend([
+            "-p", "xe-o0", "-p", "xe-o1", "-p", "xe-o2", "-p", "xe-o3", "-p", "xe-o4",
+        ]);
+    }
     Daemon::start(net, pins, &args, false)
+}
+
+/// Entries in the flow tables (the program's and the AF_XDP engine's, as
+/// its daemon stores them every 200 ms), once they reach `want` (5 s at most).
+fn wait_for_entries(net: &TestNet, pins: &PinDir, want: u64) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let f = json(net, pins, &["show", "flows", "--json"]);
+        let n = f["entries"].as_u64().unwrap_or(0) + f["engine_entries"].as_u64().unwrap_or(0);
+        if n == want || t0.elapsed() > Duration::from_secs(5) {
+            return f;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Sends one UDP frame of each flow (source port 2000 + i) to `dst` and
@@ -122,19 +145,36 @@ fn pinned_flows_stay_when_next_hops_join_and_move_when_theirs_leaves() {
     if !require_root("pinned_flows_stay_when_next_hops_join_and_move_when_theirs_leaves") {
         return;
     }
-    let net = fabric("pinning", 5);
+    scenario("pinning", "xdp");
+}
+
+/// The same with the AF_XDP engine, which pins in tables of its own and
+/// hands them to the program's when it stops (so a restart keeps them).
+#[test]
+fn the_afxdp_engine_pins_flows_and_a_restart_keeps_them() {
+    if !require_root("the_afxdp_engine_pins_flows_and_a_restart_keeps_them") {
+        return;
+    }
+    scenario("pin-afxdp", "afxdp");
+}
+
+fn scenario(tag: &str, engine: &str) {
+    let xdp = engine == "xdp";
+    let net = fabric(tag, 5);
     route(&net, PINNED, &[0, 1, 2]);
     route(&net, PLAIN, &[0, 1, 2]);
-    let pins = PinDir::new("pinning");
-    let daemon = start(&net, &pins);
+    let pins = PinDir::new(tag);
+    let daemon = start(&net, &pins, engine);
     net.enter().expect("enter");
     wait_for_ports(&net, &pins, PINNED, &[0, 1, 2]);
     wait_for_ports(&net, &pins, PLAIN, &[0, 1, 2]);
     let pinned0 = egress(5, PINNED);
     let plain0 = egress(5, PLAIN);
-    let flows = json(&net, &pins, &["show", "flows", "--json"]);
-    assert_eq!(flows["entries"], u64::from(FLOWS), "{flows}");
-    assert_eq!(flows["events"]["inserted"], u64::from(FLOWS), "{flows}");
+    let flows = wait_for_entries(&net, &pins, u64::from(FLOWS));
+    let events = if xdp { "events" } else { "engine_events" };
+    let entries = if xdp { "entries" } else { "engine_entries" };
+    assert_eq!(flows[entries], u64::from(FLOWS), "{flows}");
+    assert_eq!(flows[events]["inserted"], u64::from(FLOWS), "{flows}");
 
     // Two next hops join: buckets move to them (the idle timer is 0).
     route(&net, PINNED, &[0, 1, 2, 3, 4]);
@@ -156,10 +196,18 @@ fn pinned_flows_stay_when_next_hops_join_and_move_when_theirs_leaves() {
         moved(&plain0, &plain1) > usize::from(FLOWS) / 10,
         "unpinned flows should move to the new next hops"
     );
-    // A pinned flow is what calc says.
+    // A pinned flow is what calc says (calc asks the program, which does
+    // not see the AF_XDP engine's tables).
+    if xdp {
+        calc_checks(&net, &pins, &pinned0);
+    }
+    leave_and_restart(&net, &pins, engine, daemon, &pinned0);
+}
+
+fn calc_checks(net: &TestNet, pins: &PinDir, pinned0: &BTreeMap<u16, usize>) {
     let c = json(
-        &net,
-        &pins,
+        net,
+        pins,
         &[
             "calc",
             "-p",
@@ -179,8 +227,8 @@ fn pinned_flows_stay_when_next_hops_join_and_move_when_theirs_leaves() {
     assert!(c["pin"].as_str().unwrap_or("").starts_with("pinned"), "{c}");
     // Asking about a new flow pins nothing.
     let c = json(
-        &net,
-        &pins,
+        net,
+        pins,
         &[
             "calc",
             "-p",
@@ -203,42 +251,50 @@ fn pinned_flows_stay_when_next_hops_join_and_move_when_theirs_leaves() {
             .starts_with("not pinned yet"),
         "{c}"
     );
-    let flows = json(&net, &pins, &["show", "flows", "--json"]);
+    let flows = json(net, pins, &["show", "flows", "--json"]);
     assert_eq!(
         flows["entries"],
         u64::from(FLOWS),
         "calc wrote an entry: {flows}"
     );
+}
 
+fn leave_and_restart(
+    net: &TestNet,
+    pins: &PinDir,
+    engine: &str,
+    daemon: Daemon,
+    pinned0: &BTreeMap<u16, usize>,
+) {
     // The next hop of port 0 leaves: its flows go elsewhere, the others stay.
-    route(&net, PINNED, &[1, 2, 3, 4]);
-    wait_for_ports(&net, &pins, PINNED, &[1, 2, 3, 4]);
+    route(net, PINNED, &[1, 2, 3, 4]);
+    wait_for_ports(net, pins, PINNED, &[1, 2, 3, 4]);
     let pinned2 = egress(5, PINNED);
-    for (f, p) in &pinned0 {
+    for (f, p) in pinned0 {
         if *p == 0 {
             assert_ne!(pinned2[f], 0, "flow {f} still on the next hop that left");
         } else {
             assert_eq!(pinned2[f], *p, "flow {f} moved though its next hop stayed");
         }
     }
-    let stats = xdp_ecmp(&net, &pins, &["stats"]);
+    let stats = xdp_ecmp(net, pins, &["stats"]);
     assert!(text(&stats).contains("flow table:"), "{}", text(&stats));
 
     // A restart keeps the table: the flows stay where they were.
     let log = daemon.stop();
-    let daemon = start(&net, &pins);
-    wait_for_ports(&net, &pins, PINNED, &[1, 2, 3, 4]);
+    let daemon = start(net, pins, engine);
+    wait_for_ports(net, pins, PINNED, &[1, 2, 3, 4]);
     let pinned3 = egress(5, PINNED);
     assert_eq!(pinned3, pinned2, "a restart moved pinned flows\n{log}");
 
     // Flushing empties it; the flows are pinned anew by their next packet.
-    let o = xdp_ecmp(&net, &pins, &["flush-flows", &format!("{PINNED}/32")]);
+    let o = xdp_ecmp(net, pins, &["flush-flows", &format!("{PINNED}/32")]);
     assert!(
         text(&o).contains(&format!("flushed {FLOWS} flows")),
         "{}",
         text(&o)
     );
-    let flows = json(&net, &pins, &["show", "flows", "--json"]);
+    let flows = json(net, pins, &["show", "flows", "--json"]);
     assert_eq!(flows["entries"], 0, "{flows}");
     drop(daemon);
 }

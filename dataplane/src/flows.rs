@@ -77,6 +77,22 @@ pub fn counts(stats: &dyn MapCore) -> Result<PinCounts> {
     Ok(out)
 }
 
+/// What the AF_XDP engine's flow tables did, as its daemon stored it in a
+/// `xe_engine_pins` map: events, and entries then.
+pub fn engine_counts(map: &dyn MapCore) -> (PinCounts, u64) {
+    let get = |i: u32| -> u64 {
+        map.lookup(&i.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|b| read_from(&b))
+            .unwrap_or(0)
+    };
+    (
+        PinEvent::ALL.map(|e| (e, get(e as u32))),
+        get(PinEvent::ALL.len() as u32),
+    )
+}
+
 /// The (group, path) → next-hop id memberships of a `xe_pin_members` map.
 pub fn members(map: &dyn MapCore) -> Vec<(u32, u32, u32)> {
     map.keys()
@@ -94,6 +110,7 @@ pub struct PinnedFlows {
     pub flows: libbpf_rs::MapHandle,
     pub stats: libbpf_rs::MapHandle,
     pub members: libbpf_rs::MapHandle,
+    pub engine: libbpf_rs::MapHandle,
 }
 
 impl PinnedFlows {
@@ -102,13 +119,19 @@ impl PinnedFlows {
             flows: open_pinned(pin_dir, "xe_flows")?,
             stats: open_pinned(pin_dir, "xe_pin_stats")?,
             members: open_pinned(pin_dir, "xe_pin_members")?,
+            engine: open_pinned(pin_dir, "xe_engine_pins")?,
         })
     }
 
-    /// The table's fill and events (one pass over its keys: ~1 s at 1M).
+    /// The table's fill and events (one pass over its keys: ~1 s at 1M),
+    /// the AF_XDP engine's tables' added.
     pub fn stats(&self) -> Result<FlowStats> {
-        let events = counts(&self.stats)?;
-        let entries = self.flows.keys().count() as u64;
+        let mut events = counts(&self.stats)?;
+        let (engine, engine_entries) = engine_counts(&self.engine);
+        for ((_, n), (_, e)) in events.iter_mut().zip(engine) {
+            *n += e;
+        }
+        let entries = self.flows.keys().count() as u64 + engine_entries;
         Ok(FlowStats {
             events,
             entries,
@@ -142,6 +165,11 @@ impl Dataplane {
     pub fn pin_counts(&self) -> Result<PinCounts> {
         counts(&self.skel.maps.xe_pin_stats)
     }
+    /// The AF_XDP engine's flow tables as its daemon last stored them:
+    /// events and entries.
+    pub fn engine_pin_counts(&self) -> (PinCounts, u64) {
+        engine_counts(&self.skel.maps.xe_engine_pins)
+    }
     pub fn pin_members(&self) -> Vec<(u32, u32, u32)> {
         members(&self.skel.maps.xe_pin_members)
     }
@@ -163,6 +191,19 @@ impl Dataplane {
             matches,
         )
     }
+    /// Writes `entries` into the flow table (as the AF_XDP engine hands
+    /// its tables over when it stops).
+    pub fn put_flows(&self, entries: impl Iterator<Item = (xe_flow, xe_pin)>) -> Result<()> {
+        for (k, p) in entries {
+            self.skel
+                .maps
+                .xe_flows
+                .update(bytes_of(&k), bytes_of(&p), MapFlags::ANY)
+                .map_err(map_err("xe_flows", "update"))?;
+        }
+        Ok(())
+    }
+
     /// The live flow table, read only (see [`ReadOnlyFlows`]).
     pub fn live_flows(&self) -> ReadOnlyFlows<'_> {
         ReadOnlyFlows(&self.skel.maps.xe_flows)

@@ -7,7 +7,8 @@ use libbpf_rs::MapCore;
 
 use crate::abi::{
     bytes_of, xe_config, xe_counter, xe_group, xe_inport, xe_nexthop, xe_pin_member, xe_route,
-    Verdict, DIR_CHUNK_SIZE, MAX_DIR_CHUNKS, MAX_GROUPS, MAX_NEXTHOPS, MAX_QUEUES, MAX_XSK_PORTS,
+    PinEvent, Verdict, DIR_CHUNK_SIZE, MAX_DIR_CHUNKS, MAX_GROUPS, MAX_NEXTHOPS, MAX_QUEUES,
+    MAX_XSK_PORTS,
 };
 use crate::dir24::{Dir248, TBL24_ENTRIES};
 use crate::error::Result;
@@ -87,8 +88,15 @@ impl Dataplane {
         &self,
         verdicts: &[(Verdict, xe_counter)],
         nexthops: &[(u32, xe_counter)],
+        pins: &crate::flows::PinCounts,
+        flows: u64,
     ) -> Result<()> {
         let m = &self.skel.maps;
+        for (e, n) in pins {
+            maps::update(&m.xe_engine_pins, "xe_engine_pins", &(*e as u32), n)?;
+        }
+        let at = PinEvent::ALL.len() as u32;
+        maps::update(&m.xe_engine_pins, "xe_engine_pins", &at, &flows)?;
         for (v, c) in verdicts {
             maps::update(&m.xe_engine_verdicts, "xe_engine_verdicts", &(*v as u32), c)?;
         }

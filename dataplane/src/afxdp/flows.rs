@@ -27,6 +27,26 @@ impl EngineFlows {
         }
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// A table holding `entries` (as many as fit).
+    pub(crate) fn seeded(capacity: usize, entries: &[(xe_flow, xe_pin)]) -> Self {
+        let mut t = EngineFlows::new(capacity);
+        for (k, p) in entries {
+            t.put(k, *p);
+        }
+        t
+    }
+
+    /// Every entry, by flow.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (xe_flow, xe_pin)> + '_ {
+        self.map
+            .iter()
+            .filter_map(|(k, p)| Some((crate::abi::read_from(k)?, *p)))
+    }
+
     /// Drops the entries seen longest ago (by age at `now`) to make room.
     fn evict(&mut self, now: u32) {
         let mut ages: Vec<u32> = self

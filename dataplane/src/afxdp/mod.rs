@@ -57,18 +57,34 @@ impl Default for EngineConfig {
 }
 
 /// What the engine counted, summed over its workers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineCounters {
     pub verdicts: Vec<(Verdict, xe_counter)>,
     /// (next-hop id, sent) for every next hop that sent anything.
     pub nexthops: Vec<(u32, xe_counter)>,
     pub tx_full: u64,
     pub unserved: u64,
+    /// What the workers' flow tables did, by event, and their entries now.
+    pub pins: crate::flows::PinCounts,
+    pub flows: u64,
+}
+
+impl Default for EngineCounters {
+    fn default() -> Self {
+        EngineCounters {
+            verdicts: Vec::new(),
+            nexthops: Vec::new(),
+            tx_full: 0,
+            unserved: 0,
+            pins: crate::abi::PinEvent::ALL.map(|e| (e, 0)),
+            flows: 0,
+        }
+    }
 }
 
 /// A running engine; [`Engine::stop`] ends it (dropping it does too).
 pub struct Engine {
-    workers: Vec<(u32, JoinHandle<()>)>,
+    workers: Vec<(u32, JoinHandle<Option<EngineFlows>>)>,
     counters: Vec<Arc<Counters>>,
     stop: Arc<AtomicBool>,
     ports: Vec<u32>,
@@ -123,6 +139,10 @@ impl Engine {
             }
         }
         let (writer, published) = SnapshotWriter::new(tables);
+        // Flows the program's table pins (a previous engine's included):
+        // every worker starts from them, on the program's clock.
+        let seed = dp.flow_entries();
+        let jiffies0 = dp.jiffies()? as u32;
         let stop = Arc::new(AtomicBool::new(false));
         let mut engine = Engine {
             workers: Vec::new(),
@@ -141,7 +161,7 @@ impl Engine {
                 counters.clone(),
             );
             let (frames, busy_poll) = (cfg.frames, cfg.busy_poll);
-            let (pin_flows, hz) = (cfg.pin_flows, cfg.hz);
+            let (pin_flows, hz, seed) = (cfg.pin_flows, cfg.hz, seed.clone());
             let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[queue as usize % cfg.cpus.len()]);
             let handle = std::thread::Builder::new()
                 .name(format!("xe-afxdp-{queue}"))
@@ -151,7 +171,7 @@ impl Engine {
                             let _ = ready_tx.send(Err(Error::Engine(format!(
                                 "pinning worker {queue} to CPU {cpu}: {e}"
                             ))));
-                            return;
+                            return None;
                         }
                     }
                     // The sockets live on this thread (their rings are its own).
@@ -163,7 +183,7 @@ impl Engine {
                         Ok(s) => s,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
-                            return;
+                            return None;
                         }
                     };
                     let fds = sockets
@@ -171,18 +191,21 @@ impl Engine {
                         .map(|s| (s.ifindex, s.fd(), s.zero_copy()))
                         .collect();
                     if ready_tx.send(Ok(fds)).is_err() {
-                        return;
+                        return None;
                     }
-                    Worker {
-                        sockets,
-                        published,
-                        counters: c,
-                        stop,
-                        busy_poll,
-                        flows: EngineFlows::new(pin_flows),
-                        hz,
-                    }
-                    .run();
+                    Some(
+                        Worker {
+                            sockets,
+                            published,
+                            counters: c,
+                            stop,
+                            busy_poll,
+                            flows: EngineFlows::seeded(pin_flows, &seed),
+                            jiffies0,
+                            hz,
+                        }
+                        .run(),
+                    )
                 })
                 .map_err(|e| Error::Engine(format!("starting worker {queue}: {e}")))?;
             engine.workers.push((queue, handle));
@@ -233,6 +256,10 @@ impl Engine {
         for w in &self.counters {
             out.tx_full += w.tx_full.load(Ordering::Relaxed);
             out.unserved += w.unserved.load(Ordering::Relaxed);
+            out.flows += w.flows.load(Ordering::Relaxed);
+            for (i, (_, n)) in out.pins.iter_mut().enumerate() {
+                *n += w.pins[i].load(Ordering::Relaxed);
+            }
         }
         out
     }
@@ -249,23 +276,34 @@ impl Engine {
 
     /// Stops steering to the engine (the ports' frames go to the kernel)
     /// and ends the workers.
+    /// Stops steering (the program forwards the frames again), ends the
+    /// workers and hands their flow-table entries to the program's table,
+    /// where the program keeps those flows pinned (and a next engine
+    /// starts from them).
     pub fn stop(mut self, dp: &Dataplane) -> Result<()> {
         for ifindex in &self.ports {
             dp.remove_xsk_port(*ifindex)?;
         }
-        self.end()
+        let tables = self.end()?;
+        for t in &tables {
+            dp.put_flows(t.entries())?;
+        }
+        Ok(())
     }
 
-    fn end(&mut self) -> Result<()> {
+    fn end(&mut self) -> Result<Vec<EngineFlows>> {
         self.stop.store(true, Ordering::Relaxed);
         let mut died = Vec::new();
+        let mut tables = Vec::new();
         for (queue, h) in self.workers.drain(..) {
-            if h.join().is_err() {
-                died.push(queue);
+            match h.join() {
+                Ok(Some(t)) => tables.push(t),
+                Ok(None) => {}
+                Err(_) => died.push(queue),
             }
         }
         if died.is_empty() {
-            Ok(())
+            Ok(tables)
         } else {
             Err(Error::Engine(format!("worker(s) {died:?} had died")))
         }

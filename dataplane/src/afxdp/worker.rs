@@ -10,7 +10,7 @@ use crossbeam_epoch as epoch;
 use super::flows::EngineFlows;
 use super::snapshot::Published;
 use super::socket::{PortSocket, FRAME_SIZE};
-use crate::abi::{xe_decision, Verdict, MAX_NEXTHOPS, XDP_REDIRECT};
+use crate::abi::{xe_decision, PinEvent, Verdict, MAX_NEXTHOPS, XDP_REDIRECT};
 use crate::forward::{Pins, TableReader};
 
 /// Frames taken from one socket's receive ring at a time.
@@ -27,6 +27,9 @@ pub(crate) struct Counters {
     pub(crate) tx_full: AtomicU64,
     /// Forwarded frames whose egress port has no socket of this worker.
     pub(crate) unserved: AtomicU64,
+    /// What the worker's flow table did, by event, and its entries now.
+    pub(crate) pins: [AtomicU64; PinEvent::ALL.len()],
+    pub(crate) flows: AtomicU64,
 }
 
 impl Counters {
@@ -36,6 +39,8 @@ impl Counters {
             nexthops: (0..MAX_NEXTHOPS).map(|_| Default::default()).collect(),
             tx_full: AtomicU64::new(0),
             unserved: AtomicU64::new(0),
+            pins: std::array::from_fn(|_| AtomicU64::new(0)),
+            flows: AtomicU64::new(0),
         }
     }
 
@@ -51,13 +56,17 @@ pub(crate) struct Worker {
     pub(crate) counters: Arc<Counters>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) busy_poll: bool,
-    /// Flows to pinned routes, and the tick rate of the clock they age by.
+    /// Flows to pinned routes, the kernel's jiffies when the engine
+    /// started and their rate: entries are stamped in the program's clock,
+    /// so they can move between the engine and the program's table.
     pub(crate) flows: EngineFlows,
+    pub(crate) jiffies0: u32,
     pub(crate) hz: u32,
 }
 
 impl Worker {
-    pub(crate) fn run(mut self) {
+    /// Serves until stopped; hands back the flow table.
+    pub(crate) fn run(mut self) -> EngineFlows {
         let by_ifindex: AHashMap<u32, usize> = self
             .sockets
             .iter()
@@ -80,8 +89,10 @@ impl Worker {
             {
                 let guard = epoch::pin();
                 let tables = self.published.load(&guard);
-                // Jiffies since the worker started: what entries age by.
-                let now = (start.elapsed().as_millis() as u64 * u64::from(self.hz) / 1000) as u32;
+                // The kernel's jiffies, as the program stamps entries.
+                let now = self.jiffies0.wrapping_add(
+                    (start.elapsed().as_millis() as u64 * u64::from(self.hz) / 1000) as u32,
+                );
                 for i in 0..self.sockets.len() {
                     let n = self.sockets[i].receive_batch(BATCH);
                     let ingress = self.sockets[i].ifindex;
@@ -94,6 +105,9 @@ impl Worker {
                         };
                         let (d, len) =
                             tables.decide_pinned(&mut pins, Some(ingress), pkt, &mut out);
+                        if let Some(e) = PinEvent::of_decision(d.pin) {
+                            self.counters.pins[e as usize].fetch_add(1, Ordering::Relaxed);
+                        }
                         if d.verdict == Verdict::Forward as u32 && d.action == XDP_REDIRECT {
                             self.send(&by_ifindex, &d, &out[..len], bytes);
                         } else {
@@ -112,6 +126,9 @@ impl Worker {
             for s in &mut self.sockets {
                 s.flush();
             }
+            self.counters
+                .flows
+                .store(self.flows.len() as u64, Ordering::Relaxed);
             if work == 0 {
                 if self.busy_poll {
                     std::hint::spin_loop();
@@ -121,6 +138,7 @@ impl Worker {
                 }
             }
         }
+        self.flows
     }
 
     fn account(&self, d: &xe_decision, bytes: usize) {
