@@ -36,6 +36,11 @@ pub struct Alias {
     /// route keeps the metrics it was added with, and the kernel lists only
     /// the first's, so `own_mtu` holds while any of these is in the route.
     pub mtu_hops: Vec<PathKey>,
+    /// `mtu_hops` is a guess: the route came from a dump, which shows only
+    /// its first hop's metrics, so every hop was taken to have the MTU.
+    /// Once a hop is deleted from it, only the kernel can say whether the
+    /// rest has one (see [`delete`]).
+    pub mtu_unsure: bool,
     /// Hops the kernel marked dead, sorted (not in `target`): they forward
     /// nothing, but the route stays while it has any, live or dead.
     pub dead: Vec<PathKey>,
@@ -117,6 +122,7 @@ pub fn add(list: &mut Vec<Alias>, new: Alias, op: Op, v6: bool) -> bool {
             new.mtu_hops.sort();
             new.mtu_hops.dedup();
             new.own_mtu = !new.mtu_hops.is_empty();
+            new.mtu_unsure |= list[i].mtu_unsure;
         }
         return put(list, at, end, new);
     }
@@ -153,12 +159,31 @@ fn put(list: &mut Vec<Alias>, at: Option<usize>, end: usize, new: Alias) -> bool
     }
 }
 
+/// What a delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Deleted {
+    /// Anything went.
+    pub changed: bool,
+    /// Hops went from a route whose remaining hops' MTU the mirror only
+    /// guessed (`mtu_unsure`): the route must be read from the kernel again.
+    pub ask: bool,
+}
+
 /// Removes what a delete notification names; true if anything went.
 pub fn delete(list: &mut Vec<Alias>, gone: &Alias, v6: bool) -> bool {
+    delete_hops(list, gone, v6).changed
+}
+
+/// [`delete`], saying also whether the kernel must be asked again.
+pub fn delete_hops(list: &mut Vec<Alias>, gone: &Alias, v6: bool) -> Deleted {
+    let changed = |changed| Deleted {
+        changed,
+        ask: false,
+    };
     let same_key = |a: &Alias| a.metric == gone.metric && a.tos == gone.tos;
     if v6 && ecmp(gone) {
         let Some(i) = list.iter().position(|a| same_key(a) && ecmp(a)) else {
-            return false;
+            return changed(false);
         };
         // A multipath route loses only the hops named, live or dead (the
         // kernel flags a dead hop's delete dead).
@@ -178,9 +203,13 @@ pub fn delete(list: &mut Vec<Alias>, gone: &Alias, v6: bool) -> bool {
         }
         if hops(a).is_empty() {
             list.remove(i);
-            return true;
+            return changed(true);
         }
-        return (a.dead.len(), paths_len(&a.target)) != before;
+        let went = (a.dead.len(), paths_len(&a.target)) != before;
+        return Deleted {
+            changed: went,
+            ask: went && a.mtu_unsure,
+        };
     }
     let at = list
         .iter()
@@ -189,9 +218,9 @@ pub fn delete(list: &mut Vec<Alias>, gone: &Alias, v6: bool) -> bool {
     match at {
         Some(i) => {
             list.remove(i);
-            true
+            changed(true)
         }
-        None => false,
+        None => changed(false),
     }
 }
 
@@ -272,6 +301,7 @@ mod tests {
             own_mtu: false,
             target: RouteTarget::Paths(gws.iter().map(|g| via(*g)).collect()),
             mtu_hops: Vec::new(),
+            mtu_unsure: false,
             dead: Vec::new(),
         }
     }
@@ -460,6 +490,44 @@ mod tests {
         assert_eq!(winner6(&l), route(1024, &[3]).target);
     }
 
+    /// Found by the oracle (seed 20261201, step 84089): a dump shows a
+    /// multipath route's first hop's MTU as the route's; the mirror took it
+    /// for every hop, and when that hop went it kept the rest the kernel's
+    /// while the kernel had them forward without an MTU. A delete from such
+    /// a route asks for the kernel's view.
+    #[test]
+    fn a_hop_deleted_from_a_dumped_ipv6_route_with_an_mtu_asks_the_kernel() {
+        let mut l = Vec::new();
+        let mut dumped = route(1024, &[2, 3]);
+        dumped.own_mtu = true;
+        dumped.mtu_hops = vec![via(2).path, via(3).path];
+        dumped.mtu_unsure = true;
+        add(&mut l, dumped, Op::Dump, true);
+        let d = delete_hops(&mut l, &route(1024, &[2]), true);
+        assert_eq!(
+            d,
+            Deleted {
+                changed: true,
+                ask: true
+            }
+        );
+        // From notifications the mirror knows: no need to ask.
+        let mut l = Vec::new();
+        let mut mtu = route(1024, &[2]);
+        mtu.own_mtu = true;
+        mtu.mtu_hops = vec![via(2).path];
+        add(&mut l, mtu, Op::Prepend, true);
+        add(&mut l, route(1024, &[2, 3]), Op::Append, true);
+        let d = delete_hops(&mut l, &route(1024, &[2]), true);
+        assert_eq!(
+            d,
+            Deleted {
+                changed: true,
+                ask: false
+            }
+        );
+    }
+
     #[test]
     fn an_ipv6_device_route_beside_the_gateway_route_leaves_the_choice_to_the_kernel() {
         let mut l = Vec::new();
@@ -470,6 +538,7 @@ mod tests {
             oif: 3,
             own_mtu: false,
             mtu_hops: Vec::new(),
+            mtu_unsure: false,
             dead: Vec::new(),
             target: RouteTarget::Paths(vec![WeightedPath {
                 path: PathKey {

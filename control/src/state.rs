@@ -148,6 +148,9 @@ pub struct KernelState {
     dirty: HashSet<Prefix>,
     /// Something every route may depend on changed (nexthop objects).
     dirty_all: bool,
+    /// A delete left a route whose hops' MTU only the kernel knows (an
+    /// IPv6 route first seen in a dump): it must be dumped again.
+    ask_kernel: bool,
     /// Resilient groups whose bucket table must be read again: the kernel
     /// moves buckets on member changes without a bucket notification.
     pub stale_buckets: HashSet<u32>,
@@ -380,7 +383,10 @@ impl KernelState {
             RouteNetlinkMessage::NewRoute(m) => {
                 c.routes = self.set_route(m, Some(Op::of_flags(flags)))
             }
-            RouteNetlinkMessage::DelRoute(m) => c.routes = self.set_route(m, None),
+            RouteNetlinkMessage::DelRoute(m) => {
+                c.routes = self.set_route(m, None);
+                c.suspect = std::mem::take(&mut self.ask_kernel);
+            }
             _ => {}
         }
         c
@@ -613,13 +619,16 @@ impl KernelState {
             target,
             own_mtu: own_mtu(m),
             mtu_hops: Vec::new(),
+            mtu_unsure: false,
             dead,
         };
         if v6 && alias.own_mtu {
             // The message shows the MTU of its first hop; on an add it is
-            // every hop's (see aliases::add).
+            // every hop's (see aliases::add); in a dump, the others' are
+            // not shown.
             alias.mtu_hops = aliases::hops(&alias);
             alias.mtu_hops.sort();
+            alias.mtu_unsure = op == Some(Op::Dump) && alias.mtu_hops.len() > 1;
         }
         let (all, derived) = if local {
             (&mut self.local_aliases, None)
@@ -629,7 +638,11 @@ impl KernelState {
         let list = all.entry(prefix).or_default();
         let changed = match op {
             Some(op) => aliases::add(list, alias, op, v6),
-            None => aliases::delete(list, &alias, v6),
+            None => {
+                let d = aliases::delete_hops(list, &alias, v6);
+                self.ask_kernel |= d.ask;
+                d.changed
+            }
         };
         if !changed {
             if list.is_empty() {

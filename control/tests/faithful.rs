@@ -727,3 +727,68 @@ fn a_port_that_cannot_transmit_redirects_goes_to_the_kernel() {
         "the daemon says which ports go to the kernel and why:\n{log}"
     );
 }
+
+/// Found by the oracle (seed 20261201, step 84089): a dump shows only the
+/// first hop's metrics for an IPv6 multipath route, so a route whose first
+/// hop had `mtu 1300` and whose appended hop had none read, after a re-dump,
+/// as all hops with the MTU; when the MTU hop was deleted the mirror kept
+/// the route the kernel's while the kernel had it forward without an MTU
+/// (an anti-entropy repair). Such a delete now reads the kernel again.
+#[test]
+fn deleting_the_mtu_hop_of_a_dumped_ipv6_route_forwards_by_the_rest() {
+    if !require_root("deleting_the_mtu_hop_of_a_dumped_ipv6_route_forwards_by_the_rest") {
+        return;
+    }
+    let net = fabric("v6mtu", 2);
+    with_ipv6(&net, 2);
+    net.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:99::/64",
+        "via",
+        "2001:db8:0::2",
+        "dev",
+        "xe-o0",
+        "mtu",
+        "1300",
+    ])
+    .expect("route with an MTU");
+    net.ip(&[
+        "-6",
+        "route",
+        "append",
+        "2001:db8:99::/64",
+        "via",
+        "2001:db8:1::2",
+        "dev",
+        "xe-o1",
+    ])
+    .expect("hop without one");
+    // The daemon starts from a dump of the route.
+    let pins = PinDir::new("v6mtu");
+    let d = daemon(&net, &pins);
+    wait_for(
+        &net,
+        &pins,
+        "2001:db8:99::5",
+        "route with an MTU",
+        not_forwarded,
+    );
+    v6_del_hop(&net, 0, "del the MTU hop");
+    assert!(
+        !v6_shown(&net).contains("mtu"),
+        "the kernel keeps no MTU: {}",
+        v6_shown(&net)
+    );
+    wait_for(
+        &net,
+        &pins,
+        "2001:db8:99::5",
+        "MTU hop deleted",
+        forwards_via("xe-o1"),
+    );
+    // Anti-entropy (every 0.5 s) has had time to compare.
+    std::thread::sleep(Duration::from_millis(1200));
+    finish(&net, &pins, d);
+}
