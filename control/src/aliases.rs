@@ -474,17 +474,23 @@ mod tests {
         effective(list, true).into_values().next().expect("a route")
     }
 
-    /// A hop appended to a route with an MTU of its own keeps the route the
-    /// kernel's; found by the oracle: the hop that had the MTU deleted, the
-    /// route's other hop forwards (the kernel lists it without an MTU).
-    #[test]
-    fn an_ipv6_route_keeps_its_mtu_while_the_hop_that_had_it_stays() {
+    /// A route through via(2) with `mtu` added, then via(3) appended without.
+    fn mtu_hop_then_plain_hop() -> Vec<Alias> {
         let mut l = Vec::new();
         let mut mtu = route(1024, &[2]);
         mtu.own_mtu = true;
         mtu.mtu_hops = vec![via(2).path];
         add(&mut l, mtu, Op::Prepend, true);
         add(&mut l, route(1024, &[2, 3]), Op::Append, true);
+        l
+    }
+
+    /// A hop appended to a route with an MTU of its own keeps the route the
+    /// kernel's; found by the oracle: the hop that had the MTU deleted, the
+    /// route's other hop forwards (the kernel lists it without an MTU).
+    #[test]
+    fn an_ipv6_route_keeps_its_mtu_while_the_hop_that_had_it_stays() {
+        let mut l = mtu_hop_then_plain_hop();
         assert_eq!(winner6(&l), RouteTarget::KernelOnly);
         assert!(del(&mut l, &route(1024, &[2]), true));
         assert_eq!(winner6(&l), route(1024, &[3]).target);
@@ -512,12 +518,7 @@ mod tests {
             }
         );
         // From notifications the mirror knows: no need to ask.
-        let mut l = Vec::new();
-        let mut mtu = route(1024, &[2]);
-        mtu.own_mtu = true;
-        mtu.mtu_hops = vec![via(2).path];
-        add(&mut l, mtu, Op::Prepend, true);
-        add(&mut l, route(1024, &[2, 3]), Op::Append, true);
+        let mut l = mtu_hop_then_plain_hop();
         let d = delete_hops(&mut l, &route(1024, &[2]), true);
         assert_eq!(
             d,

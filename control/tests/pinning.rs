@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use dataplane::ifindex_of;
-use support::{fabric, text, xdp_ecmp, Daemon, PinDir, IN_MAC};
+use support::{calc_udp, fabric, text, xdp_ecmp, Daemon, PinDir, IN_MAC};
 use testnet::{packet_socket, recv_frame, require_root, send_frame, TestNet};
 
 mod support;
@@ -205,45 +205,11 @@ fn scenario(tag: &str, engine: &str) {
 }
 
 fn calc_checks(net: &TestNet, pins: &PinDir, pinned0: &BTreeMap<u16, usize>) {
-    let c = json(
-        net,
-        pins,
-        &[
-            "calc",
-            "-p",
-            "udp",
-            "-s",
-            "10.2.0.100",
-            "--sport",
-            "2000",
-            "-d",
-            PINNED,
-            "--dport",
-            "53",
-            "--json",
-        ],
-    );
+    let c = calc_udp(net, pins, PINNED, "2000", None);
     assert_eq!(c["egress"], format!("xe-o{}", pinned0[&2000]), "{c}");
     assert!(c["pin"].as_str().unwrap_or("").starts_with("pinned"), "{c}");
     // Asking about a new flow pins nothing.
-    let c = json(
-        net,
-        pins,
-        &[
-            "calc",
-            "-p",
-            "udp",
-            "-s",
-            "10.2.0.100",
-            "--sport",
-            "9999",
-            "-d",
-            PINNED,
-            "--dport",
-            "53",
-            "--json",
-        ],
-    );
+    let c = calc_udp(net, pins, PINNED, "9999", None);
     assert!(
         c["pin"]
             .as_str()

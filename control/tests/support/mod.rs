@@ -232,6 +232,20 @@ pub fn anycast_verdict(net: &TestNet, pins: &PinDir) -> String {
 
 /// The same, for the flow received on `in_port` (calc's default port when None).
 pub fn anycast_verdict_on(net: &TestNet, pins: &PinDir, in_port: Option<&str>) -> String {
+    let v = calc_udp(net, pins, "172.16.255.66", "4000", in_port);
+    v["verdict"].as_str().unwrap_or("-").to_string()
+}
+
+/// `xdp-ecmp calc --json` for the UDP flow 10.2.0.100:`sport` -> `dst`:53
+/// (received on `in_port`, calc's default port when None); null if calc
+/// printed no JSON.
+pub fn calc_udp(
+    net: &TestNet,
+    pins: &PinDir,
+    dst: &str,
+    sport: &str,
+    in_port: Option<&str>,
+) -> serde_json::Value {
     let mut args = vec![
         "calc",
         "-p",
@@ -239,9 +253,9 @@ pub fn anycast_verdict_on(net: &TestNet, pins: &PinDir, in_port: Option<&str>) -
         "-s",
         "10.2.0.100",
         "--sport",
-        "4000",
+        sport,
         "-d",
-        "172.16.255.66",
+        dst,
         "--dport",
         "53",
         "--json",
@@ -250,8 +264,7 @@ pub fn anycast_verdict_on(net: &TestNet, pins: &PinDir, in_port: Option<&str>) -
         args.extend(["-i", p]);
     }
     let o = xdp_ecmp(net, pins, &args);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-    v["verdict"].as_str().unwrap_or("-").to_string()
+    serde_json::from_slice(&o.stdout).unwrap_or_default()
 }
 
 /// Waits (5 s at most) until the anycast flow gets `want`; prints how long it took after `what`.
