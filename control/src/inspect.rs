@@ -7,7 +7,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use dataplane::abi::{
     xe_group, xe_nexthop, PinEvent, Verdict, GROUP_MODULO, GROUP_RESILIENT, INPORT_FWD_V4,
-    INPORT_FWD_V6, INPORT_RPF, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
+    INPORT_FWD_V6, INPORT_RPF, ROUTE_PIN, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST,
+    RT_UNREACHABLE,
 };
 use dataplane::{current_cpu, pin_thread_to_cpu};
 use dataplane::{Dataplane, LoadOptions, StampMode};
@@ -19,6 +20,8 @@ pub struct RouteRow {
     pub prefix: String,
     pub kind: &'static str,
     pub group: Option<u32>,
+    /// Its flows keep their next hop (flow pinning).
+    pub pinned: bool,
 }
 
 /// A group as the maps hold it.
@@ -181,6 +184,7 @@ pub fn routes(dp: &Dataplane) -> Result<Vec<RouteRow>> {
         prefix,
         kind: kind_name(r.kind),
         group: (r.kind == RT_UNICAST).then_some(r.group),
+        pinned: r.flags & ROUTE_PIN != 0,
     };
     for (a, l, r) in dp.routes_v4()? {
         rows.push(row(format!("{a}/{l}"), &r));

@@ -614,8 +614,9 @@ fn show(cli: &Cli, what: &ShowWhat, json: bool) -> Result<()> {
                 return print_json(&rows);
             }
             for r in rows {
+                let pinned = if r.pinned { " pinned" } else { "" };
                 match r.group {
-                    Some(g) => println!("{} group {g}", r.prefix),
+                    Some(g) => println!("{} group {g}{pinned}", r.prefix),
                     None => println!("{} {}", r.prefix, r.kind),
                 }
             }

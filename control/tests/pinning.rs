@@ -168,6 +168,16 @@ fn scenario(tag: &str, engine: &str) {
     net.enter().expect("enter");
     wait_for_ports(&net, &pins, PINNED, &[0, 1, 2]);
     wait_for_ports(&net, &pins, PLAIN, &[0, 1, 2]);
+    // show routes says which routes pin their flows.
+    let routes = json(&net, &pins, &["show", "routes", "--json"]);
+    let pinned_flag = |dst: &str| {
+        routes
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["prefix"] == format!("{dst}/32")))
+            .map(|r| r["pinned"].clone())
+    };
+    assert_eq!(pinned_flag(PINNED), Some(true.into()), "{routes}");
+    assert_eq!(pinned_flag(PLAIN), Some(false.into()), "{routes}");
     let pinned0 = egress(5, PINNED);
     let plain0 = egress(5, PLAIN);
     let flows = wait_for_entries(&net, &pins, u64::from(FLOWS));
