@@ -8,6 +8,7 @@
 #include "include/xe_csum.h"
 #include "include/xe_txfail.h"
 #include "include/xe_pin.h"
+#include "include/xe_flows.h"
 
 /* Set before load: record every decision in xe_trace (tests, `xdp-ecmp calc`). */
 const volatile __u8 trace_decisions = 0;
@@ -270,96 +271,6 @@ static __always_inline int xe_rewrite(struct xdp_md *ctx, const struct xe_meta *
 	return XE_V_FORWARD;
 }
 
-static __always_inline void xe_pin_count(__u32 event)
-{
-	__u64 *c = bpf_map_lookup_elem(&xe_pin_stats, &event);
-
-	if (c)
-		*c += 1;
-}
-
-/* An entry's next hop and generation, one aligned 8-byte word. */
-union xe_nhgen {
-	__u64 word;
-	struct {
-		__u32 nexthop;
-		__u32 gen;
-	} f;
-};
-
-/* A pinned flow's next hop: the one its entry's path has now, if the entry
- * has not aged out and the path is still a live member of the route's
- * group (known without a lookup while the group's generation `gen` is the
- * entry's); else NULL (the flow is hashed again, as it is when the next
- * hop turns out unusable). *stale is set when the entry's next hop and
- * generation are to be rewritten. */
-static __always_inline struct xe_nexthop *xe_pin_nexthop(const struct xe_pin *p, __u32 group, __u32 gen, __u8 proto,
-							 const struct xe_config *cfg, __u32 now, __u32 *nhid,
-							 int *stale)
-{
-	struct xe_pin_member mk = {.group = group, .path = p->path};
-	union xe_nhgen u;
-	__u32 *id;
-
-	if (xe_pin_expired(cfg->pin_timeout, proto, p->flags, p->seen, now))
-		return NULL;
-	u.word = *(const volatile __u64 *)&p->nexthop;
-	if (gen && u.f.gen == gen) {
-		*nhid = u.f.nexthop;
-	} else {
-		id = bpf_map_lookup_elem(&xe_pin_members, &mk);
-		if (!id)
-			return NULL;
-		*nhid = *id;
-		*stale = 1;
-	}
-	return bpf_map_lookup_elem(&xe_nexthops, nhid);
-}
-
-/* After a pinned route's flow is forwarded by `path`: a RST ends its
- * entry, a hit refreshes it (and a FIN marks it closing), anything else
- * (re)writes it. Returns 1 + the enum xe_pin_event, 0 for a RST of a flow
- * without an entry (xe_decision.pin); the calc copy writes nothing. */
-static __always_inline __u32 xe_pin_note(const struct xe_flow *key, struct xe_pin *p, int hit, int stale,
-					 __u32 path, __u32 nhid, __u32 gen, __u8 tcp_flags, __u32 now)
-{
-	union xe_nhgen u = {.f = {.nexthop = nhid, .gen = gen}};
-	__u32 event;
-
-	if (tcp_flags & XE_TCP_RST) {
-		if (!p)
-			return 0;
-		event = XE_PIN_E_ENDED;
-		if (count_packets)
-			bpf_map_delete_elem(&xe_flows, key);
-	} else if (hit) {
-		event = XE_PIN_E_HIT;
-		if (count_packets) {
-			if (p->seen != now)
-				p->seen = now;
-			if ((tcp_flags & XE_TCP_FIN) && !(p->flags & XE_PIN_CLOSING))
-				p->flags |= XE_PIN_CLOSING;
-			if (stale)
-				*(volatile __u64 *)&p->nexthop = u.word;
-		}
-	} else {
-		struct xe_pin e = {
-			.path = path,
-			.seen = now,
-			.nexthop = nhid,
-			.gen = gen,
-			.flags = (tcp_flags & XE_TCP_FIN) ? XE_PIN_CLOSING : 0,
-		};
-
-		event = p ? XE_PIN_E_REPINNED : XE_PIN_E_INSERTED;
-		if (count_packets)
-			bpf_map_update_elem(&xe_flows, key, &e, BPF_ANY);
-	}
-	if (count_packets)
-		xe_pin_count(event);
-	return 1 + event;
-}
-
 /* Admission: is the frame the kernel's to route from the port it came in
  * by? The port must be set up by the control plane (xe_inports), the frame
  * addressed to the port's MAC (the kernel drops a frame to another unicast
@@ -537,7 +448,8 @@ chosen:
 		return XE_V_FORWARD;
 	}
 	if (rt.flags & XE_ROUTE_PIN)
-		d->pin = xe_pin_note(&pin_key, pin, pin_hit, pin_stale, nh->path, d->nexthop, gen, m.tcp_flags, now);
+		d->pin = xe_pin_note(&pin_key, pin, pin_hit, pin_stale, nh->path, d->nexthop, gen, m.tcp_flags, now,
+				     count_packets);
 	return xe_rewrite(ctx, &m, nh);
 }
 
