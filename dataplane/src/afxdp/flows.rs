@@ -2,7 +2,8 @@
 
 use ahash::AHashMap;
 
-use crate::abi::{bytes_of, xe_flow, xe_pin};
+use crate::abi::{xe_flow, xe_pin};
+use crate::forward::pin::key_bytes as key;
 use crate::forward::FlowTable;
 
 /// Entries by flow key, at most `capacity`. When full, an insert first
@@ -11,12 +12,6 @@ use crate::forward::FlowTable;
 pub(crate) struct EngineFlows {
     map: AHashMap<[u8; 44], xe_pin>,
     capacity: usize,
-}
-
-fn key(k: &xe_flow) -> [u8; 44] {
-    let mut b = [0u8; 44];
-    b.copy_from_slice(bytes_of(k));
-    b
 }
 
 impl EngineFlows {

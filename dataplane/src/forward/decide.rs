@@ -106,11 +106,12 @@ fn decide_inner<T: TableReader + ?Sized>(
     // A flow to a pinned route keeps the path of its entry while that is
     // valid (the bucket is then not looked at).
     let pinned = rt.flags & ROUTE_PIN != 0;
-    let key = pin_key(&m.flow, fields);
+    // Only a pinned route's flow needs its key (and the group's generation).
+    let key = pinned.then(|| pin_key(&m.flow, fields));
     let now = pins.as_ref().map_or(0, |p| p.now);
     let gen = if pinned { t.group_gen(rt.group) } else { 0 };
-    let entry = match pins.as_deref_mut() {
-        Some(p) if pinned => p.table.get(&key),
+    let entry = match (pins.as_deref_mut(), &key) {
+        (Some(p), Some(k)) => p.table.get(k),
         _ => None,
     };
     // (next-hop id, next hop, whether the entry's id and generation are stale)
@@ -151,10 +152,10 @@ fn decide_inner<T: TableReader + ?Sized>(
     if nh.state & NH_TXPORT == 0 {
         return Err(Verdict::PassNoTxport);
     }
-    if pinned {
+    if let Some(key) = &key {
         let event = pin_note(
             pins,
-            &key,
+            key,
             entry,
             kept.map(|k| k.2),
             (nh.path, d.nexthop, gen),

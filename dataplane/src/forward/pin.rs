@@ -29,7 +29,8 @@ pub struct Pins<'a> {
 #[derive(Default, Debug, Clone)]
 pub struct MemoryFlows(pub HashMap<[u8; 44], xe_pin>);
 
-fn key_bytes(k: &xe_flow) -> [u8; 44] {
+/// A flow key as the bytes a table is keyed by.
+pub(crate) fn key_bytes(k: &xe_flow) -> [u8; 44] {
     let mut b = [0u8; 44];
     b.copy_from_slice(crate::abi::bytes_of(k));
     b
