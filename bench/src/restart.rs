@@ -35,6 +35,10 @@ pub struct RestartResult {
     /// Frames xdp-ecmp forwarded (its own counter).
     pub forwarded: u64,
     pub received: u64,
+    /// Forwarded frames the egress veths refused because the sink's ring
+    /// was full (the kernel's own `tx_queue_N_xdp_xmit_errors`): the sink
+    /// CPU fell behind, a loss of the test bed.
+    pub egress_ring_full: u64,
     pub offered_mpps: f64,
     /// Flows seen at the sinks, and frames of a flow that reached another
     /// sink than its first.
@@ -68,15 +72,20 @@ impl RestartResult {
             .sum()
     }
 
-    /// Frames forwarded that no sink received: dropped by a veth ring on
-    /// the way (the test bed's own loss, see OFFERED_MPPS).
+    /// Frames forwarded that no sink received.
     pub fn dropped_after(&self) -> u64 {
         self.forwarded.saturating_sub(self.received)
     }
 
+    /// Frames forwarded that no sink received and no veth ring accounts
+    /// for: lost by xdp-ecmp or the kernel's redirect path.
+    pub fn lost_unexplained(&self) -> u64 {
+        self.dropped_after().saturating_sub(self.egress_ring_full)
+    }
+
     pub fn line(&self) -> String {
         format!(
-            "restart under load: {} frames offered ({:.2} Mpps), {} dropped by the input veth ring before xdp-ecmp, {} forwarded by xdp-ecmp ({} of the run not), {} received ({} dropped after forwarding); {} flows followed, {} frames of them left by another port than before; {}/128 buckets changed; kill -9 to the new daemon's first sync {:.0} ms; not forwarded by xdp-ecmp: {:?}",
+            "restart under load: {} frames offered ({:.2} Mpps), {} dropped by the input veth ring before xdp-ecmp, {} forwarded by xdp-ecmp ({} of the run not), {} received ({} dropped after forwarding, {} of them refused by a full sink ring); {} flows followed, {} frames of them left by another port than before; {}/128 buckets changed; kill -9 to the new daemon's first sync {:.0} ms; not forwarded by xdp-ecmp: {:?}",
             self.generated,
             self.offered_mpps,
             self.input_drops(),
@@ -84,6 +93,7 @@ impl RestartResult {
             self.not_forwarded_total(),
             self.received,
             self.dropped_after(),
+            self.egress_ring_full,
             self.flows,
             self.moved_frames,
             self.buckets_changed,
@@ -101,15 +111,22 @@ impl RestartResult {
                 self.not_forwarded
             ));
         }
-        if self.dropped_after() > 0 {
+        if self.lost_unexplained() > 0 {
             f.push(format!(
-                "{} of {} forwarded frames never reached a sink",
-                self.dropped_after(),
+                "{} of {} forwarded frames never reached a sink, and no full veth ring accounts for them",
+                self.lost_unexplained(),
                 self.forwarded
             ));
         }
-        // The test bed's own input drops are reported, not counted against
-        // the forwarding plane; more than a sliver means the bed is broken.
+        // The test bed's own drops, at the input ring and at a sink's ring,
+        // are reported, not counted against the forwarding plane; more than
+        // a sliver means the bed is broken.
+        if self.egress_ring_full * 1000 > self.forwarded {
+            f.push(format!(
+                "{} of {} forwarded frames refused by a full sink ring: the sinks are not keeping up",
+                self.egress_ring_full, self.forwarded
+            ));
+        }
         if self.input_drops() * 50 > self.generated {
             f.push(format!(
                 "{} of {} offered frames never reached xdp-ecmp: the generator or the input veth is not keeping up",
@@ -296,6 +313,7 @@ pub fn restart(opts: &RestartOptions) -> Result<RestartResult> {
     let period = Duration::from_millis(50);
     let chunk = (OFFERED_MPPS * 1e6 * period.as_secs_f64()) as u32;
     let (g0, r0) = (generated(&t)?, received(&t, &sinks)?);
+    let e0 = xmit_errors(&n.out)?;
     let v0 = dataplane::pinned_verdict_counters(&run.pins)?;
     let done = AtomicBool::new(false);
     let (down_and_back, after_table, elapsed) = std::thread::scope(|s| -> Result<_> {
@@ -348,6 +366,7 @@ pub fn restart(opts: &RestartOptions) -> Result<RestartResult> {
         generated: generated_frames,
         forwarded,
         received: received(&t, &sinks)? - r0,
+        egress_ring_full: xmit_errors(&n.out)? - e0,
         offered_mpps: generated_frames as f64 / elapsed.as_secs_f64() / 1e6,
         flows: flows_seen(&t)?,
         moved_frames,
@@ -360,6 +379,43 @@ pub fn restart(opts: &RestartOptions) -> Result<RestartResult> {
         down_and_back,
         not_forwarded,
     })
+}
+
+/// Frames the egress veths `outs` could not hand to their peers' rings
+/// (`ethtool -S`: `tx_queue_N_xdp_xmit_errors`), in total; asked in the
+/// calling thread's namespace.
+fn xmit_errors(outs: &[String]) -> Result<u64> {
+    let mut total = 0;
+    for dev in outs {
+        let out = Command::new("ethtool")
+            .args(["-S", dev])
+            .output()
+            .context("running ethtool -S (scripts/setup.sh installs it)")?;
+        if !out.status.success() {
+            bail!(
+                "ethtool -S {dev}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut found = false;
+        for line in text.lines() {
+            let Some((k, v)) = line.trim().split_once(':') else {
+                continue;
+            };
+            if k.starts_with("tx_queue_") && k.ends_with("_xdp_xmit_errors") {
+                total += v
+                    .trim()
+                    .parse::<u64>()
+                    .with_context(|| format!("ethtool -S {dev}: {line}"))?;
+                found = true;
+            }
+        }
+        if !found {
+            bail!("ethtool -S {dev} shows no tx_queue_N_xdp_xmit_errors: not a veth of this kernel's kind");
+        }
+    }
+    Ok(total)
 }
 
 /// Frames the sinks received, in total.
