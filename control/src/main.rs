@@ -1,11 +1,13 @@
 //! The `xdp-ecmp` command: the daemon (`run`), attach/detach, `show`, `calc` and `stats`.
 
+mod cli;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use control::config::{check_rcvbuf, parse_seed, parse_table, plain_mode, FileConfig};
 use control::daemon::{run, RunConfig};
 use control::{inspect, seed};
@@ -16,7 +18,7 @@ use dataplane::{AttachMode, Dataplane, LoadOptions, TableWriter, XdpLink};
 #[derive(Parser)]
 #[command(
     name = "xdp-ecmp",
-    version,
+    version = cli::version::SHORT,
     about = "ECMP forwarding plane in XDP for Linux leaf/spine hosts"
 )]
 struct Cli {
@@ -906,7 +908,12 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    // The long version probes the kernel: only when it is asked for.
+    let mut command = Cli::command();
+    if std::env::args_os().any(|a| a == "--version") {
+        command = command.long_version(String::leak(cli::version::long()) as &str);
+    }
+    let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     if !matches!(cli.cmd, Cmd::Run(_)) {
         // A listing piped into `head` ends quietly when the reader goes,
         // as other tools' do (Rust ignores SIGPIPE and println! panics).
