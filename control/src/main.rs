@@ -1,6 +1,7 @@
-//! The `xdp-ecmp` command: the daemon (`run`), attach/detach, `show`, `calc` and `stats`.
+//! The `xdp-ecmp` command: the daemon (`run`), attach/detach, `show`, `calc`, `stats` and `doctor`.
 
 mod cli;
+mod doctor;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -90,7 +91,7 @@ impl EngineKind {
     }
 }
 
-#[derive(Args)]
+#[derive(Args, Default)]
 struct RunArgs {
     /// TOML config file (keys: ports, table, plain_groups, buckets, idle_timer, unbalanced_timer,
     /// hash_seed, hash_policy, symmetric, netlink_rcvbuf, attach_mode, metrics, state_dir,
@@ -266,7 +267,26 @@ enum Cmd {
         /// Only flows whose destination is inside this prefix.
         prefix: Option<String>,
     },
+    /// Check this host before a first start: kernel, bpffs and pins,
+    /// memlock, the program, the ports (XDP modes, drivers), the forwarding
+    /// and multipath-hash sysctls, the config file, FRR's nexthop groups and
+    /// multipath settings. One finding per line (ok, warn, fail) with what
+    /// to change; exits 1 when any check fails.
+    Doctor {
+        /// Ports to check (default: `ports` of the config file).
+        ports: Vec<String>,
+        /// The config file `run` will read (default
+        /// /etc/xdp-ecmp/xdp-ecmp.toml, when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// FRR's configuration, checked when FRR is installed.
+        #[arg(long, default_value = doctor::DEFAULT_FRR_CONF)]
+        frr_conf: PathBuf,
+    },
 }
+
+/// The config file the unit gives `run`.
+const DEFAULT_CONFIG: &str = "/etc/xdp-ecmp/xdp-ecmp.toml";
 
 fn link_path(pin_dir: &Path, port: &str) -> PathBuf {
     pin_dir.join(format!("link_{port}"))
@@ -465,6 +485,22 @@ fn policy_fields(p: Policy) -> u32 {
 }
 
 fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
+    let stats = run(&run_config(cli, args)?)?;
+    let (p50, p99, p999) = stats.latency_quantiles();
+    tracing::info!(
+        syncs = stats.syncs,
+        resyncs = stats.resyncs,
+        events = stats.events,
+        latency_p50_us = p50,
+        latency_p99_us = p99,
+        latency_p999_us = p999,
+        "stopped"
+    );
+    Ok(())
+}
+
+/// What `run` does with its flags and config file, checked.
+fn run_config(cli: &Cli, args: &RunArgs) -> Result<RunConfig> {
     let RunArgs {
         config,
         ports,
@@ -585,17 +621,41 @@ fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
             pin_fin_timeout.or(file.pin_fin_timeout),
         )?,
     };
-    let stats = run(&cfg)?;
-    let (p50, p99, p999) = stats.latency_quantiles();
-    tracing::info!(
-        syncs = stats.syncs,
-        resyncs = stats.resyncs,
-        events = stats.events,
-        latency_p50_us = p50,
-        latency_p99_us = p99,
-        latency_p999_us = p999,
-        "stopped"
-    );
+    Ok(cfg)
+}
+
+/// `xdp-ecmp doctor`: exits 1 when a check fails.
+fn doctor_cmd(cli: &Cli, ports: &[String], config: Option<&Path>, frr_conf: &Path) -> Result<()> {
+    let config = match config {
+        Some(p) => Some(p.to_owned()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+    };
+    let checked = config.map(|path| {
+        let args = RunArgs {
+            config: Some(path.clone()),
+            ports: ports.to_vec(),
+            ..Default::default()
+        };
+        let r = if path.exists() {
+            run_config(cli, &args)
+        } else {
+            Err(anyhow::anyhow!(
+                "no such file: give the path of the config file `xdp-ecmp run --config` reads"
+            ))
+        };
+        (path, r)
+    });
+    let passed = doctor::run(&doctor::Options {
+        ports: ports.to_vec(),
+        config: checked,
+        pin_dir: cli.pin_dir.clone(),
+        frr_conf: frr_conf.to_owned(),
+        zebra: PathBuf::from("/usr/lib/frr/zebra"),
+        sysctl_root: PathBuf::from("/proc/sys/net"),
+    })?;
+    if !passed {
+        std::process::exit(1);
+    }
     Ok(())
 }
 
@@ -964,5 +1024,10 @@ fn main() -> Result<()> {
             println!("flushed {n} flows");
             Ok(())
         }
+        Cmd::Doctor {
+            ports,
+            config,
+            frr_conf,
+        } => doctor_cmd(&cli, ports, config.as_deref(), frr_conf),
     }
 }

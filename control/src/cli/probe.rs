@@ -31,6 +31,10 @@ impl std::fmt::Display for Found {
 pub mod xdp_act {
     /// The driver runs XDP programs itself (native mode).
     pub const BASIC: u64 = 1 << 0;
+    /// Transmits frames redirected to it (`ndo_xdp_xmit`).
+    pub const NDO_XMIT: u64 = 1 << 2;
+    /// AF_XDP zero-copy.
+    pub const XSK_ZEROCOPY: u64 = 1 << 3;
 }
 
 /// The kernel's release string (`uname -r`).
