@@ -968,6 +968,9 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if cli::assets::asked() {
+        return cli::assets::run(Cli::command());
+    }
     // The long version probes the kernel: only when it is asked for.
     let mut command = Cli::command();
     if std::env::args_os().any(|a| a == "--version") {
