@@ -41,6 +41,9 @@ if [[ $(id -u) -eq 0 ]]; then
     cargo run --release --quiet -p xdp-ecmp-bench -- quick
 fi
 
+echo "== package test: the Debian package built from the release binary, installed into a clean root, upgraded in place under traffic (no flow moves)"
+./scripts/package-test.sh
+
 echo "== scenario tests: the design guide's claims on the veth testbed (static and BGP routing, XDP and AF_XDP engines)"
 if [[ $(id -u) -eq 0 ]]; then
     command -v /usr/lib/frr/bgpd >/dev/null || {
