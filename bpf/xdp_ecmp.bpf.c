@@ -313,7 +313,7 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, 
 	struct xe_route rt = {};
 	struct xe_group *gp, grp;
 	struct xe_nexthop *nh = NULL;
-	struct xe_flow pin_key;
+	union xe_pin_key pin_key;
 	struct xe_pin *pin = NULL;
 	__u32 *nhid, *genp, slot, zero = 0, fields, now = 0, pin_nh = 0, gen = 0;
 	int pin_hit = 0, pin_stale = 0;
@@ -396,8 +396,7 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, 
 		genp = bpf_map_lookup_elem(&xe_group_gen, &rt.group);
 		if (genp)
 			gen = *(volatile __u32 *)genp;
-		xe_pin_key(&pin_key, &m.flow, fields);
-		pin = bpf_map_lookup_elem(&xe_flows, &pin_key);
+		pin = xe_pin_lookup(&pin_key, &m.flow, fields);
 		if (pin)
 			nh = xe_pin_nexthop(pin, rt.group, gen, m.flow.proto, cfg, now, &pin_nh, &pin_stale);
 		if (nh) {
@@ -448,8 +447,8 @@ chosen:
 		return XE_V_FORWARD;
 	}
 	if (rt.flags & XE_ROUTE_PIN)
-		d->pin = xe_pin_note(&pin_key, pin, pin_hit, pin_stale, nh->path, d->nexthop, gen, m.tcp_flags, now,
-				     count_packets);
+		d->pin = xe_pin_note(&pin_key, m.flow.is_v6, pin, pin_hit, pin_stale, nh->path, d->nexthop, gen,
+				     m.tcp_flags, now, count_packets);
 	return xe_rewrite(ctx, &m, nh);
 }
 

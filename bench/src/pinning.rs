@@ -5,7 +5,11 @@ use dataplane::abi::{xe_route, GROUP_RESILIENT, ROUTE_PIN, RT_UNICAST, XDP_REDIR
 use dataplane::{pin_thread_to_cpu, Dataplane, LoadOptions, TableWriter};
 
 use crate::report::{num, text, Table};
-use crate::{frame, median, ns_per_packet, world, ANYCAST, CALLS};
+use crate::{frame, frame6_to, median, ns_per_packet, ns_per_packet_of, world, ANYCAST, CALLS};
+
+/// The IPv6 anycast address of the benchmark world (a /128 to group 1).
+const ANYCAST6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x66);
 
 /// New flows per round of the insert measurement.
 const NEW_FLOWS: u16 = 4000;
@@ -24,16 +28,14 @@ fn load(pinned: bool, flows: u32) -> Result<Dataplane> {
         dp.set_pin_member(1, id, Some(id))?;
     }
     dp.set_group_gen(1, 1)?;
-    dp.set_route_v4(
-        ANYCAST,
-        32,
-        &xe_route {
-            group: 1,
-            kind: RT_UNICAST,
-            flags: if pinned { ROUTE_PIN } else { 0 },
-            ..Default::default()
-        },
-    )?;
+    let route = xe_route {
+        group: 1,
+        kind: RT_UNICAST,
+        flags: if pinned { ROUTE_PIN } else { 0 },
+        ..Default::default()
+    };
+    dp.set_route_v4(ANYCAST, 32, &route)?;
+    dp.set_route_v6(ANYCAST6, 128, &route)?;
     Ok(dp)
 }
 
@@ -59,25 +61,30 @@ pub fn pin_cost(rounds: usize) -> Result<Table> {
     pin_thread_to_cpu(0)?;
     let plain = load(false, 1024)?;
     let pinned = load(true, dataplane::abi::DEFAULT_PIN_FLOWS)?;
+    let v6 = frame6_to(ANYCAST6);
     // Rounds interleave the variants so drift hits them alike.
-    let (mut p_hit, mut u_hit, mut p_new, mut u_new) = (vec![], vec![], vec![], vec![]);
+    let mut ns = [(); 6].map(|_| Vec::new());
     for _ in 0..rounds {
-        u_hit.push(ns_per_packet(&plain, CALLS)?);
-        p_hit.push(ns_per_packet(&pinned, CALLS)?);
-        u_new.push(ns_new_flow(&plain)?);
-        p_new.push(ns_new_flow(&pinned)?);
+        ns[0].push(ns_per_packet(&plain, CALLS)?);
+        ns[1].push(ns_per_packet(&pinned, CALLS)?);
+        ns[2].push(ns_per_packet_of(&plain, &v6, 14 + 7, CALLS)?);
+        ns[3].push(ns_per_packet_of(&pinned, &v6, 14 + 7, CALLS)?);
+        ns[4].push(ns_new_flow(&plain)?);
+        ns[5].push(ns_new_flow(&pinned)?);
     }
-    let (u_hit, p_hit) = (median(&mut u_hit), median(&mut p_hit));
-    let (u_new, p_new) = (median(&mut u_new), median(&mut p_new));
-    let memory = pinned
-        .map_memory()
-        .into_iter()
-        .find(|(n, _)| n == "xe_flows")
-        .map_or(0, |(_, b)| b);
+    let [u_hit, p_hit, u_hit6, p_hit6, u_new, p_new] = ns.map(|mut v| median(&mut v));
+    let memory = |table: &str| {
+        pinned
+            .map_memory()
+            .into_iter()
+            .find(|(n, _)| n == table)
+            .map_or(0, |(_, b)| b)
+    };
+    let (memory4, memory6) = (memory("xe_flows4"), memory("xe_flows6"));
     let capacity = pinned.sizes().flows;
     let mut t = Table::new(
         "pin_cost",
-        format!("flow pinning's cost, BPF_PROG_TEST_RUN, 64-byte IPv4 UDP, resilient group of 64 buckets, {rounds} rounds: a packet of a known flow ({CALLS} calls x 200 packets, median ns/packet) and a new flow's first packet ({NEW_FLOWS} flows, one run each, median)"),
+        format!("flow pinning's cost, BPF_PROG_TEST_RUN, 64-byte UDP, resilient group of 64 buckets, {rounds} rounds: a packet of a known flow ({CALLS} calls x 200 packets, median ns/packet) and a new IPv4 flow's first packet ({NEW_FLOWS} flows, one run each, median)"),
         &["packet", "unpinned route ns", "pinned route ns", "pinned - unpinned ns"],
     );
     t.row(vec![
@@ -87,15 +94,23 @@ pub fn pin_cost(rounds: usize) -> Result<Table> {
         num(p_hit - u_hit, 1),
     ]);
     t.row(vec![
+        text("known IPv6 flow (pinned: a hit)"),
+        num(u_hit6, 1),
+        num(p_hit6, 1),
+        num(p_hit6 - u_hit6, 1),
+    ]);
+    t.row(vec![
         text("new flow (pinned: an insert)"),
         num(u_new, 1),
         num(p_new, 1),
         num(p_new - u_new, 1),
     ]);
     t.note(format!(
-        "The flow table is an LRU hash map of {capacity} entries, preallocated: {:.1} MiB, {:.0} bytes per flow (the kernel's memlock figure). A hit looks up the flow's entry and the group's membership generation instead of hashing and reading the bucket (no bucket stamp); a new flow also writes its entry: about {:.0}k new flows per second per CPU at the pinned first-packet cost. A single run times one packet with the kernel's clock: the new-flow rows carry that clock's overhead on both sides.",
-        memory as f64 / f64::from(1 << 20),
-        memory as f64 / f64::from(capacity),
+        "Each family has its flow table, an LRU hash map of {capacity} entries, preallocated: IPv4 {:.1} MiB, {:.0} bytes per flow (a 16-byte key), IPv6 {:.1} MiB, {:.0} bytes per flow (a 44-byte key) (the kernel's memlock figures). A hit looks up the flow's entry and the group's membership generation instead of hashing and reading the bucket (no bucket stamp); the table hashes and compares the whole key, so an IPv6 hit costs more. A new flow also writes its entry: about {:.0}k new flows per second per CPU at the pinned first-packet cost. A single run times one packet with the kernel's clock: the new-flow rows carry that clock's overhead on both sides.",
+        memory4 as f64 / f64::from(1 << 20),
+        memory4 as f64 / f64::from(capacity),
+        memory6 as f64 / f64::from(1 << 20),
+        memory6 as f64 / f64::from(capacity),
         1e6 / p_new,
     ));
     Ok(t)

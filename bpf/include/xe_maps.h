@@ -127,16 +127,24 @@ struct {
 	__uint(max_entries, XE_MAX_XSK_PORTS);
 } xe_xsk_ports SEC(".maps");
 
-/* Flow pinning: the path each flow to a pinned route (XE_ROUTE_PIN) was
- * first forwarded by, keyed by the flow's hashed fields (struct xe_flow,
- * the fields the hash policy leaves out zeroed). Least recently used
- * entries give way to new flows; the size is set at load (MapSizes). */
+/* Flow pinning: the path each IPv4 flow to a pinned route (XE_ROUTE_PIN)
+ * was first forwarded by, keyed by the flow's hashed fields (struct
+ * xe_flow4, the fields the hash policy leaves out zeroed). Least recently
+ * used entries give way to new flows; the size is set at load (MapSizes). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct xe_flow4);
+	__type(value, struct xe_pin);
+	__uint(max_entries, XE_DEFAULT_PIN_FLOWS);
+} xe_flows4 SEC(".maps");
+
+/* The same for IPv6 flows, keyed by struct xe_flow (is_v6 set). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct xe_flow);
 	__type(value, struct xe_pin);
 	__uint(max_entries, XE_DEFAULT_PIN_FLOWS);
-} xe_flows SEC(".maps");
+} xe_flows6 SEC(".maps");
 
 /* The live members of each group, by path, with the next-hop id that is
  * the path's now: a pinned flow keeps its path while it is in here and

@@ -1,4 +1,4 @@
-/* xe_pin.h: flow pinning's pure parts: the flow-table key of a flow and when an entry has aged out (no BPF helpers: also compiled for the host). */
+/* xe_pin.h: flow pinning's pure parts: the flow-table keys of a flow and when an entry has aged out (no BPF helpers: also compiled for the host). */
 #ifndef XE_PIN_H
 #define XE_PIN_H
 
@@ -29,6 +29,22 @@ static __always_inline void xe_pin_key(struct xe_flow *k, const struct xe_flow *
 	k->is_v6 = f->is_v6;
 	k->pad[0] = 0;
 	k->pad[1] = 0;
+}
+
+/* The IPv4 flow-table key of `f` (an IPv4 flow) under `fields`, as
+ * xe_pin_key. */
+static __always_inline void xe_pin_key4(struct xe_flow4 *k, const struct xe_flow *f, __u32 fields)
+{
+	if (!fields)
+		fields = XE_HASH_POLICY_L4;
+	k->src = (fields & XE_HASH_SRC_IP) ? f->src[0] : 0;
+	k->dst = (fields & XE_HASH_DST_IP) ? f->dst[0] : 0;
+	k->sport = (fields & XE_HASH_SRC_PORT) ? f->sport : 0;
+	k->dport = (fields & XE_HASH_DST_PORT) ? f->dport : 0;
+	k->proto = (fields & XE_HASH_IP_PROTO) ? f->proto : 0;
+	k->pad[0] = 0;
+	k->pad[1] = 0;
+	k->pad[2] = 0;
 }
 
 /* Whether an entry last seen at `seen` has aged out at `now` (jiffies,

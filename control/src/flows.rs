@@ -1,4 +1,4 @@
-//! The flow table as `show flows` and `flush-flows` see it: fill, events and evictions, flows per next hop, the entries seen last, and flushing by destination.
+//! The flow tables as `show flows` and `flush-flows` see it: fill, events and evictions, flows per next hop, the entries seen last, and flushing by destination.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -43,7 +43,11 @@ pub struct PathRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowSummary {
+    /// Entries held, both families, and by family.
     pub entries: u64,
+    pub entries_v4: u64,
+    pub entries_v6: u64,
+    /// Entries each family's table holds at most.
     pub capacity: u32,
     /// What the program's flow table did since it was made, by event.
     pub events: BTreeMap<&'static str, u64>,
@@ -93,12 +97,9 @@ fn paths(dp: &Dataplane) -> BTreeMap<u32, (u32, String, String)> {
 pub fn summary(dp: &Dataplane, latest: usize, now: u32, hz: u32) -> Result<FlowSummary> {
     let entries: Vec<(xe_flow, xe_pin)> = dp.flow_entries();
     let counts = dp.pin_counts()?;
-    let evicted = dataplane::flows::FlowStats {
-        events: counts,
-        entries: entries.len() as u64,
-        capacity: dp.sizes().flows,
-    }
-    .evicted();
+    let v6 = entries.iter().filter(|(k, _)| k.is_v6 != 0).count() as u64;
+    let v4 = entries.len() as u64 - v6;
+    let evicted = dataplane::flows::FlowStats::new(counts, v4, v6, dp.sizes().flows).evicted();
     let leads = paths(dp);
     let mut per: BTreeMap<u32, u64> = BTreeMap::new();
     for (_, p) in &entries {
@@ -139,6 +140,8 @@ pub fn summary(dp: &Dataplane, latest: usize, now: u32, hz: u32) -> Result<FlowS
         engine_entries,
         engine_events: engine.iter().map(|(e, n)| (e.name(), *n)).collect(),
         entries: entries.len() as u64,
+        entries_v4: v4,
+        entries_v6: v6,
         capacity: dp.sizes().flows,
         events: counts.iter().map(|(e, n)| (e.name(), *n)).collect(),
         evicted,
@@ -166,8 +169,9 @@ pub fn flush(dp: &Dataplane, within: Option<Prefix>) -> Result<u64> {
 pub fn print(s: &FlowSummary) {
     let ev: Vec<String> = s.events.iter().map(|(e, n)| format!("{e} {n}")).collect();
     println!(
-        "flow table: {} of {} entries; {}; evicted {}",
-        s.entries,
+        "flow tables: IPv4 {} and IPv6 {} of {} entries each; {}; evicted {}",
+        s.entries_v4,
+        s.entries_v6,
         s.capacity,
         ev.join(", "),
         s.evicted

@@ -169,16 +169,18 @@ impl Collector for Page {
                     .iter()
                     .map(|(e, n)| ([("event", e.name())], ConstCounter::new(*n))),
             )?;
-            single(
+            family(
                 &mut enc,
                 "flow_table_entries",
-                "Entries in the flow table.",
-                ConstGauge::new(f.entries as i64),
+                "Entries in each family's flow table.",
+                Gauge,
+                [("ipv4", f.entries_v4), ("ipv6", f.entries_v6)]
+                    .map(|(fam, n)| ([("family", fam)], ConstGauge::new(n as i64))),
             )?;
             single(
                 &mut enc,
                 "flow_table_capacity",
-                "Entries the flow table holds at most.",
+                "Entries each family's flow table holds at most.",
                 ConstGauge::new(i64::from(f.capacity)),
             )?;
             single(
@@ -435,6 +437,8 @@ mod tests {
                 // hit 7, inserted 100, repinned 9, ended 5, flushed 10.
                 events: dataplane::abi::PinEvent::ALL.map(|e| (e, [7, 100, 9, 5, 10][e as usize])),
                 entries: 3,
+                entries_v4: 2,
+                entries_v6: 1,
                 capacity: 1024,
             }),
         })
@@ -614,7 +618,14 @@ mod tests {
             value("xdp_ecmp_flow_table_events_total", &[("event", "inserted")]),
             100.0
         );
-        assert_eq!(value("xdp_ecmp_flow_table_entries", &[]), 3.0);
+        assert_eq!(
+            value("xdp_ecmp_flow_table_entries", &[("family", "ipv4")]),
+            2.0
+        );
+        assert_eq!(
+            value("xdp_ecmp_flow_table_entries", &[("family", "ipv6")]),
+            1.0
+        );
         assert_eq!(value("xdp_ecmp_flow_table_capacity", &[]), 1024.0);
         // Inserted 100, less ended 5, flushed 10 and 3 held.
         assert_eq!(value("xdp_ecmp_flow_table_evicted_total", &[]), 82.0);

@@ -13,8 +13,8 @@ mod skel {
 }
 
 pub use skel::types::{
-    xe_config, xe_counter, xe_decision, xe_flow, xe_group, xe_hash_field, xe_inport, xe_lpm_v4,
-    xe_lpm_v6, xe_nexthop, xe_pin, xe_pin_member, xe_route, xe_verdict,
+    xe_config, xe_counter, xe_decision, xe_flow, xe_flow4, xe_group, xe_hash_field, xe_inport,
+    xe_lpm_v4, xe_lpm_v6, xe_nexthop, xe_pin, xe_pin_member, xe_route, xe_verdict,
 };
 pub(crate) use skel::{XdpEcmpSkel, XdpEcmpSkelBuilder};
 
@@ -37,6 +37,7 @@ const _: () = assert!(size_of::<xe_pin_member>() == 8);
 const _: () = assert!(size_of::<xe_counter>() == 16);
 const _: () = assert!(size_of::<xe_decision>() == 32);
 const _: () = assert!(size_of::<xe_flow>() == 44);
+const _: () = assert!(size_of::<xe_flow4>() == 16);
 const _: () = assert!(size_of::<xe_inport>() == 8);
 const _: () = assert!(MAX_GROUPS - 1 <= DIR_GROUP_MASK);
 const _: () = assert!(DIR_CHUNK_SIZE == 256);

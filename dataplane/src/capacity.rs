@@ -100,10 +100,16 @@ impl Dataplane {
                 note: "one per attached port",
             },
             TableUse {
-                table: "flow table",
-                used: m.xe_flows.keys().count() as u64,
+                table: "IPv4 flow table",
+                used: m.xe_flows4.keys().count() as u64,
                 limit: self.sizes.flows.into(),
-                note: "one per flow to a pinned route; the least recently used give way",
+                note: "one per IPv4 flow to a pinned route; the least recently used give way",
+            },
+            TableUse {
+                table: "IPv6 flow table",
+                used: m.xe_flows6.keys().count() as u64,
+                limit: self.sizes.flows.into(),
+                note: "one per IPv6 flow to a pinned route; the least recently used give way",
             },
             TableUse {
                 table: "pinned memberships",

@@ -1,10 +1,10 @@
-//! The flow table seen from userspace: its entries, its event counters, flushing, the group memberships pinned flows are checked against, and the live table as a read-only [`FlowTable`] (for `calc`).
+//! The flow tables (one per family) seen from userspace: their entries, its event counters, flushing, the group memberships pinned flows are checked against, and the live table as a read-only [`FlowTable`] (for `calc`).
 
 use std::path::Path;
 
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::abi::{bytes_of, read_from, xe_flow, xe_pin, xe_pin_member, PinEvent};
+use crate::abi::{bytes_of, read_from, xe_flow, xe_flow4, xe_pin, xe_pin_member, PinEvent};
 use crate::error::Result;
 use crate::forward::FlowTable;
 use crate::maps::{map_err, open_pinned};
@@ -13,55 +13,123 @@ use crate::program::Dataplane;
 /// What the flow table did, summed over CPUs, by event.
 pub type PinCounts = [(PinEvent, u64); PinEvent::ALL.len()];
 
-/// Every entry of a flow table (a map of `xe_flow` → `xe_pin`). Entries
-/// removed while it is read are skipped.
-pub fn entries(map: &dyn MapCore) -> Vec<(xe_flow, xe_pin)> {
-    map.keys()
-        .filter_map(|k| {
-            let v = map.lookup(&k, MapFlags::ANY).ok()??;
-            Some((read_from(&k)?, read_from(&v)?))
-        })
-        .collect()
+/// A family's flow table and the flow key it is keyed by.
+#[derive(Clone, Copy)]
+pub struct FlowMaps<'a> {
+    /// `xe_flows4`: IPv4 flows, keyed by `xe_flow4`.
+    pub v4: &'a dyn MapCore,
+    /// `xe_flows6`: IPv6 flows, keyed by `xe_flow` (is_v6 set).
+    pub v6: &'a dyn MapCore,
 }
 
-/// Removes the entries `matches` picks; their flows are hashed again by
-/// their next packet. Counted as [`PinEvent::Flushed`]. Returns how many
-/// went.
-pub fn flush(
-    flows: &dyn MapCore,
-    stats: &dyn MapCore,
-    matches: &dyn Fn(&xe_flow) -> bool,
-) -> Result<u64> {
-    let mut n = 0;
-    for k in flows.keys() {
-        let Some(key) = read_from::<xe_flow>(&k) else {
-            continue;
+/// An IPv4 flow's key in `xe_flows4` (the program's `xe_pin_key4`).
+fn key4(k: &xe_flow) -> xe_flow4 {
+    xe_flow4 {
+        src: k.src[0],
+        dst: k.dst[0],
+        sport: k.sport,
+        dport: k.dport,
+        proto: k.proto,
+        pad: [0; 3],
+    }
+}
+
+/// The flow an `xe_flows4` key stands for.
+fn flow4(k: &xe_flow4) -> xe_flow {
+    xe_flow {
+        src: [k.src, 0, 0, 0],
+        dst: [k.dst, 0, 0, 0],
+        sport: k.sport,
+        dport: k.dport,
+        proto: k.proto,
+        ..Default::default()
+    }
+}
+
+impl FlowMaps<'_> {
+    /// The table `k`'s family keeps, and `k` as that table's key bytes.
+    fn locate<R>(&self, k: &xe_flow, f: impl FnOnce(&dyn MapCore, &[u8]) -> R) -> R {
+        if k.is_v6 != 0 {
+            f(self.v6, bytes_of(k))
+        } else {
+            f(self.v4, bytes_of(&key4(k)))
+        }
+    }
+
+    /// Every entry of both tables, by flow. Entries removed while they are
+    /// read are skipped.
+    pub fn entries(&self) -> Vec<(xe_flow, xe_pin)> {
+        let read = |map: &dyn MapCore, key: &dyn Fn(&[u8]) -> Option<xe_flow>| {
+            map.keys()
+                .filter_map(|k| {
+                    let v = map.lookup(&k, MapFlags::ANY).ok()??;
+                    Some((key(&k)?, read_from(&v)?))
+                })
+                .collect::<Vec<_>>()
         };
-        if !matches(&key) {
-            continue;
-        }
-        match flows.delete(&k) {
-            Ok(()) => n += 1,
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
-            Err(e) => return Err(map_err("xe_flows", "delete")(e)),
-        }
+        let mut out = read(self.v4, &|b| Some(flow4(&read_from(b)?)));
+        out.extend(read(self.v6, &|b| read_from(b)));
+        out
     }
-    if n > 0 {
-        // Added on the first CPU's counter: the sum is what is read.
-        let key = (PinEvent::Flushed as u32).to_ne_bytes();
-        let mut per_cpu = stats
-            .lookup_percpu(&key, MapFlags::ANY)
-            .map_err(map_err("xe_pin_stats", "lookup"))?
-            .unwrap_or_default();
-        if let Some(first) = per_cpu.first_mut() {
-            let v = read_from::<u64>(first).unwrap_or(0) + n;
-            first.copy_from_slice(&v.to_ne_bytes());
-            stats
-                .update_percpu(&key, &per_cpu, MapFlags::ANY)
-                .map_err(map_err("xe_pin_stats", "update"))?;
-        }
+
+    /// Entries held: (IPv4, IPv6). One pass over the keys (~1 s at 1M).
+    pub fn counts(&self) -> (u64, u64) {
+        (self.v4.keys().count() as u64, self.v6.keys().count() as u64)
     }
-    Ok(n)
+
+    /// The entry of flow `k`, if there is one.
+    pub fn get(&self, k: &xe_flow) -> Option<xe_pin> {
+        let v = self.locate(k, |m, b| m.lookup(b, MapFlags::ANY)).ok()??;
+        read_from(&v)
+    }
+
+    /// Writes `entries` into their families' tables.
+    pub fn put(&self, entries: impl Iterator<Item = (xe_flow, xe_pin)>) -> Result<()> {
+        for (k, p) in entries {
+            self.locate(&k, |m, b| m.update(b, bytes_of(&p), MapFlags::ANY))
+                .map_err(map_err("xe_flows4/6", "update"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the entries `matches` picks; their flows are hashed again
+    /// by their next packet. Counted as [`PinEvent::Flushed`] in `stats`.
+    /// Returns how many went.
+    pub fn flush(&self, stats: &dyn MapCore, matches: &dyn Fn(&xe_flow) -> bool) -> Result<u64> {
+        let mut n = 0;
+        for (k, _) in self.entries() {
+            if !matches(&k) {
+                continue;
+            }
+            match self.locate(&k, |m, b| m.delete(b)) {
+                Ok(()) => n += 1,
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+                Err(e) => return Err(map_err("xe_flows4/6", "delete")(e)),
+            }
+        }
+        if n > 0 {
+            add_flushed(stats, n)?;
+        }
+        Ok(n)
+    }
+}
+
+/// Adds `n` to the flushed counter of a `xe_pin_stats` map (on the first
+/// CPU's counter: the sum is what is read).
+fn add_flushed(stats: &dyn MapCore, n: u64) -> Result<()> {
+    let key = (PinEvent::Flushed as u32).to_ne_bytes();
+    let mut per_cpu = stats
+        .lookup_percpu(&key, MapFlags::ANY)
+        .map_err(map_err("xe_pin_stats", "lookup"))?
+        .unwrap_or_default();
+    if let Some(first) = per_cpu.first_mut() {
+        let v = read_from::<u64>(first).unwrap_or(0) + n;
+        first.copy_from_slice(&v.to_ne_bytes());
+        stats
+            .update_percpu(&key, &per_cpu, MapFlags::ANY)
+            .map_err(map_err("xe_pin_stats", "update"))?;
+    }
+    Ok(())
 }
 
 /// The event counters of a `xe_pin_stats` map.
@@ -107,7 +175,8 @@ pub fn members(map: &dyn MapCore) -> Vec<(u32, u32, u32)> {
 /// The flow-table maps pinned under a pin directory, for the CLI (no
 /// program load).
 pub struct PinnedFlows {
-    pub flows: libbpf_rs::MapHandle,
+    pub flows4: libbpf_rs::MapHandle,
+    pub flows6: libbpf_rs::MapHandle,
     pub stats: libbpf_rs::MapHandle,
     pub members: libbpf_rs::MapHandle,
     pub engine: libbpf_rs::MapHandle,
@@ -116,39 +185,63 @@ pub struct PinnedFlows {
 impl PinnedFlows {
     pub fn open(pin_dir: &Path) -> Result<Self> {
         Ok(PinnedFlows {
-            flows: open_pinned(pin_dir, "xe_flows")?,
+            flows4: open_pinned(pin_dir, "xe_flows4")?,
+            flows6: open_pinned(pin_dir, "xe_flows6")?,
             stats: open_pinned(pin_dir, "xe_pin_stats")?,
             members: open_pinned(pin_dir, "xe_pin_members")?,
             engine: open_pinned(pin_dir, "xe_engine_pins")?,
         })
     }
 
-    /// The table's fill and events (one pass over its keys: ~1 s at 1M),
-    /// the AF_XDP engine's tables' added.
+    pub fn maps(&self) -> FlowMaps<'_> {
+        FlowMaps {
+            v4: &self.flows4,
+            v6: &self.flows6,
+        }
+    }
+
+    /// The tables' fill and events (one pass over their keys: ~1 s at
+    /// 1M), the AF_XDP engine's tables' added (to the IPv4 count: the
+    /// engine keeps one count).
     pub fn stats(&self) -> Result<FlowStats> {
         let mut events = counts(&self.stats)?;
         let (engine, engine_entries) = engine_counts(&self.engine);
         for ((_, n), (_, e)) in events.iter_mut().zip(engine) {
             *n += e;
         }
-        let entries = self.flows.keys().count() as u64 + engine_entries;
-        Ok(FlowStats {
+        let (v4, v6) = self.maps().counts();
+        Ok(FlowStats::new(
             events,
-            entries,
-            capacity: self.flows.max_entries(),
-        })
+            v4 + engine_entries,
+            v6,
+            self.flows4.max_entries(),
+        ))
     }
 }
 
-/// A flow table's fill and what it did.
+/// The flow tables' fill and what they did.
 #[derive(Debug, Clone, Copy)]
 pub struct FlowStats {
     pub events: PinCounts,
+    /// Entries held, both families.
     pub entries: u64,
+    pub entries_v4: u64,
+    pub entries_v6: u64,
+    /// Entries each family's table holds at most.
     pub capacity: u32,
 }
 
 impl FlowStats {
+    pub fn new(events: PinCounts, entries_v4: u64, entries_v6: u64, capacity: u32) -> Self {
+        FlowStats {
+            events,
+            entries: entries_v4 + entries_v6,
+            entries_v4,
+            entries_v6,
+            capacity,
+        }
+    }
+
     /// Entries that gave way to new flows (the table was full): inserted,
     /// less those ended, flushed and still held.
     pub fn evicted(&self) -> u64 {
@@ -159,8 +252,15 @@ impl FlowStats {
 }
 
 impl Dataplane {
+    /// The flow tables, both families.
+    pub fn flow_maps(&self) -> FlowMaps<'_> {
+        FlowMaps {
+            v4: &self.skel.maps.xe_flows4,
+            v6: &self.skel.maps.xe_flows6,
+        }
+    }
     pub fn flow_entries(&self) -> Vec<(xe_flow, xe_pin)> {
-        entries(&self.skel.maps.xe_flows)
+        self.flow_maps().entries()
     }
     pub fn pin_counts(&self) -> Result<PinCounts> {
         counts(&self.skel.maps.xe_pin_stats)
@@ -185,39 +285,28 @@ impl Dataplane {
             .collect()
     }
     pub fn flush_flows(&self, matches: &dyn Fn(&xe_flow) -> bool) -> Result<u64> {
-        flush(
-            &self.skel.maps.xe_flows,
-            &self.skel.maps.xe_pin_stats,
-            matches,
-        )
+        self.flow_maps()
+            .flush(&self.skel.maps.xe_pin_stats, matches)
     }
-    /// Writes `entries` into the flow table (as the AF_XDP engine hands
+    /// Writes `entries` into the flow tables (as the AF_XDP engine hands
     /// its tables over when it stops).
     pub fn put_flows(&self, entries: impl Iterator<Item = (xe_flow, xe_pin)>) -> Result<()> {
-        for (k, p) in entries {
-            self.skel
-                .maps
-                .xe_flows
-                .update(bytes_of(&k), bytes_of(&p), MapFlags::ANY)
-                .map_err(map_err("xe_flows", "update"))?;
-        }
-        Ok(())
+        self.flow_maps().put(entries)
     }
 
-    /// The live flow table, read only (see [`ReadOnlyFlows`]).
+    /// The live flow tables, read only (see [`ReadOnlyFlows`]).
     pub fn live_flows(&self) -> ReadOnlyFlows<'_> {
-        ReadOnlyFlows(&self.skel.maps.xe_flows)
+        ReadOnlyFlows(self.flow_maps())
     }
 }
 
-/// A flow table read where it lives and never written, as the `calc` copy
-/// of the program reads `xe_flows`: a question leaves no entry behind.
-pub struct ReadOnlyFlows<'a>(pub &'a dyn MapCore);
+/// The flow tables read where they live and never written, as the `calc`
+/// copy of the program reads them: a question leaves no entry behind.
+pub struct ReadOnlyFlows<'a>(pub FlowMaps<'a>);
 
 impl FlowTable for ReadOnlyFlows<'_> {
     fn get(&mut self, key: &xe_flow) -> Option<xe_pin> {
-        let v = self.0.lookup(bytes_of(key), MapFlags::ANY).ok()??;
-        read_from(&v)
+        self.0.get(key)
     }
     fn put(&mut self, _: &xe_flow, _: xe_pin) {}
     fn remove(&mut self, _: &xe_flow) {}

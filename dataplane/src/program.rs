@@ -53,8 +53,9 @@ pub struct LoadOptions {
     /// pinned, else the defaults; given, they must match maps found pinned
     /// (but for `flows`, which `flows` below sets).
     pub sizes: Option<MapSizes>,
-    /// Entries of the flow table. None: that of a pinned table, else the
-    /// smallest; given, a pinned table of another size is made anew.
+    /// Entries of each family's flow table. None: that of a pinned table,
+    /// else the smallest; given, pinned tables of another size are made
+    /// anew.
     pub flows: Option<u32>,
     /// Pin the maps under this bpffs directory, reusing maps already pinned there.
     pub pin_dir: Option<PathBuf>,
@@ -69,8 +70,9 @@ pub struct MapSizes {
     pub routes_v4: u32,
     pub routes_v6: u32,
     pub slots: u32,
-    /// Entries of the flow table (`xe_flows`, preallocated: ~100 bytes
-    /// each). The smallest size unless flows are pinned.
+    /// Entries of each family's flow table (`xe_flows4` and `xe_flows6`,
+    /// preallocated: ~100 and ~130 bytes an entry). The smallest size
+    /// unless flows are pinned.
     pub flows: u32,
 }
 
@@ -128,7 +130,7 @@ impl MapSizes {
                 size("xe_routes_v4")?,
                 size("xe_routes_v6")?,
                 size("xe_slots")?,
-                size("xe_flows")?,
+                size("xe_flows4")?,
             ) {
                 (Some(routes_v4), Some(routes_v6), Some(slots), flows) => Some(MapSizes {
                     routes_v4,
@@ -258,7 +260,7 @@ impl Dataplane {
 
     /// Kernel-reported memory of each map (fdinfo `memlock`), by map name.
     pub fn map_memory(&self) -> Vec<(String, u64)> {
-        let maps: [(&str, &MapMut<'_>); 13] = [
+        let maps: [(&str, &MapMut<'_>); 14] = [
             ("xe_routes_v4", &self.skel.maps.xe_routes_v4),
             ("xe_tbl24", &self.skel.maps.xe_tbl24),
             ("xe_tbl8", &self.skel.maps.xe_tbl8),
@@ -270,7 +272,8 @@ impl Dataplane {
             ("xe_nh_stats", &self.skel.maps.xe_nh_stats),
             ("xe_txports", &self.skel.maps.xe_txports),
             ("xe_inports", &self.skel.maps.xe_inports),
-            ("xe_flows", &self.skel.maps.xe_flows),
+            ("xe_flows4", &self.skel.maps.xe_flows4),
+            ("xe_flows6", &self.skel.maps.xe_flows6),
             ("xe_pin_members", &self.skel.maps.xe_pin_members),
         ];
         maps.iter()
@@ -298,21 +301,24 @@ fn open_and_load(
         crate::pins::ensure_bpffs(dir)?;
         crate::pins::check_layout(dir)?;
         if let Some(mut pinned) = MapSizes::pinned(dir)? {
-            // The flow table may change size: it is made anew (the flows
-            // it pinned are hashed again).
+            // The flow tables may change size: they are made anew (the
+            // flows they pinned are hashed again).
             if let Some(want) = opts.flows.filter(|f| *f != pinned.flows) {
-                let path = dir.join("xe_flows");
-                if path.exists() {
-                    std::fs::remove_file(&path).map_err(|source| Error::Pin {
-                        what: "removing the flow table of another size",
-                        path,
-                        source,
-                    })?;
-                    tracing::warn!(
-                        was = pinned.flows,
-                        now = want,
-                        "flow table resized: the flows it pinned are hashed again"
-                    );
+                for name in ["xe_flows4", "xe_flows6"] {
+                    let path = dir.join(name);
+                    if path.exists() {
+                        std::fs::remove_file(&path).map_err(|source| Error::Pin {
+                            what: "removing the flow table of another size",
+                            path,
+                            source,
+                        })?;
+                        tracing::warn!(
+                            table = name,
+                            was = pinned.flows,
+                            now = want,
+                            "flow table resized: the flows it pinned are hashed again"
+                        );
+                    }
                 }
                 pinned.flows = want;
             }
@@ -339,7 +345,7 @@ fn open_and_load(
             Some("xe_routes_v4") => sizes.routes_v4,
             Some("xe_routes_v6") => sizes.routes_v6,
             Some("xe_slots" | "xe_slot_used") => sizes.slots,
-            Some("xe_flows") => sizes.flows,
+            Some("xe_flows4" | "xe_flows6") => sizes.flows,
             _ => continue,
         };
         map.set_max_entries(size)
