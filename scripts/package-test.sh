@@ -33,19 +33,23 @@ json() { python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
 # The stand-in for systemctl: runs a unit's ExecStartPre= ("+": as root)
 # and ExecStart= as User=/Group= with exactly AmbientCapabilities= (the
 # bounding set too) and no new privileges, hands it StateDirectory=, stops
-# it with SIGTERM (systemd's default KillSignal=), and records every call.
+# it with SIGTERM (systemd's default KillSignal=), enables it by its
+# WantedBy= link, and records every call.
 # The daemon runs in the test's network namespace.
 write_systemctl() {
     cat > "$1" <<EOF
 #!/usr/bin/env bash
-# Stand-in for systemctl in the package test (no systemd on the test machine): start, stop, restart and try-restart of a unit as its unit file says, and every call recorded.
+# Stand-in for systemctl in the package test (no systemd on the test machine): enable, start, stop, restart and try-restart of a unit as its unit file says, and every call recorded.
 set -euo pipefail
 SVC=$SVC NS=$NS
 EOF
     cat >> "$1" <<'EOF'
 echo "$*" >> "$SVC/calls"
-words=()
-for a in "$@"; do [[ $a == -* ]] || words+=("$a"); done
+words=() now=false
+for a in "$@"; do
+    [[ $a == --now ]] && now=true
+    [[ $a == -* ]] || words+=("$a")
+done
 verb=${words[0]:-} unit=${words[1]:-}
 unit=${unit%.service}
 file=/lib/systemd/system/$unit.service
@@ -88,6 +92,13 @@ stop() {
 }
 case $verb in
 daemon-reload) ;;
+enable)
+    # As systemctl does for WantedBy=multi-user.target.
+    wants=/etc/systemd/system/$(key WantedBy).wants
+    mkdir -p "$wants"
+    ln -sf "$file" "$wants/$unit.service"
+    if $now; then start; fi
+    ;;
 start) start ;;
 stop) stop ;;
 restart) stop; start ;;
@@ -254,8 +265,13 @@ upgrade_phase() {
     grep -q "^fail config: $WORK/bad.toml: buckets = 3: must be between 64 and 4096" <<<"$o" || fail "doctor on a bad config: $o"
     echo "doctor: an unknown port, a foreign XDP program and a bad config each fail with their fix"
 
-    step "systemctl enable --now xdp-ecmp (the stand-in starts the unit's commands)"
-    systemctl start xdp-ecmp.service
+    ip -n "$NS" link set dev xe-x0 xdpgeneric off
+    o=$(xe doctor xe-x0) || fail "doctor on xe-x0 after its program was removed: $o"
+    echo "doctor xe-x0 passes once \`ip link set dev xe-x0 xdpgeneric off\` removed the foreign program"
+
+    step "systemctl enable --now xdp-ecmp (the stand-in runs the unit's commands)"
+    systemctl enable --now xdp-ecmp.service
+    [[ -L /etc/systemd/system/multi-user.target.wants/xdp-ecmp.service ]] || fail "enable made no WantedBy link"
     wait_synced 1
     local pid1 prog1 user
     pid1=$(daemon_pid) prog1=$(prog_id)
@@ -287,10 +303,41 @@ upgrade_phase() {
     o=$(xe calc -p udp -s 10.2.0.100 --sport 32700 -d 172.16.255.66 --dport 53 -i xe-in) &&
         grep -q '^xe-o[0-3]$' <<<"$o" || fail "calc: $o"
     o=$(xe stats) && grep -q '^forward ' <<<"$o" || fail "stats: $o"
-    o=$(ip netns exec "$NS" python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9477/metrics", timeout=5).read().decode())') ||
-        fail "no metrics at 127.0.0.1:9477"
+    o=$(ip netns exec "$NS" curl -sf --max-time 5 http://127.0.0.1:9477/metrics) || fail "no metrics at 127.0.0.1:9477"
     grep -q '^xdp_ecmp_verdict_packets_total{verdict="forward"} [1-9]' <<<"$o" || fail "the metrics lack forwarded packets: $(head -20 <<<"$o")"
     echo "show groups/nexthops/ports/capacity, calc, stats and the metrics answer"
+
+    # The troubleshooting table's messages (docs/operations.md), as an
+    # operator meets them.
+    local x=/sys/fs/bpf/$TAG-x
+    expect_error() { # expect_error TEXT COMMAND...: fails unless COMMAND fails printing TEXT
+        local want=$1 out
+        shift
+        out=$("$@" 2>&1) && fail "$* succeeded: $out"
+        grep -qF -- "$want" <<<"$out" || fail "$* did not say \"$want\": $out"
+    }
+    expect_error "is in use by another xdp-ecmp writer (pid $pid1: /usr/bin/xdp-ecmp run --config /etc/xdp-ecmp/xdp-ecmp.toml" \
+        xe run -p xe-in --run-for 1
+    expect_error "port swp9 does not exist (check \`ip link\`); nothing was attached" \
+        xe --pin-dir "$x" --state-dir "$WORK/x-state" run -p swp9 --run-for 1
+    ip -n "$NS" link set dev xe-x0 xdpgeneric obj "$WORK/pass.o" sec xdp
+    expect_error "failed in native mode (File exists (os error 17)) and generic mode (Device or resource busy (os error 16))" \
+        xe --pin-dir "$x" --state-dir "$WORK/x-state" run -p xe-x0 --run-for 1
+    ip -n "$NS" link set dev xe-x0 xdpgeneric off
+    rm -rf "$x"
+    expect_error "no xdp-ecmp maps pinned under $x (is \`xdp-ecmp run\` or \`attach\` using this --pin-dir?)" \
+        xe --pin-dir "$x" show routes
+    expect_error "\`ip netns exec\` remounted /sys and hid it; run as \`nsenter --net=/run/netns/NS xdp-ecmp ...\` instead" \
+        ip netns exec "$NS" /usr/bin/xdp-ecmp --pin-dir "$x" --state-dir "$WORK/x-state" run -p xe-in --run-for 1
+    o=$(xe --pin-dir "$x" --state-dir "$WORK/x-state" attach xe-x0 2>&1) && grep -q '^xe-x0: attached' <<<"$o" || fail "attach: $o"
+    o=$(xe --pin-dir "$x" detach xe-x0) && grep -qx 'xe-x0: detached' <<<"$o" || fail "detach: $o"
+    expect_error "no port is attached, so there is no port to receive the packet on: start \`xdp-ecmp run -p PORT\`" \
+        xe --pin-dir "$x" calc -p udp -s 10.2.0.100 --sport 32700 -d 172.16.255.66 --dport 53
+    rm -rf "$x"
+    printf 'ports = ["xe-in"]\nbucket = 64\n' > "$WORK/typo.toml"
+    expect_error "unknown field \`bucket\`, expected one of" xe run --config "$WORK/typo.toml" --run-for 1
+    rm -rf "$x" "$WORK/x-state"
+    echo "troubleshooting messages: second writer, missing port, foreign XDP program, no pins, ip netns exec, calc without a port, unknown config key"
 
     step "dpkg -i $(basename "$DEB2") under traffic (the upgrade)"
     sent0=$(json 'd["sent"]' < "$WORK/traffic.progress")
@@ -366,6 +413,11 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$WORK" "$SVC"
+# The metrics are read as the operator's guide reads them.
+if ! command -v curl >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl >/dev/null ||
+        fail "curl is missing and could not be installed"
+fi
 
 # --- the packages (version N and the next Debian revision), from the
 # release binary the test run has built.
@@ -416,7 +468,8 @@ for f in /usr/bin/xdp-ecmp /lib/systemd/system/xdp-ecmp.service /usr/lib/sysuser
     /etc/xdp-ecmp/xdp-ecmp.toml /var/lib/xdp-ecmp /usr/share/man/man1/xdp-ecmp.1.gz \
     /usr/share/man/man1/xdp-ecmp-doctor.1.gz /usr/share/bash-completion/completions/xdp-ecmp \
     /usr/share/zsh/vendor-completions/_xdp-ecmp /usr/share/fish/vendor_completions.d/xdp-ecmp.fish \
-    /usr/share/doc/xdp-ecmp/changelog.Debian.gz /usr/share/doc/xdp-ecmp/copyright; do
+    /usr/share/doc/xdp-ecmp/changelog.Debian.gz /usr/share/doc/xdp-ecmp/copyright \
+    /usr/share/doc/xdp-ecmp/operations.md; do
     grep -qx "$f" <<<"$listing" || fail "the package lacks $f"
 done
 echo "clean root: $(grep -vc '^/\.$' <<<"$listing") paths installed, the conffile marked, the user made in the root only"
@@ -458,7 +511,7 @@ n link add xe-x0 type veth peer name xe-x1
 for d in xe-h0 xe-in xe-o0 xe-o1 xe-o2 xe-o3 xe-p0 xe-p1 xe-p2 xe-p3 xe-x0 xe-x1; do n link set "$d" up; done
 ip netns exec "$NS" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
     net.ipv4.conf.xe-in.rp_filter=0 net.ipv4.fib_multipath_hash_policy=1 \
-    net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    net.ipv6.fib_multipath_hash_policy=1 net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 route=(route replace 172.16.255.66/32)
 for i in 0 1 2 3; do
     n addr add "10.0.$i.1/24" dev "xe-o$i"

@@ -101,6 +101,7 @@ gzip -9n "$man"/*.1
 
 doc=$stage/usr/share/doc/xdp-ecmp
 inst 644 README.md usr/share/doc/xdp-ecmp/README.md
+inst 644 docs/operations.md usr/share/doc/xdp-ecmp/operations.md
 inst 644 control/dist/xdp-ecmp-afxdp.conf usr/share/doc/xdp-ecmp/examples/xdp-ecmp-afxdp.conf
 
 # The changelog: this build, dated by the commit (SOURCE_DATE_EPOCH wins).

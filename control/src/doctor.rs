@@ -1103,7 +1103,7 @@ hostname leaf01
 log file /tmp/frr.log
 !
 router bgp 65001
- bgp router-id 10.255.0.3
+ bgp router-id 10.255.0.21
  no bgp ebgp-requires-policy
  bgp bestpath as-path multipath-relax
  neighbor swp51 interface remote-as external
