@@ -487,12 +487,15 @@ int xdp_ecmp(struct xdp_md *ctx)
 	d.verdict = xe_decide(ctx, &d, &steer);
 	if (steer)
 		action = xe_steer(ctx);
-	else if (d.verdict == XE_V_FORWARD)
+	else if (d.verdict == XE_V_FORWARD) {
 		/* XDP_PASS if the port is not in the map although the next hop
 		 * says so (it left since the control plane wrote the next hop):
-		 * the frame is already rewritten, the kernel then drops it. */
+		 * the frame is already rewritten, the kernel then drops it. It
+		 * is counted as such, not as forwarded. */
 		action = bpf_redirect_map(&xe_txports, d.ifindex, XDP_PASS);
-	else if (d.verdict >= XE_V_DROP_TRUNCATED)
+		if (action != XDP_REDIRECT)
+			d.verdict = XE_V_PASS_NO_TXPORT;
+	} else if (d.verdict >= XE_V_DROP_TRUNCATED)
 		action = XDP_DROP;
 	else
 		action = XDP_PASS;

@@ -193,13 +193,13 @@ pub(super) fn decide<T: TableReader + ?Sized>(
             (d, pkt.len())
         }
         Ok(fwd) => {
-            d.verdict = Verdict::Forward as u32;
             // bpf_redirect_map's fallback: a port missing from the map
-            // although the next hop claims it passes the rewritten frame.
-            d.action = if t.is_txport(fwd.nh.ifindex) {
-                Verdict::Forward.action()
+            // although the next hop claims it passes the rewritten frame,
+            // counted as not forwarded.
+            (d.verdict, d.action) = if t.is_txport(fwd.nh.ifindex) {
+                (Verdict::Forward as u32, Verdict::Forward.action())
             } else {
-                XDP_PASS
+                (Verdict::PassNoTxport as u32, XDP_PASS)
             };
             (d, rewrite(pkt, &fwd, out))
         }
