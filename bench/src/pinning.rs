@@ -57,7 +57,44 @@ fn ns_new_flow(dp: &Dataplane) -> Result<f64> {
     Ok(median(&mut ns))
 }
 
-pub fn pin_cost(rounds: usize) -> Result<Table> {
+/// What one helper call and its return cost on this CPU: the peers'
+/// `xdp_calls` with none and with 16 calls, side by side, median
+/// ns/packet of each over `rounds` rounds; (none, 16 calls).
+fn call_cost(rounds: usize) -> Result<(f64, f64)> {
+    use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+    let load = |calls: u32| -> Result<crate::compare::skel::PeersSkel<'static>> {
+        let storage = Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
+        let mut open = crate::compare::skel::PeersSkelBuilder::default().open(storage)?;
+        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+            ro.helper_calls = calls;
+        }
+        Ok(open.load()?)
+    };
+    let (none, many) = (load(0)?, load(16)?);
+    let pkt = frame();
+    let mut out = vec![0u8; 128];
+    let mut ns = |p: &libbpf_rs::ProgramMut<'_>| -> Result<f64> {
+        let mut total = std::time::Duration::ZERO;
+        for _ in 0..CALLS {
+            let r = dataplane::test_run_prog(p, 0, &pkt, &mut out, 200)?;
+            if r.action != dataplane::abi::XDP_DROP {
+                bail!("xdp_calls did not drop the frame");
+            }
+            total += r.duration;
+        }
+        Ok(total.as_nanos() as f64 / f64::from(CALLS))
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        a.push(ns(&none.progs.xdp_calls)?);
+        b.push(ns(&many.progs.xdp_calls)?);
+    }
+    Ok((median(&mut a), median(&mut b)))
+}
+
+/// The pin-cost table, and the call-cost table that explains most of a
+/// hit's cost (the kernel's hash table lookup is four calls).
+pub fn pin_cost(rounds: usize) -> Result<Vec<Table>> {
     pin_thread_to_cpu(0)?;
     let plain = load(false, 1024)?;
     let pinned = load(true, dataplane::abi::DEFAULT_PIN_FLOWS)?;
@@ -106,12 +143,33 @@ pub fn pin_cost(rounds: usize) -> Result<Table> {
         num(p_new - u_new, 1),
     ]);
     t.note(format!(
-        "Each family has its flow table, an LRU hash map of {capacity} entries, preallocated: IPv4 {:.1} MiB, {:.0} bytes per flow (a 16-byte key), IPv6 {:.1} MiB, {:.0} bytes per flow (a 44-byte key) (the kernel's memlock figures). A hit looks up the flow's entry and the group's membership generation instead of hashing and reading the bucket (no bucket stamp); the table hashes and compares the whole key, so an IPv6 hit costs more. A new flow also writes its entry: about {:.0}k new flows per second per CPU at the pinned first-packet cost. A single run times one packet with the kernel's clock: the new-flow rows carry that clock's overhead on both sides.",
+        "Each family has its flow table, an LRU hash map of {capacity} entries, preallocated: IPv4 {:.1} MiB, {:.0} bytes per flow (a 16-byte key), IPv6 {:.1} MiB, {:.0} bytes per flow (a 44-byte key) (the kernel's memlock figures). A hit looks up the flow's entry and the group's membership generation instead of hashing and reading the bucket (no bucket stamp); the table hashes and compares the whole key (the call-cost table says what its calls cost). A new flow also writes its entry: about {:.0}k new flows per second per CPU at the pinned first-packet cost. A single run times one packet with the kernel's clock: the new-flow rows carry that clock's overhead on both sides.",
         memory4 as f64 / f64::from(1 << 20),
         memory4 as f64 / f64::from(capacity),
         memory6 as f64 / f64::from(1 << 20),
         memory6 as f64 / f64::from(capacity),
         1e6 / p_new,
     ));
-    Ok(t)
+    let (none, many) = call_cost(rounds)?;
+    let mut c = Table::new(
+        "call_cost",
+        format!("what a call into the kernel and its return cost on this CPU: a program that makes 16 helper calls (bpf_get_numa_node_id) and one that makes none, BPF_PROG_TEST_RUN, {rounds} rounds x {CALLS} calls x 200 packets, median ns/packet"),
+        &["program", "ns per packet"],
+    );
+    c.row(vec![text("no call"), num(none, 1)]);
+    c.row(vec![text("16 helper calls"), num(many, 1)]);
+    c.row(vec![
+        text("one call and its return"),
+        num((many - none) / 16.0, 1),
+    ]);
+    let mitigations: Vec<String> = ["spectre_v2", "retbleed", "spec_rstack_overflow"]
+        .iter()
+        .filter_map(|v| {
+            let s = std::fs::read_to_string(format!("/sys/devices/system/cpu/vulnerabilities/{v}"))
+                .ok()?;
+            Some(format!("{v}: {}", s.trim()))
+        })
+        .collect();
+    c.note(format!("A flow-table hit looks the flow up in the kernel's LRU hash table: four calls and returns (the lookup, the key's hash, the bucket walk, the key compare), where the unpinned decision's hash and bucket read are inlined and make none. Where CPU mitigations send returns through a thunk, those calls are most of a hit's cost. This CPU's mitigations (/sys/devices/system/cpu/vulnerabilities): {}.", mitigations.join("; ")));
+    Ok(vec![t, c])
 }

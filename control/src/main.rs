@@ -419,7 +419,7 @@ fn stats(cli: &Cli, json: bool) -> Result<()> {
                 .iter()
                 .map(|(e, n)| (e.name().to_string(), (*n).into()))
                 .collect();
-            v.push(serde_json::json!({"flow_table": {"entries": f.entries, "capacity": f.capacity, "evicted": f.evicted(), "events": events}}));
+            v.push(serde_json::json!({"flow_table": {"entries": f.entries, "entries_ipv4": f.entries_v4, "entries_ipv6": f.entries_v6, "capacity_per_family": f.capacity, "evicted": f.evicted(), "events": events}}));
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -435,8 +435,9 @@ fn stats(cli: &Cli, json: bool) -> Result<()> {
         }
         if let Some(f) = &flows {
             println!(
-                "flow table: {} of {} entries, evicted {}",
-                f.entries,
+                "flow tables: IPv4 {} and IPv6 {} of {} entries each, evicted {}",
+                f.entries_v4,
+                f.entries_v6,
                 f.capacity,
                 f.evicted()
             );
