@@ -59,8 +59,9 @@ fn ns_new_flow(dp: &Dataplane) -> Result<f64> {
 
 /// What one helper call and its return cost on this CPU: the peers'
 /// `xdp_calls` with none and with 16 calls, side by side, median
-/// ns/packet of each over `rounds` rounds; (none, 16 calls).
-fn call_cost(rounds: usize) -> Result<(f64, f64)> {
+/// ns/packet of each over `rounds` rounds, and the median of each round's
+/// own difference over 16: (none, 16 calls, one call).
+fn call_cost(rounds: usize) -> Result<(f64, f64, f64)> {
     use libbpf_rs::skel::{OpenSkel, SkelBuilder};
     let load = |calls: u32| -> Result<crate::compare::skel::PeersSkel<'static>> {
         let storage = Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
@@ -84,12 +85,14 @@ fn call_cost(rounds: usize) -> Result<(f64, f64)> {
         }
         Ok(total.as_nanos() as f64 / f64::from(CALLS))
     };
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut a, mut b, mut d) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        a.push(ns(&none.progs.xdp_calls)?);
-        b.push(ns(&many.progs.xdp_calls)?);
+        let (x, y) = (ns(&none.progs.xdp_calls)?, ns(&many.progs.xdp_calls)?);
+        a.push(x);
+        b.push(y);
+        d.push((y - x) / 16.0);
     }
-    Ok((median(&mut a), median(&mut b)))
+    Ok((median(&mut a), median(&mut b), median(&mut d)))
 }
 
 /// The pin-cost table, and the call-cost table that explains most of a
@@ -99,17 +102,34 @@ pub fn pin_cost(rounds: usize) -> Result<Vec<Table>> {
     let plain = load(false, 1024)?;
     let pinned = load(true, dataplane::abi::DEFAULT_PIN_FLOWS)?;
     let v6 = frame6_to(ANYCAST6);
-    // Rounds interleave the variants so drift hits them alike.
-    let mut ns = [(); 6].map(|_| Vec::new());
-    for _ in 0..rounds {
-        ns[0].push(ns_per_packet(&plain, CALLS)?);
-        ns[1].push(ns_per_packet(&pinned, CALLS)?);
-        ns[2].push(ns_per_packet_of(&plain, &v6, 14 + 7, CALLS)?);
-        ns[3].push(ns_per_packet_of(&pinned, &v6, 14 + 7, CALLS)?);
-        ns[4].push(ns_new_flow(&plain)?);
-        ns[5].push(ns_new_flow(&pinned)?);
+    // Rounds interleave the variants so drift hits them alike; a hit's
+    // cost is the median of each round's difference (pinned less
+    // unpinned, measured one right after the other), which drift between
+    // rounds does not reach. Hit rounds are cheap: four times as many.
+    let hit_rounds = (rounds * 4).max(20);
+    let mut ns = [(); 4].map(|_| Vec::new());
+    let (mut d4, mut d6) = (Vec::new(), Vec::new());
+    for _ in 0..hit_rounds {
+        let (u, p) = (
+            ns_per_packet(&plain, CALLS)?,
+            ns_per_packet(&pinned, CALLS)?,
+        );
+        let u6 = ns_per_packet_of(&plain, &v6, 14 + 7, CALLS)?;
+        let p6 = ns_per_packet_of(&pinned, &v6, 14 + 7, CALLS)?;
+        d4.push(p - u);
+        d6.push(p6 - u6);
+        for (v, x) in ns.iter_mut().zip([u, p, u6, p6]) {
+            v.push(x);
+        }
     }
-    let [u_hit, p_hit, u_hit6, p_hit6, u_new, p_new] = ns.map(|mut v| median(&mut v));
+    let [u_hit, p_hit, u_hit6, p_hit6] = ns.map(|mut v| median(&mut v));
+    let (hit4, hit6) = (median(&mut d4), median(&mut d6));
+    let (mut u_new, mut p_new) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        u_new.push(ns_new_flow(&plain)?);
+        p_new.push(ns_new_flow(&pinned)?);
+    }
+    let (u_new, p_new) = (median(&mut u_new), median(&mut p_new));
     let memory = |table: &str| {
         pinned
             .map_memory()
@@ -121,20 +141,20 @@ pub fn pin_cost(rounds: usize) -> Result<Vec<Table>> {
     let capacity = pinned.sizes().flows;
     let mut t = Table::new(
         "pin_cost",
-        format!("flow pinning's cost, BPF_PROG_TEST_RUN, 64-byte UDP, resilient group of 64 buckets, {rounds} rounds: a packet of a known flow ({CALLS} calls x 200 packets, median ns/packet) and a new IPv4 flow's first packet ({NEW_FLOWS} flows, one run each, median)"),
+        format!("flow pinning's cost, BPF_PROG_TEST_RUN, 64-byte UDP, resilient group of 64 buckets: a packet of a known flow ({hit_rounds} rounds x {CALLS} calls x 200 packets, median ns/packet; the difference is the median of each round's own) and a new IPv4 flow's first packet ({rounds} rounds x {NEW_FLOWS} flows, one run each, median)"),
         &["packet", "unpinned route ns", "pinned route ns", "pinned - unpinned ns"],
     );
     t.row(vec![
         text("known flow (pinned: a hit)"),
         num(u_hit, 1),
         num(p_hit, 1),
-        num(p_hit - u_hit, 1),
+        num(hit4, 1),
     ]);
     t.row(vec![
         text("known IPv6 flow (pinned: a hit)"),
         num(u_hit6, 1),
         num(p_hit6, 1),
-        num(p_hit6 - u_hit6, 1),
+        num(hit6, 1),
     ]);
     t.row(vec![
         text("new flow (pinned: an insert)"),
@@ -150,18 +170,15 @@ pub fn pin_cost(rounds: usize) -> Result<Vec<Table>> {
         memory6 as f64 / f64::from(capacity),
         1e6 / p_new,
     ));
-    let (none, many) = call_cost(rounds)?;
+    let (none, many, one) = call_cost(hit_rounds)?;
     let mut c = Table::new(
         "call_cost",
-        format!("what a call into the kernel and its return cost on this CPU: a program that makes 16 helper calls (bpf_get_numa_node_id) and one that makes none, BPF_PROG_TEST_RUN, {rounds} rounds x {CALLS} calls x 200 packets, median ns/packet"),
+        format!("what a call into the kernel and its return cost on this CPU: a program that makes 16 helper calls (bpf_get_numa_node_id) and one that makes none, BPF_PROG_TEST_RUN, {hit_rounds} rounds x {CALLS} calls x 200 packets, median ns/packet (one call: the median of each round's difference over 16)"),
         &["program", "ns per packet"],
     );
     c.row(vec![text("no call"), num(none, 1)]);
     c.row(vec![text("16 helper calls"), num(many, 1)]);
-    c.row(vec![
-        text("one call and its return"),
-        num((many - none) / 16.0, 1),
-    ]);
+    c.row(vec![text("one call and its return"), num(one, 1)]);
     let mitigations: Vec<String> = ["spectre_v2", "retbleed", "spec_rstack_overflow"]
         .iter()
         .filter_map(|v| {
