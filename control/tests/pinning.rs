@@ -254,7 +254,11 @@ fn leave_and_restart(
         }
     }
     let stats = xdp_ecmp(net, pins, &["stats"]);
-    assert!(text(&stats).contains("flow table:"), "{}", text(&stats));
+    assert!(
+        text(&stats).contains("flow tables: IPv4 "),
+        "{}",
+        text(&stats)
+    );
 
     // A restart keeps the table: the flows stay where they were.
     let log = daemon.stop();
