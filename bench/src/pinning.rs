@@ -105,8 +105,10 @@ pub fn pin_cost(rounds: usize) -> Result<Vec<Table>> {
     // Rounds interleave the variants so drift hits them alike; a hit's
     // cost is the median of each round's difference (pinned less
     // unpinned, measured one right after the other), which drift between
-    // rounds does not reach. Hit rounds are cheap: four times as many.
-    let hit_rounds = (rounds * 4).max(20);
+    // rounds does not reach. Four times as many hit rounds as new-flow
+    // rounds, no more: a repeated test run waits for RCU twice (the kernel
+    // switches its XDP dispatcher to the program and back).
+    let hit_rounds = rounds * 4;
     let mut ns = [(); 4].map(|_| Vec::new());
     let (mut d4, mut d6) = (Vec::new(), Vec::new());
     for _ in 0..hit_rounds {
