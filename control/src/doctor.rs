@@ -234,7 +234,7 @@ pub fn gather(opts: &Options, ports: &[String]) -> Host {
     Host {
         kernel: probe::kernel_release(),
         bpffs: probe::bpffs(),
-        ip_netns_exec: under_ip_netns_exec(),
+        ip_netns_exec: dataplane::pins::under_ip_netns_exec(),
         pins: pins(&opts.pin_dir),
         memlock: memlock(),
         program: load_program(),
@@ -269,7 +269,7 @@ fn port_facts(name: &str, opts: &Options, state: Option<&KernelState>) -> PortFa
         name: name.to_string(),
         ifindex,
         up: link.map(|l| l.up),
-        driver: ifindex.and_then(|_| probe::driver(name).ok()),
+        driver: ifindex.and_then(|_| dataplane::ethtool::driver(name).ok()),
         features,
         xdp_attached: link.is_some_and(|l| l.xdp_attached),
         ours: opts.pin_dir.join(format!("link_{name}")).exists(),
@@ -335,23 +335,6 @@ fn load_program() -> ProgramLoad {
             }
         }
     }
-}
-
-/// The namespace of `ip netns exec NS` when this process runs under it (it
-/// remounts /sys, hiding bpffs), as /proc/self/mountinfo shows.
-fn under_ip_netns_exec() -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|l| {
-        let mut fields = l.split(' ');
-        let mount_point = fields.nth(4)?;
-        if mount_point != "/sys" {
-            return None;
-        }
-        let mut after = l.split(" - ").nth(1)?.split(' ');
-        let (fstype, source) = (after.next()?, after.next()?);
-        (fstype == "sysfs" && source != "sysfs" && Path::new("/run/netns").join(source).exists())
-            .then(|| source.to_owned())
-    })
 }
 
 fn nexthop_use(s: &KernelState) -> NexthopUse {

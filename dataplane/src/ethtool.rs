@@ -1,4 +1,4 @@
-//! Two questions to a device by the ethtool ioctl (SIOCETHTOOL): how many receive queues it has, and whether GRO is on.
+//! Questions to a device by the ethtool ioctl (SIOCETHTOOL): how many receive queues it has, whether GRO is on, and its driver.
 
 use std::ffi::c_void;
 use std::io;
@@ -59,6 +59,42 @@ pub fn rx_queues(name: &str) -> io::Result<Option<u32>> {
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The driver of `name` (ETHTOOL_GDRVINFO), e.g. `veth`, `virtio_net`.
+pub fn driver(name: &str) -> io::Result<String> {
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        version: [u8; 32],
+        fw_version: [u8; 32],
+        bus_info: [u8; 32],
+        erom_version: [u8; 32],
+        reserved2: [u8; 12],
+        n_priv_flags: u32,
+        n_stats: u32,
+        testinfo_len: u32,
+        eedump_len: u32,
+        regdump_len: u32,
+    }
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    if name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a device name"),
+        ));
+    }
+    // SAFETY: a zeroed plain-data struct, its command set below.
+    let mut info: DrvInfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    ethtool(name, (&mut info as *mut DrvInfo).cast())?;
+    let end = info
+        .driver
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(info.driver.len());
+    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
 /// Whether GRO is on for `name` (ETHTOOL_GGRO).

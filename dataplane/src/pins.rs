@@ -90,7 +90,7 @@ pub fn ensure_bpffs(dir: &Path) -> Result<bool> {
 /// The namespace name when this process runs under `ip netns exec`, which
 /// gives it a mount namespace of its own with /sys mounted from a sysfs whose
 /// source is the namespace's name.
-fn under_ip_netns_exec() -> Option<String> {
+pub fn under_ip_netns_exec() -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let sys = info
         .lines()

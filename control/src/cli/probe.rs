@@ -167,7 +167,7 @@ pub fn native_xdp() -> Found {
             let native: Vec<String> = all
                 .iter()
                 .filter(|(_, bits)| *bits & xdp_act::BASIC != 0)
-                .map(|(name, _)| match driver(name) {
+                .map(|(name, _)| match dataplane::ethtool::driver(name) {
                     Ok(d) => format!("{name} ({d})"),
                     Err(_) => name.clone(),
                 })
@@ -186,59 +186,4 @@ pub fn native_xdp() -> Found {
         ),
         Err(e) => Found::Unknown(format!("{e:#}")),
     }
-}
-
-/// The driver of device `name` (ETHTOOL_GDRVINFO), e.g. `veth`, `virtio_net`.
-pub fn driver(name: &str) -> io::Result<String> {
-    #[repr(C)]
-    struct DrvInfo {
-        cmd: u32,
-        driver: [u8; 32],
-        version: [u8; 32],
-        fw_version: [u8; 32],
-        bus_info: [u8; 32],
-        erom_version: [u8; 32],
-        reserved2: [u8; 12],
-        n_priv_flags: u32,
-        n_stats: u32,
-        testinfo_len: u32,
-        eedump_len: u32,
-        regdump_len: u32,
-    }
-    const ETHTOOL_GDRVINFO: u32 = 0x3;
-    if name.len() >= libc::IFNAMSIZ || name.contains('\0') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name:?} is not a device name"),
-        ));
-    }
-    // SAFETY: a zeroed plain-data struct, its command set below.
-    let mut info: DrvInfo = unsafe { std::mem::zeroed() };
-    info.cmd = ETHTOOL_GDRVINFO;
-    // SAFETY: a datagram socket for the ioctl, closed before returning; the
-    // ifreq is zeroed, names the device and points at `info`, which lives
-    // through the call and is as large as the command writes.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-            *d = s as libc::c_char;
-        }
-        ifr.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
-        let rc = libc::ioctl(fd, libc::SIOCETHTOOL, &mut ifr);
-        let err = io::Error::last_os_error();
-        libc::close(fd);
-        if rc < 0 {
-            return Err(err);
-        }
-    }
-    let end = info
-        .driver
-        .iter()
-        .position(|b| *b == 0)
-        .unwrap_or(info.driver.len());
-    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
