@@ -1,0 +1,200 @@
+//! `show` and `stats`: what the pinned maps hold, listed for people or as JSON.
+
+use anyhow::Result;
+use control::inspect;
+use dataplane::pinned_verdict_counters;
+
+use super::args::{Cli, ShowWhat};
+
+pub(crate) fn stats(cli: &Cli, json: bool) -> Result<()> {
+    let counters = pinned_verdict_counters(&cli.pin_dir)?;
+    let failed = dataplane::txfail::pinned_tx_failures(&cli.pin_dir)?;
+    // The AF_XDP engine's share (in the totals above), where it counted any.
+    let engine: Vec<_> = dataplane::pinned_engine_counters(&cli.pin_dir)?
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, c)| c.packets != 0)
+        .collect();
+    // Flow pinning's table, where one is pinned (maps of this layout).
+    let flows = dataplane::flows::PinnedFlows::open(&cli.pin_dir)
+        .and_then(|f| f.stats())
+        .ok();
+    if json {
+        let mut v: Vec<_> = counters
+            .iter()
+            .map(|(v, c)| serde_json::json!({"verdict": v.name(), "packets": c.packets, "bytes": c.bytes}))
+            .collect();
+        // Redirected, then refused by the kernel: not in `forward`.
+        v.push(serde_json::json!({"tx_refused": true, "packets": failed}));
+        for (verdict, c) in &engine {
+            v.push(serde_json::json!({"engine": "afxdp", "verdict": verdict.name(), "packets": c.packets, "bytes": c.bytes}));
+        }
+        if let Some(f) = &flows {
+            let events: serde_json::Map<String, serde_json::Value> = f
+                .events
+                .iter()
+                .map(|(e, n)| (e.name().to_string(), (*n).into()))
+                .collect();
+            v.push(serde_json::json!({"flow_table": {"entries": f.entries, "entries_ipv4": f.entries_v4, "entries_ipv6": f.entries_v6, "capacity_per_family": f.capacity, "evicted": f.evicted(), "events": events}}));
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{:<20} {:>14} {:>16}", "verdict", "packets", "bytes");
+        for (v, c) in counters {
+            println!("{:<20} {:>14} {:>16}", v.name(), c.packets, c.bytes);
+        }
+        // Redirected, then refused by the kernel: not in `forward`.
+        println!("{:<20} {:>14} {:>16}", "tx-refused", failed, "-");
+        for (v, c) in &engine {
+            let row = format!("  afxdp {}", v.name());
+            println!("{row:<20} {:>14} {:>16}", c.packets, c.bytes);
+        }
+        if let Some(f) = &flows {
+            println!(
+                "flow tables: IPv4 {} and IPv6 {} of {} entries each, evicted {}",
+                f.entries_v4,
+                f.entries_v6,
+                f.capacity,
+                f.evicted()
+            );
+            for (e, n) in &f.events {
+                println!("  {:<18} {:>14}", e.name(), n);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub(crate) fn show(cli: &Cli, what: &ShowWhat, json: bool) -> Result<()> {
+    if let ShowWhat::Stats = what {
+        return stats(cli, json);
+    }
+    let dp = inspect::open(&cli.pin_dir)?;
+    match what {
+        ShowWhat::Routes => {
+            let rows = inspect::routes(&dp)?;
+            if json {
+                return print_json(&rows);
+            }
+            for r in rows {
+                let pinned = if r.pinned { " pinned" } else { "" };
+                match r.group {
+                    Some(g) => println!("{} group {g}{pinned}", r.prefix),
+                    None => println!("{} {}", r.prefix, r.kind),
+                }
+            }
+        }
+        ShowWhat::Groups => {
+            let rows = inspect::groups(&dp)?;
+            if json {
+                return print_json(&rows);
+            }
+            for g in rows {
+                let members: Vec<String> = g
+                    .members
+                    .iter()
+                    .map(|(nh, n)| format!("{nh}/{n}"))
+                    .collect();
+                println!(
+                    "group {} {} size {} slots {}..{} members {}",
+                    g.id,
+                    g.mode,
+                    g.size,
+                    g.base,
+                    g.base + u32::from(g.size),
+                    members.join(" ")
+                );
+            }
+        }
+        ShowWhat::Nexthops => {
+            let rows = inspect::nexthops(&dp)?;
+            if json {
+                return print_json(&rows);
+            }
+            for n in rows {
+                println!(
+                    "id {} dev {} lladdr {} mtu {} {}",
+                    n.id,
+                    n.dev,
+                    n.lladdr,
+                    n.mtu,
+                    n.state.join(",")
+                );
+            }
+        }
+        ShowWhat::Ports => {
+            let rows = inspect::ports(&dp)?;
+            if json {
+                return print_json(&rows);
+            }
+            let on = |b: bool| if b { "on" } else { "off" };
+            for p in rows {
+                println!(
+                    "{} ifindex {} mac {} ipv4-forwarding {} ipv6-forwarding {} ipv4-rp-filter {}",
+                    p.dev,
+                    p.ifindex,
+                    p.mac,
+                    on(p.ipv4_forwarding),
+                    on(p.ipv6_forwarding),
+                    on(p.ipv4_rp_filter)
+                );
+            }
+        }
+        ShowWhat::Buckets { group } => {
+            let rows = inspect::buckets(&dp, *group)?;
+            if json {
+                return print_json(&rows);
+            }
+            for b in rows {
+                println!(
+                    "id {group} index {} nhid {} dev {} used {}",
+                    b.index, b.nexthop, b.dev, b.last_used_tick
+                );
+            }
+        }
+        ShowWhat::Capacity => {
+            let rows = dp.capacity()?;
+            if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "table": r.table, "used": r.used, "limit": r.limit, "note": r.note,
+                        })
+                    })
+                    .collect();
+                return print_json(&v);
+            }
+            println!(
+                "{:<22} {:>10} {:>10} {:>6}  what fills it",
+                "table", "used", "limit", "use"
+            );
+            for r in rows {
+                println!(
+                    "{:<22} {:>10} {:>10} {:>5.1}%  {}",
+                    r.table,
+                    r.used,
+                    r.limit,
+                    100.0 * r.used as f64 / r.limit.max(1) as f64,
+                    r.note
+                );
+            }
+        }
+        ShowWhat::Flows { top } => {
+            let mut dp = dp;
+            let clock = dp.stamp_clock()?;
+            let s = control::flows::summary(&dp, *top, clock.jiffies, clock.hz)?;
+            if json {
+                return print_json(&s);
+            }
+            control::flows::print(&s);
+        }
+        ShowWhat::Stats => unreachable!(),
+    }
+    Ok(())
+}
