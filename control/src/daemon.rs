@@ -77,6 +77,14 @@ pub struct RunStats {
     pub undecodable: u64,
     /// Event (netlink readable) -> maps written, in microseconds.
     pub latency_us: hdrhistogram::Histogram<u64>,
+    /// Buckets moved since start, and over the last minute.
+    pub buckets_moved: u64,
+    pub moves: crate::status::MoveWindow,
+    /// Wall-clock ms of the last full re-dump.
+    pub last_redump_ms: Option<u64>,
+    /// A sync wrote next hops, groups or buckets since the topology was
+    /// last published.
+    pub topology_changed: bool,
 }
 
 impl Default for RunStats {
@@ -91,6 +99,10 @@ impl Default for RunStats {
             undecodable: 0,
             latency_us: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
                 .expect("histogram bounds"),
+            buckets_moved: 0,
+            moves: Default::default(),
+            last_redump_ms: None,
+            topology_changed: true,
         }
     }
 }
@@ -252,6 +264,14 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         let dirty = if all { Dirty::All } else { dirty };
         let st = rec.sync(state, &dirty, &mut Tee { dp, engine }, now, &last_used);
         stats.syncs += 1;
+        stats.buckets_moved += st.buckets_moved as u64;
+        stats.moves.record(now, st.buckets_moved as u64);
+        if all {
+            stats.last_redump_ms = Some(crate::status::unix_ms());
+        }
+        if st.nexthops_written + st.slots_written + st.groups_written + st.buckets_moved > 0 {
+            stats.topology_changed = true;
+        }
         tracing::debug!(?st, "synced");
         Ok(())
     };
@@ -279,7 +299,32 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let mut last_upkeep = Instant::now();
     let mut last_publish = Instant::now();
     let mut last_entropy = Instant::now();
+    // What `show` and `top` read beside the maps (see `status`).
+    let status_dir = crate::status::dir_for(&cfg.pin_dir);
+    let started_ms = crate::status::unix_ms();
+    let engine_name = if cfg.engine.is_some() { "afxdp" } else { "xdp" };
+    let mut last_status = Instant::now() - Duration::from_secs(1);
+    let mut status_failed = false;
     loop {
+        if last_status.elapsed() >= Duration::from_secs(1) {
+            last_status = Instant::now();
+            let wrote = publish_status(
+                &status_dir,
+                &rec,
+                &state,
+                &mut stats,
+                started_ms,
+                engine_name,
+            );
+            match (wrote, status_failed) {
+                (Err(e), false) => {
+                    tracing::warn!("the status for `show` and `top` is not written ({e:#}); forwarding is not affected");
+                    status_failed = true;
+                }
+                (Ok(()), true) => status_failed = false,
+                _ => {}
+            }
+        }
         if cfg.run_for.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
@@ -409,7 +454,47 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         // engine serves, and none are left).
         e.stop(&dp)?;
     }
+    // What an ended daemon did tells nothing; the topology still names
+    // what the maps hold.
+    crate::status::remove_activity(&cfg.pin_dir);
     Ok(stats)
+}
+
+/// Writes the activity, and the topology when a sync changed it.
+fn publish_status(
+    dir: &std::path::Path,
+    rec: &Reconciler,
+    state: &KernelState,
+    stats: &mut RunStats,
+    started_ms: u64,
+    engine: &str,
+) -> Result<()> {
+    let now = now_ms();
+    if stats.topology_changed {
+        crate::status::write_topology(dir, &rec.describe(state, now))?;
+        stats.topology_changed = false;
+    }
+    let (p50, p99, _) = stats.latency_quantiles();
+    crate::status::write_activity(
+        dir,
+        &crate::status::Activity {
+            pid: std::process::id(),
+            written_ms: crate::status::unix_ms(),
+            started_ms,
+            engine: engine.into(),
+            events: stats.events,
+            syncs: stats.syncs,
+            redumps: stats.redumps,
+            resyncs: stats.resyncs,
+            entropy_checks: stats.entropy_checks,
+            entropy_repairs: stats.entropy_repairs,
+            last_redump_ms: stats.last_redump_ms,
+            buckets_moved: stats.buckets_moved,
+            buckets_moved_last_minute: stats.moves.total(now),
+            latency_p50_us: p50,
+            latency_p99_us: p99,
+        },
+    )
 }
 
 /// Compares the mirror with a fresh dump; returns the dump when they differ

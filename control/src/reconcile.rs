@@ -21,6 +21,7 @@
 //! are written as a pass, and a route with no room of its own makes the
 //! prefixes covering it pass (`capacity` logs and counts each).
 
+mod describe;
 mod routes;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! `show` and `stats`: what the pinned maps hold, listed for people or as JSON.
 
 use anyhow::Result;
-use control::inspect;
+use control::{inspect, listings, status};
 use dataplane::pinned_verdict_counters;
 
 use super::args::{Cli, ShowWhat};
@@ -75,6 +75,22 @@ pub(crate) fn show(cli: &Cli, what: &ShowWhat, json: bool) -> Result<()> {
         return stats(cli, json);
     }
     let dp = inspect::open(&cli.pin_dir)?;
+    // The daemon's names for what the maps hold (gateways, the kernel's
+    // ids, weights, timers), where it wrote them.
+    let topology = match what {
+        ShowWhat::Groups | ShowWhat::Nexthops | ShowWhat::Buckets { .. } => {
+            let t = status::read_topology(&cli.pin_dir)?;
+            if !json {
+                if let Some(note) = listings::provenance(t.as_ref(), &status::dir_for(&cli.pin_dir))
+                {
+                    eprintln!("{note}");
+                }
+            }
+            t
+        }
+        _ => None,
+    };
+    let known = listings::Known::new(topology.as_ref());
     match what {
         ShowWhat::Routes => {
             let rows = inspect::routes(&dp)?;
@@ -90,41 +106,23 @@ pub(crate) fn show(cli: &Cli, what: &ShowWhat, json: bool) -> Result<()> {
             }
         }
         ShowWhat::Groups => {
-            let rows = inspect::groups(&dp)?;
+            let rows = known.groups(inspect::groups(&dp)?);
             if json {
                 return print_json(&rows);
             }
-            for g in rows {
-                let members: Vec<String> = g
-                    .members
-                    .iter()
-                    .map(|(nh, n)| format!("{nh}/{n}"))
-                    .collect();
-                println!(
-                    "group {} {} size {} slots {}..{} members {}",
-                    g.id,
-                    g.mode,
-                    g.size,
-                    g.base,
-                    g.base + u32::from(g.size),
-                    members.join(" ")
-                );
+            for g in &rows {
+                for l in listings::group_lines(g) {
+                    println!("{l}");
+                }
             }
         }
         ShowWhat::Nexthops => {
-            let rows = inspect::nexthops(&dp)?;
+            let rows = known.nexthops(inspect::nexthops(&dp)?);
             if json {
                 return print_json(&rows);
             }
-            for n in rows {
-                println!(
-                    "id {} dev {} lladdr {} mtu {} {}",
-                    n.id,
-                    n.dev,
-                    n.lladdr,
-                    n.mtu,
-                    n.state.join(",")
-                );
+            for n in &rows {
+                println!("{}", listings::nexthop_line(n));
             }
         }
         ShowWhat::Ports => {
@@ -146,15 +144,14 @@ pub(crate) fn show(cli: &Cli, what: &ShowWhat, json: bool) -> Result<()> {
             }
         }
         ShowWhat::Buckets { group } => {
-            let rows = inspect::buckets(&dp, *group)?;
+            let mut dp = dp;
+            let clock = dp.stamp_clock()?;
+            let rows = known.buckets(*group, inspect::buckets(&dp, *group)?, clock);
             if json {
                 return print_json(&rows);
             }
-            for b in rows {
-                println!(
-                    "id {group} index {} nhid {} dev {} used {}",
-                    b.index, b.nexthop, b.dev, b.last_used_tick
-                );
+            for b in &rows {
+                println!("{}", listings::bucket_line(b));
             }
         }
         ShowWhat::Capacity => {

@@ -1,0 +1,136 @@
+//! What the reconciler wrote, in the kernel's terms (gateways, nexthop ids, weights, timers): the topology `show` and `top` print beside the maps.
+
+use std::collections::HashMap;
+
+use dataplane::abi::GROUP_RESILIENT;
+
+use super::{port_name, Reconciler};
+use crate::state::{KernelState, NexthopObject};
+use crate::status::{GroupInfo, MemberInfo, NexthopInfo, Topology};
+use crate::translate::{group_for_key, GroupKey, GroupPlan};
+
+impl Reconciler {
+    /// The next hops and groups as written now, named as the kernel names
+    /// them; `now_ms` is the daemon's clock (for how long a group has been
+    /// unbalanced).
+    pub fn describe(&self, ks: &KernelState, now_ms: u64) -> Topology {
+        let mut nexthops: Vec<NexthopInfo> = self
+            .nexthops
+            .iter()
+            .map(|(path, w)| {
+                let mut kernel_ids: Vec<u32> = ks
+                    .nexthops
+                    .iter()
+                    .filter(
+                        |(_, o)| matches!(o, NexthopObject::Single { path: p, .. } if p == path),
+                    )
+                    .map(|(id, _)| *id)
+                    .collect();
+                kernel_ids.sort_unstable();
+                NexthopInfo {
+                    id: w.id,
+                    dev: port_name(ks, path.ifindex),
+                    ifindex: path.ifindex,
+                    gateway: path.gateway,
+                    kernel_ids,
+                }
+            })
+            .collect();
+        nexthops.sort_by_key(|n| n.id);
+        let mut routes: HashMap<&GroupKey, usize> = HashMap::new();
+        for key in self.route_groups.values() {
+            *routes.entry(key).or_default() += 1;
+        }
+        let plain = self.mode.plan();
+        let mut groups: Vec<GroupInfo> = self
+            .groups
+            .iter()
+            .map(|(key, g)| {
+                let desired = group_for_key(ks, key, &plain);
+                let (idle_timer, unbalanced_timer) = match (desired.as_ref().map(|d| &d.plan), key)
+                {
+                    (
+                        Some(GroupPlan::Resilient {
+                            idle_timer_ms,
+                            unbalanced_timer_ms,
+                            ..
+                        }),
+                        _,
+                    ) => (Some(idle_timer_ms / 1000), Some(unbalanced_timer_ms / 1000)),
+                    // The kernel's own resilient group: its timers.
+                    (Some(GroupPlan::KernelBuckets(_)), GroupKey::Nexthop(id)) => {
+                        match ks.nexthops.get(id) {
+                            Some(NexthopObject::Group {
+                                resilient: Some(r), ..
+                            }) => (
+                                Some(u64::from(r.idle_timer_s)),
+                                Some(u64::from(r.unbalanced_timer_s)),
+                            ),
+                            _ => (None, None),
+                        }
+                    }
+                    _ => (None, None),
+                };
+                // The share each member wants, by path id (groups balanced here).
+                let wanted: HashMap<u32, u32> = g.table.as_ref().map_or_else(HashMap::new, |t| {
+                    t.members()
+                        .iter()
+                        .zip(t.wanted_counts())
+                        .map(|(m, w)| (m.next_hop, *w))
+                        .collect()
+                });
+                let members = desired
+                    .map(|d| d.members)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|m| {
+                        let nexthop = self.nexthops.get(&m.path).map(|w| w.id);
+                        let held = nexthop
+                            .map_or(0, |id| g.slots.iter().filter(|s| **s == id).count() as u32);
+                        MemberInfo {
+                            nexthop,
+                            gateway: m.path.gateway,
+                            dev: port_name(ks, m.path.ifindex),
+                            weight: m.weight,
+                            buckets: held,
+                            wanted: self
+                                .path_ids
+                                .get(&m.path)
+                                .and_then(|p| wanted.get(p).copied()),
+                        }
+                    })
+                    .collect();
+                GroupInfo {
+                    id: g.id,
+                    kernel_id: match key {
+                        GroupKey::Nexthop(id) => Some(*id),
+                        GroupKey::Paths(_) => None,
+                    },
+                    mode: match (g.mode, &g.table) {
+                        (GROUP_RESILIENT, Some(_)) => "resilient",
+                        (GROUP_RESILIENT, None) => "kernel-resilient",
+                        _ => "modulo",
+                    }
+                    .into(),
+                    buckets: g.slots.len() as u32,
+                    idle_timer,
+                    unbalanced_timer,
+                    unbalanced_for: g
+                        .table
+                        .as_ref()
+                        .and_then(|t| t.unbalanced_since())
+                        .map(|since| now_ms.saturating_sub(since) as f64 / 1000.0),
+                    routes: routes.get(key).copied().unwrap_or(0),
+                    members,
+                }
+            })
+            .collect();
+        groups.sort_by_key(|g| g.id);
+        Topology {
+            pid: std::process::id(),
+            written_ms: crate::status::unix_ms(),
+            nexthops,
+            groups,
+        }
+    }
+}
