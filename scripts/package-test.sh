@@ -296,8 +296,8 @@ upgrade_phase() {
     (($(wc -l <<<"$before") == 128)) || fail "the anycast group has $(wc -l <<<"$before") buckets, not 128"
 
     # What an operator looks at (docs/operations.md names these commands).
-    o=$(xe show groups) && grep -q '^group [0-9]* resilient size 128 ' <<<"$o" || fail "show groups: $o"
-    o=$(xe show nexthops) && (($(grep -c '^id [0-9]* dev xe-o[0-3] lladdr 02:00:00:10:0[0-3]:99 ' <<<"$o") == 4)) || fail "show nexthops: $o"
+    o=$(xe show groups) && grep -q '^group [0-9]* resilient buckets 128 ' <<<"$o" || fail "show groups: $o"
+    o=$(xe show nexthops) && (($(grep -c '^id [0-9]* via 10\.0\.[0-3]\.2 dev xe-o[0-3] lladdr 02:00:00:10:0[0-3]:99 ' <<<"$o") == 4)) || fail "show nexthops: $o"
     o=$(xe show ports) && grep -q '^xe-in ifindex [0-9]* mac 02:00:00:00:aa:01 ipv4-forwarding on ' <<<"$o" || fail "show ports: $o"
     o=$(xe show capacity) && grep -q '^table ' <<<"$o" || fail "show capacity: $o"
     o=$(xe calc -p udp -s 10.2.0.100 --sport 32700 -d 172.16.255.66 --dport 53 -i xe-in) &&

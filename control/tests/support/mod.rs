@@ -29,6 +29,8 @@ impl Drop for PinDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
         let _ = std::fs::remove_dir_all(self.state());
+        // What its daemons wrote for `show` and `top`.
+        control::status::remove_all(&self.0);
     }
 }
 
