@@ -2,8 +2,16 @@
 # The anycast design guide's network in veth namespaces: client, 2 spines, 4 leaves, 4 servers announcing 172.16.255.66/32.
 # Usage: testbed.sh up [--mode static|bgp] [--engine xdp|afxdp] | down | status | daemon NODE [flags] | stop-daemon NODE | fail LEAF | restore LEAF
 #        | withdraw SERVER | announce SERVER | exec NODE CMD... | xdp-ecmp NODE ARGS...
-# Everything it creates is named xe-tb-*: namespaces xe-tb-<node>, bpffs pins /sys/fs/bpf/xe-tb-<node>,
-# state (PIDs, logs) under /run/xe-testbed. `down` removes all of it and ends only the processes it started.
+# Everything it creates is named xe-tb-*: namespaces xe-tb-<node> (its veths live only inside them),
+# bpffs pins /sys/fs/bpf/xe-tb-<node>, FRR run dirs /var/run/frr/xe-tb-<node>, state (PIDs, logs) under
+# /run/xe-testbed. `down` removes all of it, on a whole or a partly built testbed, as often as it is run:
+# it ends the processes whose PIDs the testbed recorded (daemons, anycast services, FRR), then any other
+# process still inside an xe-tb-* namespace, then deletes the namespaces, pins and state, and says what
+# is left if anything is.
+# When `up` fails (a command fails, a daemon does not start) or gets SIGINT, SIGTERM or SIGHUP, it tears
+# down everything it built so far and exits non-zero with a line naming the last step it completed.
+# Test only: XE_TESTBED_FAIL_AT=STEP makes `up` fail on purpose right after STEP, one of namespaces,
+# links, frr (bgp mode: FRR started in every node), routes, services, daemons (scripts/cleanup-test.sh).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +37,7 @@ link() {
     ip link add "$2" netns "$(ns "$1")" address "$(mac_of "$1" "$5")" type veth \
         peer name "$4" netns "$(ns "$3")" address "$(mac_of "$3" "$6")"
     for side in "$1 $2" "$3 $4"; do
+        # shellcheck disable=SC2086 # "NODE IF", split on purpose
         set -- $side
         in_ns "$1" ip link set "$2" up
         # Checksums computed in software: XDP-redirected frames carry no offload state.
@@ -68,7 +77,12 @@ up() {
         return 0
     fi
     [[ -x $XDP_ECMP ]] || die "$XDP_ECMP missing: cargo build --release -p xdp-ecmp"
-    trap 'echo "testbed: set-up failed, cleaning up" >&2; down' ERR
+    # From here on, whatever ends this shell before the testbed is complete
+    # tears down what it built: a failing command (set -e), die, a signal.
+    trap 'UP_WHY="interrupted by SIGINT"; exit 130' INT
+    trap 'UP_WHY="interrupted by SIGTERM"; exit 143' TERM
+    trap 'UP_WHY="interrupted by SIGHUP"; exit 129' HUP
+    trap up_abort EXIT
     mkdir -p "$STATE"
     # Every daemon of this testbed, scenario restarts included, runs this engine.
     echo "$engine" > "$STATE/engine"
@@ -77,6 +91,7 @@ up() {
         in_ns "$n" ip link set lo up
         in_ns "$n" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
     done
+    reached namespaces
     # client <-> spine02 (the guide's remote user behind swp51)
     link client eth0 spine02 swp51 1 51
     in_ns client ip addr add 10.2.0.100/24 dev eth0
@@ -96,22 +111,56 @@ up() {
         link "leaf0$i" swp1 "server0$i" eth0 1 1
         in_ns "server0$i" ip addr add "$ANYCAST/32" dev lo
     done
+    reached links
     if [[ $mode == static ]]; then
         static_routes
     else
         bgp_routes
     fi
+    reached routes
     for i in 1 2 3 4; do
         start_service "server0$i"
     done
+    reached services
     start_daemon spine01 -p swp1 -p swp2 -p swp3 -p swp4
     start_daemon spine02 -p swp51 -p swp1 -p swp2 -p swp3 -p swp4
     for i in 1 2 3 4; do
         start_daemon "leaf0$i" -p swp51 -p swp52 -p swp1
     done
-    trap - ERR
+    reached daemons
+    trap - EXIT INT TERM HUP
     echo "$mode" > "$STATE/mode"
     echo "testbed: up ($mode): ${#NODES[@]} namespaces xe-tb-*, xdp-ecmp on spines and leaves, services on ${SERVERS[*]}"
+}
+
+# reached STEP: `up` has completed STEP (the failure line names it).
+# XE_TESTBED_FAIL_AT=STEP (tests only) fails right here, as a failing
+# command would.
+UP_STEP=start UP_WHY=
+reached() {
+    UP_STEP=$1
+    if [[ ${XE_TESTBED_FAIL_AT:-} == "$1" ]]; then
+        echo "testbed: XE_TESTBED_FAIL_AT=$1: failing on purpose (test hook)" >&2
+        return 1
+    fi
+}
+
+# The EXIT trap while `up` builds: tear down everything built so far (down
+# copes with a partial testbed), undisturbed by further signals, and exit
+# non-zero.
+up_abort() {
+    local rc=$?
+    trap '' INT TERM HUP
+    trap - EXIT
+    set +e
+    ((rc != 0)) || rc=1
+    echo "testbed: set-up ${UP_WHY:-failed (exit $rc)} after step '$UP_STEP'; tearing down what it built" >&2
+    if down >&2; then
+        echo "testbed: up did not complete; cleaned up: no xe-tb-* namespace, process, pin or state of it is left" >&2
+    else
+        echo "testbed: up did not complete, and the clean-up left something (above)" >&2
+    fi
+    exit "$rc"
 }
 
 # Static mode: /31s, permanent neighbours, ECMP routes written with ip.
@@ -179,6 +228,7 @@ bgp_routes() {
         frr_conf "leaf0$i" "6500$i" swp51 swp52 swp1
         frr_conf "server0$i" "6510$i" eth0
     done
+    reached frr
     # Converged when spine02 has four paths to the anycast address.
     local t=0
     until [[ $(in_ns spine02 ip route show "$ANYCAST" 2>/dev/null | grep -c nexthop) -ge 4 ]] &&
@@ -230,28 +280,85 @@ stop_daemon() {
     rm -f "$pidf"
 }
 
+# alive PID: the process exists and is not a zombie.
+alive() {
+    local st
+    [[ $1 =~ ^[0-9]+$ ]] && read -r st 2>/dev/null <"/proc/$1/stat" || return 1
+    st=${st##*) }
+    [[ ${st%% *} != Z ]]
+}
+
+# our_netns: the testbed's namespaces.
+our_netns() { ip netns list 2>/dev/null | awk '{print $1}' | grep '^xe-tb-' || true; }
+
+# ours PID: a recorded PID that is still the testbed's: a live process
+# inside one of its namespaces or, the namespace already gone, running one
+# of its programs (not a PID the kernel has since handed to another).
+ours() {
+    alive "$1" || return 1
+    local ino cmd
+    ino=$(stat -L -c %i "/proc/$1/ns/net" 2>/dev/null) || return 1
+    [[ " $OUR_NETS " == *" $ino "* ]] && return 0
+    cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline") || return 1
+    [[ $cmd == *xe-tb-* || $cmd == *"$ROOT/scripts/anycast.py"* || $cmd == *"$STATE"* ]]
+}
+
+# end_pids PID...: SIGTERM, up to 5 s to exit, then SIGKILL; prints the
+# PIDs still alive after that (none, normally).
+end_pids() {
+    (($#)) || return 0
+    local pid t left
+    kill "$@" 2>/dev/null || true
+    for ((t = 0; t < 70; t++)); do
+        ((t == 50)) && kill -9 "$@" 2>/dev/null
+        left=()
+        for pid; do alive "$pid" && left+=("$pid"); done
+        ((${#left[@]})) || return 0
+        sleep 0.1
+    done
+    echo "${left[*]}"
+}
+
 down() {
     need_root
-    local f pid
-    for f in "$STATE"/*.pid; do
+    local f n pid recorded=() others=() survivors=""
+    OUR_NETS=""
+    for n in $(our_netns); do OUR_NETS+=" $(stat -L -c %i "/run/netns/$n" 2>/dev/null || true)"; done
+    # The processes it started, by the PIDs it recorded.
+    for f in "$STATE"/*.pid "$STATE"/frr/*/*.pid; do
         [[ -e $f ]] || continue
-        pid=$(cat "$f"); kill "$pid" 2>/dev/null || true
+        pid=$(cat "$f" 2>/dev/null || true)
+        if ours "$pid"; then recorded+=("$pid"); fi
     done
-    sleep 0.3
-    for f in "$STATE"/*.pid; do
-        [[ -e $f ]] || continue
-        pid=$(cat "$f"); kill -9 "$pid" 2>/dev/null || true; rm -f "$f"
+    survivors+=" $(end_pids "${recorded[@]}")"
+    # Then any other process still inside a namespace of the testbed: one
+    # whose PID was not recorded yet (a service or FRR daemon started just
+    # before an interrupt), a client the demo ran. Deleting a namespace ends
+    # none of them.
+    for n in $(our_netns); do
+        for pid in $(ip netns pids "$n" 2>/dev/null); do
+            if alive "$pid"; then others+=("$pid"); fi
+        done
     done
-    for f in "$STATE"/frr/*/*.pid; do
-        [[ -e $f ]] || continue
-        kill "$(cat "$f")" 2>/dev/null || true
-    done
-    local n
-    for n in $(ip netns list | awk '{print $1}' | grep '^xe-tb-' || true); do
+    if ((${#others[@]})); then
+        echo "testbed: ending ${#others[@]} more processes inside xe-tb-* namespaces (pids ${others[*]})"
+        survivors+=" $(end_pids "${others[@]}")"
+    fi
+    for n in $(our_netns); do
         ip netns del "$n" 2>/dev/null || true
     done
     rm -rf /sys/fs/bpf/xe-tb-* 2>/dev/null || true
     rm -rf "$STATE" /var/run/frr/xe-tb-*
+    local left=()
+    [[ -z ${survivors// /} ]] || left+=("processes$survivors")
+    [[ -z $(our_netns) ]] || left+=("namespaces $(our_netns | tr '\n' ' ')")
+    ! compgen -G '/sys/fs/bpf/xe-tb-*' >/dev/null || left+=("pins $(echo /sys/fs/bpf/xe-tb-*)")
+    ! compgen -G '/var/run/frr/xe-tb-*' >/dev/null || left+=("FRR run directories $(echo /var/run/frr/xe-tb-*)")
+    [[ ! -e $STATE ]] || left+=("$STATE")
+    if ((${#left[@]})); then
+        echo "testbed: down, but left: ${left[*]}" >&2
+        return 1
+    fi
     echo "testbed: down"
 }
 
