@@ -5,13 +5,19 @@
 Every figure printed is measured on the testbed in this run. `--check` turns
 each claim of the guide into an assertion (the scenario tests); `--json`
 prints one JSON document instead of tables.
+
+Whatever way it ends (done, a failed step or claim, SIGINT, SIGTERM, SIGHUP)
+it ends what it started and brings the testbed down; `--keep` keeps it up
+after a run that succeeded, `--keep-on-failure` after a failed one too.
 """
 import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -606,11 +612,88 @@ def step_pinning(r):
             f"{stale} of {restarts} restarts left the route pinned as the run before had it")
 
 
+class Interrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP: unwinds main() so that its clean-up runs."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def on_signal(signum, frame):
+    raise Interrupted(signum)
+
+
+def hold_signals():
+    # The clean-up runs to its end: a second Ctrl-C must not leave half a testbed.
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
+def testbed_up(mode, engine):
+    # testbed.sh up removes what it built when it fails or gets a signal: on
+    # an interrupt it gets the same signal and is waited for (subprocess.run
+    # would SIGKILL it half-way).
+    with tempfile.TemporaryFile() as out:
+        p = subprocess.Popen([TESTBED, "up", "--mode", mode, "--engine", engine], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            p.wait()
+        except BaseException as e:
+            hold_signals()
+            p.send_signal(e.signum if isinstance(e, Interrupted) else signal.SIGTERM)
+            try:
+                p.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            raise
+        if p.returncode != 0:
+            out.seek(0)
+            raise SystemExit(f"demo: testbed.sh up failed:\n{out.read().decode(errors='replace').strip()}")
+
+
+def proc_state(pid):
+    # (state, parent PID) of a process, or None once it is gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+    except OSError:
+        return None
+    fields = st[st.rindex(")") + 2:].split()
+    return fields[0], int(fields[1])
+
+
+def end_children():
+    # What the demo itself still runs (a client's streams, a testbed.sh
+    # change in the background), by PID: SIGTERM, up to 5 s, then SIGKILL.
+    me = os.getpid()
+    kids = [int(d) for d in os.listdir("/proc") if d.isdigit() and (proc_state(d) or ("Z", 0))[1] == me]
+
+    def running():
+        return [k for k in kids if (proc_state(k) or ("Z", 0))[0] != "Z"]
+
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        for k in running():
+            try:
+                os.kill(k, sig)
+            except OSError:
+                pass
+        deadline = time.time() + wait
+        while running() and time.time() < deadline:
+            time.sleep(0.05)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="one JSON document instead of tables")
     ap.add_argument("--check", action="store_true", help="assert every claim (the scenario tests); exit 1 on a failure")
-    ap.add_argument("--keep", action="store_true", help="leave the testbed up to explore")
+    ap.add_argument("--keep", action="store_true",
+                    help="leave the testbed up to explore after a run that succeeded (a failed or interrupted run brings it down)")
+    ap.add_argument("--keep-on-failure", action="store_true",
+                    help="as --keep, and also after a failed step or claim, to look into it (an interrupt still brings it down)")
     ap.add_argument("--steps", default="1,2,3,4,5,6,7,8",
                     help="which steps to run, e.g. 1,2,7 (7, the BGP withdrawal, needs --mode bgp; 8 is flow pinning)")
     ap.add_argument("--engine", choices=["xdp", "afxdp"], default="xdp",
@@ -620,15 +703,20 @@ def main():
     a = ap.parse_args()
     global MODE, ENGINE
     MODE, ENGINE = a.mode, a.engine
+    for s in SIGNALS:
+        signal.signal(s, on_signal)
     r = Report(a.check, a.json)
     started = time.time()
-    if not a.json:
-        print(f"xdp-ecmp demo: the anycast design guide on a veth testbed ({a.mode} routing, {a.engine} engine)")
-    testbed("down")
-    testbed("up", "--mode", a.mode, "--engine", a.engine)
-    r.data["mode"] = a.mode
-    r.data["engine"] = a.engine
+    up = ok = kept = False
+    interrupted = failure = None
     try:
+        if not a.json:
+            print(f"xdp-ecmp demo: the anycast design guide on a veth testbed ({a.mode} routing, {a.engine} engine)")
+        testbed("down")
+        testbed_up(a.mode, a.engine)
+        up = True
+        r.data["mode"] = a.mode
+        r.data["engine"] = a.engine
         spine02_daemon(*MODES["resilient, idle timer 0"])
         steps = {int(x) for x in a.steps.split(",") if x.strip()}
         for n, step in [(1, step_split), (2, step_two_flows), (3, step_failure), (4, step_return), (5, step_tcp), (6, step_ftp)]:
@@ -638,8 +726,19 @@ def main():
             step_withdraw(r)
         if 8 in steps:
             step_pinning(r)
+        ok = not (a.check and any(not x[1] for x in r.results))
+    except Interrupted as e:
+        interrupted = e.signum
+    except SystemExit as e:
+        # A failed step: its message first, then what became of the testbed.
+        failure = e
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            failure = SystemExit(1)
     finally:
-        if any(not ok for _, ok, _ in r.results):
+        hold_signals()
+        end_children()
+        if any(not x[1] for x in r.results):
             # What spine02's daemon did to its bucket tables, for the failed claim.
             try:
                 with open("/run/xe-testbed/spine02.log") as f:
@@ -648,8 +747,21 @@ def main():
                 print("spine02 daemon runs and their bucket moves:\n  " + "\n  ".join(moves or ["(none)"]), file=sys.stderr)
             except OSError as e:
                 print(f"spine02 daemon log: {e}", file=sys.stderr)
-        if not a.keep:
-            testbed("down")
+        kept = up and interrupted is None and ((a.keep and ok) or a.keep_on_failure)
+        if not kept:
+            down = subprocess.run([TESTBED, "down"], capture_output=True, text=True)
+            if down.returncode != 0:
+                print(f"demo: scripts/testbed.sh down failed: {(down.stderr or down.stdout).strip()}", file=sys.stderr)
+            elif not ok:
+                why = f"interrupted by {signal.Signals(interrupted).name}" if interrupted else "failed"
+                print(f"demo: {why}; the testbed is down" + (" (--keep keeps it only after a run that succeeded)" if a.keep else ""),
+                      file=sys.stderr)
+        elif not ok:
+            print("demo: failed; the testbed stays up (--keep-on-failure): scripts/testbed.sh status; scripts/testbed.sh down", file=sys.stderr)
+    if interrupted is not None:
+        sys.exit(128 + interrupted)
+    if failure is not None:
+        raise failure
     passed = sum(1 for x in r.results if x[1])
     failed = len(r.results) - passed
     r.data["claims"] = [dict(name=n, ok=o, detail=d) for n, o, d in r.results]
@@ -657,7 +769,7 @@ def main():
     if a.json:
         print(json.dumps(r.data, indent=2, sort_keys=True))
     else:
-        if a.keep:
+        if kept:
             print("\nThe testbed is up: scripts/testbed.sh status | exec NODE CMD | xdp-ecmp spine02 show groups; scripts/testbed.sh down")
         print(f"\ndemo: {r.data['seconds']} s")
     print(f"scenarios: {passed} passed, {failed} failed", file=sys.stderr if a.json else sys.stdout)
