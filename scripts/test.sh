@@ -50,6 +50,8 @@ if [[ $(id -u) -eq 0 ]]; then
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends frr >/dev/null
     }
+    # The testbed and the demo, failing on purpose and interrupted, leave nothing behind.
+    ./scripts/cleanup-test.sh
     python3 scripts/demo.py --check --mode static
     # BGP mode, every step: the split, failure and return (only the failed
     # path's flows move), the route listing and the withdrawal.
