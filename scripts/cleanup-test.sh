@@ -159,7 +159,7 @@ leftovers() {
         echo "process $pid names the testbed: $(tr '\0' ' ' <"$f" 2>/dev/null || true)"
     done
     [[ ! -e $STATE ]] || echo "$STATE: $(find "$STATE" -mindepth 1 -maxdepth 1 -printf '%f ' 2>/dev/null | head -c 200)"
-    for f in /var/run/frr/xe-tb-* /sys/fs/bpf/xe-tb-*; do
+    for f in /var/run/frr/xe-tb-* /sys/fs/bpf/xe-tb-* /run/xdp-ecmp/sys_fs_bpf_xe-tb-*; do
         [[ -e $f ]] && echo "$f"
     done
     true
@@ -186,7 +186,7 @@ $(cat "$OUT")"
 
 echo "== cleanup test: testbed.sh up failing on purpose (XE_TESTBED_FAIL_AT), interrupted, and the demo stopped; then nothing of the testbed may be left"
 echo "   checked after each: xe-tb-* namespaces, root-namespace veths (02:5e:*, swpN), every process seen (recorded PIDs, processes inside the namespaces),"
-echo "   command lines naming the testbed, $STATE, /var/run/frr/xe-tb-*, /sys/fs/bpf/xe-tb-*"
+echo "   command lines naming the testbed, $STATE, /var/run/frr/xe-tb-*, /sys/fs/bpf/xe-tb-*, /run/xdp-ecmp/sys_fs_bpf_xe-tb-*"
 
 # (a) failure on purpose: early (namespaces only), late (services and every
 # daemon running), BGP (FRR running in every router).

@@ -32,7 +32,8 @@ json() { python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
 
 # The stand-in for systemctl: runs a unit's ExecStartPre= ("+": as root)
 # and ExecStart= as User=/Group= with exactly AmbientCapabilities= (the
-# bounding set too) and no new privileges, hands it StateDirectory=, stops
+# bounding set too) and no new privileges, hands it StateDirectory= and
+# RuntimeDirectory= (the status `show` reads), stops
 # it with SIGTERM (systemd's default KillSignal=), enables it by its
 # WantedBy= link, and records every call.
 # The daemon runs in the test's network namespace.
@@ -73,6 +74,12 @@ start() {
     mkdir -p "$dir"
     chown "$user:$group" "$dir"
     chmod "$(key StateDirectoryMode)" "$dir"
+    if [[ -n $(key RuntimeDirectory) ]]; then
+        dir=/run/$(key RuntimeDirectory)
+        mkdir -p "$dir"
+        chown "$user:$group" "$dir"
+        chmod "$(key RuntimeDirectoryMode)" "$dir"
+    fi
     eval "set -- $(key ExecStart)"
     echo "=== started $(date +%T.%N): $*" >> "$SVC/$unit.log"
     nsenter --net="/run/netns/$NS" setpriv --reuid="$user" --regid="$group" --init-groups \
@@ -223,6 +230,14 @@ upgrade_phase() {
         mount -t overlay "xe-$o" -o "lowerdir=/$o,upperdir=$WORK/ovl/$o/u,workdir=$WORK/ovl/$o/w" "/$o"
     done
     mount -t tmpfs xe-systemd /run/systemd
+    # The daemon's RuntimeDirectory= (/run/xdp-ecmp): a tmpfs of this
+    # namespace over a mount point made on the host if it had none (removed
+    # on exit).
+    if [[ ! -d /run/xdp-ecmp ]]; then
+        mkdir /run/xdp-ecmp
+        touch "$WORK/made-run-dir"
+    fi
+    mount -t tmpfs -o mode=0755 xe-run /run/xdp-ecmp
     mkdir /run/systemd/system # "systemd is running", as maintainer scripts ask
     while mountpoint -q /sys/fs/bpf; do umount /sys/fs/bpf; done
     # This image forbids service actions from maintainer scripts (a
@@ -408,6 +423,7 @@ cleanup() {
         [[ -e $f ]] && kill -KILL "$(cat "$f")" 2>/dev/null
     done
     ip netns del "$NS" 2>/dev/null || true
+    [[ ! -e $WORK/made-run-dir ]] || rmdir /run/xdp-ecmp 2>/dev/null || true
     rm -rf "$WORK"
     ((rc == 0)) || echo "package test: failed (exit $rc); removed $NS and $WORK" >&2
 }

@@ -81,8 +81,11 @@ ours() {
 }
 left=$(ip netns list 2>/dev/null | awk '{print $1}' | grep '^xe-t' | ours || true)
 pins=$(find /sys/fs/bpf -maxdepth 1 -name 'xe-t*' -printf '%f\n' 2>/dev/null | ours || true)
-if [[ -n "$left$pins" ]]; then
-    echo "tests left behind: $left $pins" >&2
+# The status the daemons of those pin directories wrote for show and top.
+status=$(find /run/xdp-ecmp -maxdepth 1 -name 'sys_fs_bpf_xe-t*' -printf '%f\n' 2>/dev/null |
+    sed 's/^sys_fs_bpf_//' | ours | sed 's|^|/run/xdp-ecmp/sys_fs_bpf_|' || true)
+if [[ -n "$left$pins$status" ]]; then
+    echo "tests left behind: $left $pins $status" >&2
     exit 1
 fi
 echo "== all tests passed"

@@ -3,8 +3,8 @@
 # Usage: testbed.sh up [--mode static|bgp] [--engine xdp|afxdp] | down | status | daemon NODE [flags] | stop-daemon NODE | fail LEAF | restore LEAF
 #        | withdraw SERVER | announce SERVER | exec NODE CMD... | xdp-ecmp NODE ARGS...
 # Everything it creates is named xe-tb-*: namespaces xe-tb-<node> (its veths live only inside them),
-# bpffs pins /sys/fs/bpf/xe-tb-<node>, FRR run dirs /var/run/frr/xe-tb-<node>, state (PIDs, logs) under
-# /run/xe-testbed. `down` removes all of it, on a whole or a partly built testbed, as often as it is run:
+# bpffs pins /sys/fs/bpf/xe-tb-<node>, FRR run dirs /var/run/frr/xe-tb-<node>, the daemons' status for
+# show and top (/run/xdp-ecmp/sys_fs_bpf_xe-tb-<node>), state (PIDs, logs) under /run/xe-testbed. `down` removes all of it, on a whole or a partly built testbed, as often as it is run:
 # it ends the processes whose PIDs the testbed recorded (daemons, anycast services, FRR), then any other
 # process still inside an xe-tb-* namespace, then deletes the namespaces, pins and state, and says what
 # is left if anything is.
@@ -348,12 +348,14 @@ down() {
         ip netns del "$n" 2>/dev/null || true
     done
     rm -rf /sys/fs/bpf/xe-tb-* 2>/dev/null || true
-    rm -rf "$STATE" /var/run/frr/xe-tb-*
+    rm -rf "$STATE" /var/run/frr/xe-tb-* /run/xdp-ecmp/sys_fs_bpf_xe-tb-*
+    rmdir /run/xdp-ecmp 2>/dev/null || true # only if no other daemon wrote there
     local left=()
     [[ -z ${survivors// /} ]] || left+=("processes$survivors")
     [[ -z $(our_netns) ]] || left+=("namespaces $(our_netns | tr '\n' ' ')")
     ! compgen -G '/sys/fs/bpf/xe-tb-*' >/dev/null || left+=("pins $(echo /sys/fs/bpf/xe-tb-*)")
     ! compgen -G '/var/run/frr/xe-tb-*' >/dev/null || left+=("FRR run directories $(echo /var/run/frr/xe-tb-*)")
+    ! compgen -G '/run/xdp-ecmp/sys_fs_bpf_xe-tb-*' >/dev/null || left+=("daemon status $(echo /run/xdp-ecmp/sys_fs_bpf_xe-tb-*)")
     [[ ! -e $STATE ]] || left+=("$STATE")
     if ((${#left[@]})); then
         echo "testbed: down, but left: ${left[*]}" >&2

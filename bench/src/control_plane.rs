@@ -44,6 +44,7 @@ impl Drop for Bed {
     fn drop(&mut self) {
         self.stop_daemon();
         let _ = std::fs::remove_dir_all(&self.pin);
+        control::status::remove_all(&self.pin);
         let _ = std::fs::remove_file(&self.log);
         let _ = std::fs::remove_dir_all(self.state());
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
@@ -359,6 +360,7 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
     // maps (no pinned maps to adopt): its own pace, without the kernel's.
     bed.stop_daemon();
     let _ = std::fs::remove_dir_all(&bed.pin);
+    control::status::remove_all(&bed.pin);
     eprintln!("control plane: daemon cold start with {n} routes in the kernel ...");
     let start = Instant::now();
     bed.start_daemon()?;

@@ -216,6 +216,7 @@ impl Drop for Run {
         }
         let _ = std::fs::remove_dir_all(&self.pins);
         let _ = std::fs::remove_dir_all(&self.state);
+        control::status::remove_all(&self.pins);
         for l in &self.logs {
             let _ = std::fs::remove_file(l);
         }
