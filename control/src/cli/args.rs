@@ -51,7 +51,17 @@ pub(crate) enum ShowWhat {
     /// Attached ports: the MAC frames are admitted to, the forwarding switches.
     Ports,
     /// The buckets of one group.
-    Buckets { group: u32 },
+    Buckets {
+        group: u32,
+        /// Draw the table into FILE as a PNG picture instead: one cell per
+        /// bucket, coloured by its next hop, and a legend.
+        #[arg(long, value_name = "FILE", conflicts_with = "json")]
+        png: Option<PathBuf>,
+        /// Mark the buckets whose next hop changed since FILE, a listing
+        /// written earlier by `show buckets GROUP --json` (with --png).
+        #[arg(long, value_name = "FILE", requires = "png")]
+        moved_since: Option<PathBuf>,
+    },
     /// Packets and bytes per verdict.
     Stats,
     /// Used and limit of every table.

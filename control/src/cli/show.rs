@@ -143,10 +143,19 @@ pub(crate) fn show(cli: &Cli, what: &ShowWhat, json: bool) -> Result<()> {
                 );
             }
         }
-        ShowWhat::Buckets { group } => {
+        ShowWhat::Buckets {
+            group,
+            png,
+            moved_since,
+        } => {
             let mut dp = dp;
             let clock = dp.stamp_clock()?;
             let rows = known.buckets(*group, inspect::buckets(&dp, *group)?, clock);
+            if let Some(out) = png {
+                let line = control::bucketmap::write(*group, &rows, moved_since.as_deref(), out)?;
+                println!("{line}");
+                return Ok(());
+            }
             if json {
                 return print_json(&rows);
             }
