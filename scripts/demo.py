@@ -153,14 +153,90 @@ def step_two_flows(r):
     r.claim("ip route show lists the four next hops", nh == 4, f"{nh} nexthop lines")
 
 
+PICTURES = "/tmp/xdp-ecmp-demo"  # --pictures
+LEAF03_PORT = "swp3"  # spine02's port towards leaf03
+
+
+def buckets_listing(name):
+    # spine02's buckets of the anycast route, listed by its prefix (a
+    # multipath route's group changes with its next hops), kept as NAME.json.
+    out = testbed("xdp-ecmp", "spine02", "show", "buckets", ANYCAST + "/32", "--json")
+    with open(os.path.join(PICTURES, name + ".json"), "w") as f:
+        f.write(out)
+    return json.loads(out)
+
+
+def bucket_picture(name, since=None):
+    # NAME.png: the bucket map, framing the buckets moved since listing SINCE.
+    path = os.path.join(PICTURES, name + ".png")
+    args = ["xdp-ecmp", "spine02", "show", "buckets", ANYCAST + "/32", "--png", path]
+    if since:
+        args += ["--moved-since", os.path.join(PICTURES, since + ".json")]
+    line = testbed(*args).strip()
+    m = re.search(r", (\d+) moved since ", line)
+    return path, int(m.group(1)) if m else 0
+
+
+def moved_buckets(a, b):
+    return [(x, y) for x, y in zip(a, b) if x["nexthop"] != y["nexthop"]]
+
+
+def pictures(r, stage):
+    # The bucket maps of figs. 3-7 (resilient, idle timer 0): before leaf03
+    # fails, after, and after it returns; each framing what moved.
+    if stage == "before":
+        os.makedirs(PICTURES, exist_ok=True)
+        r.pics = {"before": buckets_listing("before")}
+        bucket_picture("before")
+    elif stage == "failed":
+        r.pics["failed"] = buckets_listing("failed")
+        r.pics["failed_png"] = bucket_picture("failed", "before")
+    else:
+        # Idle timer 0: leaf03 takes its share back at the next sync.
+        t0 = time.time()
+        while True:
+            now = buckets_listing("returned")
+            if any(b["dev"] == LEAF03_PORT for b in now) or time.time() - t0 > 10:
+                break
+            time.sleep(0.3)
+        r.pics["returned"] = now
+        r.pics["returned_png"] = bucket_picture("returned", "failed")
+
+
+def picture_claims(r):
+    b0, b1, b2 = r.pics["before"], r.pics["failed"], r.pics["returned"]
+    (p1, n1), (p2, n2) = r.pics["failed_png"], r.pics["returned_png"]
+    gone = moved_buckets(b0, b1)
+    back = moved_buckets(b1, b2)
+    on3 = sum(1 for b in b0 if b["dev"] == LEAF03_PORT)
+    r.data["pictures"] = dict(dir=PICTURES, before=os.path.join(PICTURES, "before.png"), failed=p1, returned=p2,
+                              moved_on_failure=n1, moved_on_return=n2, buckets=len(b0), leaf03_buckets=on3)
+    if not r.json:
+        print(f"\n  bucket maps of spine02's anycast route ({len(b0)} buckets): {PICTURES}/before.png, "
+              f"failed.png ({n1} framed: leaf03's), returned.png ({n2} framed: back to leaf03)")
+    r.claim("fig. 7 as a picture: the buckets framed after leaf03 fails are exactly leaf03's",
+            on3 > 0 and n1 == len(gone) == on3 and all(x["dev"] == LEAF03_PORT for x, _ in gone),
+            f"{n1} framed, {len(gone)} changed, leaf03 held {on3} of {len(b0)}")
+    r.claim("the picture after leaf03 returns frames only buckets handed back to leaf03",
+            n2 == len(back) > 0 and all(y["dev"] == LEAF03_PORT for _, y in back),
+            f"{n2} framed, {len(back)} changed, now on {LEAF03_PORT}: {sum(1 for _, y in back if y['dev'] == LEAF03_PORT)}")
+
+
 def step_failure(r):
     rows = {}
     for mode in ("modulo", "resilient, idle timer 0"):
         spine02_daemon(*MODES[mode])
+        draw = mode == "resilient, idle timer 0"
         before = query()
+        if draw:
+            pictures(r, "before")
         leaf03("down")
         after = query()
+        if draw:
+            pictures(r, "failed")
         leaf03("up")
+        if draw:
+            pictures(r, "returned")
         total_moved, total = moved(before, after)
         unrelated, n_unrelated = moved(before, after, lambda k: before[k] != ON_LEAF03)
         on3 = sum(1 for k in before if before[k] == ON_LEAF03)
@@ -179,6 +255,7 @@ def step_failure(r):
             f"{pct(m['unrelated_moved'], m['unrelated'])}")
     r.claim("fig. 7: resilient hashing keeps unrelated flows on removal", res["unrelated_moved"] == 0 and res["moved"] == res["ideal"],
             f"unrelated moved {res['unrelated_moved']}, moved {res['moved']} = leaf03's {res['ideal']}")
+    picture_claims(r)
 
 
 def step_return(r):
@@ -698,11 +775,13 @@ def main():
                     help="which steps to run, e.g. 1,2,7 (7, the BGP withdrawal, needs --mode bgp; 8 is flow pinning)")
     ap.add_argument("--engine", choices=["xdp", "afxdp"], default="xdp",
                     help="who forwards on every spine and leaf: the XDP program, or the AF_XDP engine it steers to")
+    ap.add_argument("--pictures", default="/tmp/xdp-ecmp-demo", metavar="DIR",
+                    help="where the bucket maps of step 3 go (before.png, failed.png, returned.png and their listings)")
     ap.add_argument("--mode", choices=["static", "bgp"], default="static",
                     help="static ECMP routes written with ip, or FRR/BGP unnumbered with the servers announcing the anycast /32")
     a = ap.parse_args()
-    global MODE, ENGINE
-    MODE, ENGINE = a.mode, a.engine
+    global MODE, ENGINE, PICTURES
+    MODE, ENGINE, PICTURES = a.mode, a.engine, a.pictures
     for s in SIGNALS:
         signal.signal(s, on_signal)
     r = Report(a.check, a.json)

@@ -92,6 +92,8 @@ pub struct Bucket {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
     pub group: u32,
+    /// The route it was listed by (`show buckets PREFIX`), if any.
+    pub route: Option<String>,
     pub buckets: Vec<Bucket>,
 }
 
@@ -106,6 +108,8 @@ fn label(gateway: Option<IpAddr>, dev: &str) -> String {
 #[derive(Deserialize)]
 struct JsonRow {
     group: u32,
+    #[serde(default)]
+    route: Option<String>,
     index: u32,
     nexthop: u32,
     dev: String,
@@ -117,6 +121,7 @@ impl Listing {
     pub fn from_rows(group: u32, rows: &[BucketListing]) -> Listing {
         Listing {
             group,
+            route: rows.first().and_then(|r| r.route.clone()),
             buckets: rows
                 .iter()
                 .map(|b| Bucket {
@@ -138,6 +143,7 @@ impl Listing {
             bail!("{f} lists no buckets (write it with `xdp-ecmp show buckets GROUP --json`)");
         };
         let group = first.group;
+        let route = first.route.clone();
         let mut buckets = Vec::with_capacity(rows.len());
         for (i, r) in rows.into_iter().enumerate() {
             if r.group != group {
@@ -158,7 +164,11 @@ impl Listing {
                 label: label(r.gateway, &r.dev),
             });
         }
-        Ok(Listing { group, buckets })
+        Ok(Listing {
+            group,
+            route,
+            buckets,
+        })
     }
 
     /// Reads `file` (see [`Listing::from_json`]).
@@ -172,9 +182,13 @@ impl Listing {
     /// with this one: of another group, or of another size.
     pub fn check_comparable(&self, earlier: &Listing, file: &Path) -> Result<()> {
         let f = file.display();
-        if earlier.group != self.group {
+        // One route's listings compare across its groups: a multipath
+        // route's next hops changing gives it a new group that starts
+        // from the old one's table.
+        let same_route = earlier.route.is_some() && earlier.route == self.route;
+        if earlier.group != self.group && !same_route {
             bail!(
-                "{f} lists group {}, not group {}: take the earlier listing with `xdp-ecmp show buckets {} --json` (a multipath route moves to a new group when its next hops change, starting from the old one's table; a route via a nexthop object keeps its group)",
+                "{f} lists group {}, not group {}: take the earlier listing with `xdp-ecmp show buckets {} --json`, or list both by the route's prefix (`show buckets PREFIX`): a multipath route moves to a new group when its next hops change, starting from the old one's table",
                 earlier.group,
                 self.group,
                 self.group
@@ -620,8 +634,12 @@ pub fn write(
         }
         None => None,
     };
+    let route = now
+        .route
+        .as_ref()
+        .map_or_else(String::new, |r| format!("route {r}, "));
     let title = format!(
-        "group {group}, {} buckets, {}",
+        "{route}group {group}, {} buckets, {}",
         now.buckets.len(),
         utc(SystemTime::now())
     );
@@ -653,6 +671,7 @@ mod tests {
     fn listing(group: u32, n: usize, ids: &[u32]) -> Listing {
         Listing {
             group,
+            route: None,
             buckets: (0..n)
                 .map(|i| {
                     let nh = ids[i % ids.len()];
@@ -899,6 +918,7 @@ mod tests {
     fn row(index: u32, nexthop: u32, gw: Option<&str>) -> BucketListing {
         BucketListing {
             group: 4,
+            route: None,
             row: BucketRow {
                 index,
                 nexthop,
@@ -948,6 +968,19 @@ mod tests {
             "{e}"
         );
         assert!(now.check_comparable(&listing(4, 128, &[2]), f).is_ok());
+        // Listed by one route's prefix, its groups compare; another route's do not.
+        let by_route = |group, route: &str| Listing {
+            route: Some(route.into()),
+            ..listing(group, 128, &[1, 2])
+        };
+        let now = by_route(7, "172.16.255.66/32");
+        assert!(now
+            .check_comparable(&by_route(3, "172.16.255.66/32"), f)
+            .is_ok());
+        assert!(now
+            .check_comparable(&by_route(3, "172.16.255.67/32"), f)
+            .is_err());
+        assert!(now.check_comparable(&listing(3, 128, &[1]), f).is_err());
         for bad in ["", "{}", "[]", "[{\"group\": 4}]"] {
             let e = Listing::from_json(bad, f).unwrap_err();
             assert!(

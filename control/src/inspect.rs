@@ -262,6 +262,22 @@ pub fn nexthops(dp: &Dataplane) -> Result<Vec<NexthopRow>> {
         .collect()
 }
 
+/// `show buckets GROUP|PREFIX`: the group id, and the route when a prefix
+/// (or an address: its host route) names it.
+pub fn group_or_route(dp: &Dataplane, arg: &str) -> Result<(u32, Option<String>)> {
+    if let Ok(id) = arg.parse::<u32>() {
+        return Ok((id, None));
+    }
+    let prefix = crate::config::parse_prefix(arg)
+        .with_context(|| format!("{arg:?} is neither a group id nor a route's prefix"))?
+        .to_string();
+    match routes(dp)?.into_iter().find(|r| r.prefix == prefix) {
+        Some(RouteRow { group: Some(g), .. }) => Ok((g, Some(prefix))),
+        Some(r) => bail!("route {prefix} has no group: it is {}", r.kind),
+        None => bail!("no route {prefix} in the dataplane (see `xdp-ecmp show routes`)"),
+    }
+}
+
 pub fn buckets(dp: &Dataplane, group: u32) -> Result<Vec<BucketRow>> {
     let g = dp.group(group)?;
     if g.mode == 0 {

@@ -40,6 +40,8 @@ pub struct GroupListing {
 #[derive(Debug, Clone, Serialize)]
 pub struct BucketListing {
     pub group: u32,
+    /// The route asked for (`show buckets PREFIX`), whose group this is now.
+    pub route: Option<String>,
     #[serde(flatten)]
     pub row: BucketRow,
     /// Seconds since a packet last used it (None: never).
@@ -142,6 +144,7 @@ impl<'a> Known<'a> {
         rows.into_iter()
             .map(|row| BucketListing {
                 group,
+                route: None,
                 idle_time: clock
                     .last_used_ms(row.last_used_tick, NOW)
                     .map(|t| (NOW - t) as f64 / 1000.0),

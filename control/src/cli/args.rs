@@ -52,13 +52,17 @@ pub(crate) enum ShowWhat {
     Ports,
     /// The buckets of one group.
     Buckets {
-        group: u32,
+        /// A group id, or a route's prefix (its group now: a multipath
+        /// route moves to a new group when its next hops change).
+        #[arg(value_name = "GROUP|PREFIX")]
+        group: String,
         /// Draw the table into FILE as a PNG picture instead: one cell per
         /// bucket, coloured by its next hop, and a legend.
         #[arg(long, value_name = "FILE", conflicts_with = "json")]
         png: Option<PathBuf>,
         /// Mark the buckets whose next hop changed since FILE, a listing
-        /// written earlier by `show buckets GROUP --json` (with --png).
+        /// written earlier by `show buckets GROUP|PREFIX --json` (with
+        /// --png); listings of one prefix compare across its groups.
         #[arg(long, value_name = "FILE", requires = "png")]
         moved_since: Option<PathBuf>,
     },

@@ -149,10 +149,14 @@ pub(crate) fn show(cli: &Cli, what: &ShowWhat, json: bool) -> Result<()> {
             moved_since,
         } => {
             let mut dp = dp;
+            let (group, route) = inspect::group_or_route(&dp, group)?;
             let clock = dp.stamp_clock()?;
-            let rows = known.buckets(*group, inspect::buckets(&dp, *group)?, clock);
+            let mut rows = known.buckets(group, inspect::buckets(&dp, group)?, clock);
+            for r in &mut rows {
+                r.route.clone_from(&route);
+            }
             if let Some(out) = png {
-                let line = control::bucketmap::write(*group, &rows, moved_since.as_deref(), out)?;
+                let line = control::bucketmap::write(group, &rows, moved_since.as_deref(), out)?;
                 println!("{line}");
                 return Ok(());
             }
