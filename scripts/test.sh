@@ -52,13 +52,16 @@ if [[ $(id -u) -eq 0 ]]; then
     }
     # The testbed and the demo, failing on purpose and interrupted, leave nothing behind.
     ./scripts/cleanup-test.sh
-    python3 scripts/demo.py --check --mode static
+    # The bucket maps the demo draws (step 3) go to a directory of this run.
+    pics=$(mktemp -d /tmp/xe-demo-pictures.XXXXXX)
+    trap 'rm -rf "$pics"' EXIT
+    python3 scripts/demo.py --check --mode static --pictures "$pics"
     # BGP mode, every step: the split, failure and return (only the failed
     # path's flows move), the route listing and the withdrawal.
-    python3 scripts/demo.py --check --mode bgp
+    python3 scripts/demo.py --check --mode bgp --pictures "$pics"
     # The same claims with every spine and leaf on the AF_XDP engine.
-    python3 scripts/demo.py --check --mode static --engine afxdp
-    python3 scripts/demo.py --check --mode bgp --engine afxdp
+    python3 scripts/demo.py --check --mode static --engine afxdp --pictures "$pics"
+    python3 scripts/demo.py --check --mode bgp --engine afxdp --pictures "$pics"
 elif [[ ${CI:-} == true ]]; then
     echo "scenario tests: need root, and CI=true forbids skipping them" >&2
     exit 1
