@@ -22,5 +22,6 @@ pub mod resilient;
 pub mod seed;
 pub mod state;
 pub mod status;
+pub mod top;
 pub mod translate;
 pub mod xdp_features;
