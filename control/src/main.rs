@@ -65,6 +65,22 @@ fn main() -> Result<()> {
         } => cli::ports::attach(&cli, ports, *mode, *hash_seed, *hash_policy, *symmetric),
         Cmd::Detach { ports } => cli::ports::detach(&cli, ports),
         Cmd::Stats { json } => cli::show::stats(&cli, *json),
+        Cmd::Top {
+            interval,
+            once,
+            json,
+            filter,
+            sort,
+        } => control::top::run(
+            &cli.pin_dir,
+            &control::top::Options {
+                interval: *interval,
+                once: *once,
+                json: *json,
+                filter: filter.clone(),
+                sort: sort.clone(),
+            },
+        ),
         Cmd::FlushFlows { prefix } => {
             let within = prefix
                 .as_deref()

@@ -264,6 +264,29 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A live view, refreshed every interval: packets/s and bits/s per next
+    /// hop, per egress port and per verdict (what goes to the kernel and
+    /// why), each group's members against their weights (by buckets and by
+    /// traffic), the daemon's sync activity. Keys: q quit, s sort, / filter,
+    /// space freeze, tab pane.
+    Top {
+        /// Seconds between the two reads a rate is taken over.
+        #[arg(long, default_value_t = 1.0, value_parser = control::top::parse_interval)]
+        interval: f64,
+        /// Print one sample (two reads INTERVAL apart) and exit.
+        #[arg(long)]
+        once: bool,
+        /// With --once: the sample as JSON.
+        #[arg(long, requires = "once")]
+        json: bool,
+        /// Only what a prefix (its routes), an address (the route it takes)
+        /// or a port carries.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Order of next hops, ports and groups.
+        #[arg(long, default_value = "pps", value_parser = ["pps", "bps", "id"])]
+        sort: String,
+    },
     /// Empty the flow table (flow pinning), or drop the flows to PREFIX:
     /// their next packets are hashed again and pinned anew. The AF_XDP
     /// engine's own tables are not reached (they end with the daemon).
