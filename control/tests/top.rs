@@ -398,7 +398,7 @@ impl Tmux {
             .arg(&self.socket)
             .args(args)
             .output()
-            .expect("tmux (scripts/setup.sh installs it)")
+            .expect("running tmux (not installed? apt-get install tmux)")
     }
 
     fn keys(&self, keys: &[&str]) {
