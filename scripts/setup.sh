@@ -3,6 +3,7 @@
 set -euo pipefail
 
 PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 ethtool tcpdump libbpf-dev linux-libc-dev make util-linux python3 iputils-ping
+      tmux  # the test of `xdp-ecmp top` drives it in a real terminal
       libfontconfig-dev libfreetype-dev fonts-dejavu-core)  # the last three: text in the benchmark charts
 
 missing=()
