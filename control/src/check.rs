@@ -136,10 +136,14 @@ pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<V
                     ));
                 }
             }
-            GroupPlan::Resilient { buckets, .. } => {
-                if usize::from(*buckets) != hops.len() {
+            plan @ GroupPlan::Resilient {
+                buckets,
+                max_buckets,
+                ..
+            } => {
+                if !plan.fits(hops.len()) {
                     diffs.push(format!(
-                        "{prefix}: {} buckets, {buckets} wanted",
+                        "{prefix}: {} buckets, {buckets}..={max_buckets} wanted",
                         hops.len()
                     ));
                 }

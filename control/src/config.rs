@@ -18,8 +18,12 @@ pub struct FileConfig {
     pub table: Option<String>,
     /// "resilient" or "modulo" for multipath routes and plain nexthop groups.
     pub plain_groups: Option<String>,
-    /// Buckets of the groups balanced here (64..=4096).
+    /// Buckets of every group balanced here (64..=4096), fixed; without it
+    /// each new table takes 128, or more where 128 cannot share the buckets
+    /// by weight within 1%, up to `max_buckets`.
     pub buckets: Option<u16>,
+    /// The most buckets a table takes when `buckets` is not set (128..=4096, default 4096).
+    pub max_buckets: Option<u16>,
     /// Seconds a bucket must be idle before it may move (resilient).
     pub idle_timer: Option<u64>,
     /// Seconds after which an unbalanced group moves busy buckets too (0 = never).
@@ -273,6 +277,7 @@ pub fn check_rcvbuf(bytes: usize) -> Result<usize> {
 pub fn plain_mode(
     kind: &str,
     buckets: u16,
+    max_buckets: u16,
     idle_s: u64,
     unbalanced_s: u64,
 ) -> Result<PlainGroupMode> {
@@ -282,6 +287,9 @@ pub fn plain_mode(
             if !(64..=4096).contains(&buckets) {
                 bail!("buckets = {buckets}: must be between 64 and 4096");
             }
+            if !(buckets..=4096).contains(&max_buckets) {
+                bail!("max_buckets = {max_buckets}: must be between {buckets} and 4096");
+            }
             for (key, v) in [("idle_timer", idle_s), ("unbalanced_timer", unbalanced_s)] {
                 if v > MAX_TIMER_S {
                     bail!("{key} = {v}: must be at most {MAX_TIMER_S} seconds (a year)");
@@ -289,6 +297,7 @@ pub fn plain_mode(
             }
             Ok(PlainGroupMode::Resilient {
                 buckets,
+                max_buckets,
                 idle_timer_ms: idle_s * 1000,
                 unbalanced_timer_ms: unbalanced_s * 1000,
             })
@@ -356,29 +365,34 @@ mod tests {
 
     #[test]
     fn ranges_are_checked() {
-        assert!(plain_mode("resilient", 32, 1, 0).is_err());
-        assert!(plain_mode("resilient", 4097, 1, 0).is_err());
-        assert!(plain_mode("hashy", 128, 1, 0)
+        assert!(plain_mode("resilient", 128, 4096, 1, 0).is_ok());
+        let e = plain_mode("resilient", 128, 100, 1, 0).unwrap_err();
+        assert!(e.to_string().contains("max_buckets = 100"), "{e}");
+        assert!(plain_mode("resilient", 128, 4097, 1, 0).is_err());
+        assert!(plain_mode("resilient", 32, 32, 1, 0).is_err());
+        assert!(plain_mode("resilient", 4097, 4097, 1, 0).is_err());
+        assert!(plain_mode("hashy", 128, 128, 1, 0)
             .unwrap_err()
             .to_string()
             .contains("hashy"));
         assert_eq!(
-            plain_mode("resilient", 128, 2, 0).expect("ok"),
+            plain_mode("resilient", 128, 128, 2, 0).expect("ok"),
             PlainGroupMode::Resilient {
                 buckets: 128,
+                max_buckets: 128,
                 idle_timer_ms: 2000,
                 unbalanced_timer_ms: 0
             }
         );
-        let e = plain_mode("resilient", 128, u64::MAX, 0)
+        let e = plain_mode("resilient", 128, 128, u64::MAX, 0)
             .unwrap_err()
             .to_string();
         assert!(e.contains("idle_timer") && e.contains("at most"), "{e}");
-        let e = plain_mode("resilient", 128, 1, MAX_TIMER_S + 1)
+        let e = plain_mode("resilient", 128, 128, 1, MAX_TIMER_S + 1)
             .unwrap_err()
             .to_string();
         assert!(e.contains("unbalanced_timer"), "{e}");
-        assert!(plain_mode("resilient", 128, MAX_TIMER_S, MAX_TIMER_S).is_ok());
+        assert!(plain_mode("resilient", 128, 128, MAX_TIMER_S, MAX_TIMER_S).is_ok());
         assert!(check_rcvbuf(usize::MAX)
             .unwrap_err()
             .to_string()
@@ -400,7 +414,9 @@ mod example {
     fn the_shipped_example_config_parses() {
         let text = include_str!("../dist/xdp-ecmp.toml");
         let c: super::FileConfig = toml::from_str(text).expect("dist/xdp-ecmp.toml parses");
-        assert_eq!(c.buckets, Some(128));
+        // The bucket count is left to the daemon (128, more where weights need them).
+        assert_eq!((c.buckets, c.max_buckets), (None, None));
+        assert_eq!(c.plain_groups.as_deref(), Some("resilient"));
         assert_eq!(c.ports.map(|p| p.len()), Some(5));
     }
 }

@@ -573,6 +573,15 @@ fn mode_name(m: &PlainGroupMode) -> String {
     match m {
         PlainGroupMode::Resilient {
             buckets,
+            max_buckets,
+            idle_timer_ms,
+            ..
+        } if max_buckets > buckets => format!(
+            "resilient ({buckets} buckets, up to {max_buckets} where weights need them; idle timer {} s)",
+            idle_timer_ms / 1000
+        ),
+        PlainGroupMode::Resilient {
+            buckets,
             idle_timer_ms,
             ..
         } => format!(

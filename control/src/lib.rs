@@ -1,6 +1,7 @@
 //! xdp-ecmp control plane: the resilient bucket allocator, the netlink mirror of the kernel's routing state, and the reconciler that writes it to the dataplane.
 
 pub mod aliases;
+pub mod bucket_count;
 pub mod bucketmap;
 pub mod capacity;
 pub mod check;

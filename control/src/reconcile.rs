@@ -416,10 +416,10 @@ impl Reconciler {
             }
             let table = match &dg.plan {
                 GroupPlan::Resilient {
-                    buckets,
                     idle_timer_ms,
                     unbalanced_timer_ms,
-                } if usize::from(*buckets) == slots.len() => {
+                    ..
+                } if dg.plan.fits(slots.len()) => {
                     let members: Vec<Member> = dg
                         .members
                         .iter()
@@ -431,11 +431,7 @@ impl Reconciler {
                         .map(|id| path_of_nh.get(id).map(|p| self.path_ids[p]))
                         .collect();
                     BucketTable::from_assignment(
-                        TableConfig::new(
-                            usize::from(*buckets),
-                            *idle_timer_ms,
-                            *unbalanced_timer_ms,
-                        ),
+                        TableConfig::new(slots.len(), *idle_timer_ms, *unbalanced_timer_ms),
                         &members,
                         &assignment,
                         now_ms,
@@ -887,8 +883,9 @@ impl Reconciler {
                 let slots = b.iter().map(|p| p.map_or(0, |p| self.nh_id(&p))).collect();
                 (GROUP_RESILIENT, slots, None)
             }
-            GroupPlan::Resilient {
+            plan @ GroupPlan::Resilient {
                 buckets,
+                max_buckets,
                 idle_timer_ms,
                 unbalanced_timer_ms,
             } => {
@@ -906,13 +903,13 @@ impl Reconciler {
                 let mut table = match existing {
                     // Nothing to move: no stamps to read, no upkeep.
                     Some((t, _))
-                        if t.bucket_count() == usize::from(*buckets)
+                        if plan.fits(t.bucket_count())
                             && t.members() == members.as_slice()
                             && t.is_balanced() =>
                     {
                         t
                     }
-                    Some((mut t, window)) if t.bucket_count() == usize::from(*buckets) => {
+                    Some((mut t, window)) if plan.fits(t.bucket_count()) => {
                         // Merge, never overwrite: a group written to a new
                         // window keeps what its table knew of busy buckets
                         // until the new window's stamps catch up. Stamps
@@ -934,13 +931,16 @@ impl Reconciler {
                         t
                     }
                     _ => {
-                        tracing::info!(group = ?key, members = members.len(), "new bucket table");
+                        // Its count for life: within 1% of every member's
+                        // weight where a count up to the ceiling allows it.
+                        let count = crate::bucket_count::choose(
+                            &members,
+                            usize::from(*buckets),
+                            usize::from(*max_buckets),
+                        );
+                        tracing::info!(group = ?key, members = members.len(), buckets = count, "new bucket table");
                         BucketTable::new(
-                            TableConfig::new(
-                                usize::from(*buckets),
-                                *idle_timer_ms,
-                                *unbalanced_timer_ms,
-                            ),
+                            TableConfig::new(count, *idle_timer_ms, *unbalanced_timer_ms),
                             &members,
                             now_ms,
                         )

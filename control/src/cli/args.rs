@@ -97,7 +97,7 @@ impl EngineKind {
 
 #[derive(Args, Default)]
 pub(crate) struct RunArgs {
-    /// TOML config file (keys: ports, table, plain_groups, buckets, idle_timer, unbalanced_timer,
+    /// TOML config file (keys: ports, table, plain_groups, buckets, max_buckets, idle_timer, unbalanced_timer,
     /// hash_seed, hash_policy, symmetric, netlink_rcvbuf, attach_mode, metrics, state_dir,
     /// wait_for_ports, max_routes_v4, max_routes_v6, slot_pool, anti_entropy, engine,
     /// afxdp_workers, afxdp_cpus, busy_poll, pin_flows, pin_capacity, pin_tcp_timeout,
@@ -113,8 +113,15 @@ pub(crate) struct RunArgs {
     /// resilient or modulo, for multipath routes and plain nexthop groups.
     #[arg(long)]
     pub(crate) plain_groups: Option<String>,
+    /// Buckets of every resilient table, fixed (64..=4096). Without it a
+    /// new table takes 128, or more where 128 cannot share the buckets by
+    /// weight within 1% (5 equal next hops: 130), up to --max-buckets.
     #[arg(long)]
     pub(crate) buckets: Option<u16>,
+    /// The most buckets a new table takes when --buckets is not given
+    /// (128..=4096, default 4096).
+    #[arg(long)]
+    pub(crate) max_buckets: Option<u16>,
     /// Seconds a bucket must be idle before it moves.
     #[arg(long)]
     pub(crate) idle_timer: Option<u64>,

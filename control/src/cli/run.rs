@@ -71,6 +71,7 @@ pub(crate) fn run_config(cli: &Cli, args: &RunArgs) -> Result<RunConfig> {
         table,
         plain_groups,
         buckets,
+        max_buckets,
         idle_timer,
         unbalanced_timer,
         hash_seed,
@@ -108,12 +109,14 @@ pub(crate) fn run_config(cli: &Cli, args: &RunArgs) -> Result<RunConfig> {
         bail!("no ports: give --port IFACE (repeatable) or `ports = [...]` in the config file");
     }
     let table = parse_table(table.as_deref().or(file.table.as_deref()).unwrap_or("main"))?;
+    let (least, most) = bucket_counts(buckets.or(file.buckets), max_buckets.or(file.max_buckets))?;
     let mode = plain_mode(
         plain_groups
             .as_deref()
             .or(file.plain_groups.as_deref())
             .unwrap_or("resilient"),
-        buckets.or(file.buckets).unwrap_or(128),
+        least,
+        most,
         idle_timer.or(file.idle_timer).unwrap_or(120),
         unbalanced_timer.or(file.unbalanced_timer).unwrap_or(0),
     )?;
@@ -226,4 +229,16 @@ pub(crate) fn doctor_cmd(
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// (a new table's least buckets, its most): `buckets` fixes both; without
+/// it, 128 up to `max_buckets` (default 4,096) where weights need more.
+fn bucket_counts(buckets: Option<u16>, max_buckets: Option<u16>) -> Result<(u16, u16)> {
+    match (buckets, max_buckets) {
+        (Some(n), None) => Ok((n, n)),
+        (Some(_), Some(_)) => bail!(
+            "buckets and max_buckets both given: buckets fixes every table's count; give max_buckets alone to bound the count chosen by weight"
+        ),
+        (None, m) => Ok((128, m.unwrap_or(4096))),
+    }
 }

@@ -331,6 +331,7 @@ fn unroute(ks: &mut KernelState, p: &str) {
 fn resilient(buckets: u16, idle_timer_ms: u64) -> PlainGroupMode {
     PlainGroupMode::Resilient {
         buckets,
+        max_buckets: buckets,
         idle_timer_ms,
         unbalanced_timer_ms: 0,
     }

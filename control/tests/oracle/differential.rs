@@ -20,8 +20,10 @@ use crate::kernel::{Kernel, Kind, Query};
 use crate::support::{command, PinDir};
 
 /// The daemon's group mode by default: resilient, 128 buckets, idle 120 s.
+/// The daemon's defaults: 128 buckets, more where weights need them.
 const MODE: PlainGroupMode = PlainGroupMode::Resilient {
     buckets: 128,
+    max_buckets: 4096,
     idle_timer_ms: 120_000,
     unbalanced_timer_ms: 0,
 };
