@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use dataplane::abi::GROUP_RESILIENT;
 
 use super::{port_name, Reconciler};
-use crate::state::{KernelState, NexthopObject};
+use crate::state::{KernelState, NexthopObject, PathKey};
 use crate::status::{GroupInfo, MemberInfo, NexthopInfo, Topology};
 use crate::translate::{group_for_key, GroupKey, GroupPlan};
 
@@ -14,18 +14,18 @@ impl Reconciler {
     /// them; `now_ms` is the daemon's clock (for how long a group has been
     /// unbalanced).
     pub fn describe(&self, ks: &KernelState, now_ms: u64) -> Topology {
+        // The kernel's nexthop objects by path, in one pass.
+        let mut objects: HashMap<&PathKey, Vec<u32>> = HashMap::new();
+        for (id, o) in &ks.nexthops {
+            if let NexthopObject::Single { path, .. } = o {
+                objects.entry(path).or_default().push(*id);
+            }
+        }
         let mut nexthops: Vec<NexthopInfo> = self
             .nexthops
             .iter()
             .map(|(path, w)| {
-                let mut kernel_ids: Vec<u32> = ks
-                    .nexthops
-                    .iter()
-                    .filter(
-                        |(_, o)| matches!(o, NexthopObject::Single { path: p, .. } if p == path),
-                    )
-                    .map(|(id, _)| *id)
-                    .collect();
+                let mut kernel_ids = objects.get(path).cloned().unwrap_or_default();
                 kernel_ids.sort_unstable();
                 NexthopInfo {
                     id: w.id,
@@ -79,14 +79,18 @@ impl Reconciler {
                         .map(|(m, w)| (m.next_hop, *w))
                         .collect()
                 });
+                // Slots each next hop holds, in one pass.
+                let mut held: HashMap<u32, u32> = HashMap::new();
+                for nh in &g.slots {
+                    *held.entry(*nh).or_default() += 1;
+                }
                 let members = desired
                     .map(|d| d.members)
                     .unwrap_or_default()
                     .iter()
                     .map(|m| {
                         let nexthop = self.nexthops.get(&m.path).map(|w| w.id);
-                        let held = nexthop
-                            .map_or(0, |id| g.slots.iter().filter(|s| **s == id).count() as u32);
+                        let held = nexthop.map_or(0, |id| held.get(&id).copied().unwrap_or(0));
                         MemberInfo {
                             nexthop,
                             gateway: m.path.gateway,
