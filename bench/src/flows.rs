@@ -176,29 +176,73 @@ fn table(buckets: usize, ms: &[Member]) -> BucketTable {
     BucketTable::new(TableConfig::new(buckets, 0, 0), ms, 0).expect("valid table")
 }
 
-/// Split accuracy: the largest relative error of a member's share.
-pub fn split(flows: usize, seed: u64) -> Table {
-    let hashes = flow_hashes(flows, seed);
+/// Largest |flows of a member / flows its buckets would get - 1| over the
+/// members, in percent: the hash's noise alone, against the table's own shares.
+fn noise(flow_nh: &[Option<u32>], slots: &[Option<u32>], ms: &[Member]) -> f64 {
+    let n = flow_nh.len() as f64;
+    ms.iter()
+        .filter_map(|m| {
+            let held = slots.iter().filter(|x| **x == Some(m.next_hop)).count() as f64;
+            (held > 0.0).then(|| {
+                let got = flow_nh.iter().filter(|x| **x == Some(m.next_hop)).count() as f64;
+                (got / (n * held / slots.len() as f64) - 1.0).abs() * 100.0
+            })
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Three standard deviations of a member's flow count under a fair binomial
+/// draw of `flows` flows, relative to its ideal, in percent: the largest over
+/// the members (the one of least weight).
+fn binomial_bound(flows: usize, ms: &[Member]) -> f64 {
+    let total: f64 = ms.iter().map(|m| f64::from(m.weight)).sum();
+    ms.iter()
+        .map(|m| {
+            let p = f64::from(m.weight) / total;
+            300.0 * ((1.0 - p) / (p * flows as f64)).sqrt()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Split accuracy: the largest relative error of a member's share, for each
+/// flow count in `flow_counts`, at the bucket count the daemon chooses for a
+/// new table (and at a fixed 128 and modulo, for comparison), with its two
+/// parts apart: rounding weights into buckets, and the hash's noise.
+pub fn split(flow_counts: &[usize], seed: u64) -> Table {
     let mut t = Table::new(
         "split",
-        format!("split accuracy: {flows} random IPv4 UDP flows (seed {seed}) through xdp-ecmp's hash; cell = largest |share / ideal - 1| over the members"),
-        &["members", "weights", "resilient 128 buckets", "resilient 4096 buckets", "modulo"],
+        format!("split accuracy: random IPv4 UDP flows (seed {seed}) through xdp-ecmp's hash; cells = largest |share / ideal - 1| over the members"),
+        &["members", "weights", "flows", "buckets chosen", "rounding error", "hash noise", "total error", "binomial bound", "resilient 128 buckets", "modulo"],
     );
-    for n in [2usize, 4, 8, 16, 64] {
-        for (w, name) in [((1, 1), "1:1"), ((2, 1), "2:1"), ((11, 45), "11:45")] {
-            let ms = members(n, w);
-            let mut cells = vec![num(n as f64, 0), text(name)];
-            for slots in [
-                table(128, &ms).buckets().to_vec(),
-                table(4096, &ms).buckets().to_vec(),
-                modulo_slots(&ms).into_iter().map(Some).collect(),
-            ] {
-                cells.push(pct(max_error(&assign(&hashes, &slots), &ms)));
+    for &flows in flow_counts {
+        let hashes = flow_hashes(flows, seed);
+        for n in [2usize, 4, 5, 8, 16, 64] {
+            for (w, name) in [((1, 1), "1:1"), ((2, 1), "2:1"), ((11, 45), "11:45")] {
+                let ms = members(n, w);
+                let chosen = control::bucket_count::choose(&ms, 128, 4096);
+                let slots = table(chosen, &ms).buckets().to_vec();
+                let got = assign(&hashes, &slots);
+                let mut cells = vec![
+                    num(n as f64, 0),
+                    text(name),
+                    num(flows as f64, 0),
+                    num(chosen as f64, 0),
+                    pct(control::bucket_count::rounding_error(chosen, &ms) * 100.0),
+                    pct(noise(&got, &slots, &ms)),
+                    pct(max_error(&got, &ms)),
+                    pct(binomial_bound(flows, &ms)),
+                ];
+                for slots in [
+                    table(128, &ms).buckets().to_vec(),
+                    modulo_slots(&ms).into_iter().map(Some).collect(),
+                ] {
+                    cells.push(pct(max_error(&assign(&hashes, &slots), &ms)));
+                }
+                t.row(cells);
             }
-            t.row(cells);
         }
     }
-    t.note("Weights alternate over the members (w1, w2, w1, ...). Modulo spreads over a list where each member appears weight times (reduced by the gcd). The error has two parts: rounding the weights into buckets (128 buckets cannot express 11:45 over 64 members) and hash noise (flows/member is small at 64 members: 512 flows give ~4.4% standard deviation on their own).");
+    t.note("Weights alternate over the members (w1, w2, w1, ...). Buckets chosen: what the daemon gives a new table of these members (128, or more where 128 cannot share the buckets within 1% of each member's weight, up to 4,096; control::bucket_count). Rounding error: a member's share of the buckets against its share of the weight. Hash noise: a member's share of the flows against its share of the buckets. Total error: of the flows against the weight (both parts). Binomial bound: three standard deviations of a member's flow count under a fair binomial draw, relative to its ideal, the largest over the members. Modulo spreads over a list where each member appears weight times (reduced by the gcd).");
     t
 }
 
