@@ -38,6 +38,21 @@ fn run(net: &TestNet, pins: &PinDir, args: &[&str]) -> Vec<u8> {
     o.stdout
 }
 
+/// `show buckets GROUP --png PNG [--moved-since SINCE]`.
+fn picture(
+    net: &TestNet,
+    pins: &PinDir,
+    group: &str,
+    png: &Path,
+    since: Option<&Path>,
+) -> std::process::Output {
+    let mut args = vec!["show", "buckets", group, "--png", png.to_str().unwrap()];
+    if let Some(f) = since {
+        args.extend(["--moved-since", f.to_str().unwrap()]);
+    }
+    xdp_ecmp(net, pins, &args)
+}
+
 /// `show buckets GROUP --json`: the text, and each bucket's next hop and port.
 fn listing(net: &TestNet, pins: &PinDir, group: &str) -> (Vec<u8>, Vec<(u32, String)>) {
     let out = run(net, pins, &["show", "buckets", group, "--json"]);
@@ -165,18 +180,26 @@ fn the_picture_marks_the_buckets_that_moved() {
     let (before_text, before) = listing(&net, &pins, &group);
     let before_json = dir.path("before.json");
     std::fs::write(&before_json, &before_text).expect("before.json");
-    let before_png = dir.path("before.png");
-    run(
+    // The route's prefix names its group: the same buckets, and the route.
+    let by_prefix: serde_json::Value = serde_json::from_slice(&run(
         &net,
         &pins,
-        &[
-            "show",
-            "buckets",
-            &group,
-            "--png",
-            before_png.to_str().unwrap(),
-        ],
+        &["show", "buckets", "172.16.255.66/32", "--json"],
+    ))
+    .expect("show buckets PREFIX --json");
+    let rows = by_prefix.as_array().expect("rows");
+    assert_eq!(rows.len(), before.len());
+    assert!(
+        rows.iter()
+            .zip(&before)
+            .all(|(r, (nh, _))| r["route"] == "172.16.255.66/32"
+                && r["group"].as_u64() == group.parse::<u64>().ok()
+                && r["nexthop"] == *nh),
+        "{by_prefix}"
     );
+    let before_png = dir.path("before.png");
+    let o = picture(&net, &pins, &group, &before_png, None);
+    assert!(o.status.success(), "show buckets --png: {}", text(&o));
 
     // Next hop 3 goes away: its link goes down, its buckets move.
     let moved_at = Instant::now();
@@ -202,19 +225,7 @@ fn the_picture_marks_the_buckets_that_moved() {
         tries += 1;
         assert!(tries <= 10, "the buckets kept moving");
         let (_, a) = listing(&net, &pins, &group);
-        let o = xdp_ecmp(
-            &net,
-            &pins,
-            &[
-                "show",
-                "buckets",
-                &group,
-                "--png",
-                after_png.to_str().unwrap(),
-                "--moved-since",
-                before_json.to_str().unwrap(),
-            ],
-        );
+        let o = picture(&net, &pins, &group, &after_png, Some(&before_json));
         assert!(o.status.success(), "show buckets --png: {}", text(&o));
         if listing(&net, &pins, &group).1 == a {
             break (a, String::from_utf8_lossy(&o.stdout).trim().to_string());
@@ -295,19 +306,7 @@ fn the_picture_marks_the_buckets_that_moved() {
         (&other_size, "buckets of group"),
         (&dir.path("missing.json"), "reading the earlier listing"),
     ] {
-        let o = xdp_ecmp(
-            &net,
-            &pins,
-            &[
-                "show",
-                "buckets",
-                &group,
-                "--png",
-                dir.path("refused.png").to_str().unwrap(),
-                "--moved-since",
-                file.to_str().unwrap(),
-            ],
-        );
+        let o = picture(&net, &pins, &group, &dir.path("refused.png"), Some(file));
         let t = text(&o);
         assert!(!o.status.success(), "{}: accepted", file.display());
         assert!(
