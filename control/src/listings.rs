@@ -133,9 +133,11 @@ impl<'a> Known<'a> {
     }
 
     /// `now` and `hz` are the stamp clock's (jiffies, low 32 bits).
+    /// `route`: the prefix the group was asked for by, if any.
     pub fn buckets(
         &self,
         group: u32,
+        route: Option<&str>,
         rows: Vec<BucketRow>,
         clock: dataplane::StampClock,
     ) -> Vec<BucketListing> {
@@ -144,11 +146,17 @@ impl<'a> Known<'a> {
         rows.into_iter()
             .map(|row| BucketListing {
                 group,
-                route: None,
+                route: route.map(str::to_owned),
                 idle_time: clock
                     .last_used_ms(row.last_used_tick, NOW)
                     .map(|t| (NOW - t) as f64 / 1000.0),
-                gateway: self.nexthops.get(&row.nexthop).and_then(|n| n.gateway),
+                // Named only where the topology's next hop is on the port
+                // the map says (as for `show nexthops`).
+                gateway: self
+                    .nexthops
+                    .get(&row.nexthop)
+                    .filter(|n| n.dev == row.dev)
+                    .and_then(|n| n.gateway),
                 row,
             })
             .collect()
@@ -408,6 +416,7 @@ mod tests {
         };
         let b = k.buckets(
             4,
+            None,
             vec![row(0, 1, 90_001), row(1, 2, 0), row(2, 0, 0)],
             clock,
         );

@@ -151,10 +151,12 @@ pub(crate) fn show(cli: &Cli, what: &ShowWhat, json: bool) -> Result<()> {
             let mut dp = dp;
             let (group, route) = inspect::group_or_route(&dp, group)?;
             let clock = dp.stamp_clock()?;
-            let mut rows = known.buckets(group, inspect::buckets(&dp, group)?, clock);
-            for r in &mut rows {
-                r.route.clone_from(&route);
-            }
+            let rows = known.buckets(
+                group,
+                route.as_deref(),
+                inspect::buckets(&dp, group)?,
+                clock,
+            );
             if let Some(out) = png {
                 let line = control::bucketmap::write(group, &rows, moved_since.as_deref(), out)?;
                 println!("{line}");
