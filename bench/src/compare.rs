@@ -1,21 +1,24 @@
-//! Program cost side by side: xdp-ecmp (resilient, modulo) vs the bare forwarder (the limit) vs a bpf_fib_lookup forwarder, at 1, 10k and 1M routes, IPv4 and IPv6.
+//! Program cost side by side: xdp-ecmp (resilient, modulo) vs the bare forwarder (the limit) vs a bpf_fib_lookup forwarder vs an empty program (the test-run loop's own cost), at 1, 10k and 1M routes, IPv4 and IPv6; and the calls each makes into the kernel.
 
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use dataplane::abi::{
     xe_config, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, NH_USABLE, RT_UNICAST,
-    XDP_REDIRECT,
+    XDP_PASS, XDP_REDIRECT,
 };
 use dataplane::tables::single_path;
 use dataplane::{ifindex_of, pin_thread_to_cpu, test_run_prog};
 use dataplane::{Dataplane, LoadOptions, TableWriter};
+use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject};
 use testnet::TestNet;
 
+use crate::calls::{Calls, Subject, EMPTY};
 use crate::report::{num, Table};
 
 #[allow(clippy::all, clippy::pedantic, non_camel_case_types, dead_code, unused)]
@@ -26,13 +29,17 @@ pub(crate) mod skel {
 const REPEAT: u32 = 200;
 const CALLS: u32 = 50;
 /// Columns of the program-cost tables (the goals read them by name).
-pub(crate) const COLUMNS: [&str; 7] = [
+pub(crate) const COLUMNS: [&str; 11] = [
     "routes",
     "xdp-ecmp resilient",
     "xdp-ecmp modulo",
     "bare forwarder",
     "bpf_fib_lookup forwarder",
+    "empty program",
+    "resilient - empty",
+    "bare - empty",
     "resilient / bare",
+    "(resilient - empty) / (bare - empty)",
     "resilient / fib",
 ];
 const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x22];
@@ -76,23 +83,125 @@ impl Family {
     }
 }
 
-/// Mean ns/packet over CALLS runs of REPEAT packets; every run must end in a
-/// redirect with the TTL as low as REPEAT forwards leave it (`decrements`).
-fn cost(run: &mut Runner<'_>, pkt: &[u8], ttl_at: usize, decrements: bool) -> Result<f64> {
+/// What a measured run must end in.
+#[derive(Clone, Copy)]
+enum Verdict {
+    /// XDP_REDIRECT with the TTL / hop limit at `ttl_at` one lower per
+    /// repetition (`decrements`; the bare forwarder leaves it alone).
+    Forwards { ttl_at: usize, decrements: bool },
+    /// The empty program's own verdict, the frame as it came.
+    Returns(u32),
+}
+
+impl Verdict {
+    /// Checks one test run of `repeat` repetitions of `pkt`.
+    fn check(self, action: u32, pkt: &[u8], out: &[u8], repeat: u32) -> Result<()> {
+        match self {
+            Verdict::Forwards { ttl_at, decrements } => {
+                let want = if decrements { 255 - repeat as u8 } else { 255 };
+                if action != XDP_REDIRECT || out[ttl_at] != want {
+                    bail!(
+                        "a measured program did not forward every repetition (action {action}, TTL {} not {want})",
+                        out[ttl_at]
+                    );
+                }
+            }
+            Verdict::Returns(want) => {
+                if action != want || out.get(..pkt.len()) != Some(pkt) {
+                    bail!("the empty program returned {action} (not {want}) or changed the frame");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Mean ns/packet over CALLS runs of REPEAT packets; every run must end in
+/// `verdict`.
+fn cost(run: &mut Runner<'_>, pkt: &[u8], verdict: Verdict) -> Result<f64> {
     let mut out = vec![0u8; 128];
     let mut total = Duration::ZERO;
-    let want = if decrements { 255 - REPEAT as u8 } else { 255 };
     for _ in 0..CALLS {
         let (action, d) = run(pkt, &mut out)?;
-        if action != XDP_REDIRECT || out[ttl_at] != want {
-            bail!(
-                "a measured program did not forward every repetition (action {action}, TTL {} not {want})",
-                out[ttl_at]
-            );
-        }
+        verdict.check(action, pkt, &out, REPEAT)?;
         total += d;
     }
     Ok(total.as_nanos() as f64 / f64::from(CALLS))
+}
+
+/// An XDP program of two instructions, `r0 = XDP_PASS; exit`, run through
+/// the same test-run loop as the others: what the loop itself costs.
+struct Empty(OwnedFd);
+
+impl Empty {
+    fn load() -> Result<Self> {
+        let mut insns = [libbpf_sys::bpf_insn::default(); 2];
+        // BPF_ALU64 | BPF_MOV | BPF_K: r0 = imm
+        insns[0].code = 0xb7;
+        insns[0].imm = XDP_PASS as i32;
+        // BPF_JMP | BPF_EXIT
+        insns[1].code = 0x95;
+        // SAFETY: the name, the licence and the instructions outlive the
+        // call; no options.
+        let fd = unsafe {
+            libbpf_sys::bpf_prog_load(
+                libbpf_sys::BPF_PROG_TYPE_XDP,
+                c"xe_empty".as_ptr(),
+                c"GPL".as_ptr(),
+                insns.as_ptr(),
+                insns.len() as _,
+                std::ptr::null_mut(),
+            )
+        };
+        if fd < 0 {
+            bail!(
+                "loading the empty XDP program: {}",
+                std::io::Error::from_raw_os_error(-fd)
+            );
+        }
+        // SAFETY: a new fd that nothing else owns.
+        Ok(Empty(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
+    /// BPF_PROG_TEST_RUN as [`test_run_prog`] makes it: the same context
+    /// (the ingress port), the frame in and out, `repeat` repetitions.
+    fn run(
+        &self,
+        ingress: u32,
+        input: &[u8],
+        out: &mut [u8],
+        repeat: u32,
+    ) -> Result<(u32, Duration)> {
+        let mut ctx = [0u32; 6];
+        ctx[1] = input.len() as u32;
+        ctx[3] = ingress;
+        let mut o = libbpf_sys::bpf_test_run_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _,
+            data_in: input.as_ptr().cast(),
+            data_size_in: input.len() as u32,
+            data_out: out.as_mut_ptr().cast(),
+            data_size_out: out.len() as u32,
+            repeat: repeat as i32,
+            ..Default::default()
+        };
+        if ingress != 0 {
+            o.ctx_in = ctx.as_ptr().cast();
+            o.ctx_size_in = std::mem::size_of_val(&ctx) as u32;
+        }
+        // SAFETY: every buffer the options point to outlives the call.
+        let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(self.0.as_raw_fd(), &mut o) };
+        if rc != 0 {
+            bail!(
+                "test run of the empty program: {}",
+                std::io::Error::from_raw_os_error(-rc)
+            );
+        }
+        Ok((o.retval, Duration::from_nanos(o.duration.into())))
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -175,12 +284,15 @@ pub fn compare(route_counts: &[u32], rounds: usize) -> Result<Vec<Table>> {
         .peer_tx
         .update(&egress.to_ne_bytes(), &egress.to_ne_bytes(), MapFlags::ANY)?;
 
+    let empty = Empty::load()?;
+
     let route = xe_route {
         group: 1,
         kind: RT_UNICAST,
         ..Default::default()
     };
     let mut tables = Vec::new();
+    let mut calls = Calls::new();
     for fam in [Family::V4, Family::V6] {
         let mut t = Table::new(
             &format!("prog_cost_{}", fam.name().to_lowercase()),
@@ -192,6 +304,12 @@ pub fn compare(route_counts: &[u32], rounds: usize) -> Result<Vec<Table>> {
             &COLUMNS,
         );
         let mut have = 0u32;
+        let at = fam.ttl_at();
+        let forwards = Verdict::Forwards {
+            ttl_at: at,
+            decrements: true,
+        };
+        let mut pkt = Vec::new();
         for &n in route_counts {
             eprintln!("program cost: {} with {n} routes ...", fam.name());
             // Same routes in the kernel (for the FIB peer) and in our maps.
@@ -222,60 +340,157 @@ pub fn compare(route_counts: &[u32], rounds: usize) -> Result<Vec<Table>> {
                 bail!("ip -batch of {n} {} routes failed", fam.name());
             }
             have = n;
-            let pkt = fam.frame(n / 2);
-            let at = fam.ttl_at();
-            let mut cols: [Vec<f64>; 4] = Default::default();
+            pkt = fam.frame(n / 2);
+            // One round runs every program once, one after the other, so
+            // drift hits them alike; the differences from the empty
+            // program are each round's own.
+            let mut cols: [Vec<f64>; 5] = Default::default();
+            let (mut over_res, mut over_bare) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
-                cols[0].push(cost(
+                let r = cost(
                     &mut |p, o| {
                         let r = res.test_run_from(ingress, p, o, REPEAT)?;
                         Ok((r.action, r.duration))
                     },
                     &pkt,
-                    at,
-                    true,
-                )?);
-                cols[1].push(cost(
+                    forwards,
+                )?;
+                let m = cost(
                     &mut |p, o| {
                         let r = modulo.test_run_from(ingress, p, o, REPEAT)?;
                         Ok((r.action, r.duration))
                     },
                     &pkt,
-                    at,
-                    true,
-                )?);
-                cols[2].push(cost(
+                    forwards,
+                )?;
+                let b = cost(
                     &mut |p, o| {
                         let r = test_run_prog(&peers.progs.xdp_bare, ingress, p, o, REPEAT)?;
                         Ok((r.action, r.duration))
                     },
                     &pkt,
-                    at,
-                    false,
-                )?);
-                cols[3].push(cost(
+                    Verdict::Forwards {
+                        ttl_at: at,
+                        decrements: false,
+                    },
+                )?;
+                let f = cost(
                     &mut |p, o| {
                         let r = test_run_prog(&peers.progs.xdp_fib, ingress, p, o, REPEAT)?;
                         Ok((r.action, r.duration))
                     },
                     &pkt,
-                    at,
-                    true,
-                )?);
+                    forwards,
+                )?;
+                let e = cost(
+                    &mut |p, o| empty.run(ingress, p, o, REPEAT),
+                    &pkt,
+                    Verdict::Returns(XDP_PASS),
+                )?;
+                for (c, v) in cols.iter_mut().zip([r, m, b, f, e]) {
+                    c.push(v);
+                }
+                over_res.push(r - e);
+                over_bare.push(b - e);
             }
             let m: Vec<f64> = cols.into_iter().map(median).collect();
+            let (over_res, over_bare) = (median(over_res), median(over_bare));
             t.row(vec![
                 num(f64::from(n), 0),
                 num(m[0], 1),
                 num(m[1], 1),
                 num(m[2], 1),
                 num(m[3], 1),
+                num(m[4], 1),
+                num(over_res, 1),
+                num(over_bare, 1),
                 num(m[0] / m[2], 2),
+                num(over_res / over_bare, 2),
                 num(m[0] / m[3], 2),
             ]);
         }
-        t.note("Every measured run must end in XDP_REDIRECT with the TTL / hop limit 200 lower (255 at the start): the kernel feeds each rewritten frame back in, so all 200 repetitions were forwarded, none passed. The context names the ingress port (bpf_fib_lookup needs one); the same routes are in the kernel FIB and in xdp-ecmp's maps. An empty XDP program measures ~26 ns the same way (the test-run loop's own cost).");
+        let empty_ns: Vec<String> = (0..t.rows.len())
+            .filter_map(|i| t.value(i, "empty program"))
+            .map(|v| format!("{v:.1}"))
+            .collect();
+        t.note(format!("Every measured run of a forwarder must end in XDP_REDIRECT with the TTL / hop limit {REPEAT} lower (255 at the start; the bare forwarder leaves it alone): the kernel feeds each rewritten frame back in, so all {REPEAT} repetitions were forwarded, none passed. The context names the ingress port (bpf_fib_lookup needs one); the same routes are in the kernel FIB and in xdp-ecmp's maps."));
+        t.note(format!("The empty program (two instructions: r0 = XDP_PASS; exit) runs through the same test-run loop with the same frame and context, in every round beside the others; each of its runs must return XDP_PASS with the frame unchanged. It measures the loop's own cost per packet: {} ns here, by route count. 'resilient - empty' and 'bare - empty' are what each program costs over that loop (the median of each round's own difference); their ratio is the programs' cost without the loop, where 'resilient / bare' keeps the loop in both.", empty_ns.join(", ")));
         tables.push(t);
+        // The calls each program makes, at this family's largest tables.
+        let mut subjects = vec![
+            Subject {
+                name: "xdp-ecmp resilient",
+                fd: res.prog_fd(),
+                run: forwarded(&pkt, at, |p, o| {
+                    Ok(res.test_run_from(ingress, p, o, 1)?.action)
+                }),
+            },
+            Subject {
+                name: "xdp-ecmp modulo",
+                fd: modulo.prog_fd(),
+                run: forwarded(&pkt, at, |p, o| {
+                    Ok(modulo.test_run_from(ingress, p, o, 1)?.action)
+                }),
+            },
+            Subject {
+                name: "bare forwarder",
+                fd: peers.progs.xdp_bare.as_fd(),
+                run: once(
+                    &pkt,
+                    Verdict::Forwards {
+                        ttl_at: at,
+                        decrements: false,
+                    },
+                    |p, o| Ok(test_run_prog(&peers.progs.xdp_bare, ingress, p, o, 1)?.action),
+                ),
+            },
+            Subject {
+                name: "bpf_fib_lookup forwarder",
+                fd: peers.progs.xdp_fib.as_fd(),
+                run: forwarded(&pkt, at, |p, o| {
+                    Ok(test_run_prog(&peers.progs.xdp_fib, ingress, p, o, 1)?.action)
+                }),
+            },
+            Subject {
+                name: EMPTY,
+                fd: empty.fd(),
+                run: once(&pkt, Verdict::Returns(XDP_PASS), |p, o| {
+                    Ok(empty.run(ingress, p, o, 1)?.0)
+                }),
+            },
+        ];
+        calls.family(fam.name(), have, &mut subjects)?;
     }
+    tables.push(calls.table());
     Ok(tables)
+}
+
+/// One test run of one packet (`run` gives its verdict), checked against
+/// `verdict`.
+fn once<'a>(
+    pkt: &'a [u8],
+    verdict: Verdict,
+    mut run: impl FnMut(&[u8], &mut [u8]) -> Result<u32> + 'a,
+) -> Box<dyn FnMut() -> Result<()> + 'a> {
+    Box::new(move || {
+        let mut out = vec![0u8; 128];
+        let action = run(pkt, &mut out)?;
+        verdict.check(action, pkt, &out, 1)
+    })
+}
+
+/// [`once`] for a forwarder that lowers the TTL / hop limit at `ttl_at`.
+fn forwarded<'a>(
+    pkt: &'a [u8],
+    ttl_at: usize,
+    run: impl FnMut(&[u8], &mut [u8]) -> Result<u32> + 'a,
+) -> Box<dyn FnMut() -> Result<()> + 'a> {
+    once(
+        pkt,
+        Verdict::Forwards {
+            ttl_at,
+            decrements: true,
+        },
+        run,
+    )
 }

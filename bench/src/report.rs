@@ -131,6 +131,11 @@ pub struct Machine {
     pub cpus: usize,
     pub kernel: String,
     pub memory_gib: f64,
+    /// The CPU's vulnerabilities and their mitigations, one `name: state`
+    /// per file of /sys/devices/system/cpu/vulnerabilities (empty in a
+    /// report written before they were recorded).
+    #[serde(default)]
+    pub mitigations: Vec<String>,
 }
 
 impl Machine {
@@ -158,8 +163,31 @@ impl Machine {
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
             kernel,
             memory_gib: kib / 1048576.0,
+            mitigations: mitigations(Path::new(VULNERABILITIES)),
         }
     }
+}
+
+/// Where the kernel lists the CPU's vulnerabilities, one file each.
+const VULNERABILITIES: &str = "/sys/devices/system/cpu/vulnerabilities";
+
+/// Every file in `dir` as `name: content`, by name.
+fn mitigations(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let content = std::fs::read_to_string(e.path()).ok()?;
+            Some(format!(
+                "{}: {}",
+                e.file_name().to_string_lossy(),
+                content.trim()
+            ))
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// Everything one run measured.
@@ -223,6 +251,15 @@ impl Report {
             "- machine: {} ({} CPUs), {:.1} GiB, Linux {}",
             m.cpu, m.cpus, m.memory_gib, m.kernel
         );
+        if !m.mitigations.is_empty() {
+            let _ = writeln!(
+                s,
+                "- CPU vulnerabilities and mitigations ({VULNERABILITIES}):"
+            );
+            for l in &m.mitigations {
+                let _ = writeln!(s, "  - {l}");
+            }
+        }
         let _ = writeln!(
             s,
             "- every ratio compares figures measured side by side in this run; absolute figures on a shared VM are noisy\n"
@@ -298,6 +335,35 @@ mod tests {
         assert!(md.ends_with("measured here\n"), "{md}");
         assert_eq!(t.value(0, "ns"), Some(1.25));
         assert_eq!(t.value(0, "name"), None);
+    }
+
+    #[test]
+    fn machine_lists_every_vulnerability_file() {
+        let dir = std::env::temp_dir().join(format!("xe-vuln-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("spectre_v2"), "Mitigation: Retpolines\n").expect("write");
+        std::fs::write(dir.join("meltdown"), "Not affected\n").expect("write");
+        let v = mitigations(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            v,
+            [
+                "meltdown: Not affected",
+                "spectre_v2: Mitigation: Retpolines"
+            ]
+        );
+        let mut r = Report::new("x".into());
+        r.machine.mitigations = v;
+        assert!(
+            r.markdown()
+                .contains("\n  - meltdown: Not affected\n  - spectre_v2: Mitigation: Retpolines\n"),
+            "{}",
+            r.markdown()
+        );
+        // A report.json from before the field still reads.
+        let old = r#"{"cpu":"c","cpus":2,"kernel":"k","memory_gib":1.0}"#;
+        let m: Machine = serde_json::from_str(old).expect("old machine");
+        assert!(m.mitigations.is_empty());
     }
 
     #[test]
