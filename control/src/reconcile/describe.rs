@@ -37,10 +37,6 @@ impl Reconciler {
             })
             .collect();
         nexthops.sort_by_key(|n| n.id);
-        let mut routes: HashMap<&GroupKey, usize> = HashMap::new();
-        for key in self.route_groups.values() {
-            *routes.entry(key).or_default() += 1;
-        }
         let plain = self.mode.plan();
         let mut groups: Vec<GroupInfo> = self
             .groups
@@ -124,7 +120,8 @@ impl Reconciler {
                         .as_ref()
                         .and_then(|t| t.unbalanced_since())
                         .map(|since| now_ms.saturating_sub(since) as f64 / 1000.0),
-                    routes: routes.get(key).copied().unwrap_or(0),
+                    // Kept by every sync: no walk over the routes.
+                    routes: self.group_refs.get(key).copied().unwrap_or(0),
                     members,
                 }
             })
