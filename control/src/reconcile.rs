@@ -187,8 +187,12 @@ pub struct Reconciler {
     /// Bucket tables new groups start from (their routes' previous group),
     /// with the window whose stamps tell which buckets are busy.
     inherited: HashMap<GroupKey, (BucketTable, Window)>,
-    /// Tables of prefixes that stopped forwarding lately (table, window, when).
-    recent: HashMap<Prefix, (BucketTable, Window, u64)>,
+    /// Prefixes that stopped forwarding lately: the group each left, when.
+    recent: HashMap<Prefix, (GroupKey, u64)>,
+    /// The tables of the groups those prefixes left (table, window, when
+    /// taken), one per group, not one per prefix: a group's table is read
+    /// from it when the group itself is gone.
+    recent_tables: HashMap<GroupKey, (BucketTable, Window, u64)>,
     /// What waits for room.
     short: Shortfalls,
     /// Forwarding routes whose group is not written: written as a pass.
@@ -244,6 +248,7 @@ impl Reconciler {
             group_refs: HashMap::new(),
             inherited: HashMap::new(),
             recent: HashMap::new(),
+            recent_tables: HashMap::new(),
             short: Shortfalls::new(limits),
             passed: HashSet::new(),
             unwritten: BTreeMap::new(),
@@ -521,6 +526,8 @@ impl Reconciler {
         let mut updates = Vec::with_capacity(prefixes.len());
         let mut inherit: HashMap<GroupKey, GroupKey> = HashMap::new();
         self.recent
+            .retain(|_, r| now_ms.saturating_sub(r.1) < RECENT_MS);
+        self.recent_tables
             .retain(|_, r| now_ms.saturating_sub(r.2) < RECENT_MS);
         for p in prefixes {
             let verdict = route_verdict(ks, &p, &plain);
@@ -548,16 +555,37 @@ impl Reconciler {
                 } else if !self.groups.contains_key(key) {
                     // Or the route was deleted and comes back (a routing
                     // daemon swapping nexthop groups can do that in two steps).
-                    if let Some((t, w, _)) = self.recent.remove(&p) {
-                        self.inherited.entry(key.clone()).or_insert((t, w));
+                    if let Some((left, _)) = self.recent.remove(&p) {
+                        // The group it left, if it still forwards, else its
+                        // table as it was when routes left it.
+                        let table = match self.groups.get(&left) {
+                            Some(g) => g.table.clone().map(|t| (t, g.window)),
+                            None => self.recent_tables.get(&left).map(|r| (r.0.clone(), r.1)),
+                        };
+                        if let Some(t) = table {
+                            self.inherited.entry(key.clone()).or_insert(t);
+                        }
                     }
                 }
                 self.route_groups.insert(p, key.clone());
-            } else if let Some(g) = old_key.as_ref().and_then(|k| self.groups.get(k)) {
+            } else if let Some((old, g)) = old_key
+                .as_ref()
+                .and_then(|k| Some((k, self.groups.get(k)?)))
+            {
                 tracing::debug!(prefix = ?p, from = ?old_key, "route stops forwarding");
-                // Leaving forwarding: remember its table for a while.
+                // Leaving forwarding: remember its group for a while, and
+                // the group's table (taken again at most once a second:
+                // a copy per prefix cost a table per deleted route).
                 if let Some(t) = &g.table {
-                    self.recent.insert(p, (t.clone(), g.window, now_ms));
+                    self.recent.insert(p, (old.clone(), now_ms));
+                    let fresh = self
+                        .recent_tables
+                        .get(old)
+                        .is_some_and(|r| now_ms.saturating_sub(r.2) < 1000);
+                    if !fresh {
+                        self.recent_tables
+                            .insert(old.clone(), (t.clone(), g.window, now_ms));
+                    }
                 }
             }
             updates.push((p, verdict));

@@ -810,3 +810,55 @@ fn a_route_follows_the_pinned_prefixes_as_they_change() {
     sync(&mut rec, &ks, &mut mem, 2);
     assert_eq!(mem.routes[&parse("192.0.2.1/32")].flags, ROUTE_PIN);
 }
+
+/// Buckets whose port is the same in `a` and `b`.
+fn kept(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).filter(|(x, y)| x == y).count()
+}
+
+#[test]
+fn a_route_deleted_and_back_with_other_members_starts_from_its_old_table() {
+    // Alone in its group: the group goes with the route, and the table it
+    // had is what the route's new group starts from.
+    let mut ks = world();
+    let mut mem = Mem::new(Limits::default());
+    let mut rec = reconciler(resilient(64, 0), Limits::default());
+    // A table no fresh one looks like: port 4's buckets shared out.
+    route(&mut ks, "192.0.2.1/32", &[1, 2, 3, 4]);
+    sync(&mut rec, &ks, &mut mem, 0);
+    route(&mut ks, "192.0.2.1/32", &[1, 2, 3]);
+    sync(&mut rec, &ks, &mut mem, 0);
+    let before = mem.buckets("192.0.2.1/32");
+    unroute(&mut ks, "192.0.2.1/32");
+    sync(&mut rec, &ks, &mut mem, 1_000);
+    route(&mut ks, "192.0.2.1/32", &[1, 2, 4]);
+    sync(&mut rec, &ks, &mut mem, 2_000);
+    let after = mem.buckets("192.0.2.1/32");
+    let of_3 = before.iter().filter(|p| **p == 3).count();
+    assert_eq!(
+        kept(&before, &after),
+        before.len() - of_3,
+        "{before:?} -> {after:?}"
+    );
+    assert!(after.iter().all(|p| *p != 3));
+
+    // Sharing its group: the group still forwards, and the route's new
+    // group starts from its table as it is now.
+    let mut ks = world();
+    let mut mem = Mem::new(Limits::default());
+    let mut rec = reconciler(resilient(64, 0), Limits::default());
+    route(&mut ks, "192.0.2.1/32", &[1, 2, 3, 4]);
+    route(&mut ks, "192.0.2.2/32", &[1, 2, 3, 4]);
+    sync(&mut rec, &ks, &mut mem, 0);
+    route(&mut ks, "192.0.2.1/32", &[1, 2, 3]);
+    route(&mut ks, "192.0.2.2/32", &[1, 2, 3]);
+    sync(&mut rec, &ks, &mut mem, 0);
+    let shared = mem.buckets("192.0.2.2/32");
+    unroute(&mut ks, "192.0.2.1/32");
+    sync(&mut rec, &ks, &mut mem, 1_000);
+    route(&mut ks, "192.0.2.1/32", &[1, 2, 4]);
+    sync(&mut rec, &ks, &mut mem, 2_000);
+    let after = mem.buckets("192.0.2.1/32");
+    let of_3 = shared.iter().filter(|p| **p == 3).count();
+    assert_eq!(kept(&shared, &after), shared.len() - of_3);
+}
