@@ -9,8 +9,8 @@
 //! a router on the link) or, on kernels that have it (6.17 on), the port's
 //! `force_forwarding` is; never on a port with `disable_ipv6`. The MAC
 //! comes from the link mirror; the switches from their files, read in the
-//! daemon's namespace at every wake-up (at least every 200 ms): three small
-//! reads per port. A port that is detached or gone loses its entry: its
+//! daemon's namespace every 100 ms (and at once when links or netconf
+//! change): seven small reads per port. A port that is detached or gone loses its entry: its
 //! frames go to the kernel.
 
 use std::collections::BTreeMap;

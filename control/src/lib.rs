@@ -13,6 +13,7 @@ pub mod flows;
 pub mod forwarding;
 pub mod inspect;
 pub mod listings;
+pub mod loop_timing;
 pub mod metrics;
 pub mod mirror;
 pub mod nexthop_msg;

@@ -1,7 +1,7 @@
 //! The netlink side of the mirror: one socket subscribed to link, neighbour, route and nexthop events, one for dumps (subscribe first, then dump).
 
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use netlink_packet_core::{
@@ -53,7 +53,19 @@ pub struct Mirror {
     undecodable: u64,
     /// The devices' XDP features (`None`: the kernel cannot say).
     xdp: Option<XdpFeatures>,
+    /// When the last `poll` found events readable (None: it timed out).
+    readable_at: Option<Instant>,
+    /// Netlink messages the last `poll` read.
+    messages: u64,
+    /// When the last `poll` stopped at [`PASS_MESSAGES`], leaving the rest.
+    left_unread: Option<Instant>,
 }
+
+/// At most this many event messages are applied per [`Mirror::poll`] (the
+/// datagram that reaches it is applied whole): the maps are written between
+/// batches, so a burst of changes (an `ip -batch`, a routing daemon's
+/// table) does not hold its first change back until its last is read.
+pub const PASS_MESSAGES: u64 = 16;
 
 fn socket() -> Result<Socket> {
     let mut s = Socket::new(NETLINK_ROUTE).context("opening a NETLINK_ROUTE socket")?;
@@ -94,6 +106,9 @@ impl Mirror {
             buf: vec![0; 1 << 20],
             undecodable: 0,
             xdp,
+            readable_at: None,
+            messages: 0,
+            left_unread: None,
         })
     }
 
@@ -150,6 +165,17 @@ impl Mirror {
         v
     }
 
+    /// When the last [`Mirror::poll`] found events readable: where an
+    /// event's latency starts (None: that poll timed out).
+    pub fn readable_at(&self) -> Option<Instant> {
+        self.readable_at
+    }
+
+    /// How many netlink messages the last [`Mirror::poll`] read.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
     /// Events are waiting to be read.
     pub fn has_pending(&self) -> bool {
         let mut pfds = self.pollfds();
@@ -160,6 +186,7 @@ impl Mirror {
     /// Drops every queued event: after an overrun they are older than the dump
     /// that follows, and applying them after it would bring back deleted state.
     pub fn discard_pending(&mut self) {
+        self.left_unread = None;
         if let Some(x) = &mut self.xdp {
             let _ = x.drain();
         }
@@ -283,7 +310,8 @@ impl Mirror {
         state.stale_buckets.extend(retry);
     }
 
-    /// Waits up to `timeout` for events and applies every one that arrived.
+    /// Waits up to `timeout` for events and applies those that arrived, up
+    /// to [`PASS_MESSAGES`] of them.
     pub fn poll(&mut self, state: &mut KernelState, timeout: Duration) -> Result<Event> {
         let mut pfds = self.pollfds();
         // SAFETY: valid pollfds.
@@ -294,9 +322,13 @@ impl Mirror {
                 timeout.as_millis().min(i32::MAX as u128) as i32,
             )
         };
+        self.messages = 0;
         if rc <= 0 {
+            self.readable_at = None;
             return Ok(Event::Idle);
         }
+        // What the last poll left unread has been readable since it stopped.
+        self.readable_at = Some(self.left_unread.take().unwrap_or_else(Instant::now));
         let mut changed = Changed::default();
         if let Some(x) = &mut self.xdp {
             match x.drain() {
@@ -310,6 +342,11 @@ impl Mirror {
             }
         }
         loop {
+            if self.messages >= PASS_MESSAGES {
+                // The rest waits for the next poll, which returns at once.
+                self.left_unread = Some(Instant::now());
+                break;
+            }
             let n = match self.events.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT) {
                 Ok(n) => n,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(Event::Overrun),
@@ -317,6 +354,7 @@ impl Mirror {
                 Err(e) => return Err(e).context("reading netlink events"),
             };
             for msg in decode(&self.buf[..n], &mut self.undecodable) {
+                self.messages += 1;
                 if let NetlinkPayload::InnerMessage(m) = msg.payload {
                     changed.merge(state.apply_rt_flags(&m, msg.header.flags));
                 }

@@ -51,6 +51,7 @@ pub(crate) fn policy_fields(p: Policy) -> u32 {
 pub(crate) fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
     let stats = run(&run_config(cli, args)?)?;
     let (p50, p99, p999) = stats.latency_quantiles();
+    let (c50, c99, c999) = stats.change_latency_quantiles();
     tracing::info!(
         syncs = stats.syncs,
         resyncs = stats.resyncs,
@@ -58,6 +59,10 @@ pub(crate) fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
         latency_p50_us = p50,
         latency_p99_us = p99,
         latency_p999_us = p999,
+        changes = stats.change_latency_us.len(),
+        change_p50_us = c50,
+        change_p99_us = c99,
+        change_p999_us = c999,
         "stopped"
     );
     Ok(())
