@@ -109,6 +109,18 @@ impl Bed {
         r
     }
 
+    /// Waits for the daemon's log to say its first sync is done.
+    fn wait_initial_sync(&self, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        while !self.log_text().contains("initial sync done") {
+            if start.elapsed() > limit {
+                bail!("the daemon's first sync did not finish within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// Starts the daemon on xe-r1; returns once its program is attached.
     fn start_daemon(&mut self) -> Result<()> {
         let log = std::fs::File::create(&self.log)?;
@@ -177,9 +189,42 @@ fn wait_route(dp: &Dataplane, a: Ipv4Addr, present: bool, limit: Duration) -> Re
                 if present { "reach" } else { "leave" }
             );
         }
-        std::thread::yield_now();
+        // Spinning past the first 200 us would take a CPU from the daemon
+        // on a 2-CPU machine: after that, look every 100 us.
+        if start.elapsed() < Duration::from_micros(200) {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(100));
+        }
     }
     Ok(start.elapsed())
+}
+
+/// What the daemon's log says of its slow passes (those it logs, over
+/// `control::loop_timing::SLOW` of work): how many, and the slowest.
+fn slow_passes(log: &str) -> String {
+    const SAYS: &str = "one pass of the event loop took ";
+    let slow: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.find(SAYS).map(|at| &l[at + SAYS.len()..]))
+        .collect();
+    let ms = |l: &str| -> f64 {
+        l.split(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    match slow.iter().max_by(|a, b| ms(a).total_cmp(&ms(b))) {
+        None => format!(
+            "No pass of the daemon's loop took over {} ms of work during the churn.",
+            control::loop_timing::SLOW.as_millis()
+        ),
+        Some(worst) => format!(
+            "Passes of the daemon's loop over {} ms of work: {}; the slowest took {worst}.",
+            control::loop_timing::SLOW.as_millis(),
+            slow.len()
+        ),
+    }
 }
 
 /// Ingestion, latency under churn and memory; three tables.
@@ -312,7 +357,10 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
         let log = bed.stop_daemon();
         let restart = Instant::now();
         bed.start_daemon()?;
-        // In sync again once a route added now reaches the maps.
+        // In sync again once its first sync is done (a route found in the
+        // maps before that proves nothing: the sync may still be writing)
+        // and a route added now reaches the maps.
+        bed.wait_initial_sync(Duration::from_secs(600))?;
         let probe0 = Ipv4Addr::new(198, 18, 255, 254);
         bed.ip(&["route", "add", &format!("{probe0}/32"), "via", "10.0.0.2"])?;
         wait_route(&dp, probe0, true, Duration::from_secs(300))?;
@@ -338,6 +386,17 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
             q("latency_p999_us"),
             text("-"),
         ]);
+        latency.row(vec![
+            num(f64::from(rate), 0),
+            text("daemon, per change: netlink readable -> maps written"),
+            q("changes"),
+            q("resyncs"),
+            q("change_p50_us"),
+            text("-"),
+            q("change_p99_us"),
+            q("change_p999_us"),
+            text("-"),
+        ]);
         let h = &probe_hist;
         latency.row(vec![
             num(f64::from(rate), 0),
@@ -351,7 +410,8 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
             num(h.max() as f64, 0),
         ]);
         latency.note(format!(
-            "churn {rate}/s: {changes} background changes; the daemon restarted before it and was in sync {adopt_s:.2} s after start (it adopts the pinned maps of {n} routes)"
+            "churn {rate}/s: {changes} background changes; the daemon restarted before it and was in sync {adopt_s:.2} s after start (it adopts the pinned maps of {n} routes). {}",
+            slow_passes(&log)
         ));
         bed.start_daemon()?;
     }
@@ -364,12 +424,7 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
     eprintln!("control plane: daemon cold start with {n} routes in the kernel ...");
     let start = Instant::now();
     bed.start_daemon()?;
-    while !bed.log_text().contains("initial sync done") {
-        if start.elapsed() > Duration::from_secs(600) {
-            bail!("the daemon's cold start did not finish in 10 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    bed.wait_initial_sync(Duration::from_secs(600))?;
     let cold_s = start.elapsed().as_secs_f64();
     bed.stop_daemon();
     ingest.row(vec![
@@ -421,6 +476,17 @@ fn churn(bed: &Bed, dp: &Dataplane, rate: u32, seconds: f64) -> Result<(Histogra
                 bed.ip(&["route", "add", &format!("{a}/32"), "via", "10.0.0.2"])?;
                 let d = wait_route(dp, a, true, Duration::from_secs(60))?;
                 hist.record(d.as_micros().max(1) as u64)?;
+                if d > Duration::from_millis(50) {
+                    // To set beside the daemon's log of the same moment.
+                    let at = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    eprintln!(
+                        "control plane: probe {a} took {:.1} ms, reached the map at unix {:.3} s",
+                        d.as_secs_f64() * 1e3,
+                        at.as_secs_f64()
+                    );
+                }
                 bed.ip(&["route", "del", &format!("{a}/32")])?;
                 i += 1;
                 std::thread::sleep(Duration::from_millis(20));
