@@ -252,6 +252,8 @@ impl Mirror {
 
     /// Fills `state` from scratch with dumps of links, neighbours and routes.
     pub fn dump(&mut self, state: &mut KernelState) -> Result<()> {
+        // What a dump fills is synced whole.
+        state.mark_all_dirty();
         self.request(RouteNetlinkMessage::GetLink(LinkMessage::default()), state)?;
         if let Some(x) = &mut self.xdp {
             state.set_xdp_features(x.dump()?);

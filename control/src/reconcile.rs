@@ -334,7 +334,6 @@ impl Reconciler {
     /// everything else they reference is reserved until the first sync has
     /// moved routes off it. Returns how many groups were adopted.
     pub fn adopt(&mut self, ks: &KernelState, dp: &Dataplane, now_ms: u64) -> Result<usize> {
-        let d = translate(ks, self.mode);
         let existing = crate::check::map_routes(dp)?;
         // Reserve everything the old maps reference.
         let mut old_groups: HashMap<u32, (xe_group, Vec<u32>)> = HashMap::new();
@@ -359,6 +358,13 @@ impl Reconciler {
             self.group_ids.reserve(r.group);
             old_groups.insert(r.group, (g, slots));
         }
+        // What the kernel's routes want, only where there is a group to
+        // adopt (a cold start has none; for 1M routes it took 0.6 s).
+        let d = if old_groups.is_empty() {
+            Desired::default()
+        } else {
+            translate(ks, self.mode)
+        };
         let mut adopted_nh: HashSet<u32> = HashSet::new();
         let mut adopted_groups: HashSet<u32> = HashSet::new();
         for (prefix, want) in &d.routes {
@@ -514,15 +520,16 @@ impl Reconciler {
         let plain = self.mode.plan();
         let grace = dp.grace();
         self.reclaim(&grace, dp, false);
-        let mut prefixes: HashSet<Prefix> = match dirty {
-            Dirty::All => {
-                let mut all: HashSet<Prefix> = ks.prefixes().copied().collect();
-                all.extend(self.routes.keys().copied());
-                all
-            }
-            Dirty::Prefixes(set) => set.clone(),
+        // In order: the state's route map is then read from one place to
+        // the next, not at random (a sync of 1M routes spent a sixth of its
+        // time in missed caches), and the maps are written in order too.
+        let mut prefixes: Vec<Prefix> = match dirty {
+            Dirty::All => ks.prefixes().chain(self.routes.keys()).copied().collect(),
+            Dirty::Prefixes(set) => set.iter().copied().collect(),
         };
         prefixes.extend(self.retry.drain());
+        prefixes.sort_unstable();
+        prefixes.dedup();
         let mut updates = Vec::with_capacity(prefixes.len());
         let mut inherit: HashMap<GroupKey, GroupKey> = HashMap::new();
         self.recent

@@ -670,7 +670,7 @@ impl KernelState {
                 };
                 let now = self.local_routes.get(&prefix).cloned();
                 if before != now {
-                    self.dirty.insert(prefix);
+                    self.mark_dirty(prefix);
                     self.local_wide_changed(&prefix);
                 }
                 return before != now;
@@ -679,9 +679,23 @@ impl KernelState {
         let now = self.routes.get(&prefix);
         let changed = before.as_ref() != now;
         if changed {
-            self.dirty.insert(prefix);
+            self.mark_dirty(prefix);
         }
         changed
+    }
+
+    /// `prefix` is to be synced again; nothing to note when every prefix is.
+    fn mark_dirty(&mut self, prefix: Prefix) {
+        if !self.dirty_all {
+            self.dirty.insert(prefix);
+        }
+    }
+
+    /// Every prefix is to be synced again (a dump fills this state: listing
+    /// each of a million prefixes would cost more than the dump's parse).
+    pub fn mark_all_dirty(&mut self) {
+        self.dirty_all = true;
+        self.dirty.clear();
     }
 
     /// Follows a policy routing rule; true (every route to be looked at
