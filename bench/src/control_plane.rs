@@ -171,7 +171,12 @@ impl Bed {
 
 /// `name=value` from the daemon's "stopped" log line.
 fn log_field(log: &str, name: &str) -> Option<u64> {
-    let line = log.lines().rev().find(|l| l.contains("stopped"))?;
+    line_field(log, "stopped", name)
+}
+
+/// `name=value` from the daemon's last log line that says `says`.
+fn line_field(log: &str, says: &str, name: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains(says))?;
     let at = line.find(&format!("{name}="))? + name.len() + 1;
     line[at..]
         .split(|c: char| !c.is_ascii_digit())
@@ -426,12 +431,37 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
     bed.start_daemon()?;
     bed.wait_initial_sync(Duration::from_secs(600))?;
     let cold_s = start.elapsed().as_secs_f64();
-    bed.stop_daemon();
+    let log = bed.stop_daemon();
     ingest.row(vec![
         text("daemon cold start: dump of the kernel's routes into empty maps"),
         num(cold_s, 2),
         num(f64::from(n) / cold_s, 0),
     ]);
+    // Its parts, as the daemon's log gives them.
+    for (what, field) in [
+        (
+            "cold start, of it: loading the program and maps, attaching",
+            "load_ms",
+        ),
+        (
+            "cold start, of it: the kernel's dump, read and parsed",
+            "dump_ms",
+        ),
+        (
+            "cold start, of it: the first sync (maps written)",
+            "sync_ms",
+        ),
+    ] {
+        if let Some(ms) = line_field(&log, "initial sync done", field) {
+            let s = ms as f64 / 1000.0;
+            let rate = if field == "load_ms" {
+                text("-")
+            } else {
+                num(f64::from(n) / s.max(1e-3), 0)
+            };
+            ingest.row(vec![text(what), num(s, 2), rate]);
+        }
+    }
     Ok(vec![ingest, latency, memory])
 }
 

@@ -528,6 +528,21 @@ fn judge(r: &mut report::Report) {
             ),
         );
     }
+    if let Some(c) = cold {
+        let part = |what: &str| cell(r, "route_ingestion", what, "seconds").unwrap_or(0.0);
+        let (load, dump, sync) = (
+            part("cold start, of it: loading"),
+            part("cold start, of it: the kernel's dump"),
+            part("cold start, of it: the first sync"),
+        );
+        r.goal(
+            "daemon cold start: 1M routes into empty maps",
+            ">= 300k routes/s",
+            format!("{c:.0} routes/s"),
+            c >= 300_000.0,
+            &format!("from the daemon's start to its first sync done: loading the program and maps and attaching {load:.2} s, the kernel's dump read and parsed into the mirror {dump:.2} s, the first sync {sync:.2} s (every route written to the DIR-24-8 tables by mmap and to the trie record by one bpf() call each)"),
+        );
+    }
     if let Some(t) = r.table("event_latency") {
         let rows = |who: &str| -> Vec<(String, f64)> {
             (0..t.rows.len())

@@ -167,6 +167,7 @@ fn install_signal_handlers() {
 
 /// Runs the daemon until `run_for` elapses (or forever).
 pub fn run(cfg: &RunConfig) -> Result<RunStats> {
+    let began = Instant::now();
     install_signal_handlers();
     // One writer at a time: a second daemon or an `attach` on the same pin
     // directory is told who holds it.
@@ -217,7 +218,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     )?;
     let mut mirror = Mirror::open(cfg.rcvbuf)?;
     let mut state = KernelState::new(cfg.table);
+    let loaded = began.elapsed();
     mirror.dump(&mut state)?;
+    let dumped = began.elapsed();
     // Each port's MAC and switches (entries pinned by a previous run stay
     // while they are right; those of ports not attached now go).
     let mut admission = Admission::adopt(&dp, Default::default())?;
@@ -315,10 +318,16 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         None => None,
     };
     let mut last_counters = Instant::now();
+    // Where the start's time went: loading and attaching, the kernel's
+    // dump (read and parsed), then adopting and the first sync.
+    let ms = |d: Duration| d.as_millis() as u64;
     tracing::info!(
         routes = state.routes.len(),
         links = state.links.len(),
         stamp_clock_hz = dp.stamp_clock()?.hz,
+        load_ms = ms(loaded),
+        dump_ms = ms(dumped - loaded),
+        sync_ms = ms(began.elapsed() - dumped),
         "initial sync done"
     );
     let started = Instant::now();
