@@ -952,7 +952,7 @@ fn publish(r: &mut report::Report, out: &Path, benchmarks_md: Option<&Path>) -> 
     if let Some(md) = benchmarks_md {
         let body = r.markdown().replace("](", &format!("]({}/", out.display()));
         let text = format!(
-            "# Benchmarks\n\nThe latest full run of `scripts/bench.sh` (as root: it builds, then runs `xdp-ecmp-bench full`, about 6 minutes here). It writes `{0}/report.md`, `{0}/report.json` and the PNG charts, and this file. `xdp-ecmp-bench --help` lists the single benchmarks; `xdp-ecmp-bench quick` is the smoke run the test suite does; `xdp-ecmp-bench render {0}/report.json` writes the report again from the JSON.\n\n{1}",
+            "# Benchmarks\n\nThe latest full run of `scripts/bench.sh` (as root: it builds, then runs `xdp-ecmp-bench full`, about 11 minutes here). It writes `{0}/report.md`, `{0}/report.json` and the PNG charts, and this file. `xdp-ecmp-bench --help` lists the single benchmarks; `xdp-ecmp-bench quick` is the smoke run the test suite does; `xdp-ecmp-bench render {0}/report.json` writes the report again from the JSON.\n\n{1}",
             out.display(),
             body.trim_start_matches("# xdp-ecmp benchmark report\n\n")
         );
