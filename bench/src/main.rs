@@ -566,7 +566,7 @@ fn judge(r: &mut report::Report) {
                 list(&change, " us")
             ),
             within(&wakeup) && within(&change),
-            &format!("the daemon's histograms: a wake-up from netlink readable to maps written, and each change it applied counted with its wake-up's time (a change a wake-up left unread counts from the moment it stopped reading: at most {} messages are applied per wake-up). Single changes made amid the bursts and timed from outside (probe, ip returns -> route in the map, queued behind up to a 500-change burst): p99 {}", control::mirror::PASS_MESSAGES, list(&probe, " us")),
+            &format!("the daemon's histograms: a wake-up from netlink readable to maps written, and each change it applied counted with its wake-up's time; every wake-up reads the socket empty into a queue and applies at most {} messages of it, so a change counts from the end of the read before the one that found it (at most one wake-up too long, never too short). Single changes made amid the bursts and timed from outside (probe, ip returns -> route in the map, queued behind up to a 500-change burst): p99 {}", control::mirror::PASS_MESSAGES, list(&probe, " us")),
         );
     }
     if let Some(t) = r.table("map_memory") {

@@ -83,8 +83,10 @@ pub struct RunStats {
     /// Event (netlink readable) -> maps written, in microseconds, one
     /// count per wake-up with changes.
     pub latency_us: hdrhistogram::Histogram<u64>,
-    /// The same, one count per netlink message applied: a message read in a
-    /// pass, or left for the next one, waited for the whole pass.
+    /// The same, one count per netlink message applied, each counted with
+    /// its pass's time (from the oldest moment one of its messages can have
+    /// been waiting: every poll reads the socket empty, so a message came
+    /// after the previous read ended).
     pub change_latency_us: hdrhistogram::Histogram<u64>,
     /// Buckets moved since start, and over the last minute.
     pub buckets_moved: u64,

@@ -53,18 +53,29 @@ pub struct Mirror {
     undecodable: u64,
     /// The devices' XDP features (`None`: the kernel cannot say).
     xdp: Option<XdpFeatures>,
-    /// When the last `poll` found events readable (None: it timed out).
+    /// The oldest moment since which the events the last `poll` applied
+    /// can have been waiting (None: it timed out).
     readable_at: Option<Instant>,
     /// Netlink messages the last `poll` read.
     messages: u64,
-    /// When the last `poll` stopped at [`PASS_MESSAGES`], leaving the rest.
-    left_unread: Option<Instant>,
+    /// Event datagrams read but not applied yet, each with the moment
+    /// since which it can have been waiting (see `poll`).
+    queue: std::collections::VecDeque<(Vec<u8>, Instant)>,
+    queued_bytes: usize,
+    /// When the event socket was last read until it was empty.
+    emptied: Option<Instant>,
 }
+
+/// At most this many bytes of read events wait in the queue; beyond, they
+/// wait in the socket's buffer (whose overrun starts a dump).
+const QUEUE_BYTES: usize = 64 << 20;
 
 /// At most this many event messages are applied per [`Mirror::poll`] (the
 /// datagram that reaches it is applied whole): the maps are written between
 /// batches, so a burst of changes (an `ip -batch`, a routing daemon's
-/// table) does not hold its first change back until its last is read.
+/// table) does not hold its first change back until its last is applied.
+/// Every poll still reads all that is readable (into a queue), so each
+/// event's wait is known within one pass.
 pub const PASS_MESSAGES: u64 = 16;
 
 fn socket() -> Result<Socket> {
@@ -108,7 +119,9 @@ impl Mirror {
             xdp,
             readable_at: None,
             messages: 0,
-            left_unread: None,
+            queue: Default::default(),
+            queued_bytes: 0,
+            emptied: None,
         })
     }
 
@@ -165,8 +178,9 @@ impl Mirror {
         v
     }
 
-    /// When the last [`Mirror::poll`] found events readable: where an
-    /// event's latency starts (None: that poll timed out).
+    /// Where the latency of the events the last [`Mirror::poll`] applied
+    /// starts: the oldest moment since which one of them can have been
+    /// waiting (None: that poll timed out).
     pub fn readable_at(&self) -> Option<Instant> {
         self.readable_at
     }
@@ -178,6 +192,9 @@ impl Mirror {
 
     /// Events are waiting to be read.
     pub fn has_pending(&self) -> bool {
+        if !self.queue.is_empty() {
+            return true;
+        }
         let mut pfds = self.pollfds();
         // SAFETY: valid pollfds, no wait.
         unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 0) > 0 }
@@ -186,7 +203,9 @@ impl Mirror {
     /// Drops every queued event: after an overrun they are older than the dump
     /// that follows, and applying them after it would bring back deleted state.
     pub fn discard_pending(&mut self) {
-        self.left_unread = None;
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.emptied = None;
         if let Some(x) = &mut self.xdp {
             let _ = x.drain();
         }
@@ -315,58 +334,109 @@ impl Mirror {
     /// Waits up to `timeout` for events and applies those that arrived, up
     /// to [`PASS_MESSAGES`] of them.
     pub fn poll(&mut self, state: &mut KernelState, timeout: Duration) -> Result<Event> {
+        // What is readable now came after the socket was last emptied.
+        if self.queue.is_empty() {
+            let since = self.emptied.unwrap_or_else(Instant::now);
+            if self.drain(since)? {
+                return Ok(Event::Overrun);
+            }
+        }
         let mut pfds = self.pollfds();
+        // Read but not applied yet: no wait.
+        let wait = if self.queue.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO
+        };
         // SAFETY: valid pollfds.
         let rc = unsafe {
             libc::poll(
                 pfds.as_mut_ptr(),
                 pfds.len() as libc::nfds_t,
-                timeout.as_millis().min(i32::MAX as u128) as i32,
+                wait.as_millis().min(i32::MAX as u128) as i32,
             )
         };
         self.messages = 0;
-        if rc <= 0 {
+        if rc <= 0 && self.queue.is_empty() {
             self.readable_at = None;
             return Ok(Event::Idle);
         }
-        // What the last poll left unread has been readable since it stopped.
-        self.readable_at = Some(self.left_unread.take().unwrap_or_else(Instant::now));
         let mut changed = Changed::default();
-        if let Some(x) = &mut self.xdp {
-            match x.drain() {
-                Ok(all) => {
-                    for (i, f) in all {
-                        changed.links |= state.set_xdp_feature(i, f);
+        if rc > 0 {
+            if let Some(x) = &mut self.xdp {
+                match x.drain() {
+                    Ok(all) => {
+                        for (i, f) in all {
+                            changed.links |= state.set_xdp_feature(i, f);
+                        }
                     }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(Event::Overrun),
+                    Err(e) => return Err(e).context("reading netdev notifications"),
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(Event::Overrun),
-                Err(e) => return Err(e).context("reading netdev notifications"),
             }
         }
-        loop {
-            if self.messages >= PASS_MESSAGES {
-                // The rest waits for the next poll, which returns at once.
-                self.left_unread = Some(Instant::now());
+        // Everything readable is read now, stamped with the moment since
+        // which it can have waited: the socket was empty when it was last
+        // read to the end; after a wait (the socket empty when it began),
+        // events came when the wait ended.
+        let woke = Instant::now();
+        let since = if wait.is_zero() {
+            self.emptied.unwrap_or(woke)
+        } else {
+            woke
+        };
+        if self.drain(since)? {
+            return Ok(Event::Overrun);
+        }
+        // At most PASS_MESSAGES are applied; the rest waits for the next
+        // poll, which returns at once.
+        let mut oldest: Option<Instant> = None;
+        while self.messages < PASS_MESSAGES {
+            let Some((datagram, since)) = self.queue.pop_front() else {
                 break;
-            }
-            let n = match self.events.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT) {
-                Ok(n) => n,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(Event::Overrun),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e).context("reading netlink events"),
             };
-            for msg in decode(&self.buf[..n], &mut self.undecodable) {
+            self.queued_bytes -= datagram.len();
+            oldest = Some(oldest.map_or(since, |o| o.min(since)));
+            for msg in decode(&datagram, &mut self.undecodable) {
                 self.messages += 1;
                 if let NetlinkPayload::InnerMessage(m) = msg.payload {
                     changed.merge(state.apply_rt_flags(&m, msg.header.flags));
                 }
             }
         }
+        self.readable_at = Some(oldest.unwrap_or(woke));
         if !state.stale_buckets.is_empty() {
             self.refresh_buckets(state);
             changed.nexthops = true;
         }
         Ok(Event::Changed(changed))
+    }
+
+    /// Reads every readable event datagram into the queue, each stamped
+    /// `since`, up to [`QUEUE_BYTES`]; true on an overrun (the kernel
+    /// dropped events: the queue is dropped too, a dump follows).
+    fn drain(&mut self, since: Instant) -> Result<bool> {
+        while self.queued_bytes < QUEUE_BYTES {
+            let n = match self.events.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT) {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.queue.clear();
+                    self.queued_bytes = 0;
+                    self.emptied = None;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.emptied = Some(Instant::now());
+                    return Ok(false);
+                }
+                Err(e) => return Err(e).context("reading netlink events"),
+            };
+            self.queued_bytes += n;
+            self.queue.push_back((self.buf[..n].to_vec(), since));
+        }
+        // Full: what is left in the socket has waited at least since the
+        // socket was last found empty, which stays the stamp.
+        Ok(false)
     }
 }
 

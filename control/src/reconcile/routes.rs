@@ -159,11 +159,13 @@ impl Reconciler {
             return true;
         }
         let new = !self.routes.contains_key(prefix);
-        let what = format!("route {prefix}");
+        // Named only when something is noted (formatting it for every
+        // route written cost each one an allocation).
+        let what = || format!("route {prefix}");
         if new {
             if let Some(limit) = self.no_room_for(prefix) {
                 self.unwritten.insert(*prefix, limit);
-                self.short.note(limit, what, ROUTE_STATUS, None);
+                self.short.note(limit, what(), ROUTE_STATUS, None);
                 return false;
             }
         }
@@ -187,11 +189,11 @@ impl Reconciler {
                 if new {
                     self.unwritten.insert(*prefix, limit);
                     self.short
-                        .note(limit, what, ROUTE_STATUS, Some(e.to_string()));
+                        .note(limit, what(), ROUTE_STATUS, Some(e.to_string()));
                 } else {
                     self.retry.insert(*prefix);
                     self.short
-                        .note(limit, what, OLD_ENTRY_STATUS, Some(e.to_string()));
+                        .note(limit, what(), OLD_ENTRY_STATUS, Some(e.to_string()));
                 }
                 false
             }
