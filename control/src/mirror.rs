@@ -56,7 +56,7 @@ pub struct Mirror {
     /// The oldest moment since which the events the last `poll` applied
     /// can have been waiting (None: it timed out).
     readable_at: Option<Instant>,
-    /// Netlink messages the last `poll` read.
+    /// Netlink messages the last `poll` applied.
     messages: u64,
     /// Event datagrams read but not applied yet, each with the moment
     /// since which it can have been waiting (see `poll`).
@@ -185,7 +185,7 @@ impl Mirror {
         self.readable_at
     }
 
-    /// How many netlink messages the last [`Mirror::poll`] read.
+    /// How many netlink messages the last [`Mirror::poll`] applied.
     pub fn messages(&self) -> u64 {
         self.messages
     }
