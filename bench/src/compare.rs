@@ -2,7 +2,7 @@
 
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -13,7 +13,6 @@ use dataplane::abi::{
 use dataplane::tables::single_path;
 use dataplane::{ifindex_of, pin_thread_to_cpu, test_run_prog};
 use dataplane::{Dataplane, LoadOptions, TableWriter};
-use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject};
 use testnet::TestNet;
@@ -129,81 +128,6 @@ fn cost(run: &mut Runner<'_>, pkt: &[u8], verdict: Verdict) -> Result<f64> {
     Ok(total.as_nanos() as f64 / f64::from(CALLS))
 }
 
-/// An XDP program of two instructions, `r0 = XDP_PASS; exit`, run through
-/// the same test-run loop as the others: what the loop itself costs.
-struct Empty(OwnedFd);
-
-impl Empty {
-    fn load() -> Result<Self> {
-        let mut insns = [libbpf_sys::bpf_insn::default(); 2];
-        // BPF_ALU64 | BPF_MOV | BPF_K: r0 = imm
-        insns[0].code = 0xb7;
-        insns[0].imm = XDP_PASS as i32;
-        // BPF_JMP | BPF_EXIT
-        insns[1].code = 0x95;
-        // SAFETY: the name, the licence and the instructions outlive the
-        // call; no options.
-        let fd = unsafe {
-            libbpf_sys::bpf_prog_load(
-                libbpf_sys::BPF_PROG_TYPE_XDP,
-                c"xe_empty".as_ptr(),
-                c"GPL".as_ptr(),
-                insns.as_ptr(),
-                insns.len() as _,
-                std::ptr::null_mut(),
-            )
-        };
-        if fd < 0 {
-            bail!(
-                "loading the empty XDP program: {}",
-                std::io::Error::from_raw_os_error(-fd)
-            );
-        }
-        // SAFETY: a new fd that nothing else owns.
-        Ok(Empty(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-
-    /// BPF_PROG_TEST_RUN as [`test_run_prog`] makes it: the same context
-    /// (the ingress port), the frame in and out, `repeat` repetitions.
-    fn run(
-        &self,
-        ingress: u32,
-        input: &[u8],
-        out: &mut [u8],
-        repeat: u32,
-    ) -> Result<(u32, Duration)> {
-        let mut ctx = [0u32; 6];
-        ctx[1] = input.len() as u32;
-        ctx[3] = ingress;
-        let mut o = libbpf_sys::bpf_test_run_opts {
-            sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _,
-            data_in: input.as_ptr().cast(),
-            data_size_in: input.len() as u32,
-            data_out: out.as_mut_ptr().cast(),
-            data_size_out: out.len() as u32,
-            repeat: repeat as i32,
-            ..Default::default()
-        };
-        if ingress != 0 {
-            o.ctx_in = ctx.as_ptr().cast();
-            o.ctx_size_in = std::mem::size_of_val(&ctx) as u32;
-        }
-        // SAFETY: every buffer the options point to outlives the call.
-        let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(self.0.as_raw_fd(), &mut o) };
-        if rc != 0 {
-            bail!(
-                "test run of the empty program: {}",
-                std::io::Error::from_raw_os_error(-rc)
-            );
-        }
-        Ok((o.retval, Duration::from_nanos(o.duration.into())))
-    }
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -283,8 +207,6 @@ pub fn compare(route_counts: &[u32], rounds: usize) -> Result<Vec<Table>> {
         .maps
         .peer_tx
         .update(&egress.to_ne_bytes(), &egress.to_ne_bytes(), MapFlags::ANY)?;
-
-    let empty = Empty::load()?;
 
     let route = xe_route {
         group: 1,
@@ -383,7 +305,10 @@ pub fn compare(route_counts: &[u32], rounds: usize) -> Result<Vec<Table>> {
                     forwards,
                 )?;
                 let e = cost(
-                    &mut |p, o| empty.run(ingress, p, o, REPEAT),
+                    &mut |p, o| {
+                        let r = test_run_prog(&peers.progs.xdp_empty, ingress, p, o, REPEAT)?;
+                        Ok((r.action, r.duration))
+                    },
                     &pkt,
                     Verdict::Returns(XDP_PASS),
                 )?;
@@ -414,7 +339,7 @@ pub fn compare(route_counts: &[u32], rounds: usize) -> Result<Vec<Table>> {
             .map(|v| format!("{v:.1}"))
             .collect();
         t.note(format!("Every measured run of a forwarder must end in XDP_REDIRECT with the TTL / hop limit {REPEAT} lower (255 at the start; the bare forwarder leaves it alone): the kernel feeds each rewritten frame back in, so all {REPEAT} repetitions were forwarded, none passed. The context names the ingress port (bpf_fib_lookup needs one); the same routes are in the kernel FIB and in xdp-ecmp's maps."));
-        t.note(format!("The empty program (two instructions: r0 = XDP_PASS; exit) runs through the same test-run loop with the same frame and context, in every round beside the others; each of its runs must return XDP_PASS with the frame unchanged. It measures the loop's own cost per packet: {} ns here, by route count. 'resilient - empty' and 'bare - empty' are what each program costs over that loop (the median of each round's own difference); their ratio is the programs' cost without the loop, where 'resilient / bare' keeps the loop in both.", empty_ns.join(", ")));
+        t.note(format!("The empty program (it returns XDP_PASS, nothing else) runs through the same test-run loop with the same frame and context, in every round beside the others; each of its runs must return XDP_PASS with the frame unchanged. It measures the loop's own cost per packet: {} ns here, by route count. 'resilient - empty' and 'bare - empty' are what each program costs over that loop (the median of each round's own difference); their ratio is the programs' cost without the loop, where 'resilient / bare' keeps the loop in both.", empty_ns.join(", ")));
         tables.push(t);
         // The calls each program makes, at this family's largest tables.
         let mut subjects = vec![
@@ -453,9 +378,9 @@ pub fn compare(route_counts: &[u32], rounds: usize) -> Result<Vec<Table>> {
             },
             Subject {
                 name: EMPTY,
-                fd: empty.fd(),
+                fd: peers.progs.xdp_empty.as_fd(),
                 run: once(&pkt, Verdict::Returns(XDP_PASS), |p, o| {
-                    Ok(empty.run(ingress, p, o, 1)?.0)
+                    Ok(test_run_prog(&peers.progs.xdp_empty, ingress, p, o, 1)?.action)
                 }),
             },
         ];

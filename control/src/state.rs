@@ -334,7 +334,7 @@ impl KernelState {
             _ => {}
         }
         if c.nexthops {
-            self.dirty_all = true;
+            self.mark_all_dirty();
         }
         c
     }
@@ -344,7 +344,7 @@ impl KernelState {
         let changed = self.kernel_buckets.get(&group) != Some(&buckets);
         if changed {
             self.kernel_buckets.insert(group, buckets);
-            self.dirty_all = true;
+            self.mark_all_dirty();
         }
         changed
     }
@@ -728,7 +728,7 @@ impl KernelState {
             gone
         };
         if changed {
-            self.dirty_all = true;
+            self.mark_all_dirty();
         }
         changed
     }
@@ -745,7 +745,7 @@ impl KernelState {
     /// route of the mirrored table inside it: those must be looked at again.
     fn local_wide_changed(&mut self, p: &Prefix) {
         if p.len < host_len(p) {
-            self.dirty_all = true;
+            self.mark_all_dirty();
         }
     }
 
