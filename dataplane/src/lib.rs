@@ -12,6 +12,7 @@ pub mod flows;
 pub mod forward;
 pub mod grace;
 pub mod insns;
+pub mod lensearch;
 pub mod live;
 mod maps;
 pub mod memory;
