@@ -1,4 +1,4 @@
-/* xdp_ecmp.bpf.c: the XDP fast path: admit (the ingress port's MAC and switches), parse, hash the flow, route (DIR-24-8 for IPv4, LPM trie for IPv6) -> group -> bucket -> next hop, rewrite and redirect. */
+/* xdp_ecmp.bpf.c: the XDP fast path: admit (the ingress port's MAC and switches), parse, hash the flow, route (DIR-24-8 for IPv4, a binary search on prefix lengths for IPv6) -> group -> bucket -> next hop, rewrite and redirect. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "include/xe_abi.h"
@@ -169,17 +169,55 @@ static __always_inline __u32 xe_route_lookup_v4(__u32 dst_be)
 	return c ? *(volatile __u32 *)&c->e[dst & 0xff] : 0;
 }
 
+/* IPv6: binary search on the prefix lengths routes have
+ * (dataplane/src/lensearch.rs), one hash lookup per level: a hit (a route or
+ * a marker) turns to longer lengths and holds the best route so far, a miss
+ * to shorter ones. Leaves rt alone when no entry holds a route. */
+static __always_inline void xe_route_lookup_v6(const __u32 *dst, struct xe_route *rt)
+{
+	const struct xe_v6_lens *s;
+	struct xe_v6_key key;
+	__u32 zero = 0, set, lo = 0, hi;
+
+	s = bpf_map_lookup_elem(&xe_v6_lens, &zero);
+	if (!s)
+		return;
+	set = *(const volatile __u32 *)&s->active & 1;
+	hi = s->count[set];
+	for (int i = 0; i < XE_V6_STEPS && lo < hi; i++) {
+		__u32 mid = (lo + hi) >> 1;
+		struct xe_route *r;
+		__u32 len;
+
+		/* Keeps the bound on mid itself (not folded into lo + hi), where
+		 * the verifier can see it. */
+		asm volatile("" : "+r"(mid));
+		if (mid >= XE_V6_LENS)
+			break;
+		len = ((const __u8 *)s->len[set])[mid];
+		key.len = len;
+#pragma unroll
+		for (__u32 w = 0; w < 4; w++) {
+			__u32 bits = len > 32 * w ? len - 32 * w : 0;
+
+			key.addr[w] = bits >= 32 ? dst[w] : bits ? dst[w] & bpf_htonl(~0u << (32 - bits)) : 0;
+		}
+		r = bpf_map_lookup_elem(&xe_v6_routes, &key);
+		if (r) {
+			if (r->kind)
+				*rt = *r;
+			lo = mid + 1;
+		} else {
+			hi = mid;
+		}
+	}
+}
+
 /* The route for the destination; kind 0 when there is none. */
 static __always_inline void xe_route_lookup(const struct xe_meta *m, struct xe_route *rt)
 {
 	if (m->flow.is_v6) {
-		struct xe_lpm_v6 key = {.prefixlen = 128};
-		struct xe_route *r;
-
-		__builtin_memcpy(key.addr, m->flow.dst, 16);
-		r = bpf_map_lookup_elem(&xe_routes_v6, &key);
-		if (r)
-			*rt = *r;
+		xe_route_lookup_v6(m->flow.dst, rt);
 	} else {
 		__u32 v = xe_route_lookup_v4(m->flow.dst[0]);
 

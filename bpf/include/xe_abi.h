@@ -5,8 +5,9 @@
 #include <linux/types.h>
 
 /* Capacities. Routes live in LPM tries without preallocation, so only used
- * entries cost memory (the IPv4 trie is the control plane's record; packets
- * look IPv4 up in the DIR-24-8 tables derived from it); buckets and modulo
+ * entries cost memory (the tries are the control plane's record; packets
+ * look IPv4 up in the DIR-24-8 tables and IPv6 in the length search derived
+ * from them); buckets and modulo
  * member lists share one slot pool so a group reserves exactly the slots it
  * uses, never 4096. */
 enum xe_limits {
@@ -199,7 +200,35 @@ struct xe_lpm_v6 {
 };
 _Static_assert(sizeof(struct xe_lpm_v6) == 20, "xe_lpm_v6");
 
-/* Value of both LPM tries. */
+/* IPv6 search by prefix length (dataplane/src/lensearch.rs): a binary
+ * search over the lengths routes have, one hash lookup (xe_v6_routes) per
+ * level. XE_V6_LENS holds all 129 lengths (0..128), rounded to 8 bytes;
+ * XE_V6_STEPS levels search them all. */
+enum xe_v6_search {
+	XE_V6_LENS = 136,
+	XE_V6_STEPS = 8,
+};
+
+/* Key of xe_v6_routes: a length and the destination masked to it. */
+struct xe_v6_key {
+	__u32 len;
+	__u32 addr[4]; /* network order, bits past len zero */
+};
+_Static_assert(sizeof(struct xe_v6_key) == 20, "xe_v6_key");
+
+/* The lengths searched: two ascending sets and the one in use. The control
+ * plane writes the other set, then switches `active` with one store. Each
+ * set is XE_V6_LENS bytes, one length each, held in 8-byte words (the
+ * skeleton's Rust types have no arrays past 32 elements). */
+struct xe_v6_lens {
+	__u32 active;
+	__u32 count[2];
+	__u32 pad;
+	__u64 len[2][XE_V6_LENS / 8];
+};
+_Static_assert(sizeof(struct xe_v6_lens) == 16 + 2 * XE_V6_LENS, "xe_v6_lens");
+
+/* Value of both LPM tries and of the IPv6 search's entries. */
 struct xe_route {
 	__u32 group; /* index into the groups map (XE_RT_UNICAST only) */
 	__u8 kind;   /* enum xe_route_kind */
@@ -351,6 +380,7 @@ struct xe_abi_types {
 	enum xe_pin_flag pin_flag;
 	enum xe_pin_timeout pin_timeout;
 	enum xe_pin_event pin_event;
+	enum xe_v6_search v6_search;
 };
 
 #endif

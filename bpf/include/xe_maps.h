@@ -38,7 +38,8 @@ struct {
 	__uint(map_flags, BPF_F_MMAPABLE);
 } xe_tbl8 SEC(".maps");
 
-/* IPv6 routes: longest-prefix match on the destination. */
+/* IPv6 routes by prefix: the control plane's record, as xe_routes_v4;
+ * packets use the length search below. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct xe_lpm_v6);
@@ -46,6 +47,30 @@ struct {
 	__uint(max_entries, XE_MAX_ROUTES_V6);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } xe_routes_v6 SEC(".maps");
+
+/* IPv6 length search: an entry per (length, masked destination) of a route
+ * and markers that turn the search towards longer lengths, each holding
+ * the route of the longest prefix no longer than itself covering it (kind 0:
+ * none). A hash map swaps in whole elements, and without preallocation a
+ * replaced one is freed only after every reader has left. Sized at load:
+ * twice the IPv6 routes, for the markers. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct xe_v6_key);
+	__type(value, struct xe_route);
+	__uint(max_entries, 2 * XE_MAX_ROUTES_V6);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} xe_v6_routes SEC(".maps");
+
+/* The prefix lengths the IPv6 search visits (one struct xe_v6_lens). Mmapable:
+ * the control plane writes the unused set and switches with one store. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_v6_lens);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} xe_v6_lens SEC(".maps");
 
 /* ECMP groups by id: a window of the slot pool and its mode. Mmapable: the
  * control plane replaces an entry with one 8-byte store, the program reads it

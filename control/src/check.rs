@@ -178,6 +178,21 @@ pub fn check(ks: &KernelState, dp: &Dataplane, mode: PlainGroupMode) -> Result<V
             dir.len() - 10
         ));
     }
+    let v6 = dp.v6_differences()?;
+    for (a, l) in v6.entries.iter().take(10) {
+        diffs.push(format!(
+            "{a}/{l}: the IPv6 length search's entry disagrees with the route map"
+        ));
+    }
+    if v6.entries.len() > 10 {
+        diffs.push(format!(
+            "... and {} more IPv6 search entries that disagree",
+            v6.entries.len() - 10
+        ));
+    }
+    for l in &v6.lengths {
+        diffs.push(format!("/{l}: IPv6 routes of this length, not searched"));
+    }
     diffs.sort();
     diffs.dedup();
     Ok(diffs)

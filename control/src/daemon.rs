@@ -205,10 +205,11 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     // Before the program goes live on the ports: tables pinned by a previous
     // run are checked against its routes.
     let repaired = dp.adopt_lookup_tables()?;
-    if repaired > 0 {
+    if repaired.total() > 0 {
         tracing::info!(
-            slash24s = repaired,
-            "rewrote IPv4 lookup tables that disagreed with the pinned routes"
+            slash24s = repaired.slash24s,
+            ipv6_entries = repaired.v6_entries,
+            "rewrote lookup tables that disagreed with the pinned routes"
         );
     }
     let mut ports = Ports::attach(

@@ -70,6 +70,12 @@ impl Dataplane {
                 note: "one per prefix",
             },
             TableUse {
+                table: "IPv6 search entries",
+                used: m.xe_v6_routes.keys().count() as u64,
+                limit: m.xe_v6_routes.max_entries().into(),
+                note: "one per prefix, and the markers that steer the search on lengths",
+            },
+            TableUse {
                 table: "groups",
                 used: groups.len() as u64,
                 limit: u64::from(MAX_GROUPS) - 1,

@@ -176,6 +176,11 @@ impl<S: EntryStore> LenSearch<S> {
         search(&self.lens, addr, |k| self.value(k))
     }
 
+    /// The route of exactly `addr/len`, if there is one.
+    pub fn route(&self, addr: u128, len: u8) -> Option<xe_route> {
+        self.routes.get(&len)?.get(&mask(addr, len)).copied()
+    }
+
     /// What the store should hold at `key`.
     fn value(&self, (len, a): Key) -> Option<xe_route> {
         if let Some(r) = self.routes.get(&len).and_then(|m| m.get(&a)) {

@@ -23,6 +23,7 @@ pub mod readback;
 pub mod tables;
 pub mod testrun;
 pub mod txfail;
+mod v6maps;
 pub mod writer;
 
 pub use attach::{ifindex_of, AttachMode, XdpLink};
@@ -37,3 +38,5 @@ pub use memory::Tables;
 pub use program::{Dataplane, LoadOptions, MapSizes, StampMode};
 pub use tables::TableWriter;
 pub use testrun::{current_cpu, pin_thread_to_cpu, test_run_prog, RunOutput};
+pub use v6maps::V6Differences;
+pub use writer::Repaired;

@@ -1,4 +1,4 @@
-//! The live maps read as the decision's tables: what the loaded program decides for a frame, answered in Rust (a map lookup per table per packet: for questions and tests, not for packet rates).
+//! The live maps read as the decision's tables (IPv6 routes through the length search packets use): what the loaded program decides for a frame, answered in Rust (a map lookup per table per packet: for questions and tests, not for packet rates).
 
 use std::sync::atomic::Ordering;
 
@@ -12,18 +12,20 @@ use crate::dir24::Dir248;
 use crate::error::Result;
 use crate::forward::TableReader;
 use crate::grace::GracePeriods;
-use crate::maps::lpm_v6;
+use crate::lensearch::search;
 use crate::mmap::MmapCells;
 use crate::program::Dataplane;
+use crate::v6maps::V6Maps;
 
 /// The program's maps as a [`TableReader`]: IPv4 routes from the DIR-24-8
-/// tables and groups and slots from their mmapped arrays (the words the
+/// tables, IPv6 routes by the program's search, and groups and slots from their mmapped arrays (the words the
 /// program loads), the rest by map lookups. The config is read once, when
 /// the reader is made.
 pub struct LiveTables<'a> {
     dp: &'a Dataplane,
     /// Read only: the writer owns the tables' bookkeeping.
     dir: Dir248<MmapCells>,
+    v6: V6Maps,
     config: xe_config,
 }
 
@@ -34,6 +36,7 @@ impl Dataplane {
         Ok(LiveTables {
             dp: self,
             dir: Dir248::new(tbl24, tbl8, GracePeriods::immediate()),
+            v6: self.v6_maps()?,
             config: self.config()?,
         })
     }
@@ -55,8 +58,9 @@ impl TableReader for LiveTables<'_> {
         Some(self.dir.lookup(u32::from_be_bytes(dst)))
     }
     fn route_v6(&self, dst: [u8; 16]) -> Option<xe_route> {
-        let key = lpm_v6(dst.into(), 128);
-        Self::lookup(&self.dp.skel.maps.xe_routes_v6, &key)
+        let lens = self.v6.searched();
+        let r = search(&lens, u128::from_be_bytes(dst), |k| self.v6.get(k));
+        (r.kind != 0).then_some(r)
     }
     fn group(&self, id: u32) -> Option<xe_group> {
         (id < MAX_GROUPS).then(|| {

@@ -15,8 +15,10 @@ use crate::dir24::Dir248;
 use crate::error::{Error, Result};
 use crate::grace::GracePeriods;
 use crate::insns::{value_accesses, Insn, ValueAccess};
+use crate::lensearch::LenSearch;
 use crate::maps::map_err;
 use crate::mmap::MmapCells;
+use crate::v6maps::V6Maps;
 
 /// How the program stamps the last-used time of resilient buckets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -157,6 +159,9 @@ pub struct Dataplane {
     /// The IPv4 DIR-24-8 tables, mapped on the first IPv4 route write (and
     /// then checked against the LPM trie if the maps may come from a pin).
     pub(crate) dir: Option<Dir248<MmapCells>>,
+    /// The IPv6 length search, opened on the first IPv6 route write (and
+    /// then checked against the LPM trie as the DIR-24-8 tables are).
+    pub(crate) v6: Option<LenSearch<V6Maps>>,
     /// Maps may have been reused from a pin directory.
     pub(crate) pinned: bool,
     /// The kernel's tick rate, measured on first use of the stamp clock.
@@ -198,6 +203,7 @@ impl Dataplane {
                 grace,
                 sizes,
                 dir: None,
+                v6: None,
                 pinned: opts.pin_dir.is_some(),
                 hz: None,
                 skel: ManuallyDrop::new(skel),
@@ -344,6 +350,7 @@ fn open_and_load(
         let size = match map.name().to_str() {
             Some("xe_routes_v4") => sizes.routes_v4,
             Some("xe_routes_v6") => sizes.routes_v6,
+            Some("xe_v6_routes") => sizes.routes_v6.saturating_mul(2),
             Some("xe_slots" | "xe_slot_used") => sizes.slots,
             Some("xe_flows4" | "xe_flows6") => sizes.flows,
             _ => continue,

@@ -16,6 +16,7 @@ use crate::maps::{self, add, counter, lpm_v4, sum_percpu};
 use crate::memory::Tables;
 use crate::program::Dataplane;
 use crate::tables::{check_prefix, check_range, check_slots, TableWriter};
+use crate::v6maps::{self, V6Differences};
 
 /// Counters by verdict or by next-hop id.
 pub type Counts<K> = Vec<(K, xe_counter)>;
@@ -38,6 +39,23 @@ impl Dataplane {
             .into_iter()
             .map(|(a, l, r)| (u32::from(a), l, r))
             .collect())
+    }
+
+    /// The IPv6 routes of the trie (the record) as (address, length, route).
+    pub(crate) fn trie_routes_v6(&self) -> Result<Vec<(u128, u8, xe_route)>> {
+        Ok(self
+            .routes_v6()?
+            .into_iter()
+            .map(|(a, l, r)| (u128::from(a), l, r))
+            .collect())
+    }
+
+    /// The entries (prefix and length) of the IPv6 length search packets
+    /// use that disagree with the routes in the LPM trie (the record), and
+    /// the lengths of the record it does not search; empty when consistent.
+    /// Only reads.
+    pub fn v6_differences(&self) -> Result<V6Differences> {
+        v6maps::differences(&self.v6_maps()?, &self.trie_routes_v6()?)
     }
 
     /// The /24s where the DIR-24-8 tables packets use disagree with the

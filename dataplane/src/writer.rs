@@ -1,4 +1,4 @@
-//! Writing the live maps: the table writer (route trie and DIR-24-8 tables, groups and slots through mmap, next hops, ports, config), the AF_XDP steering entries and the engine's stored counters.
+//! Writing the live maps: the table writer (route tries, DIR-24-8 tables and IPv6 length search, groups and slots through mmap, next hops, ports, config), the AF_XDP steering entries and the engine's stored counters.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering;
@@ -13,12 +13,14 @@ use crate::abi::{
 use crate::dir24::{Dir248, TBL24_ENTRIES};
 use crate::error::Result;
 use crate::grace::GracePeriods;
+use crate::lensearch::LenSearch;
 use crate::maps::{self, lpm_v4, lpm_v6, map_err};
 use crate::mmap::MmapCells;
 use crate::program::Dataplane;
 use crate::tables::{
     check_group, check_prefix, check_range, check_route_v4, check_slots, TableWriter,
 };
+use crate::v6maps::V6Maps;
 
 impl Dataplane {
     /// The DIR-24-8 tables, mapped on first use; with maps that may come from
@@ -41,22 +43,53 @@ impl Dataplane {
         Ok((tbl24, tbl8))
     }
 
-    /// Takes over the IPv4 lookup tables now rather than at the first IPv4
-    /// route write, so a program attached over maps from a pin (a previous
-    /// run, or a version that kept routes only in the trie) never reads
-    /// tables that disagree with the trie. Returns how many /24s had to be
-    /// rewritten (0 when called again).
-    pub fn adopt_lookup_tables(&mut self) -> Result<usize> {
-        let mut repaired = 0;
+    /// The IPv6 length search, opened on first use; with maps that may
+    /// come from a pin, its entries are first checked against the routes in
+    /// the LPM trie (the record) and every one that differs is rewritten.
+    fn v6(&mut self) -> Result<&mut LenSearch<V6Maps>> {
+        self.adopt_lookup_tables()?;
+        Ok(self.v6.as_mut().expect("just set"))
+    }
+
+    /// Takes over the lookup tables packets use (IPv4 DIR-24-8, IPv6 length
+    /// search) now rather than at the first route write, so a program
+    /// attached over maps from a pin (a previous run, or a version that
+    /// kept routes only in the tries) never reads tables that disagree with
+    /// the tries. Says what had to be rewritten (nothing when called again).
+    pub fn adopt_lookup_tables(&mut self) -> Result<Repaired> {
+        let mut repaired = Repaired::default();
         if self.dir.is_none() {
             let (tbl24, tbl8) = self.dir_cells()?;
             let mut dir = Dir248::new(tbl24, tbl8, self.grace.clone());
             if self.pinned {
-                repaired = dir.adopt(&self.trie_routes_v4()?)?;
+                repaired.slash24s = dir.adopt(&self.trie_routes_v4()?)?;
             }
             self.dir = Some(dir);
         }
+        if self.v6.is_none() {
+            let mut v6 = LenSearch::new(self.v6_maps()?, self.grace.clone());
+            if self.pinned {
+                let (searched, held) = (v6.store().searched(), v6.store().held()?);
+                repaired.v6_entries = v6.adopt(&self.trie_routes_v6()?, &searched, &held)?;
+            }
+            self.v6 = Some(v6);
+        }
         Ok(repaired)
+    }
+}
+
+/// What adopting pinned lookup tables rewrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Repaired {
+    /// IPv4 /24s whose DIR-24-8 entries disagreed with the trie.
+    pub slash24s: usize,
+    /// IPv6 search entries written or removed.
+    pub v6_entries: usize,
+}
+
+impl Repaired {
+    pub fn total(&self) -> usize {
+        self.slash24s + self.v6_entries
     }
 }
 
@@ -137,14 +170,29 @@ impl TableWriter for Dataplane {
         Ok(())
     }
 
+    /// The length search packets use first (it may be full), then the trie
+    /// (the record); the search is put back if the trie refuses.
     fn set_route_v6(&mut self, addr: Ipv6Addr, len: u8, route: &xe_route) -> Result<()> {
         check_prefix("IPv6", len, 128)?;
+        let a = u128::from(addr);
+        let v6 = self.v6()?;
+        let old = v6.route(a, len);
+        v6.add(a, len, route)?;
         let key = lpm_v6(addr, len);
-        maps::update(&self.skel.maps.xe_routes_v6, "xe_routes_v6", &key, route)
+        let written = maps::update(&self.skel.maps.xe_routes_v6, "xe_routes_v6", &key, route);
+        if written.is_err() {
+            let v6 = self.v6()?;
+            match old {
+                Some(r) => v6.add(a, len, &r)?,
+                None => v6.delete(a, len)?,
+            }
+        }
+        written
     }
 
     fn delete_route_v6(&mut self, addr: Ipv6Addr, len: u8) -> Result<()> {
         check_prefix("IPv6", len, 128)?;
+        self.v6()?.delete(u128::from(addr), len)?;
         let key = lpm_v6(addr, len);
         maps::delete(&self.skel.maps.xe_routes_v6, "xe_routes_v6", &key)
     }

@@ -3,6 +3,8 @@
 mod common;
 
 use std::path::PathBuf;
+
+use libbpf_rs::MapCore;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -69,6 +71,18 @@ fn world(dp: &mut Dataplane, in_if: u32, out_if: u32, dmac: [u8; 6], smac: [u8; 
         8,
     )
     .expect("world");
+    // IPv6 routes to the same group, at three lengths, so the length search
+    // holds markers as well as routes.
+    let route = dp.routes_v4().expect("routes")[0].2;
+    for (a, l) in [
+        ("2001:db8:66::", 64),
+        ("2001:db8:66:0:1::", 80),
+        ("2001:db8:77::", 48),
+        ("2001:db8:88::1", 128),
+    ] {
+        dp.set_route_v6(a.parse().expect("v6"), l, &route)
+            .expect("IPv6 route");
+    }
     dp.set_config(&xe_config {
         seed: [1, 2],
         ..Default::default()
@@ -178,7 +192,10 @@ fn attach_pin_reuse_replace_detach() {
     // /24, and a /16 around it), and deleting them gives the /32 back its own.
     let mut second = second;
     assert_eq!(
-        second.adopt_lookup_tables().expect("adopt lookup tables"),
+        second
+            .adopt_lookup_tables()
+            .expect("adopt lookup tables")
+            .total(),
         0,
         "the first instance's tables agree with its routes"
     );
@@ -221,6 +238,59 @@ fn attach_pin_reuse_replace_detach() {
             "{dst}"
         );
     }
+
+    // The IPv6 search, emptied as a build that wrote only the trie leaves
+    // it, is found by the check and rebuilt from the trie by the next load.
+    let verdict6 = |dp: &Dataplane| {
+        let pkt = eth(
+            common::IN_MAC,
+            &[],
+            ETH_IPV6,
+            &ip6(
+                v6("2001:db8:1::1"),
+                v6("2001:db8:66::5"),
+                64,
+                17,
+                0,
+                &udp(1, 53, b""),
+            ),
+        );
+        let mut out = vec![0u8; 256];
+        dp.test_run(&pkt, &mut out).expect("test run");
+        Verdict::from_u32(dp.last_decision(cpu).expect("trace").verdict)
+    };
+    assert_eq!(verdict6(&second), Some(Verdict::Forward));
+    assert!(second.v6_differences().expect("check").is_empty());
+    let search = libbpf_rs::MapHandle::from_pinned_path(pins.0.join("xe_v6_routes"))
+        .expect("pinned IPv6 search");
+    let keys: Vec<Vec<u8>> = search.keys().collect();
+    // Searched lengths 48, 64, 80, 128 put /80 at the top: the /128 needs a
+    // marker there.
+    assert_eq!(keys.len(), 5, "the world's 4 IPv6 routes and 1 marker");
+    for k in &keys {
+        search.delete(k).expect("delete an entry");
+    }
+    assert_eq!(
+        verdict6(&second),
+        Some(Verdict::PassNoRoute),
+        "an empty search finds no route: the kernel decides"
+    );
+    let diffs = second.v6_differences().expect("check");
+    assert_eq!(diffs.entries.len(), keys.len(), "{diffs:?}");
+    let mut third = Dataplane::load(&LoadOptions {
+        trace_decisions: true,
+        pin_dir: Some(pins.0.clone()),
+        ..Default::default()
+    })
+    .expect("third load");
+    assert_eq!(
+        third.adopt_lookup_tables().expect("adopt").v6_entries,
+        keys.len(),
+        "every entry rewritten"
+    );
+    assert!(third.v6_differences().expect("check").is_empty());
+    assert_eq!(verdict6(&third), Some(Verdict::Forward));
+    drop(third);
 
     // Replace the program behind the pinned link in one step, then detach.
     let pinned = XdpLink::open_pinned(&link_pin, p0).expect("open pinned link");

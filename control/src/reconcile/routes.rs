@@ -180,9 +180,12 @@ impl Reconciler {
                 true
             }
             Err(e) => {
-                // The DIR-24-8 tables are the one table the writer itself
-                // finds full (its chunks return after a grace period).
+                // The writer itself finds two tables full: the DIR-24-8
+                // chunks (they return after a grace period) and the IPv6
+                // search's entries (routes and their markers; sized from
+                // max_routes_v6).
                 let limit = match e {
+                    dataplane::Error::TableFull { .. } if prefix.addr.is_ipv6() => Limit::RoutesV6,
                     dataplane::Error::TableFull { .. } => Limit::DirChunks,
                     _ => Limit::Write,
                 };
