@@ -29,6 +29,10 @@ const volatile __u8 stamp_mode = 0;
  * engine counts what it forwards. Every other verdict stays here. */
 const volatile __u8 steer_xsk = 0;
 
+/* log2 of the home slots of the IPv6 slot table (xe_v6_slots), set at load
+ * from its size. */
+const volatile __u32 v6_slot_bits = 21;
+
 /* The kernel's jiffies when xe_clock last ran: how the control plane reads
  * the clock the buckets are stamped with. */
 volatile __u64 xe_clock_jiffies;
@@ -169,25 +173,80 @@ static __always_inline __u32 xe_route_lookup_v4(__u32 dst_be)
 	return c ? *(volatile __u32 *)&c->e[dst & 0xff] : 0;
 }
 
+/* The home slot of an IPv6 search entry (dataplane/src/v6slots.rs computes
+ * the same): a multiplicative hash of the length and the masked address. */
+static __always_inline __u32 xe_v6_home(__u32 len, __u64 hi, __u64 lo)
+{
+	__u64 h = ((__u64)len + 1) * XE_V6_MUL;
+
+	h = (h ^ hi) * XE_V6_MUL;
+	h = (h ^ lo) * XE_V6_MUL;
+	h ^= h >> 29;
+	return (h * XE_V6_MUL) >> (64 - v6_slot_bits);
+}
+
+#define XE_V6_NONE (-1L)
+#define XE_V6_ON (-2L)
+
+/* What slot `at` of the IPv6 slot table says of the entry (want = its state,
+ * hi:lo its masked address): its route (a DIR-24-8 entry), XE_V6_NONE (an
+ * empty slot: no such entry) or XE_V6_ON (another entry: probe the next
+ * slot). */
+static __always_inline long xe_v6_probe(__u32 at, __u32 want, __u64 hi, __u64 lo)
+{
+	const struct xe_v6_slot *sl = bpf_map_lookup_elem(&xe_v6_slots, &at);
+	__u32 state;
+
+	if (!sl)
+		return XE_V6_NONE;
+	state = *(const volatile __u32 *)&sl->state;
+	if (state == XE_V6_EMPTY)
+		return XE_V6_NONE;
+	/* The address after the state (the control plane writes it first): no
+	 * load moves above this one. */
+	asm volatile("" ::: "memory");
+	if (state == want && sl->hi == hi && sl->lo == lo)
+		return *(const volatile __u32 *)&sl->route;
+	return XE_V6_ON;
+}
+
+/* The probes past an entry's home slot, from `at`: a function of its own,
+ * so the verifier checks this loop once rather than at every level of the
+ * search (most entries sit at home, looked at inline). */
+__attribute__((noinline)) long xe_v6_find_on(__u32 at, __u32 want, __u64 hi, __u64 lo)
+{
+	for (int p = 1; p < XE_V6_PROBES; p++, at++) {
+		long v = xe_v6_probe(at, want, hi, lo);
+
+		if (v != XE_V6_ON)
+			return v;
+	}
+	return XE_V6_NONE;
+}
+
 /* IPv6: binary search on the prefix lengths routes have
- * (dataplane/src/lensearch.rs), one hash lookup per level: a hit (a route or
- * a marker) turns to longer lengths and holds the best route so far, a miss
- * to shorter ones. Leaves rt alone when no entry holds a route. */
-static __always_inline void xe_route_lookup_v6(const __u32 *dst, struct xe_route *rt)
+ * (dataplane/src/lensearch.rs), one slot-table search per level: a hit (a
+ * route or a marker) turns to longer lengths and holds the best route so
+ * far, a miss to shorter ones. Returns the best route as a DIR-24-8 entry
+ * (0: no route). */
+static __always_inline __u32 xe_route_lookup_v6(const __u32 *dst)
 {
 	const struct xe_v6_lens *s;
-	struct xe_v6_key key;
-	__u32 zero = 0, set, lo = 0, hi;
+	__u32 zero = 0, set, lo = 0, hi, best = 0;
+	__u64 a_hi, a_lo;
 
 	s = bpf_map_lookup_elem(&xe_v6_lens, &zero);
 	if (!s)
-		return;
+		return 0;
+	a_hi = (__u64)bpf_ntohl(dst[0]) << 32 | bpf_ntohl(dst[1]);
+	a_lo = (__u64)bpf_ntohl(dst[2]) << 32 | bpf_ntohl(dst[3]);
 	set = *(const volatile __u32 *)&s->active & 1;
 	hi = s->count[set];
 	for (int i = 0; i < XE_V6_STEPS && lo < hi; i++) {
 		__u32 mid = (lo + hi) >> 1;
-		struct xe_route *r;
-		__u32 len;
+		__u64 m_hi = a_hi, m_lo = a_lo;
+		__u32 len, at;
+		long v;
 
 		/* Keeps the bound on mid itself (not folded into lo + hi), where
 		 * the verifier can see it. */
@@ -195,36 +254,35 @@ static __always_inline void xe_route_lookup_v6(const __u32 *dst, struct xe_route
 		if (mid >= XE_V6_LENS)
 			break;
 		len = ((const __u8 *)s->len[set])[mid];
-		key.len = len;
-#pragma unroll
-		for (__u32 w = 0; w < 4; w++) {
-			__u32 bits = len > 32 * w ? len - 32 * w : 0;
-
-			key.addr[w] = bits >= 32 ? dst[w] : bits ? dst[w] & bpf_htonl(~0u << (32 - bits)) : 0;
+		if (len < 64) {
+			m_hi = len ? m_hi & (~0ULL << (64 - len)) : 0;
+			m_lo = 0;
+		} else if (len < 128) {
+			m_lo = len > 64 ? m_lo & (~0ULL << (128 - len)) : 0;
 		}
-		r = bpf_map_lookup_elem(&xe_v6_routes, &key);
-		if (r) {
-			if (r->kind)
-				*rt = *r;
-			lo = mid + 1;
-		} else {
+		at = xe_v6_home(len, m_hi, m_lo);
+		v = xe_v6_probe(at, XE_V6_LIVE + len, m_hi, m_lo);
+		if (v == XE_V6_ON)
+			v = xe_v6_find_on(at + 1, XE_V6_LIVE + len, m_hi, m_lo);
+		if (v == XE_V6_NONE) {
 			hi = mid;
+			continue;
 		}
+		if (((__u32)v >> XE_DIR_KIND_SHIFT) & 0xff)
+			best = (__u32)v;
+		lo = mid + 1;
 	}
+	return best;
 }
 
 /* The route for the destination; kind 0 when there is none. */
 static __always_inline void xe_route_lookup(const struct xe_meta *m, struct xe_route *rt)
 {
-	if (m->flow.is_v6) {
-		xe_route_lookup_v6(m->flow.dst, rt);
-	} else {
-		__u32 v = xe_route_lookup_v4(m->flow.dst[0]);
+	__u32 v = m->flow.is_v6 ? xe_route_lookup_v6(m->flow.dst) : xe_route_lookup_v4(m->flow.dst[0]);
 
-		rt->group = v & XE_DIR_GROUP_MASK;
-		rt->kind = v >> XE_DIR_KIND_SHIFT;
-		rt->flags = (v & XE_DIR_PIN) ? XE_ROUTE_PIN : 0;
-	}
+	rt->group = v & XE_DIR_GROUP_MASK;
+	rt->kind = v >> XE_DIR_KIND_SHIFT;
+	rt->flags = (v & XE_DIR_PIN) ? XE_ROUTE_PIN : 0;
 }
 
 /* A group entry in one aligned 8-byte load. The control plane points a group

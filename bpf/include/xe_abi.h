@@ -201,20 +201,33 @@ struct xe_lpm_v6 {
 _Static_assert(sizeof(struct xe_lpm_v6) == 20, "xe_lpm_v6");
 
 /* IPv6 search by prefix length (dataplane/src/lensearch.rs): a binary
- * search over the lengths routes have, one hash lookup (xe_v6_routes) per
- * level. XE_V6_LENS holds all 129 lengths (0..128), rounded to 8 bytes;
+ * search over the lengths routes have, one lookup in the slot table
+ * (xe_v6_slots) per level. XE_V6_LENS holds all 129 lengths (0..128), rounded to 8 bytes;
  * XE_V6_STEPS levels search them all. */
 enum xe_v6_search {
 	XE_V6_LENS = 136,
 	XE_V6_STEPS = 8,
+	/* Slots probed from an entry's home slot (dataplane/src/v6slots.rs). */
+	XE_V6_PROBES = 64,
+	/* Slot states. */
+	XE_V6_EMPTY = 0,
+	XE_V6_DELETED = 1,
+	XE_V6_LIVE = 2,
 };
 
-/* Key of xe_v6_routes: a length and the destination masked to it. */
-struct xe_v6_key {
-	__u32 len;
-	__u32 addr[4]; /* network order, bits past len zero */
+/* A slot of the IPv6 search's table (xe_v6_slots): an entry's length and
+ * masked destination, and the route of the longest prefix no longer than it
+ * covering it. The control plane writes route and address before state. */
+struct xe_v6_slot {
+	__u32 state; /* XE_V6_EMPTY, XE_V6_DELETED, or XE_V6_LIVE + length */
+	__u32 route; /* as a DIR-24-8 entry (enum xe_dir_entry); kind 0: none */
+	__u64 hi;    /* the address's first 64 bits as a number, bits past the length zero */
+	__u64 lo;    /* its last 64 bits */
 };
-_Static_assert(sizeof(struct xe_v6_key) == 20, "xe_v6_key");
+_Static_assert(sizeof(struct xe_v6_slot) == 24, "xe_v6_slot");
+
+/* The slot table's hash multiplier (2^64 / golden ratio). */
+#define XE_V6_MUL 0x9e3779b97f4a7c15ULL
 
 /* The lengths searched: two ascending sets and the one in use. The control
  * plane writes the other set, then switches `active` with one store. Each

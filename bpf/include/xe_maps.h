@@ -48,19 +48,21 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } xe_routes_v6 SEC(".maps");
 
-/* IPv6 length search: an entry per (length, masked destination) of a route
- * and markers that turn the search towards longer lengths, each holding
+/* IPv6 length search: a slot per (length, masked destination) of a route
+ * and per marker that turns the search towards longer lengths, each holding
  * the route of the longest prefix no longer than itself covering it (kind 0:
- * none). A hash map swaps in whole elements, and without preallocation a
- * replaced one is freed only after every reader has left. Sized at load:
- * twice the IPv6 routes, for the markers. */
+ * none); open addressing (dataplane/src/v6slots.rs), read by array lookups
+ * the verifier inlines. Mmapable: the control plane writes a slot's state
+ * last, and reuses a deleted slot only after a grace period. Sized at load:
+ * 2^v6_slot_bits home slots (at least twice max_routes_v6) and the probe
+ * bound's overhang. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct xe_v6_key);
-	__type(value, struct xe_route);
-	__uint(max_entries, 2 * XE_MAX_ROUTES_V6);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} xe_v6_routes SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_v6_slot);
+	__uint(max_entries, (1 << 21) + XE_V6_PROBES);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} xe_v6_slots SEC(".maps");
 
 /* The prefix lengths the IPv6 search visits (one struct xe_v6_lens). Mmapable:
  * the control plane writes the unused set and switches with one store. */

@@ -14,7 +14,7 @@ mod skel {
 
 pub use skel::types::{
     xe_config, xe_counter, xe_decision, xe_flow, xe_flow4, xe_group, xe_hash_field, xe_inport,
-    xe_lpm_v4, xe_lpm_v6, xe_nexthop, xe_pin, xe_pin_member, xe_route, xe_v6_key, xe_v6_lens,
+    xe_lpm_v4, xe_lpm_v6, xe_nexthop, xe_pin, xe_pin_member, xe_route, xe_v6_lens, xe_v6_slot,
     xe_verdict,
 };
 pub(crate) use skel::{XdpEcmpSkel, XdpEcmpSkelBuilder};
@@ -30,7 +30,7 @@ use std::mem::size_of;
 const _: () = assert!(size_of::<xe_lpm_v4>() == 8);
 const _: () = assert!(size_of::<xe_lpm_v6>() == 20);
 const _: () = assert!(size_of::<xe_route>() == 8);
-const _: () = assert!(size_of::<xe_v6_key>() == 20);
+const _: () = assert!(size_of::<xe_v6_slot>() == 24);
 const _: () = assert!(size_of::<xe_v6_lens>() == 16 + 2 * V6_LENS);
 const _: () = assert!(V6_LENS >= crate::lensearch::LENGTHS && V6_LENS.is_multiple_of(8));
 const _: () = assert!(V6_STEPS == crate::lensearch::MAX_STEPS);
@@ -61,6 +61,7 @@ pub const MAX_DIR_CHUNKS: u32 = xe_limits::XE_MAX_DIR_CHUNKS.0;
 /// Bytes of one set of searched IPv6 lengths, and the search's levels.
 pub const V6_LENS: usize = xe_v6_search::XE_V6_LENS.0 as usize;
 pub const V6_STEPS: usize = xe_v6_search::XE_V6_STEPS.0 as usize;
+pub const V6_PROBES: usize = xe_v6_search::XE_V6_PROBES.0 as usize;
 pub const MAX_TXPORTS: u32 = xe_limits::XE_MAX_TXPORTS.0;
 pub const MAX_INPORTS: u32 = xe_limits::XE_MAX_INPORTS.0;
 pub const MAX_QUEUES: u32 = xe_limits::XE_MAX_QUEUES.0;

@@ -40,6 +40,7 @@ impl Dataplane {
         let chunks = (0..TBL24_ENTRIES)
             .filter(|i| tbl24.get(*i) & DIR_CHUNK != 0)
             .count() as u64;
+        let (v6_used, v6_slots) = self.v6_reader()?.fill();
         let nexthops = (1..MAX_NEXTHOPS)
             .filter(|id| {
                 m.xe_nexthops
@@ -70,10 +71,10 @@ impl Dataplane {
                 note: "one per prefix",
             },
             TableUse {
-                table: "IPv6 search entries",
-                used: m.xe_v6_routes.keys().count() as u64,
-                limit: m.xe_v6_routes.max_entries().into(),
-                note: "one per prefix, and the markers that steer the search on lengths",
+                table: "IPv6 search slots",
+                used: v6_used as u64,
+                limit: v6_slots,
+                note: "one per prefix and per marker that steers the search on lengths; kept at most about two thirds full",
             },
             TableUse {
                 table: "groups",

@@ -36,6 +36,9 @@ enum Mechanism {
     MapInMap { outer: OwnedFd, inner: OwnedFd },
     /// No packet reads the tables (in-memory tables of tests and models).
     Immediate,
+    /// Grace periods end when a test says so.
+    #[cfg(test)]
+    Manual,
 }
 
 #[derive(Default)]
@@ -86,6 +89,20 @@ impl GracePeriods {
         Self::with(Mechanism::Immediate)
     }
 
+    /// Grace periods that end only at [`GracePeriods::complete_all`].
+    #[cfg(test)]
+    pub(crate) fn manual() -> Self {
+        Self::with(Mechanism::Manual)
+    }
+
+    /// Ends every grace period asked for so far (manual ones only).
+    #[cfg(test)]
+    pub(crate) fn complete_all(&self) {
+        let mut st = self.0.state.lock().expect("grace state");
+        st.completed = st.requested;
+        self.0.changed.notify_all();
+    }
+
     fn with(mechanism: Mechanism) -> Self {
         GracePeriods(Arc::new(Inner {
             mechanism,
@@ -103,6 +120,10 @@ impl GracePeriods {
         let mut st = self.0.state.lock().expect("grace state");
         st.requested += 1;
         let c = Cookie(st.requested);
+        #[cfg(test)]
+        if matches!(self.0.mechanism, Mechanism::Manual) {
+            return c;
+        }
         if !st.thread {
             st.thread = true;
             let weak = Arc::downgrade(&self.0);
@@ -140,6 +161,8 @@ impl GracePeriods {
                 Mechanism::Membarrier => "membarrier(MEMBARRIER_CMD_GLOBAL)",
                 Mechanism::MapInMap { .. } => "map-in-map update (synchronize_rcu)",
                 Mechanism::Immediate => "none (no packet reads these tables)",
+                #[cfg(test)]
+                Mechanism::Manual => "manual (tests)",
             },
         }
     }
@@ -195,6 +218,8 @@ fn synchronize(m: &Mechanism) {
                 }
             }
             Mechanism::Immediate => true,
+            #[cfg(test)]
+            Mechanism::Manual => true,
         };
         if ok {
             return;

@@ -24,6 +24,7 @@ pub mod tables;
 pub mod testrun;
 pub mod txfail;
 mod v6maps;
+pub mod v6slots;
 pub mod writer;
 
 pub use attach::{ifindex_of, AttachMode, XdpLink};

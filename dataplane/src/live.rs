@@ -36,7 +36,7 @@ impl Dataplane {
         Ok(LiveTables {
             dp: self,
             dir: Dir248::new(tbl24, tbl8, GracePeriods::immediate()),
-            v6: self.v6_maps()?,
+            v6: self.v6_reader()?,
             config: self.config()?,
         })
     }

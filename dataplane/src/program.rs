@@ -346,11 +346,14 @@ fn open_and_load(
         sizes.flows = f;
     }
     sizes.check()?;
+    if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+        rodata.v6_slot_bits = crate::v6slots::size_for(sizes.routes_v6).0;
+    }
     for mut map in open.open_object_mut().maps_mut() {
         let size = match map.name().to_str() {
             Some("xe_routes_v4") => sizes.routes_v4,
             Some("xe_routes_v6") => sizes.routes_v6,
-            Some("xe_v6_routes") => sizes.routes_v6.saturating_mul(2),
+            Some("xe_v6_slots") => crate::v6slots::size_for(sizes.routes_v6).1,
             Some("xe_slots" | "xe_slot_used") => sizes.slots,
             Some("xe_flows4" | "xe_flows6") => sizes.flows,
             _ => continue,

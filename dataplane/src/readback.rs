@@ -55,7 +55,7 @@ impl Dataplane {
     /// the lengths of the record it does not search; empty when consistent.
     /// Only reads.
     pub fn v6_differences(&self) -> Result<V6Differences> {
-        v6maps::differences(&self.v6_maps()?, &self.trie_routes_v6()?)
+        v6maps::differences(&self.v6_reader()?, &self.trie_routes_v6()?)
     }
 
     /// The /24s where the DIR-24-8 tables packets use disagree with the

@@ -1,60 +1,59 @@
-//! The IPv6 length search's maps as its entry store: entries in the xe_v6_routes hash by bpf() calls (new ones in batches), the searched lengths in xe_v6_lens through mmap.
+//! The IPv6 length search's maps as its entry store: entries in the xe_v6_slots table and the searched lengths in xe_v6_lens, both through mmap.
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::sync::atomic::Ordering;
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
-
-use crate::abi::{bytes_of, read_from, xe_route, xe_v6_key, V6_LENS};
-use crate::error::{Error, Result};
+use crate::abi::{xe_route, V6_LENS};
+use crate::error::Result;
 use crate::grace::GracePeriods;
 use crate::lensearch::{EntryStore, Key, LenSearch};
-use crate::maps::map_err;
 use crate::mmap::MmapCells;
 use crate::program::Dataplane;
+use crate::v6slots::{size_for, SlotTable, SLOT_CELLS};
 
 /// Cells of struct xe_v6_lens: active, count[2], pad, then two sets of
 /// V6_LENS bytes.
 const LENS_CELLS: usize = 4 + 2 * V6_LENS / 4;
-/// Entries written per batch update.
-const BATCH: usize = 4096;
 
-/// The hash of entries and the mapped lengths.
+/// The slot table and the mapped lengths.
 pub(crate) struct V6Maps {
-    routes: MapHandle,
+    slots: SlotTable<MmapCells>,
     lens: MmapCells,
 }
 
-/// The map key of an entry.
-pub(crate) fn key_of((len, a): Key) -> xe_v6_key {
-    let b = a.to_be_bytes();
-    let mut addr = [0u32; 4];
-    for (w, c) in addr.iter_mut().zip(b.chunks_exact(4)) {
-        *w = u32::from_ne_bytes(c.try_into().expect("4 bytes"));
-    }
-    xe_v6_key {
-        len: len.into(),
-        addr,
-    }
-}
-
-fn entry_of(k: &xe_v6_key) -> Option<Key> {
-    let mut b = [0u8; 16];
-    for (c, w) in b.chunks_exact_mut(4).zip(k.addr) {
-        c.copy_from_slice(&w.to_ne_bytes());
-    }
-    let len = u8::try_from(k.len).ok().filter(|l| *l <= 128)?;
-    Some((len, u128::from_be_bytes(b)))
-}
-
 impl Dataplane {
-    pub(crate) fn v6_maps(&self) -> Result<V6Maps> {
+    fn v6_cells(&self) -> Result<(MmapCells, u32, MmapCells)> {
         let m = &self.skel.maps;
+        let (bits, slots) = size_for(self.sizes.routes_v6);
+        Ok((
+            MmapCells::map(
+                &m.xe_v6_slots,
+                "xe_v6_slots",
+                slots as usize * SLOT_CELLS,
+                4,
+            )?,
+            bits,
+            MmapCells::map(&m.xe_v6_lens, "xe_v6_lens", LENS_CELLS, 4)?,
+        ))
+    }
+
+    /// The maps for writing: the slot table taken over (see
+    /// [`SlotTable::adopt`]).
+    pub(crate) fn v6_maps(&self) -> Result<V6Maps> {
+        let (cells, bits, lens) = self.v6_cells()?;
         Ok(V6Maps {
-            routes: MapHandle::try_from(&m.xe_v6_routes)
-                .map_err(map_err("xe_v6_routes", "open"))?,
-            lens: MmapCells::map(&m.xe_v6_lens, "xe_v6_lens", LENS_CELLS, 4)?,
+            slots: SlotTable::adopt(cells, bits, self.grace.clone()),
+            lens,
+        })
+    }
+
+    /// The maps for reading only.
+    pub(crate) fn v6_reader(&self) -> Result<V6Maps> {
+        let (cells, bits, lens) = self.v6_cells()?;
+        Ok(V6Maps {
+            slots: SlotTable::reader(cells, bits),
+            lens,
         })
     }
 }
@@ -73,63 +72,35 @@ impl V6Maps {
             .collect()
     }
 
-    /// The entry at `key`, if any.
+    /// The entry at `key` as the program finds it.
     pub(crate) fn get(&self, key: Key) -> Option<xe_route> {
-        self.routes
-            .lookup(bytes_of(&key_of(key)), MapFlags::ANY)
-            .ok()
-            .flatten()
-            .and_then(|b| read_from(&b))
+        self.slots.get(key)
     }
 
-    /// Every entry held.
-    pub(crate) fn held(&self) -> Result<HashMap<Key, xe_route>> {
-        let mut out = HashMap::new();
-        for k in self.routes.keys() {
-            let Some(entry) = read_from::<xe_v6_key>(&k).and_then(|k| entry_of(&k)) else {
-                continue;
-            };
-            if let Some(r) = self.get(entry) {
-                out.insert(entry, r);
-            }
-        }
-        Ok(out)
+    /// Every entry the program can find.
+    pub(crate) fn held(&self) -> HashMap<Key, xe_route> {
+        self.slots
+            .scan()
+            .0
+            .into_iter()
+            .map(|(k, (_, r))| (k, r))
+            .collect()
+    }
+
+    /// Entries held, and the home slots.
+    pub(crate) fn fill(&self) -> (usize, u64) {
+        (self.slots.scan().0.len(), self.slots.home_slots())
     }
 }
 
 impl EntryStore for V6Maps {
     fn put(&mut self, key: Key, route: &xe_route) -> Result<()> {
-        self.routes
-            .update(bytes_of(&key_of(key)), bytes_of(route), MapFlags::ANY)
-            .map_err(|e| self.full_or(e, "update"))
-    }
-
-    fn put_new(&mut self, entries: &[(Key, xe_route)]) -> Result<()> {
-        for chunk in entries.chunks(BATCH) {
-            let mut keys = Vec::with_capacity(chunk.len() * size_of::<xe_v6_key>());
-            let mut values = Vec::with_capacity(chunk.len() * size_of::<xe_route>());
-            for (k, r) in chunk {
-                keys.extend_from_slice(bytes_of(&key_of(*k)));
-                values.extend_from_slice(bytes_of(r));
-            }
-            self.routes
-                .update_batch(
-                    &keys,
-                    &values,
-                    chunk.len() as u32,
-                    MapFlags::ANY,
-                    MapFlags::ANY,
-                )
-                .map_err(|e| self.full_or(e, "update_batch"))?;
-        }
-        Ok(())
+        self.slots.put(key, route)
     }
 
     fn delete(&mut self, key: Key) -> Result<()> {
-        match self.routes.delete(bytes_of(&key_of(key))) {
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            r => r.map_err(map_err("xe_v6_routes", "delete")),
-        }
+        self.slots.delete(key);
+        Ok(())
     }
 
     /// The unused set, then its count, then the switch (Release: the set
@@ -149,19 +120,6 @@ impl EntryStore for V6Maps {
             .store(lens.len() as u32, Ordering::Relaxed);
         self.lens.cell(0).store(set as u32, Ordering::Release);
         Ok(())
-    }
-}
-
-impl V6Maps {
-    /// A full hash names itself and what to raise; other errors as they are.
-    fn full_or(&self, e: libbpf_rs::Error, op: &'static str) -> Error {
-        if e.kind() == libbpf_rs::ErrorKind::TooBig {
-            return Error::TableFull {
-                what: "IPv6 route entries (routes and their search markers, xe_v6_routes: twice max_routes_v6)",
-                max: self.routes.max_entries().into(),
-            };
-        }
-        map_err("xe_v6_routes", op)(e)
     }
 }
 
@@ -202,7 +160,7 @@ impl EntryStore for Recorder {
 pub(crate) fn differences(maps: &V6Maps, routes: &[(u128, u8, xe_route)]) -> Result<V6Differences> {
     let searched = maps.searched();
     let mut plan = LenSearch::new(Recorder::default(), GracePeriods::immediate());
-    plan.adopt(routes, &searched, &maps.held()?)?;
+    plan.adopt(routes, &searched, &maps.held())?;
     let mut entries: Vec<(Ipv6Addr, u8)> = plan
         .store()
         .0

@@ -69,7 +69,7 @@ impl Dataplane {
         if self.v6.is_none() {
             let mut v6 = LenSearch::new(self.v6_maps()?, self.grace.clone());
             if self.pinned {
-                let (searched, held) = (v6.store().searched(), v6.store().held()?);
+                let (searched, held) = (v6.store().searched(), v6.store().held());
                 repaired.v6_entries = v6.adopt(&self.trie_routes_v6()?, &searched, &held)?;
             }
             self.v6 = Some(v6);
