@@ -25,7 +25,7 @@ pub(crate) mod skel {
     include!(concat!(env!("OUT_DIR"), "/peers.skel.rs"));
 }
 
-const REPEAT: u32 = 200;
+pub(crate) const REPEAT: u32 = 200;
 const CALLS: u32 = 50;
 /// Columns of the program-cost tables (the goals read them by name).
 pub(crate) const COLUMNS: [&str; 11] = [
@@ -44,7 +44,7 @@ pub(crate) const COLUMNS: [&str; 11] = [
 const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x22];
 
 /// One test run of a program: the frame in, the frame out.
-type Runner<'a> = dyn FnMut(&[u8], &mut [u8]) -> Result<(u32, Duration)> + 'a;
+pub(crate) type Runner<'a> = dyn FnMut(&[u8], &mut [u8]) -> Result<(u32, Duration)> + 'a;
 
 /// The address family measured; frames start with TTL / hop limit 255.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -61,20 +61,20 @@ impl Family {
         }
     }
     /// Offset of the TTL / hop limit in the frame.
-    fn ttl_at(self) -> usize {
+    pub(crate) fn ttl_at(self) -> usize {
         match self {
             Family::V4 => 14 + 8,
             Family::V6 => 14 + 7,
         }
     }
     /// The i-th measured destination (a /32 or /128 route each).
-    fn dst(self, i: u32) -> IpAddr {
+    pub(crate) fn dst(self, i: u32) -> IpAddr {
         match self {
             Family::V4 => IpAddr::V4(Ipv4Addr::from(0x6440_0000u32 + i)),
             Family::V6 => IpAddr::V6(Ipv6Addr::from((0x2001_0db8_0100u128 << 80) | u128::from(i))),
         }
     }
-    fn frame(self, i: u32) -> Vec<u8> {
+    pub(crate) fn frame(self, i: u32) -> Vec<u8> {
         match self.dst(i) {
             IpAddr::V4(a) => crate::frame_to(a),
             IpAddr::V6(a) => crate::frame6_to(a),
@@ -84,7 +84,7 @@ impl Family {
 
 /// What a measured run must end in.
 #[derive(Clone, Copy)]
-enum Verdict {
+pub(crate) enum Verdict {
     /// XDP_REDIRECT with the TTL / hop limit at `ttl_at` one lower per
     /// repetition (`decrements`; the bare forwarder leaves it alone).
     Forwards { ttl_at: usize, decrements: bool },
@@ -117,7 +117,7 @@ impl Verdict {
 
 /// Mean ns/packet over CALLS runs of REPEAT packets; every run must end in
 /// `verdict`.
-fn cost(run: &mut Runner<'_>, pkt: &[u8], verdict: Verdict) -> Result<f64> {
+pub(crate) fn cost(run: &mut Runner<'_>, pkt: &[u8], verdict: Verdict) -> Result<f64> {
     let mut out = vec![0u8; 128];
     let mut total = Duration::ZERO;
     for _ in 0..CALLS {
@@ -128,12 +128,12 @@ fn cost(run: &mut Runner<'_>, pkt: &[u8], verdict: Verdict) -> Result<f64> {
     Ok(total.as_nanos() as f64 / f64::from(CALLS))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn ours(mode: u8, ingress: u32, egress: u32, smac: [u8; 6]) -> Result<Dataplane> {
+pub(crate) fn ours(mode: u8, ingress: u32, egress: u32, smac: [u8; 6]) -> Result<Dataplane> {
     let mut dp =
         Dataplane::load(&LoadOptions::default()).context("loading xdp-ecmp (run as root)")?;
     crate::admit(&mut dp, ingress, crate::IN_MAC)?;
@@ -387,6 +387,9 @@ pub fn compare(route_counts: &[u32], rounds: usize) -> Result<Vec<Table>> {
         calls.family(fam.name(), have, &mut subjects)?;
     }
     tables.push(calls.table());
+    tables.push(crate::v6_levels::levels(
+        ingress, egress, smac, &peers, rounds,
+    )?);
     Ok(tables)
 }
 

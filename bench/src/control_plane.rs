@@ -304,11 +304,20 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
         "xe_nh_stats",
         "xe_txports",
     ];
+    // The IPv6 search's slot table is sized by the IPv6 route capacity
+    // (max_routes_v6), not by the IPv4 routes measured: its own row.
+    let v6_search = ["xe_v6_slots", "xe_v6_lens"];
     let route_bytes: u64 = mem
         .iter()
-        .filter(|(m, _)| !non_route.contains(&m.as_str()))
+        .filter(|(m, _)| !non_route.contains(&m.as_str()) && !v6_search.contains(&m.as_str()))
         .map(|m| m.1)
         .sum();
+    let v6_bytes: u64 = mem
+        .iter()
+        .filter(|(m, _)| v6_search.contains(&m.as_str()))
+        .map(|m| m.1)
+        .sum();
+    let v6_capacity = dp.sizes().routes_v6;
     let bucket_bytes: u64 = mem
         .iter()
         .filter(|(m, _)| m == "xe_slots" || m == "xe_slot_used")
@@ -334,12 +343,18 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
         text("bytes per IPv4 route"),
     ]);
     memory.row(vec![
+        text("IPv6 search slot table (fixed, for max_routes_v6)"),
+        num(v6_bytes as f64 / 1048576.0, 1),
+        num(v6_bytes as f64 / f64::from(v6_capacity), 1),
+        text(format!("bytes per IPv6 route of capacity ({v6_capacity})")),
+    ]);
+    memory.row(vec![
         text("bucket pool (next hop + last-used stamp)"),
         num(bucket_bytes as f64 / 1048576.0, 1),
         num(bucket_bytes as f64 / f64::from(MAX_SLOTS), 1),
         text("bytes per bucket"),
     ]);
-    memory.note("The route maps' memory is everything but the group, bucket, next-hop, counter and port maps; maps that grow with routes are allocated on demand, fixed-size arrays are counted whole, so the per-route figure falls as routes grow.");
+    memory.note("The route maps' memory is everything but the group, bucket, next-hop, counter and port maps and the IPv6 search's slot table (a fixed array sized from max_routes_v6, on its own row); maps that grow with routes are allocated on demand, fixed-size arrays are counted whole, so the per-route figure falls as routes grow.");
 
     // Latency under churn, at n routes: a fresh daemon (it adopts the pinned
     // maps) so its histogram holds only the churn phase.

@@ -211,7 +211,7 @@ enum xe_v6_search {
 	XE_V6_PROBES = 64,
 	/* Slot states. */
 	XE_V6_EMPTY = 0,
-	XE_V6_DELETED = 1,
+	XE_V6_DELETED = 0x100, /* + the deleted entry's length */
 	XE_V6_LIVE = 2,
 };
 
@@ -219,7 +219,7 @@ enum xe_v6_search {
  * masked destination, and the route of the longest prefix no longer than it
  * covering it. The control plane writes route and address before state. */
 struct xe_v6_slot {
-	__u32 state; /* XE_V6_EMPTY, XE_V6_DELETED, or XE_V6_LIVE + length */
+	__u32 state; /* XE_V6_EMPTY, XE_V6_LIVE + length, or XE_V6_DELETED + length */
 	__u32 route; /* as a DIR-24-8 entry (enum xe_dir_entry); kind 0: none */
 	__u64 hi;    /* the address's first 64 bits as a number, bits past the length zero */
 	__u64 lo;    /* its last 64 bits */

@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::abi::{bytes_of, xe_route};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::grace::GracePeriods;
 
 /// An entry's key: a prefix length and the address masked to it.
@@ -133,6 +133,8 @@ pub struct LenSearch<S: EntryStore> {
     /// Markers by length, then masked address (some are routes as well).
     markers: BTreeMap<u8, BTreeMap<u128, Marker>>,
     marker_count: usize,
+    /// The store's refusal of the last reshape tried, until a delete.
+    refused: Option<(&'static str, u64)>,
 }
 
 impl<S: EntryStore> LenSearch<S> {
@@ -146,6 +148,7 @@ impl<S: EntryStore> LenSearch<S> {
             lens: Vec::new(),
             markers: BTreeMap::new(),
             marker_count: 0,
+            refused: None,
         }
     }
 
@@ -224,9 +227,19 @@ impl<S: EntryStore> LenSearch<S> {
         assert!(len <= 128);
         let a = mask(addr, len);
         if let Err(at) = self.lens.binary_search(&len) {
+            // A reshape the store had no room for is not tried again (it
+            // costs a pass over every route) until something is deleted.
+            if let Some((what, max)) = self.refused {
+                return Err(Error::TableFull { what, max });
+            }
             let mut lens = self.lens.clone();
             lens.insert(at, len);
-            self.reshape(lens)?;
+            if let Err(e) = self.reshape(lens) {
+                if let Error::TableFull { what, max } = e {
+                    self.refused = Some((what, max));
+                }
+                return Err(e);
+            }
         }
         let new = !self.is_route((len, a));
         let path = if new {
@@ -319,6 +332,7 @@ impl<S: EntryStore> LenSearch<S> {
         if !self.is_route((len, a)) {
             return Ok(());
         }
+        self.refused = None;
         let parent = len.checked_sub(1).and_then(|l| self.best(a, l));
         self.hand_over(a, len, |b| b.is_some_and(|(l, _)| l == len), parent)?;
         self.routes.get_mut(&len).expect("a route").remove(&a);

@@ -266,11 +266,13 @@ impl Dataplane {
 
     /// Kernel-reported memory of each map (fdinfo `memlock`), by map name.
     pub fn map_memory(&self) -> Vec<(String, u64)> {
-        let maps: [(&str, &MapMut<'_>); 14] = [
+        let maps: [(&str, &MapMut<'_>); 16] = [
             ("xe_routes_v4", &self.skel.maps.xe_routes_v4),
             ("xe_tbl24", &self.skel.maps.xe_tbl24),
             ("xe_tbl8", &self.skel.maps.xe_tbl8),
             ("xe_routes_v6", &self.skel.maps.xe_routes_v6),
+            ("xe_v6_slots", &self.skel.maps.xe_v6_slots),
+            ("xe_v6_lens", &self.skel.maps.xe_v6_lens),
             ("xe_groups", &self.skel.maps.xe_groups),
             ("xe_slots", &self.skel.maps.xe_slots),
             ("xe_slot_used", &self.skel.maps.xe_slot_used),

@@ -1,7 +1,7 @@
 //! The IPv6 search's entries in an open-addressing table of array slots, which the program reads with no call into the kernel: placement, probing and slot reuse in an order a concurrent reader never sees torn; pure over any cell store.
 //!
-//! A slot is six 32-bit cells: a state word (0 empty, 1 deleted, 2 + the
-//! prefix length for an entry), the entry's route (as a DIR-24-8 entry) and
+//! A slot is six 32-bit cells: a state word (0 empty, 2 + the prefix length
+//! for an entry, 0x100 + it for a deleted one), the entry's route (as a DIR-24-8 entry) and
 //! the masked address (two 64-bit halves as numbers). An entry
 //! sits at most `V6_PROBES` - 1 slots after its home slot (the top bits of a
 //! multiplicative hash), with no empty slot between: a reader probes from
@@ -9,12 +9,13 @@
 //!
 //! Safe order. A new entry's route and address are written before its state
 //! word (release), so a reader that sees the state sees the rest. A route
-//! changes with one store. A deleted entry's state becomes "deleted", which
-//! readers pass over; its slot takes a new entry only after a grace period,
-//! so no reader that saw the old state is still comparing the address when
-//! it is overwritten. A deleted slot followed by an empty one becomes empty
-//! itself (no entry's probes pass it), and is still reused only after its
-//! grace period.
+//! changes with one store. A deleted entry's state becomes "deleted" (with
+//! its length), which readers pass over; its slot takes another entry only
+//! after a grace period, so no reader that saw the old state is still
+//! comparing the address when it is overwritten, but takes the same entry
+//! back at once (a reader compares the same address). A deleted slot past
+//! its grace period and followed by an empty one becomes empty itself (no
+//! entry's probes pass it).
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,8 +28,13 @@ use crate::lensearch::Key;
 /// Cells per slot.
 pub const SLOT_CELLS: usize = 6;
 const EMPTY: u32 = 0;
-const DELETED: u32 = 1;
+/// Plus the length of the entry deleted.
+const DELETED: u32 = 0x100;
 const LIVE: u32 = 2;
+
+fn is_deleted(state: u32) -> bool {
+    state >= DELETED
+}
 /// The hash's multiplier (2^64 / golden ratio, odd; XE_V6_MUL).
 const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -114,7 +120,7 @@ impl<C: Cells> SlotTable<C> {
         // The process that wrote them may have deleted some a moment ago.
         let cookie = t.grace.cookie();
         for i in 0..t.slots() {
-            if t.state(i) == DELETED {
+            if is_deleted(t.state(i)) {
                 t.dead.hold(cookie, i);
                 t.held.insert(i);
             }
@@ -226,32 +232,54 @@ impl<C: Cells> SlotTable<C> {
         Ok(())
     }
 
-    /// A free slot for `key` within its probe bound: the first empty or
-    /// deleted one past its grace period, never past an empty slot.
+    /// A free slot for `key` within its probe bound: the first empty one,
+    /// or deleted one past its grace period, or one that held this same
+    /// entry (a reader comparing it reads the same address).
     fn place(&mut self, key: Key) -> Result<usize> {
-        for i in self.dead.release(&self.grace) {
-            self.held.remove(&i);
-        }
+        self.release();
         let h = home(key, self.bits);
+        let w = address_cells(key.1);
         for i in h..h + V6_PROBES {
-            match self.state(i) {
-                EMPTY | DELETED if !self.held.contains(&i) => return Ok(i),
-                EMPTY => {
-                    // Only its grace period stands between: wait for it.
-                    while self.held.contains(&i) {
-                        for j in self.dead.release_waiting(&self.grace) {
-                            self.held.remove(&j);
-                        }
-                    }
-                    return Ok(i);
-                }
-                _ => {}
+            let s = self.state(i);
+            if s == EMPTY || is_deleted(s) && !self.held.contains(&i) {
+                return Ok(i);
+            }
+            if s == DELETED + u32::from(key.0)
+                && (0..4).all(|k| self.cells.get(i * SLOT_CELLS + 2 + k) == w[k])
+            {
+                return Ok(i);
             }
         }
         Err(Error::TableFull {
             what: "IPv6 search slots (no free slot within the probe bound; xe_v6_slots, sized from max_routes_v6)",
             max: (1u64 << self.bits),
         })
+    }
+
+    /// Deleted slots past their grace period are free; those just before
+    /// an empty slot become empty (no probe passes them).
+    fn release(&mut self) {
+        for i in self.dead.release(&self.grace) {
+            self.held.remove(&i);
+            self.clear_from(i);
+        }
+    }
+
+    /// Empties `i` and the deleted slots before it, as far as no probe
+    /// passes them and their grace periods are over.
+    fn clear_from(&mut self, i: usize) {
+        let mut j = i;
+        loop {
+            let next_empty = j + 1 == self.slots() || self.state(j + 1) == EMPTY;
+            if !(is_deleted(self.state(j)) && !self.held.contains(&j) && next_empty) {
+                return;
+            }
+            self.cells.set(j * SLOT_CELLS, EMPTY);
+            if j == 0 {
+                return;
+            }
+            j -= 1;
+        }
     }
 
     /// Deletes `key`'s entry, if held.
@@ -262,18 +290,10 @@ impl<C: Cells> SlotTable<C> {
     }
 
     fn kill(&mut self, i: usize) {
-        self.cells.set(i * SLOT_CELLS, DELETED);
+        let len = self.state(i) - LIVE;
+        self.cells.set(i * SLOT_CELLS, DELETED + len);
         self.dead.hold(self.grace.cookie(), i);
         self.held.insert(i);
-        // Deleted slots just before an empty one: no probe passes them.
-        let mut j = i;
-        while self.state(j) == DELETED && (j + 1 == self.slots() || self.state(j + 1) == EMPTY) {
-            self.cells.set(j * SLOT_CELLS, EMPTY);
-            if j == 0 {
-                break;
-            }
-            j -= 1;
-        }
     }
 }
 

@@ -16,6 +16,8 @@ struct Mem {
     lens: Vec<u8>,
     probes: Vec<(u128, [(u8, u32); 2])>,
     writes: usize,
+    /// Puts tried, refused or not.
+    attempts: usize,
     /// New keys refused once this many entries are held.
     capacity: Option<usize>,
 }
@@ -44,6 +46,7 @@ impl Mem {
 
 impl EntryStore for Mem {
     fn put(&mut self, key: Key, route: &xe_route) -> Result<()> {
+        self.attempts += 1;
         if !self.entries.contains_key(&key)
             && self.capacity.is_some_and(|c| self.entries.len() >= c)
         {
@@ -295,8 +298,20 @@ fn a_full_store_fails_the_add_and_changes_nothing() {
     assert_eq!(ids(&t), before, "nothing left behind");
     assert_eq!(id(&t.lookup(b)), (0, 0));
     assert_eq!(t.routes(), 3);
+    let writes = t.store().writes;
     t.add(b | 9, 64, &route(5))
         .expect_err("a new length needs a marker for the /128s first");
+    assert!(t.store().writes == writes, "nothing written");
     assert_eq!(t.lengths(), &[32, 128], "the search did not change");
+    let tried = t.store().attempts;
+    t.add(b | 10, 64, &route(5))
+        .expect_err("refused again, without another pass over the routes");
+    assert_eq!(t.store().attempts, tried, "no write tried");
+    t.delete(a | 2, 128).expect("room made");
+    let tried = t.store().attempts;
+    t.add(b | 9, 64, &route(5))
+        .expect_err("the reshape fits now, the route itself does not");
+    assert!(t.store().attempts > tried, "tried again after a delete");
+    assert_eq!(t.lengths(), &[32, 64, 128], "the search reshaped");
     assert_eq!(id(&t.lookup(a | 1)), (1, 1));
 }

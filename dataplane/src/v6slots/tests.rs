@@ -121,7 +121,11 @@ fn a_deleted_slot_is_reused_only_after_its_grace_period() {
     t.put(b, &route(2)).expect("b");
     assert_eq!(t.at[&b], i + 1);
     t.delete(a);
-    assert_eq!(t.state(i), DELETED, "b's probes pass the deleted slot");
+    assert_eq!(
+        t.state(i),
+        DELETED + 128,
+        "b's probes pass the deleted slot"
+    );
     let c = (1..)
         .map(|x: u128| (128u8, x << 32))
         .find(|k| home(*k, bits) == home(a, bits) && *k != b)
@@ -129,6 +133,12 @@ fn a_deleted_slot_is_reused_only_after_its_grace_period() {
     t.put(c, &route(3)).expect("c");
     assert_eq!(t.at[&c], i + 2, "not the slot a reader may still compare");
     assert_eq!(t.get(b).map(|r| r.group), Some(2));
+    // The same entry back takes its own slot at once: a reader comparing
+    // it reads the same address.
+    t.put(a, &route(5)).expect("a again");
+    assert_eq!(t.at[&a], i);
+    assert_eq!(t.get(a).map(|r| r.group), Some(5));
+    t.delete(a);
     grace.complete_all();
     t.delete(c);
     let d = (1..)
@@ -189,4 +199,68 @@ fn random_keys_fill_past_two_thirds_before_the_first_refusal() {
     let fill = n as f64 / f64::from(1u32 << bits);
     println!("first refusal at {n} entries: {fill:.3} of the home slots");
     assert!(fill > 0.67, "{fill}");
+}
+
+/// The length search over a slot table, as the maps hold it.
+struct Both(SlotTable<Vec<u32>>);
+
+impl crate::lensearch::EntryStore for Both {
+    fn put(&mut self, key: Key, route: &xe_route) -> Result<()> {
+        self.0.put(key, route)
+    }
+    fn delete(&mut self, key: Key) -> Result<()> {
+        self.0.delete(key);
+        Ok(())
+    }
+    fn set_lengths(&mut self, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn churned_routes_near_each_other_always_find_slots() {
+    use crate::lensearch::{mask, LenSearch};
+    let mut rng = SmallRng::seed_from_u64(17);
+    let bits = 15;
+    let (_, slots) = size_for(1 << (bits - 1));
+    let table = SlotTable::adopt(
+        vec![0u32; slots as usize * SLOT_CELLS],
+        bits,
+        GracePeriods::immediate(),
+    );
+    let mut s = LenSearch::new(Both(table), GracePeriods::immediate());
+    let bases = [
+        0x2001_0db8_0001_0002u128 << 64 | 5,
+        0x2001_0db8_0001_0002u128 << 64 | 0x99,
+        0x2001_0db8_dead_u128 << 80 | 1,
+    ];
+    let mut held: Vec<(u128, u8)> = Vec::new();
+    let mut most = 0;
+    for step in 0..60_000 {
+        if held.len() > 1500 || (!held.is_empty() && rng.random_ratio(2, 5)) {
+            let (p, l) = held.swap_remove(rng.random_range(0..held.len()));
+            s.delete(p, l).expect("delete");
+            continue;
+        }
+        let len = rng.random_range(0..=128u8);
+        let p = mask(
+            bases[rng.random_range(0..3)] ^ (rng.random::<u128>() >> rng.random_range(0..128)),
+            len,
+        );
+        if held.contains(&(p, len)) {
+            continue;
+        }
+        if let Err(e) = s.add(p, len, &route(1)) {
+            panic!(
+                "step {step}: {e}: {} routes, {} entries of {} home slots",
+                held.len(),
+                s.store().0.len(),
+                1 << bits
+            );
+        }
+        held.push((p, len));
+        most = most.max(s.store().0.len());
+    }
+    println!("at most {most} entries for 1500 routes");
+    assert!(most >= 1500 && most < 1 << (bits - 1), "{most}");
 }
