@@ -128,6 +128,35 @@ pub(crate) fn cost(run: &mut Runner<'_>, pkt: &[u8], verdict: Verdict) -> Result
     Ok(total.as_nanos() as f64 / f64::from(CALLS))
 }
 
+/// [`cost`] of an xdp-ecmp dataplane's program, frames received on `ingress`.
+pub(crate) fn cost_of(dp: &Dataplane, ingress: u32, pkt: &[u8], verdict: Verdict) -> Result<f64> {
+    cost(
+        &mut |p, o| {
+            let r = dp.test_run_from(ingress, p, o, REPEAT)?;
+            Ok((r.action, r.duration))
+        },
+        pkt,
+        verdict,
+    )
+}
+
+/// [`cost`] of a peer program, frames received on `ingress`.
+pub(crate) fn cost_of_prog(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    ingress: u32,
+    pkt: &[u8],
+    verdict: Verdict,
+) -> Result<f64> {
+    cost(
+        &mut |p, o| {
+            let r = test_run_prog(prog, ingress, p, o, REPEAT)?;
+            Ok((r.action, r.duration))
+        },
+        pkt,
+        verdict,
+    )
+}
+
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -269,46 +298,21 @@ pub fn compare(route_counts: &[u32], rounds: usize) -> Result<Vec<Table>> {
             let mut cols: [Vec<f64>; 5] = Default::default();
             let (mut over_res, mut over_bare) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
-                let r = cost(
-                    &mut |p, o| {
-                        let r = res.test_run_from(ingress, p, o, REPEAT)?;
-                        Ok((r.action, r.duration))
-                    },
-                    &pkt,
-                    forwards,
-                )?;
-                let m = cost(
-                    &mut |p, o| {
-                        let r = modulo.test_run_from(ingress, p, o, REPEAT)?;
-                        Ok((r.action, r.duration))
-                    },
-                    &pkt,
-                    forwards,
-                )?;
-                let b = cost(
-                    &mut |p, o| {
-                        let r = test_run_prog(&peers.progs.xdp_bare, ingress, p, o, REPEAT)?;
-                        Ok((r.action, r.duration))
-                    },
+                let r = cost_of(&res, ingress, &pkt, forwards)?;
+                let m = cost_of(&modulo, ingress, &pkt, forwards)?;
+                let b = cost_of_prog(
+                    &peers.progs.xdp_bare,
+                    ingress,
                     &pkt,
                     Verdict::Forwards {
                         ttl_at: at,
                         decrements: false,
                     },
                 )?;
-                let f = cost(
-                    &mut |p, o| {
-                        let r = test_run_prog(&peers.progs.xdp_fib, ingress, p, o, REPEAT)?;
-                        Ok((r.action, r.duration))
-                    },
-                    &pkt,
-                    forwards,
-                )?;
-                let e = cost(
-                    &mut |p, o| {
-                        let r = test_run_prog(&peers.progs.xdp_empty, ingress, p, o, REPEAT)?;
-                        Ok((r.action, r.duration))
-                    },
+                let f = cost_of_prog(&peers.progs.xdp_fib, ingress, &pkt, forwards)?;
+                let e = cost_of_prog(
+                    &peers.progs.xdp_empty,
+                    ingress,
                     &pkt,
                     Verdict::Returns(XDP_PASS),
                 )?;

@@ -5,9 +5,9 @@ use std::net::Ipv6Addr;
 use anyhow::Result;
 use dataplane::abi::{xe_route, RT_UNICAST, XDP_PASS};
 use dataplane::lensearch::marker_lengths;
-use dataplane::{test_run_prog, TableWriter};
+use dataplane::TableWriter;
 
-use crate::compare::{cost, median, ours, skel::PeersSkel, Family, Verdict, REPEAT};
+use crate::compare::{cost_of, cost_of_prog, median, ours, skel::PeersSkel, Family, Verdict};
 use crate::report::{num, Table};
 
 /// Lengths searched, with 128 (the measured route's) among them.
@@ -76,19 +76,10 @@ pub fn levels(
         let searches = marker_lengths(&have, 128).len() + 1;
         let (mut ours_ns, mut empty_ns, mut over) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            let r = cost(
-                &mut |p, o| {
-                    let r = dp.test_run_from(ingress, p, o, REPEAT)?;
-                    Ok((r.action, r.duration))
-                },
-                &pkt,
-                forwards,
-            )?;
-            let e = cost(
-                &mut |p, o| {
-                    let r = test_run_prog(&peers.progs.xdp_empty, ingress, p, o, REPEAT)?;
-                    Ok((r.action, r.duration))
-                },
+            let r = cost_of(&dp, ingress, &pkt, forwards)?;
+            let e = cost_of_prog(
+                &peers.progs.xdp_empty,
+                ingress,
                 &pkt,
                 Verdict::Returns(XDP_PASS),
             )?;

@@ -26,6 +26,9 @@ struct Mem {
     slots: HashMap<u32, u32>,
     nexthops: HashMap<u32, xe_nexthop>,
     txports: BTreeSet<u32>,
+    /// IPv6 routes the writer itself takes before its search is full
+    /// (markers share the slot table with routes).
+    v6_slots_for: Option<usize>,
 }
 
 fn out_of_range(what: &'static str, value: u32, max: u32) -> Error {
@@ -56,6 +59,7 @@ impl Mem {
             slots: HashMap::new(),
             nexthops: HashMap::new(),
             txports: BTreeSet::new(),
+            v6_slots_for: None,
         }
     }
 
@@ -78,6 +82,12 @@ impl Mem {
             return Err(Error::TableFull {
                 what,
                 max: max.into(),
+            });
+        }
+        if !v4 && self.v6_slots_for.is_some_and(|n| same_family as usize >= n) {
+            return Err(Error::TableFull {
+                what: "IPv6 search slots",
+                max: 0,
             });
         }
         let slash24 = |r: &Prefix| match r.addr {
@@ -652,6 +662,39 @@ fn a_full_ipv6_table_leaves_the_route_to_the_kernel_then_recovers() {
     sync(&mut rec, &ks, &mut mem, 2);
     sync_nothing(&mut rec, &ks, &mut mem, 3);
     assert_eq!(mem.egress("2001:db8:b::1"), Some(2));
+}
+
+#[test]
+fn a_full_ipv6_search_leaves_the_route_out_and_its_cover_passes_until_room_frees() {
+    // The route table has room; the writer's slot table (routes and
+    // markers) has none for a second route.
+    let mut ks = world();
+    route(&mut ks, "2001:db8:a::/48", &[1]);
+    let mut mem = Mem::new(Limits::default());
+    mem.v6_slots_for = Some(1);
+    let mut rec = reconciler(resilient(64, 0), Limits::default());
+    sync(&mut rec, &ks, &mut mem, 0);
+    route(&mut ks, "2001:db8:a::5/128", &[2]);
+    sync(&mut rec, &ks, &mut mem, 1);
+    assert_eq!(mem.verdict("2001:db8:a::5"), Verdict::PassNoRoute);
+    assert_eq!(
+        mem.verdict("2001:db8:a::1"),
+        Verdict::PassNoRoute,
+        "the cover passes"
+    );
+    assert_eq!(
+        waiting(&rec, Limit::RoutesV6),
+        ["route 2001:db8:a::/48", "route 2001:db8:a::5/128"]
+    );
+    mem.v6_slots_for = None;
+    sync_nothing(&mut rec, &ks, &mut mem, 2);
+    assert_eq!(mem.egress("2001:db8:a::5"), Some(2));
+    assert_eq!(
+        mem.egress("2001:db8:a::1"),
+        Some(1),
+        "the cover forwards again"
+    );
+    assert_eq!(to_kernel(&rec), 0);
 }
 
 #[test]
