@@ -187,6 +187,8 @@ static __always_inline __u32 xe_v6_home(__u32 len, __u64 hi, __u64 lo)
 
 #define XE_V6_NONE (-1L)
 #define XE_V6_ON (-2L)
+/* Slots from an entry's home probed inline, before the call. */
+#define XE_V6_INLINE 3
 
 /* What slot `at` of the IPv6 slot table says of the entry (want = its state,
  * hi:lo its masked address): its route (a DIR-24-8 entry), XE_V6_NONE (an
@@ -210,12 +212,13 @@ static __always_inline long xe_v6_probe(__u32 at, __u32 want, __u64 hi, __u64 lo
 	return XE_V6_ON;
 }
 
-/* The probes past an entry's home slot, from `at`: a function of its own,
- * so the verifier checks this loop once rather than at every level of the
- * search (most entries sit at home, looked at inline). */
+/* The probes past the first XE_V6_INLINE slots from an entry's home, from
+ * `at`: a function of its own, so the verifier checks this loop once rather
+ * than at every level of the search (most entries sit in the first slots,
+ * looked at inline). */
 __attribute__((noinline)) long xe_v6_find_on(__u32 at, __u32 want, __u64 hi, __u64 lo)
 {
-	for (int p = 1; p < XE_V6_PROBES; p++, at++) {
+	for (int p = XE_V6_INLINE; p < XE_V6_PROBES; p++, at++) {
 		long v = xe_v6_probe(at, want, hi, lo);
 
 		if (v != XE_V6_ON)
@@ -261,9 +264,14 @@ static __always_inline __u32 xe_route_lookup_v6(const __u32 *dst)
 			m_lo = len > 64 ? m_lo & (~0ULL << (128 - len)) : 0;
 		}
 		at = xe_v6_home(len, m_hi, m_lo);
-		v = xe_v6_probe(at, XE_V6_LIVE + len, m_hi, m_lo);
+		/* The first slots inline (95% of entries sit within them at half
+		 * load), the rest in a call. */
+		v = XE_V6_ON;
+#pragma unroll
+		for (__u32 p = 0; p < XE_V6_INLINE && v == XE_V6_ON; p++)
+			v = xe_v6_probe(at + p, XE_V6_LIVE + len, m_hi, m_lo);
 		if (v == XE_V6_ON)
-			v = xe_v6_find_on(at + 1, XE_V6_LIVE + len, m_hi, m_lo);
+			v = xe_v6_find_on(at + XE_V6_INLINE, XE_V6_LIVE + len, m_hi, m_lo);
 		if (v == XE_V6_NONE) {
 			hi = mid;
 			continue;
