@@ -21,6 +21,16 @@ use testnet::{require_root, TestNet};
 /// Runs of a probe per test-run call.
 const REPEAT: u32 = 64;
 
+/// Stops the reader however the churn ends (a panic included), so the
+/// scope can join it.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 struct PinDir(PathBuf);
 
 impl Drop for PinDir {
@@ -165,7 +175,7 @@ fn probes_keep_their_route_while_the_search_churns() {
     let stop = AtomicBool::new(false);
     let runs = AtomicU64::new(0);
     let cpu = current_cpu();
-    let (changes, routes) = std::thread::scope(|s| {
+    let (changes, routes, refused) = std::thread::scope(|s| {
         s.spawn(|| {
             pin_thread_to_cpu(1 - cpu.min(1)).expect("pin the reader");
             let mut out = vec![0u8; 256];
@@ -178,6 +188,7 @@ fn probes_keep_their_route_while_the_search_churns() {
                 runs.fetch_add(1, Ordering::Relaxed);
             }
         });
+        let _stop = StopOnDrop(&stop);
         // Routes none of which answers a probe: each is either off every
         // probe, or shorter than the route answering it. Their lengths come
         // from a dozen common ones, and now and then any length (each new
@@ -186,6 +197,7 @@ fn probes_keep_their_route_while_the_search_churns() {
         let mut rng = SmallRng::seed_from_u64(17);
         let mut held: Vec<(u128, u8)> = Vec::new();
         let mut changes = 0u64;
+        let mut refused = 0u64;
         let began = Instant::now();
         while began.elapsed() < Duration::from_secs(4) {
             if held.len() > 1500 || (!held.is_empty() && rng.random_ratio(2, 5)) {
@@ -197,7 +209,7 @@ fn probes_keep_their_route_while_the_search_churns() {
                 continue;
             }
             loop {
-                let len = if rng.random_ratio(1, 50) {
+                let len = if rng.random_ratio(1, 1000) {
                     rng.random_range(0..=128u8)
                 } else {
                     common[rng.random_range(0..common.len())]
@@ -214,22 +226,26 @@ fn probes_keep_their_route_while_the_search_churns() {
                 if answers || held.contains(&(p, len)) {
                     continue;
                 }
-                writer
-                    .set_route_v6(Ipv6Addr::from(p), len, &route(RT_UNREACHABLE, 0))
-                    .expect("add");
-                held.push((p, len));
+                // Slots wait out a grace period before another entry takes
+                // them: a full table refuses the route (it goes to the
+                // kernel) and changes nothing, which the probes check too.
+                match writer.set_route_v6(Ipv6Addr::from(p), len, &route(RT_UNREACHABLE, 0)) {
+                    Ok(()) => held.push((p, len)),
+                    Err(dataplane::Error::TableFull { .. }) => refused += 1,
+                    Err(e) => panic!("add: {e}"),
+                }
                 break;
             }
             changes += 1;
         }
         stop.store(true, Ordering::Relaxed);
-        (changes, held.len())
+        (changes, held.len(), refused)
     });
     let end = counts(&reader);
     let per_probe = runs.load(Ordering::Relaxed) * u64::from(REPEAT);
     let grace = writer.grace().stats();
     println!(
-        "{changes} route changes ({routes} routes at the end), {per_probe} runs of each probe; {} grace periods, {:?} in all",
+        "{changes} route changes ({routes} routes at the end, {refused} refused by a full slot table), {per_probe} runs of each probe; {} grace periods, {:?} in all",
         grace.periods, grace.waited
     );
     assert!(changes > 5_000, "{changes} changes");
