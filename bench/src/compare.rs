@@ -157,6 +157,17 @@ pub(crate) fn cost_of_prog(
     )
 }
 
+/// [`cost`] of the empty program (the test-run loop's own), which must
+/// return XDP_PASS with the frame as it came.
+pub(crate) fn cost_of_empty(peers: &skel::PeersSkel<'_>, ingress: u32, pkt: &[u8]) -> Result<f64> {
+    cost_of_prog(
+        &peers.progs.xdp_empty,
+        ingress,
+        pkt,
+        Verdict::Returns(XDP_PASS),
+    )
+}
+
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -310,12 +321,7 @@ pub fn compare(route_counts: &[u32], rounds: usize) -> Result<Vec<Table>> {
                     },
                 )?;
                 let f = cost_of_prog(&peers.progs.xdp_fib, ingress, &pkt, forwards)?;
-                let e = cost_of_prog(
-                    &peers.progs.xdp_empty,
-                    ingress,
-                    &pkt,
-                    Verdict::Returns(XDP_PASS),
-                )?;
+                let e = cost_of_empty(&peers, ingress, &pkt)?;
                 for (c, v) in cols.iter_mut().zip([r, m, b, f, e]) {
                     c.push(v);
                 }

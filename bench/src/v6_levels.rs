@@ -3,11 +3,11 @@
 use std::net::Ipv6Addr;
 
 use anyhow::Result;
-use dataplane::abi::{xe_route, RT_UNICAST, XDP_PASS};
+use dataplane::abi::{xe_route, RT_UNICAST};
 use dataplane::lensearch::marker_lengths;
 use dataplane::TableWriter;
 
-use crate::compare::{cost_of, cost_of_prog, median, ours, skel::PeersSkel, Family, Verdict};
+use crate::compare::{cost_of, cost_of_empty, median, ours, skel::PeersSkel, Family, Verdict};
 use crate::report::{num, Table};
 
 /// Lengths searched, with 128 (the measured route's) among them.
@@ -77,12 +77,7 @@ pub fn levels(
         let (mut ours_ns, mut empty_ns, mut over) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             let r = cost_of(&dp, ingress, &pkt, forwards)?;
-            let e = cost_of_prog(
-                &peers.progs.xdp_empty,
-                ingress,
-                &pkt,
-                Verdict::Returns(XDP_PASS),
-            )?;
+            let e = cost_of_empty(peers, ingress, &pkt)?;
             ours_ns.push(r);
             empty_ns.push(e);
             over.push(r - e);

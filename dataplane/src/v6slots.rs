@@ -206,13 +206,6 @@ impl<C: Cells> SlotTable<C> {
             .map(|i| decode(self.cells.get(i * SLOT_CELLS + 1)))
     }
 
-    /// Every entry held.
-    pub fn entries(&self) -> impl Iterator<Item = (Key, xe_route)> + '_ {
-        self.at
-            .iter()
-            .map(|(k, i)| (*k, decode(self.cells.get(i * SLOT_CELLS + 1))))
-    }
-
     /// Writes `key`'s route: one store for an entry held, else a new slot.
     pub fn put(&mut self, key: Key, route: &xe_route) -> Result<()> {
         let r = encode(route, 0);
