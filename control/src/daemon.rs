@@ -171,6 +171,11 @@ fn install_signal_handlers() {
 pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let began = Instant::now();
     install_signal_handlers();
+    match crate::sched::short_slice(crate::sched::SLICE) {
+        Ok(Some(slice)) => tracing::debug!(?slice, "scheduling slice set"),
+        Ok(None) => tracing::debug!("this kernel has no per-thread slices (6.12+): the default slice stays"),
+        Err(e) => tracing::warn!("asking for a {:?} scheduling slice failed ({e}); events may wait for another task's slice", crate::sched::SLICE),
+    }
     // One writer at a time: a second daemon or an `attach` on the same pin
     // directory is told who holds it.
     let _lock = dataplane::pins::WriterLock::acquire(&cfg.pin_dir)?;

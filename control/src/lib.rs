@@ -21,6 +21,7 @@ mod pools;
 pub mod ports;
 pub mod reconcile;
 pub mod resilient;
+pub mod sched;
 pub mod seed;
 pub mod state;
 pub mod status;
