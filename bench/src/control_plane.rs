@@ -13,6 +13,7 @@ use dataplane::{Dataplane, LoadOptions};
 use hdrhistogram::Histogram;
 
 use crate::report::{num, text, Table};
+use crate::route_socket::RouteSocket;
 
 /// Settings of one control-plane run.
 pub struct ControlOptions {
@@ -22,7 +23,16 @@ pub struct ControlOptions {
     pub churn_rates: Vec<u32>,
     /// Seconds of churn per rate.
     pub churn_seconds: f64,
+    /// Also a churn of bursts of [`BURST`] changes at this rate (changes/s).
+    pub burst_rate: Option<u32>,
 }
+
+/// Changes per burst in the burst churn: as a routing daemon installs a
+/// peer's table, back to back at the kernel's pace.
+pub const BURST: u32 = 500;
+
+/// Paced churn makes its changes in groups every this often.
+const PACE: Duration = Duration::from_millis(1);
 
 fn run(cmd: &mut Command) -> Result<()> {
     let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
@@ -363,6 +373,7 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
         format!("event -> map latency under churn with {n} routes in the table, microseconds"),
         &[
             "churn (changes/s)",
+            "pattern",
             "measured by",
             "events",
             "re-dumps",
@@ -373,7 +384,19 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
             "max us",
         ],
     );
-    for &rate in &opts.churn_rates {
+    // Paced at each rate (a group of changes every PACE), then in bursts.
+    let phases: Vec<(u32, u32)> = opts
+        .churn_rates
+        .iter()
+        .map(|&r| (r, paced_group(r)))
+        .chain(opts.burst_rate.map(|r| (r, BURST)))
+        .collect();
+    for (rate, group) in phases {
+        let pattern = if group == BURST {
+            format!("bursts of {BURST}")
+        } else {
+            format!("paced, {group} per ms")
+        };
         let log = bed.stop_daemon();
         let restart = Instant::now();
         bed.start_daemon()?;
@@ -388,15 +411,16 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
         bed.ip(&["route", "del", &format!("{probe0}/32")])?;
         drop(log);
         eprintln!(
-            "control plane: churn at {rate} changes/s for {:.0} s ...",
+            "control plane: churn at {rate} changes/s ({pattern}) for {:.0} s ...",
             opts.churn_seconds
         );
-        let (probe_hist, changes) = churn(&bed, &dp, rate, opts.churn_seconds)?;
+        let (probe_hist, changes) = churn(&bed, &dp, rate, group, opts.churn_seconds)?;
         let log = bed.stop_daemon();
         let events = log_field(&log, "events").unwrap_or(0);
         let q = |name| log_field(&log, name).map_or_else(|| text("?"), |v| num(v as f64, 0));
         latency.row(vec![
             num(f64::from(rate), 0),
+            text(pattern.as_str()),
             text("daemon: netlink readable -> maps written"),
             num(events as f64, 0),
             q("resyncs"),
@@ -408,6 +432,7 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
         ]);
         latency.row(vec![
             num(f64::from(rate), 0),
+            text(pattern.as_str()),
             text("daemon, per change: netlink readable -> maps written"),
             q("changes"),
             q("resyncs"),
@@ -420,7 +445,8 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
         let h = &probe_hist;
         latency.row(vec![
             num(f64::from(rate), 0),
-            text("probe: ip route add returns -> route in the map"),
+            text(pattern.as_str()),
+            text("probe: route add acknowledged -> route in the map"),
             num(h.len() as f64, 0),
             text("-"),
             num(h.value_at_quantile(0.5) as f64, 0),
@@ -430,12 +456,12 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
             num(h.max() as f64, 0),
         ]);
         latency.note(format!(
-            "churn {rate}/s: {changes} background changes; the daemon restarted before it and was in sync {adopt_s:.2} s after start (it adopts the pinned maps of {n} routes). {}",
+            "churn {rate}/s, {pattern}: {changes} background changes; the daemon restarted before it and was in sync {adopt_s:.2} s after start (it adopts the pinned maps of {n} routes). {}",
             slow_passes(&log)
         ));
         bed.start_daemon()?;
     }
-    latency.note("Background churn: ip -batch files adding and deleting 500 /32s (100.127.0.0/16) paced to the rate; probes: one ip route add of a fresh /32 every 20 ms, timed from the moment ip returns (the kernel has the route) until a map lookup finds it. The daemon's own histogram (hdrhistogram) covers every wake-up with changes, churn included.");
+    latency.note("Background churn: route replaces of 500 /32s (100.127.0.0/16) in turn, then their deletes in turn, over a netlink socket, each acknowledged before the next (as `ip -batch` makes them). Paced: a group of changes every 1 ms (1 at 1000/s, 10 at 10000/s); bursts: 500 back to back at the kernel's pace, the bursts paced to the rate, as a routing daemon installs a peer's table. Probes: one route add of a fresh /32 every 20 ms on a socket of its own, timed from the kernel's acknowledgement (the kernel has the route) until a map lookup finds it. The daemon's own histogram (hdrhistogram) covers every wake-up with changes, churn included. No process is started during the churn: every `ip` run costs the kernel an expedited RCU grace period when it exits (its mount namespace torn down), tens of ms of a CPU on a 2-CPU VM, which took CPU from the daemon measured.");
     // Cold start: the daemon alone, the kernel's routes dumped into empty
     // maps (no pinned maps to adopt): its own pace, without the kernel's.
     bed.stop_daemon();
@@ -480,35 +506,58 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
     Ok(vec![ingest, latency, memory])
 }
 
-/// Background churn at `rate` changes/s while probing; returns the probe
-/// latency histogram (us) and how many background changes were made.
-fn churn(bed: &Bed, dp: &Dataplane, rate: u32, seconds: f64) -> Result<(Histogram<u64>, u64)> {
+/// Changes per group of a paced churn at `rate`: one group every [`PACE`].
+fn paced_group(rate: u32) -> u32 {
+    ((u64::from(rate) * PACE.as_micros() as u64 / 1_000_000) as u32).max(1)
+}
+
+/// Background churn at `rate` changes/s, in groups of `group` changes back
+/// to back, while probing; returns the probe latency histogram (us) and how
+/// many background changes were made.
+fn churn(
+    bed: &Bed,
+    dp: &Dataplane,
+    rate: u32,
+    group: u32,
+    seconds: f64,
+) -> Result<(Histogram<u64>, u64)> {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<(Histogram<u64>, u64)> {
         let bg = s.spawn(|| -> Result<u64> {
+            let routes = RouteSocket::open(&bed.ns)?;
             let mut made = 0u64;
-            let chunk = 500u32;
-            let period = Duration::from_secs_f64(f64::from(chunk) / f64::from(rate.max(1)));
-            let mut add = String::new();
-            let mut del = String::new();
-            for i in 0..chunk {
-                let a = Ipv4Addr::from(0x647f_0000u32 + i);
-                add.push_str(&format!("route replace {a}/32 via 10.0.0.2\n"));
-                del.push_str(&format!("route del {a}/32\n"));
-            }
+            let period = Duration::from_secs_f64(f64::from(group) / f64::from(rate.max(1)));
+            // BURST routes, added in turn and deleted in turn, `group` at a time.
+            let addrs: Vec<Ipv4Addr> = (0..BURST)
+                .map(|i| Ipv4Addr::from(0x647f_0000u32 + i))
+                .collect();
+            let gateway = Ipv4Addr::new(10, 0, 0, 2);
             let mut next = Instant::now();
+            let mut at = 0usize;
             let mut adding = true;
             while !stop.load(Ordering::Relaxed) {
-                bed.batch(if adding { &add } else { &del })?;
-                adding = !adding;
-                made += u64::from(chunk);
+                for _ in 0..group {
+                    if adding {
+                        routes.add(addrs[at], gateway, true)?;
+                    } else {
+                        routes.del(addrs[at])?;
+                    }
+                    at += 1;
+                    if at == addrs.len() {
+                        at = 0;
+                        adding = !adding;
+                    }
+                }
+                made += u64::from(group);
                 next += period;
                 if let Some(w) = next.checked_duration_since(Instant::now()) {
                     std::thread::sleep(w);
                 }
             }
-            if !adding {
-                bed.batch(&del)?;
+            // What the churn left in the kernel goes.
+            let left = if adding { &addrs[..at] } else { &addrs[at..] };
+            for &a in left {
+                routes.del(a)?;
             }
             Ok(made)
         });
@@ -516,9 +565,10 @@ fn churn(bed: &Bed, dp: &Dataplane, rate: u32, seconds: f64) -> Result<(Histogra
         let mut i = 0u32;
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
         let mut probe = || -> Result<()> {
+            let routes = RouteSocket::open(&bed.ns)?;
             while start.elapsed().as_secs_f64() < seconds {
                 let a = Ipv4Addr::from(0xc612_0000u32 + i);
-                bed.ip(&["route", "add", &format!("{a}/32"), "via", "10.0.0.2"])?;
+                routes.add(a, Ipv4Addr::new(10, 0, 0, 2), false)?;
                 let d = wait_route(dp, a, true, Duration::from_secs(60))?;
                 hist.record(d.as_micros().max(1) as u64)?;
                 if d > Duration::from_millis(50) {
@@ -532,7 +582,7 @@ fn churn(bed: &Bed, dp: &Dataplane, rate: u32, seconds: f64) -> Result<(Histogra
                         at.as_secs_f64()
                     );
                 }
-                bed.ip(&["route", "del", &format!("{a}/32")])?;
+                routes.del(a)?;
                 i += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }

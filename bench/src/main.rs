@@ -25,6 +25,7 @@ mod rate;
 mod rate_queues;
 mod report;
 mod restart;
+mod route_socket;
 mod torn;
 mod v6_levels;
 
@@ -315,6 +316,7 @@ impl Sizes {
                 routes: 1_000_000,
                 churn_rates: vec![1_000, 10_000],
                 churn_seconds: 10.0,
+                burst_rate: Some(10_000),
             },
             flows: 32_768,
         }
@@ -334,6 +336,7 @@ impl Sizes {
                 routes: 10_000,
                 churn_rates: vec![1_000],
                 churn_seconds: 2.0,
+                burst_rate: Some(1_000),
             },
             flows: 4096,
         }
@@ -546,21 +549,44 @@ fn judge(r: &mut report::Report) {
         );
     }
     if let Some(t) = r.table("event_latency") {
-        let rows = |who: &str| -> Vec<(String, f64)> {
+        // Rows of one measure, paced or in bursts, by rate.
+        let rows = |who: &str, bursts: bool| -> Vec<(String, f64)> {
+            let col = |i: usize, name: &str| {
+                t.columns
+                    .iter()
+                    .position(|c| c == name)
+                    .map_or("", |c| t.rows[i][c].text.as_str())
+            };
             (0..t.rows.len())
-                .filter(|&i| t.rows[i][1].text.starts_with(who))
+                .filter(|&i| col(i, "measured by").starts_with(who))
+                .filter(|&i| col(i, "pattern").starts_with("bursts") == bursts)
                 .filter_map(|i| {
                     Some((
-                        format!("{}/s churn", t.rows[i][0].text),
+                        format!("{}/s churn", col(i, "churn (changes/s)")),
                         t.value(i, "p99 us")?,
                     ))
                 })
                 .collect()
         };
-        let (wakeup, change, probe) = (rows("daemon: "), rows("daemon, per change"), rows("probe"));
+        let (wakeup, change, probe) = (
+            rows("daemon: ", false),
+            rows("daemon, per change", false),
+            rows("probe", false),
+        );
+        let (burst_change, burst_probe) = (rows("daemon, per change", true), rows("probe", true));
+        let bursts = if burst_change.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ". In bursts of {} changes back to back (the kernel makes one in about 7 us, the daemon applies one in about as long, so a burst's last change waits for most of the burst): per change p99 {}, probe p99 {}",
+                control_plane::BURST,
+                list(&burst_change, " us"),
+                list(&burst_probe, " us")
+            )
+        };
         let within = |v: &[(String, f64)]| !v.is_empty() && v.iter().all(|x| x.1 <= 1000.0);
         r.goal(
-            "event -> map latency p99 under churn, per wake-up and per change",
+            "event -> map latency p99 under paced churn, per wake-up and per change",
             "<= 1000 us",
             format!(
                 "per wake-up {}; per change {}",
@@ -568,7 +594,7 @@ fn judge(r: &mut report::Report) {
                 list(&change, " us")
             ),
             within(&wakeup) && within(&change),
-            &format!("the daemon's histograms: a wake-up from netlink readable to maps written, and each change it applied counted with its wake-up's time; every wake-up reads the socket empty into a queue and applies at most {} messages of it, so a change counts from the end of the read before the one that found it (at most one wake-up too long, never too short). Single changes made amid the bursts and timed from outside (probe, ip returns -> route in the map, queued behind up to a 500-change burst): p99 {}", control::mirror::PASS_MESSAGES, list(&probe, " us")),
+            &format!("the daemon's histograms under paced churn (a group of changes every 1 ms): a wake-up from netlink readable to maps written, and each change it applied counted with its wake-up's time; a wake-up reads events for at most {} us and applies at most {} messages, and a change counts from when the socket was last found empty (never too short). Single changes timed from outside (probe, kernel acknowledgement -> route in the map): p99 {}{bursts}", control::mirror::READ_BUDGET.as_micros(), control::mirror::PASS_MESSAGES, list(&probe, " us")),
         );
     }
     if let Some(t) = r.table("map_memory") {
@@ -880,6 +906,9 @@ enum Cmd {
         churn: Vec<u32>,
         #[arg(long, default_value_t = 10.0)]
         churn_seconds: f64,
+        /// Rate (changes/s) of the churn in bursts of 500; 0: none.
+        #[arg(long, default_value_t = 10_000)]
+        burst_rate: u32,
     },
     /// Split accuracy over 2..64 members and weights
     Split,
@@ -967,12 +996,14 @@ fn main() -> Result<()> {
             routes,
             churn,
             churn_seconds,
+            burst_rate,
         } => {
             print_all(control_plane::control_plane(
                 &control_plane::ControlOptions {
                     routes,
                     churn_rates: churn,
                     churn_seconds,
+                    burst_rate: (burst_rate > 0).then_some(burst_rate),
                 },
             )?);
             Ok(())
