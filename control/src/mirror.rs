@@ -196,6 +196,11 @@ impl Mirror {
         self.messages
     }
 
+    /// Event datagrams read but not applied yet.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Events are waiting to be read.
     pub fn has_pending(&self) -> bool {
         if !self.queue.is_empty() {

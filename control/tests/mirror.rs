@@ -1,4 +1,4 @@
-//! The mirror end to end in a namespace: routes written with `ip` reach the maps (every form), link-down moves only its buckets, unresolved neighbours go live, and the checker agrees.
+//! The mirror end to end in a namespace: routes written with `ip` reach the maps (every form), link-down moves only its buckets, unresolved neighbours go live, the checker agrees, and a backlog of events is applied as it is read.
 
 mod support;
 
@@ -554,4 +554,73 @@ fn a_route_replaced_with_fewer_members_moves_only_their_buckets() {
         moved.len()
     );
     println!("replace: route replaced without one of 4 members: 32/128 buckets moved, all the withdrawn member's; nhid group swap: {} moved, all member 2's", moved.len());
+}
+
+/// A poll reads for at most its budget before it applies: with a backlog of
+/// 20,000 route events in the socket, the first poll leaves most of them
+/// there (reading them all before applying the first is what held a burst's
+/// first change back until its last had been read). Nothing is lost: later
+/// polls apply every one.
+#[test]
+fn a_poll_applies_before_it_has_read_a_whole_backlog() {
+    if !require_root("a_poll_applies_before_it_has_read_a_whole_backlog") {
+        return;
+    }
+    const ROUTES: u32 = 20_000;
+    let net = TestNet::new("mb", &[("xe-a0", "xe-b0")]).expect("namespace");
+    net.enter().expect("enter");
+    net.ip(&["addr", "add", "10.0.0.1/24", "dev", "xe-a0"])
+        .expect("addr");
+    let mut mirror = Mirror::open(256 << 20).expect("mirror");
+    let mut state = KernelState::new(254);
+    mirror.dump(&mut state).expect("dump");
+    let batch: String = (0..ROUTES)
+        .map(|i| {
+            let a = std::net::Ipv4Addr::from(0x0ac8_0000u32 + i);
+            format!("route add {a}/32 via 10.0.0.2\n")
+        })
+        .collect();
+    let file = std::env::temp_dir().join(format!("{}.batch", net.name()));
+    std::fs::write(&file, batch).expect("batch file");
+    let added = net.ip(&["-batch", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    added.expect("ip -batch");
+    match mirror
+        .poll(&mut state, Duration::from_secs(1))
+        .expect("poll")
+    {
+        Event::Changed(_) => {}
+        other => panic!("the first poll found no change: {other:?}"),
+    }
+    let first = mirror.messages();
+    let queued = mirror.queued();
+    assert!(
+        (1..=control::mirror::PASS_MESSAGES).contains(&first),
+        "{first} messages applied by the first poll"
+    );
+    assert!(
+        queued < ROUTES as usize / 4,
+        "the first poll read {queued} of {ROUTES} events before applying any (budget {:?})",
+        control::mirror::READ_BUDGET
+    );
+    let mut applied = first;
+    while applied < u64::from(ROUTES) {
+        match mirror
+            .poll(&mut state, Duration::from_secs(1))
+            .expect("poll")
+        {
+            Event::Changed(_) => applied += mirror.messages(),
+            other => panic!("after {applied} of {ROUTES} events: {other:?}"),
+        }
+    }
+    let routed = (0..ROUTES)
+        .filter(|i| {
+            let p = Prefix {
+                addr: IpAddr::V4(std::net::Ipv4Addr::from(0x0ac8_0000u32 + i)),
+                len: 32,
+            };
+            state.routes.contains_key(&p)
+        })
+        .count();
+    assert_eq!(routed, ROUTES as usize, "routes the mirror holds");
 }
