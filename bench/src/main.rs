@@ -578,7 +578,7 @@ fn judge(r: &mut report::Report) {
             String::new()
         } else {
             format!(
-                ". In bursts of {} changes back to back (the kernel makes one in about 7 us, the daemon applies one in about as long, so a burst's last change waits for most of the burst): per change p99 {}, probe p99 {}",
+                ". In bursts of {} changes back to back (the kernel makes them about as fast as the daemon applies them, so a burst's last change waits for most of the burst): per change p99 {}, probe p99 {}",
                 control_plane::BURST,
                 list(&burst_change, " us"),
                 list(&burst_probe, " us")
