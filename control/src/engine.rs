@@ -26,6 +26,24 @@ impl Tee<'_> {
         }
         Ok(())
     }
+
+    /// Applies to the engine's tables, with `f(tables, i)`, each write `i`
+    /// whose result in the maps is Ok; a write they refuse gets their error.
+    fn follow(
+        &mut self,
+        results: &mut [Result<()>],
+        f: impl Fn(&mut dyn TableWriter, usize) -> Result<()>,
+    ) {
+        let Some(e) = self.engine.as_deref_mut() else {
+            return;
+        };
+        for (i, r) in results.iter_mut().enumerate() {
+            if r.is_ok() {
+                *r = f(&mut e.tables, i);
+                e.dirty = true;
+            }
+        }
+    }
 }
 
 impl TableWriter for Tee<'_> {
@@ -34,6 +52,24 @@ impl TableWriter for Tee<'_> {
     }
     fn delete_route_v4(&mut self, addr: Ipv4Addr, len: u8) -> Result<()> {
         self.both(|t| t.delete_route_v4(addr, len))
+    }
+    /// The maps in batches, then the engine's tables for each route the
+    /// maps took.
+    fn set_routes_v4(&mut self, routes: &[(Ipv4Addr, u8, xe_route)]) -> Vec<Result<()>> {
+        let mut results = self.dp.set_routes_v4(routes);
+        self.follow(&mut results, |t, i| {
+            let (a, l, r) = &routes[i];
+            t.set_route_v4(*a, *l, r)
+        });
+        results
+    }
+    fn delete_routes_v4(&mut self, prefixes: &[(Ipv4Addr, u8)]) -> Vec<Result<()>> {
+        let mut results = self.dp.delete_routes_v4(prefixes);
+        self.follow(&mut results, |t, i| {
+            let (a, l) = prefixes[i];
+            t.delete_route_v4(a, l)
+        });
+        results
     }
     fn set_route_v6(&mut self, addr: Ipv6Addr, len: u8, route: &xe_route) -> Result<()> {
         self.both(|t| t.set_route_v6(addr, len, route))

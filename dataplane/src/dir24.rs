@@ -129,6 +129,12 @@ impl<C: Cells> Dir248<C> {
         self.rules.len()
     }
 
+    /// The route of exactly `addr/len` (host order), if there is one.
+    pub fn route(&self, addr: u32, len: u8) -> Option<xe_route> {
+        let addr = addr & mask(len.min(32));
+        self.rules.get(&(addr, len)).map(|e| decode(*e))
+    }
+
     /// The route for `addr` (host order), as the program finds it.
     pub fn lookup(&self, addr: u32) -> xe_route {
         decode(self.entry_of(addr))

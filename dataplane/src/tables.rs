@@ -11,6 +11,22 @@ use crate::grace::GracePeriods;
 pub trait TableWriter {
     fn set_route_v4(&mut self, addr: Ipv4Addr, len: u8, route: &xe_route) -> Result<()>;
     fn delete_route_v4(&mut self, addr: Ipv4Addr, len: u8) -> Result<()>;
+    /// Writes many IPv4 routes, as `set_route_v4` does one by one; the
+    /// result of each, in order. The live maps write them in batches.
+    fn set_routes_v4(&mut self, routes: &[(Ipv4Addr, u8, xe_route)]) -> Vec<Result<()>> {
+        routes
+            .iter()
+            .map(|(a, l, r)| self.set_route_v4(*a, *l, r))
+            .collect()
+    }
+    /// Deletes many IPv4 routes, as `delete_route_v4` does one by one; the
+    /// result of each, in order.
+    fn delete_routes_v4(&mut self, prefixes: &[(Ipv4Addr, u8)]) -> Vec<Result<()>> {
+        prefixes
+            .iter()
+            .map(|(a, l)| self.delete_route_v4(*a, *l))
+            .collect()
+    }
     fn set_route_v6(&mut self, addr: Ipv6Addr, len: u8, route: &xe_route) -> Result<()>;
     fn delete_route_v6(&mut self, addr: Ipv6Addr, len: u8) -> Result<()>;
     fn set_group(&mut self, id: u32, group: &xe_group) -> Result<()>;

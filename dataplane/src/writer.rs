@@ -26,7 +26,7 @@ impl Dataplane {
     /// The DIR-24-8 tables, mapped on first use; with maps that may come from
     /// a pin, their contents are first checked against the routes in the LPM
     /// trie (the record) and every /24 that differs is rewritten.
-    fn dir(&mut self) -> Result<&mut Dir248<MmapCells>> {
+    pub(crate) fn dir(&mut self) -> Result<&mut Dir248<MmapCells>> {
         self.adopt_lookup_tables()?;
         Ok(self.dir.as_mut().expect("just set"))
     }
@@ -168,6 +168,14 @@ impl TableWriter for Dataplane {
         maps::delete(&self.skel.maps.xe_routes_v4, "xe_routes_v4", &key)?;
         self.dir()?.delete(u32::from(addr), len);
         Ok(())
+    }
+
+    fn set_routes_v4(&mut self, routes: &[(Ipv4Addr, u8, xe_route)]) -> Vec<Result<()>> {
+        self.write_routes_v4(routes)
+    }
+
+    fn delete_routes_v4(&mut self, prefixes: &[(Ipv4Addr, u8)]) -> Vec<Result<()>> {
+        self.remove_routes_v4(prefixes)
     }
 
     /// The length search packets use first (it may be full), then the trie

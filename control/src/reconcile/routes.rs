@@ -58,11 +58,56 @@ fn write(dp: &mut dyn TableWriter, p: &Prefix, r: &xe_route) -> dataplane::Resul
     }
 }
 
-fn delete(dp: &mut dyn TableWriter, p: &Prefix) -> dataplane::Result<()> {
-    match p.addr {
-        IpAddr::V4(a) => dp.delete_route_v4(a, p.len),
-        IpAddr::V6(a) => dp.delete_route_v6(a, p.len),
-    }
+/// Writes each `(prefix, route, _)`, the IPv4 ones in one call (the maps
+/// batch them); the result of each, in order.
+fn write_all(
+    dp: &mut dyn TableWriter,
+    routes: &[(Prefix, xe_route, bool)],
+) -> Vec<dataplane::Result<()>> {
+    let v4: Vec<(Ipv4Addr, u8, xe_route)> = routes
+        .iter()
+        .filter_map(|(p, r, _)| match p.addr {
+            IpAddr::V4(a) => Some((a, p.len, *r)),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let mut v4 = dp.set_routes_v4(&v4).into_iter();
+    routes
+        .iter()
+        .map(|(p, r, _)| match p.addr {
+            IpAddr::V4(_) => v4.next().expect("a result per IPv4 route"),
+            IpAddr::V6(a) => dp.set_route_v6(a, p.len, r),
+        })
+        .collect()
+}
+
+/// Deletes each prefix, the IPv4 ones in one call; the result of each.
+fn delete_all(dp: &mut dyn TableWriter, prefixes: &[Prefix]) -> Vec<dataplane::Result<()>> {
+    let v4: Vec<(Ipv4Addr, u8)> = prefixes
+        .iter()
+        .filter_map(|p| match p.addr {
+            IpAddr::V4(a) => Some((a, p.len)),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let mut v4 = dp.delete_routes_v4(&v4).into_iter();
+    prefixes
+        .iter()
+        .map(|p| match p.addr {
+            IpAddr::V4(_) => v4.next().expect("a result per IPv4 prefix"),
+            IpAddr::V6(a) => dp.delete_route_v6(a, p.len),
+        })
+        .collect()
+}
+
+/// What a route write comes to.
+enum Plan {
+    /// The maps hold the entry already.
+    Holds,
+    /// A new route without room: it stays out.
+    NoRoom,
+    /// To be written; whether the route is new.
+    Write(bool),
 }
 
 impl Reconciler {
@@ -76,14 +121,18 @@ impl Reconciler {
         st: &mut SyncStats,
     ) {
         // Deletes first: they make room for what follows.
+        let mut gone = Vec::new();
         for (prefix, _) in updates.iter().filter(|u| u.1.is_none()) {
             self.passed.remove(prefix);
             self.unwritten.remove(prefix);
             self.demoted.remove(prefix);
-            if !self.routes.contains_key(prefix) {
-                continue;
+            if self.routes.contains_key(prefix) {
+                gone.push(*prefix);
             }
-            match delete(dp, prefix) {
+        }
+        let results = delete_all(dp, &gone);
+        for (prefix, r) in gone.iter().zip(results) {
+            match r {
                 Ok(()) => {
                     self.routes.remove(prefix);
                     self.counted(prefix, false);
@@ -97,6 +146,7 @@ impl Reconciler {
                 }
             }
         }
+        let mut pending = Vec::new();
         for (prefix, r) in updates {
             let Some(r) = r else { continue };
             self.passed.remove(prefix);
@@ -134,7 +184,13 @@ impl Reconciler {
                 *w = want;
                 continue;
             }
-            self.write_route(prefix, want, dp, st);
+            if let Plan::Write(new) = self.plan_route(prefix, want) {
+                pending.push((*prefix, want, new));
+            }
+        }
+        let results = write_all(dp, &pending);
+        for ((prefix, want, new), r) in pending.into_iter().zip(results) {
+            self.finish_route(&prefix, want, new, r, st);
         }
         self.demote_covers(dp, st);
         self.retry.extend(self.passed.iter().copied());
@@ -151,30 +207,54 @@ impl Reconciler {
         dp: &mut dyn TableWriter,
         st: &mut SyncStats,
     ) -> bool {
+        match self.plan_route(prefix, want) {
+            Plan::Holds => true,
+            Plan::NoRoom => false,
+            Plan::Write(new) => {
+                let r = write(dp, prefix, &want);
+                self.finish_route(prefix, want, new, r, st)
+            }
+        }
+    }
+
+    /// Whether `want` for `prefix` is to be written: not if the maps hold it
+    /// already, nor if it is new and finds no room (it stays out and is
+    /// retried). A new route to be written is counted at once, so the next
+    /// one planned sees the room it takes.
+    fn plan_route(&mut self, prefix: &Prefix, want: xe_route) -> Plan {
         if self
             .routes
             .get(prefix)
             .is_some_and(|w| w.group == want.group && w.kind == want.kind && w.flags == want.flags)
         {
-            return true;
+            return Plan::Holds;
         }
         let new = !self.routes.contains_key(prefix);
-        // Named only when something is noted (formatting it for every
-        // route written cost each one an allocation).
-        let what = || format!("route {prefix}");
         if new {
             if let Some(limit) = self.no_room_for(prefix) {
                 self.unwritten.insert(*prefix, limit);
-                self.short.note(limit, what(), ROUTE_STATUS, None);
-                return false;
+                self.short
+                    .note(limit, format!("route {prefix}"), ROUTE_STATUS, None);
+                return Plan::NoRoom;
             }
+            self.counted(prefix, true);
         }
-        match write(dp, prefix, &want) {
+        Plan::Write(new)
+    }
+
+    /// Records the result of writing `want` for `prefix`; whether the maps
+    /// now hold it.
+    fn finish_route(
+        &mut self,
+        prefix: &Prefix,
+        want: xe_route,
+        new: bool,
+        written: dataplane::Result<()>,
+        st: &mut SyncStats,
+    ) -> bool {
+        match written {
             Ok(()) => {
                 self.unwritten.remove(prefix);
-                if new {
-                    self.counted(prefix, true);
-                }
                 self.routes.insert(*prefix, want);
                 st.routes_written += 1;
                 true
@@ -189,14 +269,18 @@ impl Reconciler {
                     dataplane::Error::TableFull { .. } => Limit::DirChunks,
                     _ => Limit::Write,
                 };
+                // Named only when something is noted (formatting it for
+                // every route written cost each one an allocation).
+                let what = format!("route {prefix}");
                 if new {
+                    self.counted(prefix, false);
                     self.unwritten.insert(*prefix, limit);
                     self.short
-                        .note(limit, what(), ROUTE_STATUS, Some(e.to_string()));
+                        .note(limit, what, ROUTE_STATUS, Some(e.to_string()));
                 } else {
                     self.retry.insert(*prefix);
                     self.short
-                        .note(limit, what(), OLD_ENTRY_STATUS, Some(e.to_string()));
+                        .note(limit, what, OLD_ENTRY_STATUS, Some(e.to_string()));
                 }
                 false
             }
