@@ -31,3 +31,9 @@ command -v cargo >/dev/null || { echo "setup: cargo not found; install a Rust to
 if [[ $(id -u) -eq 0 ]] && ! mountpoint -q /sys/fs/bpf; then
     mount -t bpf bpf /sys/fs/bpf && echo "setup: mounted the bpf filesystem at /sys/fs/bpf"
 fi
+# Tracepoints (the daemon counts redirect failures on one) are found on
+# tracefs, which a fresh machine may not have mounted either (the daemon
+# mounts it too when missing).
+if [[ $(id -u) -eq 0 ]] && [[ -d /sys/kernel/tracing ]] && ! [[ -d /sys/kernel/tracing/events ]]; then
+    mount -t tracefs tracefs /sys/kernel/tracing && echo "setup: mounted tracefs at /sys/kernel/tracing"
+fi

@@ -6,14 +6,17 @@ cd "$(dirname "$0")/.."
 
 if [[ $(id -u) -eq 0 && ${XE_FRESH_MOUNTS:-} != 1 ]]; then
     ./scripts/setup.sh
-    # The suite runs in a private mount namespace where /sys/fs/bpf starts
-    # unmounted, as on a fresh machine: whatever needs bpffs (the daemon,
-    # attach, the CLI, the tests' pins) must mount it itself.
+    # The suite runs in a private mount namespace where /sys/fs/bpf and
+    # tracefs start unmounted, as on a fresh machine: whatever needs bpffs
+    # (the daemon, attach, the CLI, the tests' pins) or a tracepoint (the
+    # redirect-failure counter) must mount it itself.
     exec unshare --mount --propagation private env XE_FRESH_MOUNTS=1 "$(pwd)/scripts/test.sh" "$@"
 fi
 if [[ ${XE_FRESH_MOUNTS:-} == 1 ]]; then
-    while mountpoint -q /sys/fs/bpf; do umount /sys/fs/bpf; done
-    echo "== private mount namespace: /sys/fs/bpf is not mounted"
+    for m in /sys/fs/bpf /sys/kernel/tracing /sys/kernel/debug/tracing /sys/kernel/debug; do
+        while mountpoint -q "$m"; do umount -l "$m"; done
+    done
+    echo "== private mount namespace: /sys/fs/bpf and tracefs are not mounted"
 else
     ./scripts/setup.sh
 fi

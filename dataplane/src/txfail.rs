@@ -10,11 +10,42 @@ use crate::program::Dataplane;
 /// The tracepoint link, pinned under the pin directory by this name.
 const LINK: &str = "link_txfail_redirect_err";
 
+/// Where tracefs is mounted by convention; libbpf finds a tracepoint's id
+/// there (or under debugfs, at /sys/kernel/debug/tracing).
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Makes sure libbpf can find tracepoints: a fresh machine or a new mount
+/// namespace may have neither tracefs nor debugfs mounted. Mounts tracefs
+/// where missing, as it mounts bpffs; whether it mounted.
+fn ensure_tracefs() -> bool {
+    let events = |dir: &str| Path::new(dir).join("events").is_dir();
+    if events(TRACEFS) || events("/sys/kernel/debug/tracing") || !Path::new(TRACEFS).is_dir() {
+        return false;
+    }
+    // SAFETY: NUL-terminated strings; no data argument.
+    let r = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r == 0 {
+        tracing::info!(
+            "mounted tracefs at {TRACEFS} (the redirect-failure tracepoint is found there)"
+        );
+    }
+    r == 0
+}
+
 impl Dataplane {
     /// Attaches the counting program to `xdp:xdp_redirect_err` (which fires
     /// only on a failure: nothing on the packet path); it counts while the
-    /// link lives.
+    /// link lives. Mounts tracefs first where it is missing.
     pub fn attach_tx_failure_counter(&self) -> Result<Link> {
+        ensure_tracefs();
         self.skel
             .progs
             .xe_redirect_err
