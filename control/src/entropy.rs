@@ -13,7 +13,8 @@ use crate::state::KernelState;
 /// own timers, are not compared.
 pub fn differences(mirror: &KernelState, fresh: &KernelState) -> Vec<String> {
     let mut out = Vec::new();
-    diff(&mut out, "route", &mirror.routes, &fresh.routes);
+    let routes = |s: &KernelState| s.routes.iter().map(|(k, v)| (*k, v.clone())).collect();
+    diff(&mut out, "route", &routes(mirror), &routes(fresh));
     diff(
         &mut out,
         "local-table entry",

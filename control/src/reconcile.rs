@@ -26,7 +26,9 @@ mod routes;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 
 use dataplane::abi::{
     xe_group, xe_nexthop, xe_route, GROUP_MODULO, GROUP_RESILIENT, NH_LINK_UP, NH_TXPORT, NH_VALID,
@@ -498,7 +500,7 @@ impl Reconciler {
                 }
             }
         }
-        self.routes = existing;
+        self.routes = existing.into_iter().collect();
         self.count_routes();
         Ok(adopted_groups.len())
     }

@@ -1,6 +1,8 @@
 //! The kernel's routing state as the control plane mirrors it: links, neighbours, routes and nexthop objects, updated from netlink messages.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use ahash::{AHashMap, AHashSet};
 use std::net::IpAddr;
 
 use netlink_packet_route::link::{
@@ -130,22 +132,22 @@ pub struct KernelState {
     pub neighbours: HashMap<(u32, IpAddr), Neighbour>,
     /// Routes by prefix, then by metric (the lowest metric wins): what
     /// forwards, derived from `aliases`.
-    pub routes: BTreeMap<Prefix, BTreeMap<u32, RouteTarget>>,
+    pub routes: AHashMap<Prefix, BTreeMap<u32, RouteTarget>>,
     /// Every route of the mirrored table, as the kernel keys them.
-    pub aliases: BTreeMap<Prefix, Vec<Alias>>,
+    pub aliases: AHashMap<Prefix, Vec<Alias>>,
     /// What the local table (this host's addresses, broadcast and anycast
     /// routes) decides for a prefix, derived from `local_aliases`: the
     /// kernel looks in the local table before main, so an entry there wins
     /// over any route of the mirrored table to the prefix or inside it.
     pub local_routes: BTreeMap<Prefix, RouteTarget>,
-    pub local_aliases: BTreeMap<Prefix, Vec<Alias>>,
+    pub local_aliases: AHashMap<Prefix, Vec<Alias>>,
     pub nexthops: HashMap<u32, NexthopObject>,
     /// The kernel's bucket -> nexthop id assignment of its resilient groups.
     pub kernel_buckets: HashMap<u32, Vec<u32>>,
     /// The routing table mirrored (local-type routes come from the local table too).
     pub table: u32,
     /// Prefixes whose routes changed since the last `take_dirty`.
-    dirty: HashSet<Prefix>,
+    dirty: PrefixSet,
     /// Something every route may depend on changed (nexthop objects).
     dirty_all: bool,
     /// A delete left a route whose hops' MTU only the kernel knows (an
@@ -164,13 +166,16 @@ pub struct KernelState {
     pub xdp_features: Option<HashMap<u32, u64>>,
 }
 
+/// A set of prefixes (as the mirror marks them changed).
+pub type PrefixSet = AHashSet<Prefix>;
+
 /// What the reconciler must look at again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dirty {
     /// Every prefix (first sync, re-dump, nexthop objects changed).
     All,
     /// Only these prefixes; groups and next hops are always rechecked.
-    Prefixes(HashSet<Prefix>),
+    Prefixes(PrefixSet),
 }
 
 /// What a message changed, so the reconciler knows what to redo.

@@ -7,7 +7,7 @@
 //! longer than itself, and a delete rewrites exactly the entries it wrote,
 //! with the next shorter prefix that covers it.
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 
 use crate::abi::{
     xe_route, DIR_CHUNK, DIR_CHUNK_MASK, DIR_CHUNK_SIZE, DIR_DEPTH_SHIFT, DIR_GROUP_MASK,

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use control::reconcile::Reconciler;
 use control::state::{
-    Dirty, KernelState, Link, Neighbour, NexthopObject, PathKey, Prefix, RouteTarget, WeightedPath,
-    TABLE_MAIN,
+    Dirty, KernelState, Link, Neighbour, NexthopObject, PathKey, Prefix, PrefixSet, RouteTarget,
+    WeightedPath, TABLE_MAIN,
 };
 use control::translate::PlainGroupMode;
 use dataplane::abi::{

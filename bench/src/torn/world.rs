@@ -329,12 +329,12 @@ impl World {
             let t = self.b_target();
             self.set_route(p, t);
         }
-        Dirty::Prefixes(HashSet::from([p]))
+        Dirty::Prefixes(PrefixSet::from([p]))
     }
 
     /// Applies one change to the kernel state; returns what the reconciler must look at.
     pub(super) fn apply(&mut self, c: Change) -> Dirty {
-        let none = || Dirty::Prefixes(HashSet::new());
+        let none = || Dirty::Prefixes(PrefixSet::new());
         match c {
             Change::AMac => {
                 let k = self.rng.random_range(0..A_PORTS);
@@ -372,7 +372,7 @@ impl World {
                 if self.a_paths {
                     let t = self.a_target();
                     self.set_route(a_prefix(), t);
-                    Dirty::Prefixes(HashSet::from([a_prefix()]))
+                    Dirty::Prefixes(PrefixSet::from([a_prefix()]))
                 } else {
                     Dirty::All
                 }
@@ -381,7 +381,7 @@ impl World {
                 self.a_paths = !self.a_paths;
                 let t = self.a_target();
                 self.set_route(a_prefix(), t);
-                Dirty::Prefixes(HashSet::from([a_prefix()]))
+                Dirty::Prefixes(PrefixSet::from([a_prefix()]))
             }
             Change::BMac => {
                 let used = self.b_paths_in_use();
@@ -408,7 +408,7 @@ impl World {
                 let p = v4(10, 8, self.rng.random_range(1..B_ROUTES), 0, 24);
                 let t = self.b_paths_target();
                 self.set_route(p, t);
-                Dirty::Prefixes(HashSet::from([p]))
+                Dirty::Prefixes(PrefixSet::from([p]))
             }
             Change::BRoute => {
                 let j = self.rng.random_range(1..B_ROUTES);
@@ -426,7 +426,7 @@ impl World {
                     .collect();
                 if let Some(p) = here.first() {
                     self.ks.routes.remove(p);
-                    return Dirty::Prefixes(HashSet::from([*p]));
+                    return Dirty::Prefixes(PrefixSet::from([*p]));
                 }
                 let len = self.rng.random_range(25..=32u8);
                 // The prefix's bits of the last octet, random.
@@ -434,7 +434,7 @@ impl World {
                 let p = v4(10, 9, net, host, len);
                 let t = self.b_target();
                 self.set_route(p, t);
-                Dirty::Prefixes(HashSet::from([p]))
+                Dirty::Prefixes(PrefixSet::from([p]))
             }
         }
     }

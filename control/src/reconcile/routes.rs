@@ -1,8 +1,8 @@
 //! The route writes of a sync: deletes first (they make room), then adds and changes; a route with no room of its own stays out, and the prefix covering it passes, so its packets reach the kernel.
 
-use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use dataplane::abi::{
     xe_route, ROUTE_PIN, RT_BLACKHOLE, RT_LOCAL, RT_PROHIBIT, RT_UNICAST, RT_UNREACHABLE,
 };
