@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::hash::Hash;
 use std::net::IpAddr;
+
+use ahash::AHashMap;
 
 use crate::state::KernelState;
 
@@ -13,17 +16,20 @@ use crate::state::KernelState;
 /// own timers, are not compared.
 pub fn differences(mirror: &KernelState, fresh: &KernelState) -> Vec<String> {
     let mut out = Vec::new();
-    let routes = |s: &KernelState| s.routes.iter().map(|(k, v)| (*k, v.clone())).collect();
-    diff(&mut out, "route", &routes(mirror), &routes(fresh));
+    diff(&mut out, "route", &mirror.routes, &fresh.routes);
     diff(
         &mut out,
         "local-table entry",
         &mirror.local_routes,
         &fresh.local_routes,
     );
-    let nexthops = |s: &KernelState| s.nexthops.iter().map(|(k, v)| (*k, v.clone())).collect();
+    let nexthops = |s: &KernelState| -> BTreeMap<_, _> {
+        s.nexthops.iter().map(|(k, v)| (*k, v.clone())).collect()
+    };
     diff(&mut out, "nexthop", &nexthops(mirror), &nexthops(fresh));
-    let links = |s: &KernelState| s.links.iter().map(|(k, v)| (*k, v.clone())).collect();
+    let links = |s: &KernelState| -> BTreeMap<_, _> {
+        s.links.iter().map(|(k, v)| (*k, v.clone())).collect()
+    };
     diff(&mut out, "link", &links(mirror), &links(fresh));
     let usable = |s: &KernelState| -> BTreeMap<(u32, IpAddr), [u8; 6]> {
         s.neighbours
@@ -33,29 +39,59 @@ pub fn differences(mirror: &KernelState, fresh: &KernelState) -> Vec<String> {
             .collect()
     };
     diff(&mut out, "neighbour", &usable(mirror), &usable(fresh));
-    let rules = |s: &KernelState| s.custom_rules.iter().map(|r| (r.clone(), ())).collect();
+    let rules = |s: &KernelState| -> BTreeMap<_, _> {
+        s.custom_rules.iter().map(|r| (r.clone(), ())).collect()
+    };
     diff(&mut out, "rule", &rules(mirror), &rules(fresh));
     out
 }
 
-fn diff<K: Ord + Debug, V: PartialEq + Debug>(
+/// A map compared entry by entry.
+trait Keyed<K, V> {
+    fn entries(&self) -> Box<dyn Iterator<Item = (&K, &V)> + '_>;
+    fn find(&self, k: &K) -> Option<&V>;
+}
+
+impl<K: Ord, V> Keyed<K, V> for BTreeMap<K, V> {
+    fn entries(&self) -> Box<dyn Iterator<Item = (&K, &V)> + '_> {
+        Box::new(self.iter())
+    }
+    fn find(&self, k: &K) -> Option<&V> {
+        self.get(k)
+    }
+}
+
+impl<K: Hash + Eq, V> Keyed<K, V> for AHashMap<K, V> {
+    fn entries(&self) -> Box<dyn Iterator<Item = (&K, &V)> + '_> {
+        Box::new(self.iter())
+    }
+    fn find(&self, k: &K) -> Option<&V> {
+        self.get(k)
+    }
+}
+
+/// One line per entry that differs, sorted (a hash map's order is not).
+fn diff<K: Debug, V: PartialEq + Debug>(
     out: &mut Vec<String>,
     what: &str,
-    mirror: &BTreeMap<K, V>,
-    fresh: &BTreeMap<K, V>,
+    mirror: &dyn Keyed<K, V>,
+    fresh: &dyn Keyed<K, V>,
 ) {
-    for (k, v) in mirror {
-        match fresh.get(k) {
+    let mut lines = Vec::new();
+    for (k, v) in mirror.entries() {
+        match fresh.find(k) {
             Some(f) if f == v => {}
-            Some(f) => out.push(format!("{what} {k:?}: mirror {v:?}, kernel {f:?}")),
-            None => out.push(format!("{what} {k:?}: mirror {v:?}, not in the kernel")),
+            Some(f) => lines.push(format!("{what} {k:?}: mirror {v:?}, kernel {f:?}")),
+            None => lines.push(format!("{what} {k:?}: mirror {v:?}, not in the kernel")),
         }
     }
-    for (k, f) in fresh {
-        if !mirror.contains_key(k) {
-            out.push(format!("{what} {k:?}: kernel {f:?}, not in the mirror"));
+    for (k, f) in fresh.entries() {
+        if mirror.find(k).is_none() {
+            lines.push(format!("{what} {k:?}: kernel {f:?}, not in the mirror"));
         }
     }
+    lines.sort();
+    out.extend(lines);
 }
 
 #[cfg(test)]
