@@ -553,7 +553,13 @@ impl Reconciler {
                 if old_key.as_ref() != Some(key) {
                     tracing::debug!(prefix = ?p, from = ?old_key, to = ?key, "route changes group");
                 }
-                *self.group_refs.entry(key.clone()).or_default() += 1;
+                // Looked up before it is cloned: most routes share a group.
+                match self.group_refs.get_mut(key) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.group_refs.insert(key.clone(), 1);
+                    }
+                }
                 if let Some(old) = &old_key {
                     // A route whose member set changed (as a routing daemon
                     // replaces it) starts its new group from the old table, so
@@ -576,7 +582,11 @@ impl Reconciler {
                         }
                     }
                 }
-                self.route_groups.insert(p, key.clone());
+                let kept = match old_key {
+                    Some(old) if old == *key => old,
+                    _ => key.clone(),
+                };
+                self.route_groups.insert(p, kept);
             } else if let Some((old, g)) = old_key
                 .as_ref()
                 .and_then(|k| Some((k, self.groups.get(k)?)))

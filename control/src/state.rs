@@ -659,14 +659,23 @@ impl KernelState {
         if list.is_empty() {
             all.remove(&prefix);
         }
-        let before = match derived {
-            Some(routes) => {
-                if effective.is_empty() {
-                    routes.remove(&prefix)
-                } else {
-                    routes.insert(prefix, effective.clone())
+        let changed = match derived {
+            Some(routes) if effective.is_empty() => routes.remove(&prefix).is_some(),
+            // Compared in place: a copy per route cost a dump of 1M routes
+            // two allocations each.
+            Some(routes) => match routes.entry(prefix) {
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    let differs = *o.get() != effective;
+                    if differs {
+                        o.insert(effective);
+                    }
+                    differs
                 }
-            }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(effective);
+                    true
+                }
+            },
             None => {
                 let first = effective.into_values().next();
                 let before = match &first {
@@ -681,8 +690,6 @@ impl KernelState {
                 return before != now;
             }
         };
-        let now = self.routes.get(&prefix);
-        let changed = before.as_ref() != now;
         if changed {
             self.mark_dirty(prefix);
         }
