@@ -3,7 +3,7 @@
 pub mod abi;
 pub mod afxdp;
 pub mod attach;
-mod batch;
+pub mod batch;
 pub mod capacity;
 pub mod clock;
 pub mod dir24;
@@ -29,6 +29,7 @@ pub mod v6slots;
 pub mod writer;
 
 pub use attach::{ifindex_of, AttachMode, XdpLink};
+pub use batch::BATCH;
 pub use clock::{StampClock, StampReader};
 pub use error::{Error, Result};
 pub use forward::{FlowTable, MemoryFlows, Pins, TableReader};
