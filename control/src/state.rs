@@ -1,9 +1,9 @@
 //! The kernel's routing state as the control plane mirrors it: links, neighbours, routes and nexthop objects, updated from netlink messages.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 
 use ahash::{AHashMap, AHashSet};
-use std::net::IpAddr;
 
 use netlink_packet_route::link::{
     InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp, XdpAttached,

@@ -17,11 +17,11 @@ use crate::tables::{check_prefix, check_route_v4, TableWriter};
 /// batches), small enough that the kernel's copy stays in the cache.
 pub const BATCH: usize = 4096;
 
-/// How many elements of a batch call the kernel took, and the error that
-/// stopped it (at element `done`), if one did.
+/// How many elements of a batch call the kernel took, and whether an error
+/// stopped it (at element `done`).
 struct Outcome {
     done: usize,
-    error: Option<i32>,
+    stopped: bool,
 }
 
 /// `BPF_MAP_UPDATE_BATCH` (or, without values, `BPF_MAP_DELETE_BATCH`) of
@@ -56,13 +56,13 @@ fn batch_call<K: Copy, V: Copy>(map: &dyn MapCore, keys: &[K], values: Option<&[
     if ret == 0 {
         return Outcome {
             done: keys.len(),
-            error: None,
+            stopped: false,
         };
     }
     Outcome {
         // The kernel reports what it applied; never more than was asked.
         done: (count as usize).min(keys.len().saturating_sub(1)),
-        error: Some(-ret),
+        stopped: true,
     }
 }
 
@@ -81,7 +81,7 @@ fn in_batches<K: Copy>(
         let end = (at + BATCH).min(keys.len());
         let out = call(at..end);
         at += out.done;
-        if out.error.is_some() {
+        if out.stopped {
             if let Err(e) = single(at) {
                 failed.push((at, e));
             }

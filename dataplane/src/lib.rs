@@ -3,7 +3,7 @@
 pub mod abi;
 pub mod afxdp;
 pub mod attach;
-pub mod batch;
+mod batch;
 pub mod capacity;
 pub mod clock;
 pub mod dir24;

@@ -16,11 +16,12 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Makes sure libbpf can find tracepoints: a fresh machine or a new mount
 /// namespace may have neither tracefs nor debugfs mounted. Mounts tracefs
-/// where missing, as it mounts bpffs; whether it mounted.
-fn ensure_tracefs() -> bool {
+/// where missing, as it mounts bpffs (an attach that still fails names
+/// its own error).
+fn ensure_tracefs() {
     let events = |dir: &str| Path::new(dir).join("events").is_dir();
     if events(TRACEFS) || events("/sys/kernel/debug/tracing") || !Path::new(TRACEFS).is_dir() {
-        return false;
+        return;
     }
     // SAFETY: NUL-terminated strings; no data argument.
     let r = unsafe {
@@ -37,7 +38,6 @@ fn ensure_tracefs() -> bool {
             "mounted tracefs at {TRACEFS} (the redirect-failure tracepoint is found there)"
         );
     }
-    r == 0
 }
 
 impl Dataplane {
