@@ -379,22 +379,20 @@ static __always_inline int xe_rewrite(struct xdp_md *ctx, const struct xe_meta *
  * by? The port must be set up by the control plane (xe_inports), the frame
  * addressed to the port's MAC (the kernel drops a frame to another unicast
  * MAC as PACKET_OTHERHOST) and untagged (a tag belongs to a VLAN device,
- * with switches of its own, or to none). One lookup; *fwd gets the port's
+ * with switches of its own, or to none). One array read, no call (a hash
+ * lookup only for an ifindex past the array); *fwd gets the port's
  * forwarding switches. */
 static __always_inline int xe_admit(struct xdp_md *ctx, void *data, __u8 *fwd)
 {
-	__u32 ifindex = ctx->ingress_ifindex;
-	const struct xe_inport *p = bpf_map_lookup_elem(&xe_inports, &ifindex);
 	const struct ethhdr *eth = data;
 	union {
 		__u64 word;
 		struct xe_inport port;
 	} u;
 
-	if (!p)
+	u.word = xe_inport_word(ctx->ingress_ifindex);
+	if (!(u.port.flags & XE_INPORT_ON))
 		return XE_V_PASS_NOT_PORT;
-	/* The entry in one 8-byte load: MAC and flags of one version. */
-	u.word = *(const volatile __u64 *)p;
 	/* The destination MAC as 4 + 2 bytes (through `data`: struct ethhdr is
 	 * packed, its fields would be read byte by byte). */
 	if (*(const __u32 *)data != *(const __u32 *)&u.port.mac[0] ||

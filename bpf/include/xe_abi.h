@@ -18,7 +18,10 @@ enum xe_limits {
 	XE_MAX_SLOTS = 1 << 21,
 	XE_MAX_GROUP_BUCKETS = 4096,
 	XE_MAX_TXPORTS = 1024,
-	/* Ingress ports the program admits frames from (xe_inports). */
+	/* Ingress ports the program admits frames from: any number with an
+	 * ifindex below XE_INPORT_INDEXES (xe_inports, an array the program
+	 * reads without a call), up to XE_MAX_INPORTS above it (xe_inports_far). */
+	XE_INPORT_INDEXES = 1 << 16,
 	XE_MAX_INPORTS = 1024,
 	/* Ports, and receive queues per port, the AF_XDP engine can serve. */
 	XE_MAX_XSK_PORTS = 256,
@@ -43,9 +46,10 @@ enum xe_limits {
  * (xe_flows, xe_pin_members, xe_pin_stats, a route's pin flag, a next
  * hop's path id, the pin timeouts in xe_config); 5: a flow table per
  * family (xe_flows4 keyed by struct xe_flow4, xe_flows6 by struct
- * xe_flow). */
+ * xe_flow); 6: xe_inports an mmapable array by ifindex (XE_INPORT_ON marks
+ * a port), xe_inports_far for the ifindexes past it. */
 enum xe_layout {
-	XE_LAYOUT_VERSION = 5,
+	XE_LAYOUT_VERSION = 6,
 };
 
 /* Why the program decided what it did; one per-CPU counter each. Keep the
@@ -129,6 +133,7 @@ enum xe_inport_flag {
 	XE_INPORT_FWD_V4 = 0x1, /* net.ipv4.conf.PORT.forwarding */
 	XE_INPORT_FWD_V6 = 0x2, /* net.ipv6.conf.all.forwarding, or the port's force_forwarding */
 	XE_INPORT_RPF = 0x4,	/* rp_filter on for the port (max of all and PORT): the kernel checks IPv4 sources by a reverse lookup */
+	XE_INPORT_ON = 0x80,	/* the entry is a port (set by the writer; an array entry without it is none) */
 };
 
 /* Flow-table entry flags (struct xe_pin). */

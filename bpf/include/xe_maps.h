@@ -113,20 +113,49 @@ struct {
 	__uint(max_entries, XE_MAX_NEXTHOPS);
 } xe_nexthops SEC(".maps");
 
-/* Ingress ports by ifindex: the port's MAC and forwarding switches, kept
- * equal to the kernel's by the control plane. A frame is routed only when
- * it came in by a port listed here, is addressed to its MAC, is untagged
- * and its family's forwarding is on; everything else goes to the kernel.
- * One lookup per packet. The control plane replaces an entry whole (an
- * update links in another element, never writes the one packets read);
+/* Ingress ports by ifindex (below XE_INPORT_INDEXES): the port's MAC and
+ * forwarding switches, kept equal to the kernel's by the control plane. A
+ * frame is routed only when it came in by a port listed here (XE_INPORT_ON),
+ * is addressed to its MAC, is untagged and its family's forwarding is on;
+ * everything else goes to the kernel. An array, so the lookup is no call;
+ * mmapable: the control plane replaces an entry with one 8-byte store and
  * the program reads it with one 8-byte load, so MAC and flags always come
  * from one version of the entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct xe_inport);
+	__uint(max_entries, XE_INPORT_INDEXES);
+} xe_inports SEC(".maps");
+
+/* Ingress ports whose ifindex is XE_INPORT_INDEXES or more (a host that has
+ * made and removed many devices), as xe_inports. A hash map: an update links
+ * in a new element, never writes the one packets read. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32);
 	__type(value, struct xe_inport);
 	__uint(max_entries, XE_MAX_INPORTS);
-} xe_inports SEC(".maps");
+} xe_inports_far SEC(".maps");
+
+/* The entry of ingress port `ifindex` in one 8-byte load (MAC and flags of
+ * one version); it is a port when XE_INPORT_ON is set. The array entry is
+ * read on every path (an ifindex past it reads entry 0, never a port, then
+ * the far map): the two reads stay two loads, one per map, as
+ * tests/object_reads.rs checks. */
+static __always_inline __u64 xe_inport_word(__u32 ifindex)
+{
+	__u32 at = ifindex < XE_INPORT_INDEXES ? ifindex : 0;
+	const __u64 *p = bpf_map_lookup_elem(&xe_inports, &at);
+	__u64 w = p ? *(const volatile __u64 *)p : 0;
+
+	if (ifindex >= XE_INPORT_INDEXES) {
+		p = bpf_map_lookup_elem(&xe_inports_far, &ifindex);
+		w = p ? *(const volatile __u64 *)p : 0;
+	}
+	return w;
+}
 
 /* Egress ports by ifindex, for bpf_redirect_map. */
 struct {

@@ -30,10 +30,15 @@ struct xe_tp_redirect_err {
 SEC("tracepoint/xdp/xdp_redirect_err")
 int xe_redirect_err(struct xe_tp_redirect_err *ctx)
 {
-	__u32 port = ctx->ifindex, zero = 0;
+	union {
+		__u64 word;
+		struct xe_inport port;
+	} u;
+	__u32 zero = 0;
 	__u64 *c;
 
-	if (!bpf_map_lookup_elem(&xe_inports, &port))
+	u.word = xe_inport_word(ctx->ifindex);
+	if (!(u.port.flags & XE_INPORT_ON))
 		return 0;
 	c = bpf_map_lookup_elem(&xe_txfail, &zero);
 	if (c)

@@ -64,6 +64,8 @@ pub const V6_STEPS: usize = xe_v6_search::XE_V6_STEPS.0 as usize;
 pub const V6_PROBES: usize = xe_v6_search::XE_V6_PROBES.0 as usize;
 pub const MAX_TXPORTS: u32 = xe_limits::XE_MAX_TXPORTS.0;
 pub const MAX_INPORTS: u32 = xe_limits::XE_MAX_INPORTS.0;
+/// Ingress ports with an ifindex below this sit in the `xe_inports` array.
+pub const INPORT_INDEXES: u32 = xe_limits::XE_INPORT_INDEXES.0;
 pub const MAX_QUEUES: u32 = xe_limits::XE_MAX_QUEUES.0;
 pub const MAX_XSK_PORTS: u32 = xe_limits::XE_MAX_XSK_PORTS.0;
 pub const MAX_PIN_MEMBERS: u32 = xe_limits::XE_MAX_PIN_MEMBERS.0;
@@ -165,6 +167,9 @@ pub const CFG_SYMMETRIC: u32 = xe_cfg_flag::XE_CFG_SYMMETRIC.0;
 pub const INPORT_FWD_V4: u8 = xe_inport_flag::XE_INPORT_FWD_V4.0 as u8;
 pub const INPORT_FWD_V6: u8 = xe_inport_flag::XE_INPORT_FWD_V6.0 as u8;
 pub const INPORT_RPF: u8 = xe_inport_flag::XE_INPORT_RPF.0 as u8;
+/// Set by the writer on every entry it makes: an array entry without it is
+/// no port. Never seen by callers (the read-backs clear it).
+pub const INPORT_ON: u8 = xe_inport_flag::XE_INPORT_ON.0 as u8;
 
 /// XDP return codes (UAPI `enum xdp_action`).
 pub const XDP_ABORTED: u32 = 0;

@@ -3,8 +3,8 @@
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::abi::{
-    read_from, xe_group, xe_nexthop, DIR_CHUNK, MAX_DIR_CHUNKS, MAX_GROUPS, MAX_INPORTS,
-    MAX_NEXTHOPS, MAX_TXPORTS, NH_VALID,
+    read_from, xe_group, xe_nexthop, DIR_CHUNK, INPORT_INDEXES, MAX_DIR_CHUNKS, MAX_GROUPS,
+    MAX_INPORTS, MAX_NEXTHOPS, MAX_TXPORTS, NH_VALID,
 };
 use crate::dir24::{Cells, TBL24_ENTRIES};
 use crate::error::Result;
@@ -102,9 +102,9 @@ impl Dataplane {
             },
             TableUse {
                 table: "ingress ports",
-                used: m.xe_inports.keys().count() as u64,
-                limit: MAX_INPORTS.into(),
-                note: "one per attached port",
+                used: self.inports()?.len() as u64,
+                limit: u64::from(INPORT_INDEXES + MAX_INPORTS),
+                note: "one per attached port: any number below ifindex 65536, 1024 past it",
             },
             TableUse {
                 table: "IPv4 flow table",

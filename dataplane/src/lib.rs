@@ -12,6 +12,7 @@ pub mod ethtool;
 pub mod flows;
 pub mod forward;
 pub mod grace;
+mod inports;
 pub mod insns;
 pub mod lensearch;
 pub mod live;
@@ -33,10 +34,9 @@ pub use batch::BATCH;
 pub use clock::{StampClock, StampReader};
 pub use error::{Error, Result};
 pub use forward::{FlowTable, MemoryFlows, Pins, TableReader};
+pub use inports::pinned_remove_inport;
 pub use live::LiveTables;
-pub use maps::{
-    pinned_engine_counters, pinned_nexthop_counters, pinned_remove_inport, pinned_verdict_counters,
-};
+pub use maps::{pinned_engine_counters, pinned_nexthop_counters, pinned_verdict_counters};
 pub use memory::Tables;
 pub use program::{Dataplane, LoadOptions, MapSizes, StampMode};
 pub use tables::TableWriter;

@@ -77,7 +77,7 @@ impl TableReader for LiveTables<'_> {
             .then(|| Self::lookup(&self.dp.skel.maps.xe_nexthops, &id).unwrap_or_default())
     }
     fn inport(&self, ifindex: u32) -> Option<xe_inport> {
-        Self::lookup(&self.dp.skel.maps.xe_inports, &ifindex)
+        self.dp.inport_of(ifindex)
     }
     fn is_txport(&self, ifindex: u32) -> bool {
         Self::lookup::<u32, u32>(&self.dp.skel.maps.xe_txports, &ifindex).is_some()

@@ -102,17 +102,6 @@ pub fn pinned_engine_counters(pin_dir: &Path) -> Result<Option<Vec<(Verdict, xe_
         .map(Some)
 }
 
-/// Removes the ingress port entry of `ifindex` from the map pinned in
-/// `pin_dir` (no program load needed): frames received there go to the
-/// kernel. Nothing to do if there is none.
-pub fn pinned_remove_inport(pin_dir: &Path, ifindex: u32) -> Result<()> {
-    let map = open_pinned(pin_dir, "xe_inports")?;
-    match map.delete(&ifindex.to_ne_bytes()) {
-        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-        r => r.map_err(map_err("xe_inports", "delete")),
-    }
-}
-
 /// Packets and bytes forwarded to each of `ids`, from the pinned
 /// per-next-hop maps (the program's and the AF_XDP engine's).
 pub fn pinned_nexthop_counters(pin_dir: &Path, ids: &[u32]) -> Result<Vec<(u32, xe_counter)>> {

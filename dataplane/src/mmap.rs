@@ -4,8 +4,6 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use libbpf_rs::MapMut;
-
 use crate::dir24::Cells;
 use crate::error::{Error, Result};
 
@@ -26,7 +24,7 @@ unsafe impl Sync for MmapCells {}
 
 impl MmapCells {
     pub(crate) fn map(
-        map: &MapMut<'_>,
+        map: &impl AsFd,
         name: &'static str,
         len: usize,
         stride: usize,

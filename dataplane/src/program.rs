@@ -152,6 +152,9 @@ pub struct Dataplane {
     /// replaced with one 8-byte store, a slot with one 4-byte store.
     pub(crate) groups: MmapCells,
     pub(crate) slots: MmapCells,
+    /// xe_inports mapped into this process: a port's entry is replaced with
+    /// one 8-byte store.
+    pub(crate) inports: MmapCells,
     /// When what packets may still hold can be reused.
     pub(crate) grace: GracePeriods,
     /// The sizes the maps were made (or found pinned) with.
@@ -194,11 +197,13 @@ impl Dataplane {
         let result = open_and_load(storage_ref, opts).and_then(|(skel, sizes)| {
             let groups = MmapCells::map(&skel.maps.xe_groups, "xe_groups", MAX_GROUPS as usize, 8)?;
             let slots = MmapCells::map(&skel.maps.xe_slots, "xe_slots", sizes.slots as usize, 8)?;
-            Ok((skel, sizes, groups, slots, GracePeriods::kernel()?))
+            let inports = crate::inports::map_array(&skel.maps.xe_inports)?;
+            Ok((skel, sizes, groups, slots, inports, GracePeriods::kernel()?))
         });
         match result {
-            Ok((skel, sizes, groups, slots, grace)) => Ok(Dataplane {
+            Ok((skel, sizes, groups, slots, inports, grace)) => Ok(Dataplane {
                 groups,
+                inports,
                 slots,
                 grace,
                 sizes,
@@ -226,6 +231,7 @@ impl Dataplane {
             "xe_groups" => m.xe_groups.as_fd(),
             "xe_nexthops" => m.xe_nexthops.as_fd(),
             "xe_inports" => m.xe_inports.as_fd(),
+            "xe_inports_far" => m.xe_inports_far.as_fd(),
             "xe_slots" => m.xe_slots.as_fd(),
             "xe_tbl24" => m.xe_tbl24.as_fd(),
             "xe_tbl8" => m.xe_tbl8.as_fd(),
@@ -266,7 +272,7 @@ impl Dataplane {
 
     /// Kernel-reported memory of each map (fdinfo `memlock`), by map name.
     pub fn map_memory(&self) -> Vec<(String, u64)> {
-        let maps: [(&str, &MapMut<'_>); 16] = [
+        let maps: [(&str, &MapMut<'_>); 17] = [
             ("xe_routes_v4", &self.skel.maps.xe_routes_v4),
             ("xe_tbl24", &self.skel.maps.xe_tbl24),
             ("xe_tbl8", &self.skel.maps.xe_tbl8),
@@ -280,6 +286,7 @@ impl Dataplane {
             ("xe_nh_stats", &self.skel.maps.xe_nh_stats),
             ("xe_txports", &self.skel.maps.xe_txports),
             ("xe_inports", &self.skel.maps.xe_inports),
+            ("xe_inports_far", &self.skel.maps.xe_inports_far),
             ("xe_flows4", &self.skel.maps.xe_flows4),
             ("xe_flows6", &self.skel.maps.xe_flows6),
             ("xe_pin_members", &self.skel.maps.xe_pin_members),

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use libbpf_rs::MapCore;
 
 use crate::abi::{
-    read_from, xe_config, xe_counter, xe_group, xe_inport, xe_lpm_v4, xe_lpm_v6, xe_nexthop,
-    xe_route, Verdict, MAX_GROUPS, MAX_NEXTHOPS,
+    read_from, xe_config, xe_counter, xe_group, xe_lpm_v4, xe_lpm_v6, xe_nexthop, xe_route,
+    Verdict, MAX_GROUPS, MAX_NEXTHOPS,
 };
 use crate::dir24::Dir248;
 use crate::error::Result;
@@ -116,23 +116,6 @@ impl Dataplane {
     pub fn nexthop(&self, id: u32) -> Result<xe_nexthop> {
         check_range("next-hop id", id, MAX_NEXTHOPS)?;
         Ok(maps::lookup(&self.skel.maps.xe_nexthops, "xe_nexthops", &id)?.unwrap_or_default())
-    }
-
-    /// Every ingress port the program admits frames from: (ifindex, entry),
-    /// by ifindex.
-    pub fn inports(&self) -> Result<Vec<(u32, xe_inport)>> {
-        let map = &self.skel.maps.xe_inports;
-        let mut out = Vec::new();
-        for k in map.keys() {
-            let Some(ifindex) = read_from::<u32>(&k) else {
-                continue;
-            };
-            if let Some(p) = maps::lookup::<_, xe_inport>(map, "xe_inports", &ifindex)? {
-                out.push((ifindex, p));
-            }
-        }
-        out.sort_by_key(|(i, _)| *i);
-        Ok(out)
     }
 
     pub fn config(&self) -> Result<xe_config> {

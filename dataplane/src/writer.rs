@@ -238,17 +238,14 @@ impl TableWriter for Dataplane {
         maps::delete(&self.skel.maps.xe_txports, "xe_txports", &ifindex)
     }
 
-    /// Replaces the whole entry at once (a hash map swaps in a new
-    /// element): a packet reads the old entry or the new one.
+    /// Replaces the whole entry at once: a packet reads the old entry or
+    /// the new one.
     fn set_inport(&mut self, ifindex: u32, port: &xe_inport) -> Result<()> {
-        maps::update(&self.skel.maps.xe_inports, "xe_inports", &ifindex, port)
+        self.write_inport(ifindex, port)
     }
 
     fn remove_inport(&mut self, ifindex: u32) -> Result<()> {
-        match self.skel.maps.xe_inports.delete(bytes_of(&ifindex)) {
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            r => r.map_err(map_err("xe_inports", "delete")),
-        }
+        self.clear_inport(ifindex)
     }
 
     fn set_config(&mut self, cfg: &xe_config) -> Result<()> {

@@ -5,7 +5,7 @@ mod common;
 use common::fixtures::{fixtures, Egress};
 use common::packets::*;
 use common::*;
-use dataplane::abi::{xe_inport, Verdict, INPORT_FWD_V4, INPORT_FWD_V6};
+use dataplane::abi::{xe_inport, Verdict, INPORT_FWD_V4, INPORT_FWD_V6, INPORT_INDEXES};
 use testnet::require_root;
 
 #[test]
@@ -281,6 +281,70 @@ fn admission_decides_before_the_route() {
         cases.len(),
         seen.iter().map(|v| v.name()).collect::<Vec<_>>()
     );
+}
+
+/// A port whose ifindex lies past the array of ports (a host that has made
+/// and removed many devices) is admitted from the far map, as one below it
+/// is, and its entry leaves the array alone.
+#[test]
+fn a_port_past_the_port_array_is_admitted() {
+    if !require_root("a_port_past_the_port_array_is_admitted") {
+        return;
+    }
+    let mut world = World::admitting("far");
+    let far = INPORT_INDEXES + 4464;
+    // The test thread is in the world's namespace; `ip` inherits it.
+    let index = far.to_string();
+    for args in [
+        &[
+            "link",
+            "add",
+            "xe-far",
+            "index",
+            index.as_str(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "xe-farp",
+        ][..],
+        &["link", "set", "xe-far", "up"][..],
+    ] {
+        let st = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .expect("ip");
+        assert!(st.success(), "ip {args:?}");
+    }
+    assert_eq!(dataplane::ifindex_of("xe-far").expect("xe-far"), far);
+    let port = xe_inport {
+        mac: IN_MAC,
+        flags: INPORT_FWD_V4 | INPORT_FWD_V6,
+        ..Default::default()
+    };
+    let ip = Ip4::new("10.2.0.100", "172.16.255.66", 17);
+    let pkt = eth(IN_MAC, &[], ETH_IP, &ip.packet(&udp(4000, 53, b"")));
+    let check = |world: &World, what: &str, want: Verdict| {
+        let (action, _, d) = world.run_from(far, &pkt);
+        assert_eq!((verdict_of(&d), action), (want, want.action()), "{what}");
+        let (md, _) = world.model_from(Some(far), &pkt);
+        assert_eq!(fields(&md), fields(&d), "{what}: model decision");
+    };
+    check(&world, "no entry", Verdict::PassNotPort);
+    world.both(|t| t.set_inport(far, &port));
+    check(&world, "admitted", Verdict::Forward);
+    let listed = world.dp.inports().expect("inports");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|(i, p)| (*i, p.mac, p.flags))
+            .collect::<Vec<_>>(),
+        vec![(far, IN_MAC, port.flags)],
+        "listed with its entry as written, nothing in the array"
+    );
+    world.both(|t| t.remove_inport(far));
+    check(&world, "removed", Verdict::PassNotPort);
+    assert!(world.dp.inports().expect("inports").is_empty());
 }
 
 /// A next hop that says its port is in the redirect map when it no longer is

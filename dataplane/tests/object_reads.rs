@@ -45,12 +45,15 @@ fn entries_replaced_whole_are_read_with_one_load() {
         vec![(0, 8)],
         "the group entry must be read with exactly one 8-byte load"
     );
-    // An ingress port (MAC and forwarding bits): one 8-byte load.
-    assert_eq!(
-        loads(&reads("xe_inports")),
-        vec![(0, 8)],
-        "the ingress port entry must be read with exactly one 8-byte load"
-    );
+    // An ingress port (MAC and forwarding bits), from the array or the far
+    // map: one 8-byte load.
+    for map in ["xe_inports", "xe_inports_far"] {
+        assert_eq!(
+            loads(&reads(map)),
+            vec![(0, 8)],
+            "{map}: the ingress port entry must be read with exactly one 8-byte load"
+        );
+    }
     // A slot: one 4-byte load of the next-hop id.
     assert_eq!(loads(&reads("xe_slots")), vec![(0, 4)]);
     // A next hop: its state bits (the one field changed in place) read once;
