@@ -7,6 +7,7 @@ mod batch;
 pub mod capacity;
 pub mod clock;
 pub mod dir24;
+mod dump;
 pub mod error;
 pub mod ethtool;
 pub mod flows;

@@ -10,6 +10,7 @@ use crate::abi::{
     Verdict, MAX_GROUPS, MAX_NEXTHOPS,
 };
 use crate::dir24::Dir248;
+use crate::dump;
 use crate::error::Result;
 use crate::grace::GracePeriods;
 use crate::maps::{self, add, counter, lpm_v4, sum_percpu};
@@ -70,34 +71,24 @@ impl Dataplane {
             .collect())
     }
 
-    /// Every IPv4 route in the map (prefix, length, route).
+    /// Every IPv4 route in the map (prefix, length, route), read in batches.
     pub fn routes_v4(&self) -> Result<Vec<(Ipv4Addr, u8, xe_route)>> {
-        let map = &self.skel.maps.xe_routes_v4;
-        let mut out = Vec::new();
-        for k in map.keys() {
-            let Some(key) = read_from::<xe_lpm_v4>(&k) else {
-                continue;
-            };
-            if let Some(r) = maps::lookup::<_, xe_route>(map, "xe_routes_v4", &key)? {
-                out.push((Ipv4Addr::from(key.addr), key.prefixlen as u8, r));
-            }
-        }
-        Ok(out)
+        let all =
+            dump::entries::<xe_lpm_v4, xe_route>(&self.skel.maps.xe_routes_v4, "xe_routes_v4")?;
+        Ok(all
+            .into_iter()
+            .map(|(k, r)| (Ipv4Addr::from(k.addr), k.prefixlen as u8, r))
+            .collect())
     }
 
-    /// Every IPv6 route in the map (prefix, length, route).
+    /// Every IPv6 route in the map (prefix, length, route), read in batches.
     pub fn routes_v6(&self) -> Result<Vec<(Ipv6Addr, u8, xe_route)>> {
-        let map = &self.skel.maps.xe_routes_v6;
-        let mut out = Vec::new();
-        for k in map.keys() {
-            let Some(key) = read_from::<xe_lpm_v6>(&k) else {
-                continue;
-            };
-            if let Some(r) = maps::lookup::<_, xe_route>(map, "xe_routes_v6", &key)? {
-                out.push((Ipv6Addr::from(key.addr), key.prefixlen as u8, r));
-            }
-        }
-        Ok(out)
+        let all =
+            dump::entries::<xe_lpm_v6, xe_route>(&self.skel.maps.xe_routes_v6, "xe_routes_v6")?;
+        Ok(all
+            .into_iter()
+            .map(|(k, r)| (Ipv6Addr::from(k.addr), k.prefixlen as u8, r))
+            .collect())
     }
 
     pub fn group(&self, id: u32) -> Result<xe_group> {

@@ -202,3 +202,82 @@ fn batches_and_single_writes_make_the_same_tables() {
         }
     }
 }
+
+/// The record read back in the kernel's batches (several of them here) is
+/// exactly what was written, for both families, and nothing when empty.
+#[test]
+fn the_record_reads_back_whole_across_batches() {
+    if !require_root("the_record_reads_back_whole_across_batches") {
+        return;
+    }
+    let n = 2 * dataplane::BATCH + 1234;
+    let mut dp = Dataplane::load(&LoadOptions::default()).expect("loading the XDP program");
+    assert!(dp.routes_v4().expect("empty record").is_empty());
+    assert!(dp.routes_v6().expect("empty record").is_empty());
+    let mut rng = SmallRng::seed_from_u64(5);
+    let v4: Vec<(Ipv4Addr, u8, xe_route)> = prefixes(&mut rng, n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (a, l))| (a, l, unicast(1 + i as u32 % 300)))
+        .collect();
+    assert!(dp.set_routes_v4(&v4).iter().all(|r| r.is_ok()));
+    let v6: Vec<(std::net::Ipv6Addr, u8, xe_route)> = (0..n as u128)
+        .map(|i| {
+            // Distinct in the top 64 bits, which every length keeps.
+            let len = 64 + (i % 65) as u8;
+            let addr =
+                (0x2001_0db8u128 << 96 | i << 64 | i) & (u128::MAX << (128 - u32::from(len)));
+            (
+                (std::net::Ipv6Addr::from(addr), len),
+                unicast(1 + i as u32 % 300),
+            )
+        })
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .map(|((a, l), r)| (a, l, r))
+        .collect();
+    for (a, l, r) in &v6 {
+        dp.set_route_v6(*a, *l, r).expect("an IPv6 route");
+    }
+    let key4 = |v: &[(Ipv4Addr, u8, xe_route)]| {
+        let mut k: Vec<_> = v
+            .iter()
+            .map(|(a, l, r)| (*a, *l, r.group, r.kind))
+            .collect();
+        k.sort_unstable();
+        k
+    };
+    same(
+        key4(&dp.routes_v4().expect("IPv4 record")),
+        key4(&v4),
+        "IPv4",
+    );
+    let mut got6: Vec<_> = dp
+        .routes_v6()
+        .expect("IPv6 record")
+        .into_iter()
+        .map(|(a, l, r)| (a, l, r.group, r.kind))
+        .collect();
+    got6.sort_unstable();
+    let want6: Vec<_> = v6
+        .iter()
+        .map(|(a, l, r)| (*a, *l, r.group, r.kind))
+        .collect();
+    assert!(
+        want6.len() > 2 * dataplane::BATCH,
+        "{} IPv6 routes",
+        want6.len()
+    );
+    same(got6, want6, "IPv6");
+}
+
+/// `got` equals `want`, or the first difference is named (not both lists).
+fn same<T: PartialEq + std::fmt::Debug>(got: Vec<T>, want: Vec<T>, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: entries read back");
+    if let Some(i) = (0..got.len()).find(|i| got[*i] != want[*i]) {
+        panic!(
+            "{what}: entry {i} read back as {:?}, written {:?}",
+            got[i], want[i]
+        );
+    }
+}
