@@ -1,6 +1,8 @@
 //! Consistency checker: do the dataplane maps forward every prefix the way the kernel's state says? Lists each difference.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use ahash::AHashMap as HashMap;
 use std::net::IpAddr;
 
 use anyhow::Result;
@@ -18,7 +20,7 @@ type Hop = (u32, [u8; 6]);
 
 /// Every route in the maps, by prefix.
 pub fn map_routes(dp: &Dataplane) -> Result<HashMap<Prefix, xe_route>> {
-    let mut maps = HashMap::new();
+    let mut maps = HashMap::with_capacity(dp.sizes().routes_v4 as usize / 2);
     for (a, l, r) in dp.routes_v4()? {
         maps.insert(
             Prefix {

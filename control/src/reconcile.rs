@@ -42,7 +42,7 @@ use crate::pools::{IdPool, SlotPool, Window, Windows};
 use crate::resilient::{BucketTable, Member, TableConfig};
 use crate::state::{Dirty, KernelState, PathKey, Prefix, WeightedPath};
 use crate::translate::{
-    add_paths, group_for_key, modulo_slot_counts, route_verdict, translate, Desired, DesiredGroup,
+    add_paths, group_for_key, modulo_slot_counts, route_verdict, Desired, DesiredGroup,
     DesiredRoute, GroupKey, GroupPlan, PlainGroupMode, MAX_MODULO_SLOTS,
 };
 
@@ -360,26 +360,44 @@ impl Reconciler {
             self.group_ids.reserve(r.group);
             old_groups.insert(r.group, (g, slots));
         }
-        // What the kernel's routes want, only where there is a group to
-        // adopt (a cold start has none; for 1M routes it took 0.6 s).
-        let d = if old_groups.is_empty() {
-            Desired::default()
+        // Each old group goes to the group the first route using it (in
+        // prefix order) wants now, unless another took that one. What a
+        // route wants is asked route by route, and only until every old
+        // group is adopted: with 1M routes over a few groups, a handful of
+        // routes decide (translating every route took seconds).
+        let plain = self.mode.plan();
+        let mut in_order: Vec<(&Prefix, &xe_route)> = if old_groups.is_empty() {
+            Vec::new()
         } else {
-            translate(ks, self.mode)
+            existing
+                .iter()
+                .filter(|(_, r)| old_groups.contains_key(&r.group))
+                .collect()
         };
+        in_order.sort_unstable_by_key(|(p, _)| **p);
+        let mut paths: BTreeMap<PathKey, xe_nexthop> = BTreeMap::new();
         let mut adopted_nh: HashSet<u32> = HashSet::new();
         let mut adopted_groups: HashSet<u32> = HashSet::new();
-        for (prefix, want) in &d.routes {
-            let (DesiredRoute::Forward(key), Some(r)) = (want, existing.get(prefix)) else {
-                continue;
-            };
+        for (prefix, r) in in_order {
+            if adopted_groups.len() == old_groups.len() {
+                break;
+            }
             let Some((g, slots)) = old_groups.get(&r.group) else {
                 continue;
             };
-            if self.groups.contains_key(key) || adopted_groups.contains(&r.group) {
+            if adopted_groups.contains(&r.group) {
                 continue;
             }
-            let dg = &d.groups[key];
+            let Some(DesiredRoute::Forward(key)) = route_verdict(ks, prefix, &plain) else {
+                continue;
+            };
+            if self.groups.contains_key(&key) {
+                continue;
+            }
+            let Some(dg) = group_for_key(ks, &key, &plain) else {
+                continue;
+            };
+            add_paths(ks, &dg, &mut paths);
             // Map each old next hop to the member path it serves (same port and MAC).
             let mut path_of_nh: HashMap<u32, PathKey> = HashMap::new();
             let mut read: HashMap<u32, xe_nexthop> = HashMap::new();
@@ -387,7 +405,7 @@ impl Reconciler {
                 let Ok(nh) = dp.nexthop(*id) else { continue };
                 read.insert(*id, nh);
                 let found = dg.members.iter().map(|m| m.path).find(|p| {
-                    d.paths.get(p).is_some_and(|w| {
+                    paths.get(p).is_some_and(|w| {
                         w.ifindex == nh.ifindex && (w.dmac == nh.dmac || nh.dmac == [0; 6])
                     })
                 });
@@ -500,7 +518,7 @@ impl Reconciler {
                 }
             }
         }
-        self.routes = existing.into_iter().collect();
+        self.routes = existing;
         self.count_routes();
         Ok(adopted_groups.len())
     }
