@@ -26,7 +26,8 @@ mod routes;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 
@@ -364,31 +365,33 @@ impl Reconciler {
         // prefix order) wants now, unless another took that one. What a
         // route wants is asked route by route, and only until every old
         // group is adopted: with 1M routes over a few groups, a handful of
-        // routes decide (translating every route took seconds).
+        // routes decide (translating every route took seconds). A heap,
+        // not a sort, gives the prefix order: only the first few come out
+        // (sorting 1M prefixes took most of what adoption had left).
         let plain = self.mode.plan();
-        let mut in_order: Vec<(&Prefix, &xe_route)> = if old_groups.is_empty() {
-            Vec::new()
+        let mut in_order: BinaryHeap<Reverse<(Prefix, u32)>> = if old_groups.is_empty() {
+            BinaryHeap::new()
         } else {
             existing
                 .iter()
                 .filter(|(_, r)| old_groups.contains_key(&r.group))
+                .map(|(p, r)| Reverse((*p, r.group)))
                 .collect()
         };
-        in_order.sort_unstable_by_key(|(p, _)| **p);
         let mut paths: BTreeMap<PathKey, xe_nexthop> = BTreeMap::new();
         let mut adopted_nh: HashSet<u32> = HashSet::new();
         let mut adopted_groups: HashSet<u32> = HashSet::new();
-        for (prefix, r) in in_order {
+        while let Some(Reverse((prefix, group))) = in_order.pop() {
             if adopted_groups.len() == old_groups.len() {
                 break;
             }
-            let Some((g, slots)) = old_groups.get(&r.group) else {
+            let Some((g, slots)) = old_groups.get(&group) else {
                 continue;
             };
-            if adopted_groups.contains(&r.group) {
+            if adopted_groups.contains(&group) {
                 continue;
             }
-            let Some(DesiredRoute::Forward(key)) = route_verdict(ks, prefix, &plain) else {
+            let Some(DesiredRoute::Forward(key)) = route_verdict(ks, &prefix, &plain) else {
                 continue;
             };
             if self.groups.contains_key(&key) {
@@ -471,13 +474,13 @@ impl Reconciler {
                 }
                 _ => None,
             };
-            adopted_groups.insert(r.group);
+            adopted_groups.insert(group);
             // Stamps of a previous run count: its window is as old as they are.
             let window = self.windows.written(g.base, u32::from(g.size), 0);
             self.groups.insert(
                 key.clone(),
                 WrittenGroup {
-                    id: r.group,
+                    id: group,
                     window,
                     slots: slots.clone(),
                     mode: g.mode,
