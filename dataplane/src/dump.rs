@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapMut};
 
-use crate::abi::{bytes_of, read_from};
+use crate::abi::read_from;
 use crate::batch::BATCH;
 use crate::error::Result;
 use crate::maps;
@@ -39,16 +39,17 @@ fn batched<K: Copy + Default, V: Copy + Default>(map: &MapMut<'_>) -> Option<Vec
     let fd = map.as_fd().as_raw_fd();
     let mut keys = vec![K::default(); BATCH];
     let mut values = vec![V::default(); BATCH];
-    // Where the last call stopped (a key), where the next one starts.
-    let (mut from, mut to) = (K::default(), K::default());
-    let mut first = true;
+    // Where the last call stopped, where the next one starts (none: at the
+    // map's start): a key for an LPM trie, a bucket index for a hash map
+    // (4 bytes, which any key holds).
+    let mut from: Option<K> = None;
+    let mut to = K::default();
     let mut out = Vec::new();
     loop {
         let mut count = BATCH as u32;
-        let in_batch: *mut std::ffi::c_void = if first {
-            std::ptr::null_mut()
-        } else {
-            (&mut from as *mut K).cast()
+        let in_batch: *mut std::ffi::c_void = match from.as_mut() {
+            None => std::ptr::null_mut(),
+            Some(k) => (k as *mut K).cast(),
         };
         // SAFETY: `keys` and `values` hold `count` elements of the map's
         // key and value sizes (checked above), `from` and `to` one key each;
@@ -77,8 +78,7 @@ fn batched<K: Copy + Default, V: Copy + Default>(map: &MapMut<'_>) -> Option<Vec
             // ENOENT: the end of the map; anything else: let the walk read it.
             return (ret == -libc::ENOENT).then_some(out);
         }
-        from = to;
-        first = false;
+        from = Some(to);
     }
 }
 
@@ -90,7 +90,6 @@ fn walked<K: Copy, V: Copy>(map: &MapMut<'_>, name: &'static str) -> Result<Vec<
         let Some(key) = read_from::<K>(&k) else {
             continue;
         };
-        debug_assert_eq!(bytes_of(&key).len(), k.len());
         if let Some(v) = maps::lookup::<_, V>(map, name, &key)? {
             out.push((key, v));
         }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use libbpf_rs::MapCore;
 
 use crate::abi::{bytes_of, read_from, xe_inport, INPORT_INDEXES, INPORT_ON};
+use crate::dump;
 use crate::error::Result;
 use crate::maps::{self, map_err, open_pinned};
 use crate::mmap::MmapCells;
@@ -68,16 +69,7 @@ impl Dataplane {
 
     /// Makes `ifindex` no port (nothing to do if it is none).
     pub(crate) fn clear_inport(&mut self, ifindex: u32) -> Result<()> {
-        if in_array(ifindex) {
-            self.inports
-                .word(ifindex as usize)
-                .store(0, Ordering::Release);
-            return Ok(());
-        }
-        match self.skel.maps.xe_inports_far.delete(bytes_of(&ifindex)) {
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            r => r.map_err(map_err("xe_inports_far", "delete")),
-        }
+        clear(&self.inports, &self.skel.maps.xe_inports_far, ifindex)
     }
 
     /// The port entry of `ifindex`, if it is a port.
@@ -85,13 +77,8 @@ impl Dataplane {
         if in_array(ifindex) {
             return port_of(self.inports.word(ifindex as usize).load(Ordering::Acquire));
         }
-        let b = self
-            .skel
-            .maps
-            .xe_inports_far
-            .lookup(bytes_of(&ifindex), libbpf_rs::MapFlags::ANY)
-            .ok()??;
-        port_of(u64::from_ne_bytes(b.as_slice().try_into().ok()?))
+        let far = &self.skel.maps.xe_inports_far;
+        port_of(maps::lookup::<_, u64>(far, "xe_inports_far", &ifindex).ok()??)
     }
 
     /// Every ingress port the program admits frames from: (ifindex, entry),
@@ -105,15 +92,8 @@ impl Dataplane {
                 ))
             })
             .collect();
-        let far = &self.skel.maps.xe_inports_far;
-        for k in far.keys() {
-            let Some(ifindex) = read_from::<u32>(&k) else {
-                continue;
-            };
-            if let Some(p) = maps::lookup::<_, u64>(far, "xe_inports_far", &ifindex)? {
-                out.extend(port_of(p).map(|p| (ifindex, p)));
-            }
-        }
+        let far = dump::entries::<u32, u64>(&self.skel.maps.xe_inports_far, "xe_inports_far")?;
+        out.extend(far.into_iter().filter_map(|(i, w)| Some((i, port_of(w)?))));
         out.sort_by_key(|(i, _)| *i);
         Ok(out)
     }
@@ -123,15 +103,18 @@ impl Dataplane {
 /// `pin_dir` (no program load needed): frames received there go to the
 /// kernel. Nothing to do if there is none.
 pub fn pinned_remove_inport(pin_dir: &Path, ifindex: u32) -> Result<()> {
+    let array = map_array(&open_pinned(pin_dir, "xe_inports")?)?;
+    clear(&array, &open_pinned(pin_dir, "xe_inports_far")?, ifindex)
+}
+
+/// Clears the entry of `ifindex`: a zero word in the array, or no element
+/// in the far map (already none is fine).
+fn clear(array: &MmapCells, far: &dyn MapCore, ifindex: u32) -> Result<()> {
     if in_array(ifindex) {
-        let map = open_pinned(pin_dir, "xe_inports")?;
-        map_array(&map)?
-            .word(ifindex as usize)
-            .store(0, Ordering::Release);
+        array.word(ifindex as usize).store(0, Ordering::Release);
         return Ok(());
     }
-    let map = open_pinned(pin_dir, "xe_inports_far")?;
-    match map.delete(&ifindex.to_ne_bytes()) {
+    match far.delete(bytes_of(&ifindex)) {
         Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
         r => r.map_err(map_err("xe_inports_far", "delete")),
     }
