@@ -33,6 +33,11 @@ const volatile __u8 steer_xsk = 0;
  * from its size. */
 const volatile __u32 v6_slot_bits = 21;
 
+/* The flow tables' set-index key (kept in xe_pin_seed) and log2 of their
+ * set count, set at load. */
+const volatile __u64 pin_seed = 0;
+const volatile __u32 pin_set_bits = 8;
+
 /* The kernel's jiffies when xe_clock last ran: how the control plane reads
  * the clock the buckets are stamped with. */
 volatile __u64 xe_clock_jiffies;
@@ -416,7 +421,7 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, 
 	struct xe_group *gp, grp;
 	struct xe_nexthop *nh = NULL;
 	union xe_pin_key pin_key;
-	struct xe_pin *pin = NULL;
+	struct xe_pin_ref pin = {.way = XE_PIN_WAYS};
 	__u32 *nhid, *genp, slot, zero = 0, fields, now = 0, pin_nh = 0, gen = 0;
 	int pin_hit = 0, pin_stale = 0;
 	__u8 state, fwd = XE_INPORT_FWD_V4 | XE_INPORT_FWD_V6;
@@ -498,9 +503,18 @@ static __always_inline int xe_decide(struct xdp_md *ctx, struct xe_decision *d, 
 		genp = bpf_map_lookup_elem(&xe_group_gen, &rt.group);
 		if (genp)
 			gen = *(volatile __u32 *)genp;
-		pin = xe_pin_lookup(&pin_key, &m.flow, fields);
-		if (pin)
-			nh = xe_pin_nexthop(pin, rt.group, gen, m.flow.proto, cfg, now, &pin_nh, &pin_stale);
+		if (xe_pin_lookup(&pin_key, &m.flow, fields, pin_seed, pin_set_bits, &pin)) {
+			const struct xe_pin *p = xe_pin_at(m.flow.is_v6, &pin);
+
+			if (p)
+				nh = xe_pin_nexthop(p, rt.group, gen, m.flow.proto, cfg, now, &pin_nh, &pin_stale);
+			/* Rewritten for another flow meanwhile: not this flow's. */
+			if (!xe_pin_same(m.flow.is_v6, &pin)) {
+				nh = NULL;
+				pin_stale = 0;
+				pin.way = XE_PIN_WAYS;
+			}
+		}
 		if (nh) {
 			d->nexthop = pin_nh;
 			pin_hit = 1;
@@ -549,7 +563,7 @@ chosen:
 		return XE_V_FORWARD;
 	}
 	if (rt.flags & XE_ROUTE_PIN)
-		d->pin = xe_pin_note(&pin_key, m.flow.is_v6, pin, pin_hit, pin_stale, nh->path, d->nexthop, gen,
+		d->pin = xe_pin_note(&pin_key, m.flow.is_v6, &pin, pin_hit, pin_stale, nh->path, d->nexthop, gen,
 				     m.tcp_flags, now, count_packets);
 	return xe_rewrite(ctx, &m, nh);
 }

@@ -36,6 +36,9 @@ enum xe_limits {
 	 * table's size is a choice at load, as the route tries' are). */
 	XE_MAX_PIN_MEMBERS = 1 << 18,
 	XE_DEFAULT_PIN_FLOWS = 1 << 20,
+	/* Ways of a flow-table set: a flow's entry sits in one of the ways of
+	 * the set its key hashes to (struct xe_pin_set4/6). */
+	XE_PIN_WAYS = 8,
 };
 
 /* The layout of the pinned maps (types, sizes, flags, value layouts). Bump it
@@ -47,9 +50,11 @@ enum xe_limits {
  * hop's path id, the pin timeouts in xe_config); 5: a flow table per
  * family (xe_flows4 keyed by struct xe_flow4, xe_flows6 by struct
  * xe_flow); 6: xe_inports an mmapable array by ifindex (XE_INPORT_ON marks
- * a port), xe_inports_far for the ifindexes past it. */
+ * a port), xe_inports_far for the ifindexes past it; 7: the flow tables
+ * mmapable arrays of sets of XE_PIN_WAYS ways (struct xe_pin_set4/6),
+ * xe_pin_seed. */
 enum xe_layout {
-	XE_LAYOUT_VERSION = 6,
+	XE_LAYOUT_VERSION = 7,
 };
 
 /* Why the program decided what it did; one per-CPU counter each. Keep the
@@ -375,6 +380,39 @@ struct xe_flow4 {
 };
 _Static_assert(sizeof(struct xe_flow4) == 16, "xe_flow4");
 
+/* One way of a flow-table set: a flow's key and its entry. `seq` makes a
+ * whole rewrite of the way one step for its readers: odd while a writer
+ * (the program or the control plane, whoever took it from even with a
+ * compare-and-swap) rewrites key, entry and `used`, 2 more once it is done;
+ * a reader that finds it odd, or changed after reading, takes the way as
+ * not holding its flow. The entry's own fields (seen, flags, the
+ * next-hop word) are updated in place, each with one aligned store. */
+struct xe_pin_way4 {
+	__u32 seq;
+	__u32 used; /* 1: holds a flow; 0: free */
+	struct xe_flow4 key;
+	struct xe_pin pin;
+};
+_Static_assert(sizeof(struct xe_pin_way4) == 48, "xe_pin_way4");
+
+/* The same for IPv6 flows (key: struct xe_flow, is_v6 set). */
+struct xe_pin_way6 {
+	__u32 seq;
+	__u32 used;
+	struct xe_flow key;
+	__u32 pad; /* the entry's next-hop word 8-byte aligned */
+	struct xe_pin pin;
+};
+_Static_assert(sizeof(struct xe_pin_way6) == 80, "xe_pin_way6");
+
+/* A set of each family's flow table (one array entry). */
+struct xe_pin_set4 {
+	struct xe_pin_way4 way[XE_PIN_WAYS];
+};
+struct xe_pin_set6 {
+	struct xe_pin_way6 way[XE_PIN_WAYS];
+};
+
 /* Names every enum above, and the types only the Rust side stores, so they
  * reach BTF and from there the skeleton's generated types; the program holds
  * one unused instance. */
@@ -383,6 +421,8 @@ struct xe_abi_types {
 	struct xe_flow4 flow4;
 	struct xe_inport inport;
 	struct xe_pin pin;
+	struct xe_pin_way4 pin_way4;
+	struct xe_pin_way6 pin_way6;
 	struct xe_pin_member pin_member;
 	enum xe_layout layout;
 	enum xe_limits limits;

@@ -185,22 +185,40 @@ struct {
 
 /* Flow pinning: the path each IPv4 flow to a pinned route (XE_ROUTE_PIN)
  * was first forwarded by, keyed by the flow's hashed fields (struct
- * xe_flow4, the fields the hash policy leaves out zeroed). Least recently
- * used entries give way to new flows; the size is set at load (MapSizes). */
+ * xe_flow4, the fields the hash policy leaves out zeroed). Set-associative:
+ * a key's set is xe_pin_set_of its words (pin_seed, pin_set_bits), its
+ * entry one of the set's XE_PIN_WAYS ways; a new flow takes a free way, or
+ * the way seen longest ago. Read with array lookups the verifier inlines
+ * (no call on a hit). Mmapable: the control plane reads, writes and
+ * flushes ways by the seq protocol of struct xe_pin_way4. The set count is
+ * chosen at load (MapSizes; dataplane/src/pinsets.rs). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct xe_flow4);
-	__type(value, struct xe_pin);
-	__uint(max_entries, XE_DEFAULT_PIN_FLOWS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_pin_set4);
+	__uint(max_entries, 1 << 8);
+	__uint(map_flags, BPF_F_MMAPABLE);
 } xe_flows4 SEC(".maps");
 
 /* The same for IPv6 flows, keyed by struct xe_flow (is_v6 set). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct xe_flow);
-	__type(value, struct xe_pin);
-	__uint(max_entries, XE_DEFAULT_PIN_FLOWS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xe_pin_set6);
+	__uint(max_entries, 1 << 8);
+	__uint(map_flags, BPF_F_MMAPABLE);
 } xe_flows6 SEC(".maps");
+
+/* The flow tables' set-index key (one __u64), made at random when the
+ * tables are first made and kept with them: the loader reads it back into
+ * pin_seed, so a restarted or upgraded program finds the entries where
+ * they are. The program never reads the map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} xe_pin_seed SEC(".maps");
 
 /* The live members of each group, by path, with the next-hop id that is
  * the path's now: a pinned flow keeps its path while it is in here and

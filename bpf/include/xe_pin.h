@@ -47,6 +47,25 @@ static __always_inline void xe_pin_key4(struct xe_flow4 *k, const struct xe_flow
 	k->pad[2] = 0;
 }
 
+/* The multiplier of the flow tables' set index (2^64 / the golden ratio). */
+#define XE_PIN_MUL 0x9e3779b97f4a7c15ULL
+
+/* The set of a flow-table key of `n` 32-bit words (4 for struct xe_flow4,
+ * 11 for struct xe_flow: an odd last word is taken with a zero) in a table
+ * of 2^bits sets: a multiplicative hash keyed by the table's seed,
+ * two words a step. dataplane/src/pinsets.rs computes the same. */
+static __always_inline __u32 xe_pin_set_of(const __u32 *w, int n, __u64 seed, __u32 bits)
+{
+	__u64 h = seed;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < n; i += 2)
+		h = (h ^ ((__u64)w[i] << 32 | (i + 1 < n ? w[i + 1] : 0))) * XE_PIN_MUL;
+	h ^= h >> 29;
+	return (h * XE_PIN_MUL) >> (64 - bits);
+}
+
 /* Whether an entry last seen at `seen` has aged out at `now` (jiffies,
  * modulo 2^32), by the timeout of its kind. `proto` is the flow's own
  * protocol (the key's may be zeroed). */

@@ -14,8 +14,8 @@ mod skel {
 
 pub use skel::types::{
     xe_config, xe_counter, xe_decision, xe_flow, xe_flow4, xe_group, xe_hash_field, xe_inport,
-    xe_lpm_v4, xe_lpm_v6, xe_nexthop, xe_pin, xe_pin_member, xe_route, xe_v6_lens, xe_v6_slot,
-    xe_verdict,
+    xe_lpm_v4, xe_lpm_v6, xe_nexthop, xe_pin, xe_pin_member, xe_pin_way4, xe_pin_way6, xe_route,
+    xe_v6_lens, xe_v6_slot, xe_verdict,
 };
 pub(crate) use skel::{XdpEcmpSkel, XdpEcmpSkelBuilder};
 
@@ -39,6 +39,8 @@ const _: () = assert!(size_of::<xe_nexthop>() == 32);
 const _: () = assert!(size_of::<xe_config>() == 32);
 const _: () = assert!(size_of::<xe_pin>() == 24);
 const _: () = assert!(size_of::<xe_pin_member>() == 8);
+const _: () = assert!(size_of::<xe_pin_way4>() == 48);
+const _: () = assert!(size_of::<xe_pin_way6>() == 80);
 const _: () = assert!(size_of::<xe_counter>() == 16);
 const _: () = assert!(size_of::<xe_decision>() == 32);
 const _: () = assert!(size_of::<xe_flow>() == 44);
@@ -70,6 +72,7 @@ pub const MAX_QUEUES: u32 = xe_limits::XE_MAX_QUEUES.0;
 pub const MAX_XSK_PORTS: u32 = xe_limits::XE_MAX_XSK_PORTS.0;
 pub const MAX_PIN_MEMBERS: u32 = xe_limits::XE_MAX_PIN_MEMBERS.0;
 pub const DEFAULT_PIN_FLOWS: u32 = xe_limits::XE_DEFAULT_PIN_FLOWS.0;
+pub const PIN_WAYS: u32 = xe_limits::XE_PIN_WAYS.0;
 
 /// DIR-24-8 entry layout (enum xe_dir_entry).
 pub const DIR_GROUP_MASK: u32 = xe_dir_entry::XE_DIR_GROUP_MASK.0;

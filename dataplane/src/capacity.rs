@@ -108,15 +108,15 @@ impl Dataplane {
             },
             TableUse {
                 table: "IPv4 flow table",
-                used: m.xe_flows4.keys().count() as u64,
+                used: self.flows4.count(),
                 limit: self.sizes.flows.into(),
-                note: "one per IPv4 flow to a pinned route; the least recently used give way",
+                note: "one per IPv4 flow to a pinned route, in sets of 8 ways (twice as many ways as this size): a new flow whose set is full takes the way seen longest ago",
             },
             TableUse {
                 table: "IPv6 flow table",
-                used: m.xe_flows6.keys().count() as u64,
+                used: self.flows6.count(),
                 limit: self.sizes.flows.into(),
-                note: "one per IPv6 flow to a pinned route; the least recently used give way",
+                note: "one per IPv6 flow to a pinned route, in sets of 8 ways, as IPv4",
             },
             TableUse {
                 table: "pinned memberships",

@@ -4,109 +4,68 @@ use std::path::Path;
 
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::abi::{bytes_of, read_from, xe_flow, xe_flow4, xe_pin, xe_pin_member, PinEvent};
+use crate::abi::{read_from, xe_flow, xe_pin, xe_pin_member, PinEvent};
 use crate::error::Result;
 use crate::forward::FlowTable;
 use crate::maps::{map_err, open_pinned};
+use crate::pinsets::FlowSets;
 use crate::program::Dataplane;
 
 /// What the flow table did, summed over CPUs, by event.
 pub type PinCounts = [(PinEvent, u64); PinEvent::ALL.len()];
 
-/// A family's flow table and the flow key it is keyed by.
+/// Both families' flow tables.
 #[derive(Clone, Copy)]
 pub struct FlowMaps<'a> {
     /// `xe_flows4`: IPv4 flows, keyed by `xe_flow4`.
-    pub v4: &'a dyn MapCore,
+    pub v4: &'a FlowSets,
     /// `xe_flows6`: IPv6 flows, keyed by `xe_flow` (is_v6 set).
-    pub v6: &'a dyn MapCore,
-}
-
-/// An IPv4 flow's key in `xe_flows4` (the program's `xe_pin_key4`).
-fn key4(k: &xe_flow) -> xe_flow4 {
-    xe_flow4 {
-        src: k.src[0],
-        dst: k.dst[0],
-        sport: k.sport,
-        dport: k.dport,
-        proto: k.proto,
-        pad: [0; 3],
-    }
-}
-
-/// The flow an `xe_flows4` key stands for.
-fn flow4(k: &xe_flow4) -> xe_flow {
-    xe_flow {
-        src: [k.src, 0, 0, 0],
-        dst: [k.dst, 0, 0, 0],
-        sport: k.sport,
-        dport: k.dport,
-        proto: k.proto,
-        ..Default::default()
-    }
+    pub v6: &'a FlowSets,
 }
 
 impl FlowMaps<'_> {
-    /// The table `k`'s family keeps, and `k` as that table's key bytes.
-    fn locate<R>(&self, k: &xe_flow, f: impl FnOnce(&dyn MapCore, &[u8]) -> R) -> R {
+    /// The table of `k`'s family.
+    fn table(&self, k: &xe_flow) -> &FlowSets {
         if k.is_v6 != 0 {
-            f(self.v6, bytes_of(k))
+            self.v6
         } else {
-            f(self.v4, bytes_of(&key4(k)))
+            self.v4
         }
     }
 
-    /// Every entry of both tables, by flow. Entries removed while they are
+    /// Every entry of both tables, by flow. Ways rewritten while they are
     /// read are skipped.
     pub fn entries(&self) -> Vec<(xe_flow, xe_pin)> {
-        let read = |map: &dyn MapCore, key: &dyn Fn(&[u8]) -> Option<xe_flow>| {
-            map.keys()
-                .filter_map(|k| {
-                    let v = map.lookup(&k, MapFlags::ANY).ok()??;
-                    Some((key(&k)?, read_from(&v)?))
-                })
-                .collect::<Vec<_>>()
-        };
-        let mut out = read(self.v4, &|b| Some(flow4(&read_from(b)?)));
-        out.extend(read(self.v6, &|b| read_from(b)));
+        let mut out = self.v4.entries();
+        out.extend(self.v6.entries());
         out
     }
 
-    /// Entries held: (IPv4, IPv6). One pass over the keys (~1 s at 1M).
+    /// Entries held: (IPv4, IPv6).
     pub fn counts(&self) -> (u64, u64) {
-        (self.v4.keys().count() as u64, self.v6.keys().count() as u64)
+        (self.v4.count(), self.v6.count())
     }
 
     /// The entry of flow `k`, if there is one.
     pub fn get(&self, k: &xe_flow) -> Option<xe_pin> {
-        let v = self.locate(k, |m, b| m.lookup(b, MapFlags::ANY)).ok()??;
-        read_from(&v)
+        self.table(k).get(k)
     }
 
-    /// Writes `entries` into their families' tables.
-    pub fn put(&self, entries: impl Iterator<Item = (xe_flow, xe_pin)>) -> Result<()> {
-        for (k, p) in entries {
-            self.locate(&k, |m, b| m.update(b, bytes_of(&p), MapFlags::ANY))
-                .map_err(map_err("xe_flows4/6", "update"))?;
-        }
-        Ok(())
+    /// Writes `entries` into their families' tables, as the program
+    /// writes a new flow's (over the way seen longest ago in a full set).
+    /// Returns how many were written (a set other writers kept busy
+    /// throughout is left: its flow is written by its next packet).
+    pub fn put(&self, entries: impl Iterator<Item = (xe_flow, xe_pin)>) -> u64 {
+        entries
+            .map(|(k, p)| u64::from(self.table(&k).put(&k, &p)))
+            .sum()
     }
 
     /// Removes the entries `matches` picks; their flows are hashed again
     /// by their next packet. Counted as [`PinEvent::Flushed`] in `stats`.
     /// Returns how many went.
     pub fn flush(&self, stats: &dyn MapCore, matches: &dyn Fn(&xe_flow) -> bool) -> Result<u64> {
-        let mut n = 0;
-        for (k, _) in self.entries() {
-            if !matches(&k) {
-                continue;
-            }
-            match self.locate(&k, |m, b| m.delete(b)) {
-                Ok(()) => n += 1,
-                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
-                Err(e) => return Err(map_err("xe_flows4/6", "delete")(e)),
-            }
-        }
+        let n = self.v4.remove(matches) + self.v6.remove(matches);
         if n > 0 {
             add_flushed(stats, n)?;
         }
@@ -175,8 +134,8 @@ pub fn members(map: &dyn MapCore) -> Vec<(u32, u32, u32)> {
 /// The flow-table maps pinned under a pin directory, for the CLI (no
 /// program load).
 pub struct PinnedFlows {
-    pub flows4: libbpf_rs::MapHandle,
-    pub flows6: libbpf_rs::MapHandle,
+    pub flows4: FlowSets,
+    pub flows6: FlowSets,
     pub stats: libbpf_rs::MapHandle,
     pub members: libbpf_rs::MapHandle,
     pub engine: libbpf_rs::MapHandle,
@@ -184,9 +143,14 @@ pub struct PinnedFlows {
 
 impl PinnedFlows {
     pub fn open(pin_dir: &Path) -> Result<Self> {
+        let seed = crate::pinsets::read_seed(&open_pinned(pin_dir, "xe_pin_seed")?)?;
+        let table = |name: &'static str, v6: bool| -> Result<FlowSets> {
+            let m = open_pinned(pin_dir, name)?;
+            FlowSets::map(&m, v6, m.max_entries(), seed)
+        };
         Ok(PinnedFlows {
-            flows4: open_pinned(pin_dir, "xe_flows4")?,
-            flows6: open_pinned(pin_dir, "xe_flows6")?,
+            flows4: table("xe_flows4", false)?,
+            flows6: table("xe_flows6", true)?,
             stats: open_pinned(pin_dir, "xe_pin_stats")?,
             members: open_pinned(pin_dir, "xe_pin_members")?,
             engine: open_pinned(pin_dir, "xe_engine_pins")?,
@@ -200,9 +164,9 @@ impl PinnedFlows {
         }
     }
 
-    /// The tables' fill and events (one pass over their keys: ~1 s at
-    /// 1M), the AF_XDP engine's tables' added (to the IPv4 count: the
-    /// engine keeps one count).
+    /// The tables' fill and events (one pass over their ways), the AF_XDP
+    /// engine's tables' added (to the IPv4 count: the engine keeps one
+    /// count).
     pub fn stats(&self) -> Result<FlowStats> {
         let mut events = counts(&self.stats)?;
         let (engine, engine_entries) = engine_counts(&self.engine);
@@ -214,7 +178,7 @@ impl PinnedFlows {
             events,
             v4 + engine_entries,
             v6,
-            self.flows4.max_entries(),
+            crate::pinsets::flows_of((self.flows4.ways() / u64::from(crate::abi::PIN_WAYS)) as u32),
         ))
     }
 }
@@ -255,8 +219,8 @@ impl Dataplane {
     /// The flow tables, both families.
     pub fn flow_maps(&self) -> FlowMaps<'_> {
         FlowMaps {
-            v4: &self.skel.maps.xe_flows4,
-            v6: &self.skel.maps.xe_flows6,
+            v4: &self.flows4,
+            v6: &self.flows6,
         }
     }
     pub fn flow_entries(&self) -> Vec<(xe_flow, xe_pin)> {
@@ -289,8 +253,8 @@ impl Dataplane {
             .flush(&self.skel.maps.xe_pin_stats, matches)
     }
     /// Writes `entries` into the flow tables (as the AF_XDP engine hands
-    /// its tables over when it stops).
-    pub fn put_flows(&self, entries: impl Iterator<Item = (xe_flow, xe_pin)>) -> Result<()> {
+    /// its tables over when it stops); returns how many were written.
+    pub fn put_flows(&self, entries: impl Iterator<Item = (xe_flow, xe_pin)>) -> u64 {
         self.flow_maps().put(entries)
     }
 

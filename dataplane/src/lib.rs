@@ -21,6 +21,7 @@ mod maps;
 pub mod memory;
 mod mmap;
 pub mod pins;
+pub mod pinsets;
 pub mod program;
 pub mod readback;
 pub mod tables;

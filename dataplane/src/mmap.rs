@@ -68,6 +68,18 @@ impl MmapCells {
         unsafe { &*self.ptr.as_ptr().add(i * self.stride).cast::<AtomicU32>() }
     }
 
+    /// The 8 bytes at 32-bit entry `i` (even) of a map of 4-byte entries,
+    /// as one word.
+    pub(crate) fn cell64(&self, i: usize) -> &AtomicU64 {
+        assert!(
+            self.stride == 4 && i.is_multiple_of(2),
+            "an 8-byte word of 4-byte entries"
+        );
+        assert!(i + 1 < self.len, "entry {i} past the map ({})", self.len);
+        // SAFETY: in bounds of a live, page-aligned mapping; 8-byte aligned.
+        unsafe { &*self.ptr.as_ptr().add(i * 4).cast::<AtomicU64>() }
+    }
+
     /// The 64-bit entry `i` of an array of 8-byte values.
     pub(crate) fn word(&self, i: usize) -> &AtomicU64 {
         assert_eq!(self.stride, 8, "8-byte entries");

@@ -18,6 +18,7 @@ use crate::insns::{value_accesses, Insn, ValueAccess};
 use crate::lensearch::LenSearch;
 use crate::maps::map_err;
 use crate::mmap::MmapCells;
+use crate::pinsets::FlowSets;
 use crate::v6maps::V6Maps;
 
 /// How the program stamps the last-used time of resilient buckets.
@@ -72,9 +73,10 @@ pub struct MapSizes {
     pub routes_v4: u32,
     pub routes_v6: u32,
     pub slots: u32,
-    /// Entries of each family's flow table (`xe_flows4` and `xe_flows6`,
-    /// preallocated: ~100 and ~130 bytes an entry). The smallest size
-    /// unless flows are pinned.
+    /// Flows each family's flow table (`xe_flows4` and `xe_flows6`) is
+    /// sized for, a power of two: twice as many ways, 48 and 80 bytes
+    /// each (`pinsets::sets_for`). The smallest size unless flows are
+    /// pinned.
     pub flows: u32,
 }
 
@@ -134,11 +136,11 @@ impl MapSizes {
                 size("xe_slots")?,
                 size("xe_flows4")?,
             ) {
-                (Some(routes_v4), Some(routes_v6), Some(slots), flows) => Some(MapSizes {
+                (Some(routes_v4), Some(routes_v6), Some(slots), sets) => Some(MapSizes {
                     routes_v4,
                     routes_v6,
                     slots,
-                    flows: flows.unwrap_or(*Self::RANGE.start()),
+                    flows: sets.map_or(*Self::RANGE.start(), crate::pinsets::flows_of),
                 }),
                 _ => None,
             },
@@ -155,6 +157,9 @@ pub struct Dataplane {
     /// xe_inports mapped into this process: a port's entry is replaced with
     /// one 8-byte store.
     pub(crate) inports: MmapCells,
+    /// The flow tables mapped into this process.
+    pub(crate) flows4: FlowSets,
+    pub(crate) flows6: FlowSets,
     /// When what packets may still hold can be reused.
     pub(crate) grace: GracePeriods,
     /// The sizes the maps were made (or found pinned) with.
@@ -194,17 +199,32 @@ impl Dataplane {
         let storage: *mut MaybeUninit<OpenObject> = Box::into_raw(Box::new(MaybeUninit::uninit()));
         // SAFETY: storage lives until Drop, after the skeleton that borrows it.
         let storage_ref: &'static mut MaybeUninit<OpenObject> = unsafe { &mut *storage };
-        let result = open_and_load(storage_ref, opts).and_then(|(skel, sizes)| {
+        let result = open_and_load(storage_ref, opts).and_then(|(skel, sizes, seed)| {
             let groups = MmapCells::map(&skel.maps.xe_groups, "xe_groups", MAX_GROUPS as usize, 8)?;
             let slots = MmapCells::map(&skel.maps.xe_slots, "xe_slots", sizes.slots as usize, 8)?;
             let inports = crate::inports::map_array(&skel.maps.xe_inports)?;
-            Ok((skel, sizes, groups, slots, inports, GracePeriods::kernel()?))
+            let sets = crate::pinsets::sets_for(sizes.flows);
+            let flows = (
+                FlowSets::map(&skel.maps.xe_flows4, false, sets, seed)?,
+                FlowSets::map(&skel.maps.xe_flows6, true, sets, seed)?,
+            );
+            Ok((
+                skel,
+                sizes,
+                groups,
+                slots,
+                inports,
+                flows,
+                GracePeriods::kernel()?,
+            ))
         });
         match result {
-            Ok((skel, sizes, groups, slots, inports, grace)) => Ok(Dataplane {
+            Ok((skel, sizes, groups, slots, inports, (flows4, flows6), grace)) => Ok(Dataplane {
                 groups,
                 inports,
                 slots,
+                flows4,
+                flows6,
                 grace,
                 sizes,
                 dir: None,
@@ -297,10 +317,12 @@ impl Dataplane {
     }
 }
 
+/// Loads the program and makes (or reuses from the pin directory) its
+/// maps; returns the sizes they have and the flow tables' set-index key.
 fn open_and_load(
     storage: &'static mut MaybeUninit<OpenObject>,
     opts: &LoadOptions,
-) -> Result<(XdpEcmpSkel<'static>, MapSizes)> {
+) -> Result<(XdpEcmpSkel<'static>, MapSizes, u64)> {
     let mut open = XdpEcmpSkelBuilder::default()
         .open(storage)
         .map_err(|source| Error::Load { source })?;
@@ -312,13 +334,18 @@ fn open_and_load(
         rodata.steer_xsk = u8::from(opts.steer_xsk);
     }
     let mut sizes = opts.sizes.unwrap_or_default();
+    // Flow tables come in powers of two.
+    let want_flows = opts
+        .flows
+        .map(|f| crate::pinsets::flows_of(crate::pinsets::sets_for(f)));
+    let mut seed = None;
     if let Some(dir) = &opts.pin_dir {
         crate::pins::ensure_bpffs(dir)?;
         crate::pins::check_layout(dir)?;
         if let Some(mut pinned) = MapSizes::pinned(dir)? {
             // The flow tables may change size: they are made anew (the
             // flows they pinned are hashed again).
-            if let Some(want) = opts.flows.filter(|f| *f != pinned.flows) {
+            if let Some(want) = want_flows.filter(|f| *f != pinned.flows) {
                 for name in ["xe_flows4", "xe_flows6"] {
                     let path = dir.join(name);
                     if path.exists() {
@@ -355,8 +382,24 @@ fn open_and_load(
         sizes.flows = f;
     }
     sizes.check()?;
+    sizes.flows = crate::pinsets::flows_of(crate::pinsets::sets_for(sizes.flows));
+    // A pinned flow table's entries sit where the key it was made with
+    // puts them: a program that reuses the tables takes that key.
+    if let Some(dir) = opts
+        .pin_dir
+        .as_ref()
+        .filter(|d| d.join("xe_flows4").exists())
+    {
+        if let Ok(m) = libbpf_rs::MapHandle::from_pinned_path(dir.join("xe_pin_seed")) {
+            seed = Some(crate::pinsets::read_seed(&m)?);
+        }
+    }
+    let seed = seed.unwrap_or_else(crate::pinsets::new_seed);
+    let flow_sets = crate::pinsets::sets_for(sizes.flows);
     if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
         rodata.v6_slot_bits = crate::v6slots::size_for(sizes.routes_v6).0;
+        rodata.pin_seed = seed;
+        rodata.pin_set_bits = crate::pinsets::set_bits(flow_sets);
     }
     for mut map in open.open_object_mut().maps_mut() {
         let size = match map.name().to_str() {
@@ -364,7 +407,7 @@ fn open_and_load(
             Some("xe_routes_v6") => sizes.routes_v6,
             Some("xe_v6_slots") => crate::v6slots::size_for(sizes.routes_v6).1,
             Some("xe_slots" | "xe_slot_used") => sizes.slots,
-            Some("xe_flows4" | "xe_flows6") => sizes.flows,
+            Some("xe_flows4" | "xe_flows6") => flow_sets,
             _ => continue,
         };
         map.set_max_entries(size)
@@ -395,5 +438,6 @@ fn open_and_load(
             MapFlags::ANY,
         )
         .map_err(map_err("xe_layout", "update"))?;
-    Ok((skel, sizes))
+    crate::pinsets::write_seed(&skel.maps.xe_pin_seed, seed)?;
+    Ok((skel, sizes, seed))
 }

@@ -1,4 +1,4 @@
-//! A worker's own flow table, with the program's `xe_flows` semantics (the engine pins flows by the same rules): bounded, the least recently seen entries give way first.
+//! A worker's own flow table, with the program's `xe_flows` semantics (the engine pins flows by the same rules): bounded, entries seen longest ago give way first.
 
 use ahash::AHashMap;
 
@@ -8,7 +8,8 @@ use crate::forward::FlowTable;
 
 /// Entries by flow key, at most `capacity`. When full, an insert first
 /// drops the eighth of the entries seen longest ago (one pass over the
-/// table per `capacity / 8` inserts), as an LRU map would, approximately.
+/// table per `capacity / 8` inserts): like the program's table, whose full
+/// sets give their least recently seen way, it forgets the oldest flows.
 pub(crate) struct EngineFlows {
     map: AHashMap<[u8; 44], xe_pin>,
     capacity: usize,

@@ -286,7 +286,14 @@ impl Engine {
         }
         let tables = self.end()?;
         for t in &tables {
-            dp.put_flows(t.entries())?;
+            let (held, written) = (t.len() as u64, dp.put_flows(t.entries()));
+            if written < held {
+                tracing::warn!(
+                    held,
+                    written,
+                    "flow table handover: sets busy throughout, those flows are hashed again"
+                );
+            }
         }
         Ok(())
     }
