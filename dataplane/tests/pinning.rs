@@ -11,9 +11,10 @@ use common::packets::{eth, ip6, tcp, udp, v6, Ip4};
 use common::random::{mutate, random_packet};
 use common::{verdict_of, World, G_ANYCAST, IN_MAC, NH_P0, NH_P1, NH_P2, RES_BUCKETS, SEED};
 use dataplane::abi::{
-    xe_config, xe_decision, xe_nexthop, xe_route, PinEvent, Verdict, HASH_ALL_FIELDS,
-    HASH_POLICY_L3, PIN_CLOSING, PIN_T_CLOSING, PIN_T_OTHER, ROUTE_PIN, RT_UNICAST,
+    xe_config, xe_decision, xe_flow, xe_nexthop, xe_route, PinEvent, Verdict, HASH_ALL_FIELDS,
+    HASH_POLICY_L3, PIN_CLOSING, PIN_T_CLOSING, PIN_T_OTHER, PIN_WAYS, ROUTE_PIN, RT_UNICAST,
 };
+use dataplane::flows::FlowStats;
 use dataplane::{MemoryFlows, Pins, TableReader};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -312,6 +313,110 @@ fn tcp_ends_and_other_flows_age() {
     assert!(p.w.dp.flow_entries().is_empty());
     let counts = p.w.dp.pin_counts().unwrap();
     assert_eq!(counts[PinEvent::Flushed as usize].1, n);
+}
+
+/// The flow key of `tcp4(sport, ..)`'s packets.
+fn flow(sport: u16) -> xe_flow {
+    xe_flow {
+        src: [u32::from_ne_bytes([198, 18, 0, 1]), 0, 0, 0],
+        dst: [
+            u32::from_ne_bytes(ANYCAST4.parse::<Ipv4Addr>().unwrap().octets()),
+            0,
+            0,
+            0,
+        ],
+        sport,
+        dport: 443,
+        proto: 6,
+        ..Default::default()
+    }
+}
+
+/// A set's ways all taken: a new flow of the set takes the way seen
+/// longest ago, the others stay (program only: the model's table never
+/// evicts). The set is the one the control plane computes for the key.
+#[test]
+fn a_full_set_gives_its_oldest_way_to_a_new_flow() {
+    if !require_root("a_full_set_gives_its_oldest_way_to_a_new_flow") {
+        return;
+    }
+    let p = Pinned::new("pin4");
+    let table = p.w.dp.flow_maps();
+    let set = table.v4.set_of(&flow(1000));
+    let ports: Vec<u16> = (1000..u16::MAX)
+        .filter(|s| table.v4.set_of(&flow(*s)) == set)
+        .take(PIN_WAYS as usize + 1)
+        .collect();
+    assert_eq!(
+        ports.len(),
+        PIN_WAYS as usize + 1,
+        "not enough flows of one set"
+    );
+    let ev = |sport: u16| event(&p.w.run(&tcp4(sport, ACK)).2);
+    let (full, new) = ports.split_at(PIN_WAYS as usize);
+    for s in full {
+        assert_eq!(ev(*s), Some(PinEvent::Inserted), "port {s}");
+    }
+    // Every flow of the full set seen again later, but one (in its fourth
+    // way): that one is the set's oldest.
+    let j = p.w.dp.jiffies().unwrap();
+    while p.w.dp.jiffies().unwrap() < j + 2 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let oldest = full[3];
+    for s in full.iter().filter(|s| **s != oldest) {
+        assert_eq!(ev(*s), Some(PinEvent::Hit), "port {s}");
+    }
+    assert_eq!(ev(new[0]), Some(PinEvent::Inserted));
+    let mut held: Vec<u16> = p.w.dp.flow_entries().iter().map(|(k, _)| k.sport).collect();
+    held.sort();
+    let mut want: Vec<u16> = ports.iter().copied().filter(|s| *s != oldest).collect();
+    want.sort();
+    assert_eq!(held, want, "the set gave its oldest way to the new flow");
+    assert!(table.v4.get(&flow(oldest)).is_none());
+    assert!(table.v4.get(&flow(new[0])).is_some());
+    let counts = p.w.dp.pin_counts().unwrap();
+    let stats = FlowStats::new(counts, held.len() as u64, 0, p.w.dp.sizes().flows);
+    assert_eq!(stats.evicted(), 1);
+}
+
+/// A way being rewritten (its seq odd, as a writer leaves it between
+/// taking and giving it back) holds no flow for any reader, and its set
+/// takes no other write meanwhile: the program forwards the flow by its
+/// bucket and writes nothing, the control plane neither finds nor writes
+/// an entry there; given back, the entry is found again as it was.
+#[test]
+fn a_way_being_rewritten_is_neither_read_nor_written() {
+    if !require_root("a_way_being_rewritten_is_neither_read_nor_written") {
+        return;
+    }
+    let p = Pinned::new("pin5");
+    let table = p.w.dp.flow_maps();
+    let ev = |sport: u16| event(&p.w.run(&tcp4(sport, ACK)).2);
+    assert_eq!(ev(3000), Some(PinEvent::Inserted));
+    let before = table.v4.get(&flow(3000)).expect("entry written");
+    let other = (3001..u16::MAX)
+        .find(|s| table.v4.set_of(&flow(*s)) == table.v4.set_of(&flow(3000)))
+        .unwrap();
+    let way = table.v4.hold(&flow(3000)).expect("way held");
+    assert!(table.v4.get(&flow(3000)).is_none());
+    assert!(table.entries().is_empty());
+    // The program: no hit, and no write into the busy set; the writes it
+    // left undone are not counted.
+    let inserted = || p.w.dp.pin_counts().unwrap()[PinEvent::Inserted as usize].1;
+    let counted = inserted();
+    assert_eq!(ev(3000), Some(PinEvent::Inserted));
+    assert_eq!(ev(other), Some(PinEvent::Inserted));
+    assert_eq!(inserted(), counted, "an undone write was counted");
+    assert!(!table.v4.put(&flow(other), &before));
+    table.v4.release(way);
+    assert_eq!(table.entries().len(), 1, "a write went into a busy set");
+    let after = table.v4.get(&flow(3000)).expect("entry back");
+    assert_eq!(
+        (after.path, after.nexthop, after.gen, after.flags),
+        (before.path, before.nexthop, before.gen, before.flags)
+    );
+    assert_eq!(ev(3000), Some(PinEvent::Hit));
 }
 
 /// Seeded random and mutated packets (the differential test's) with both
