@@ -164,13 +164,16 @@ pub fn pin_cost(rounds: usize) -> Result<Vec<Table>> {
         num(p_new, 1),
         num(p_new - u_new, 1),
     ]);
+    let crowded = crowded_share(capacity);
     t.note(format!(
-        "Each family has its flow table, an LRU hash map of {capacity} entries, preallocated: IPv4 {:.1} MiB, {:.0} bytes per flow (a 16-byte key), IPv6 {:.1} MiB, {:.0} bytes per flow (a 44-byte key) (the kernel's memlock figures). A hit looks up the flow's entry and the group's membership generation instead of hashing and reading the bucket (no bucket stamp); the table hashes and compares the whole key (the call-cost table says what its calls cost). A new flow also writes its entry: about {:.0}k new flows per second per CPU at the pinned first-packet cost. A single run times one packet with the kernel's clock: the new-flow rows carry that clock's overhead on both sides.",
+        "Each family has its flow table, an array of {ways}-way sets with twice as many ways as flows, sized for {capacity} flows and preallocated: IPv4 {:.1} MiB, {:.0} bytes per flow (a 48-byte way: the 16-byte key, the entry and a sequence word), IPv6 {:.1} MiB, {:.0} bytes per flow (an 80-byte way, a 44-byte key) (the kernel's memlock figures). A flow's set is a keyed multiply-shift hash of its key; a full set gives its least recently seen way to a new flow. With the table full, {:.2}% of {capacity} random flows found their set's {ways} ways taken by others (this run, the program's set hash), so the table starts to forget its oldest flows a little before it holds {capacity}. A hit hashes the key, compares it with the set's ways in place and reads the group's membership generation instead of hashing and reading the bucket (no bucket stamp); the verifier inlines the array lookup, so a hit makes no call. A new flow also writes its entry: about {:.0}k new flows per second per CPU at the pinned first-packet cost. A single run times one packet with the kernel's clock: the new-flow rows carry that clock's overhead on both sides.",
         memory4 as f64 / f64::from(1 << 20),
         memory4 as f64 / f64::from(capacity),
         memory6 as f64 / f64::from(1 << 20),
         memory6 as f64 / f64::from(capacity),
+        crowded * 100.0,
         1e6 / p_new,
+        ways = dataplane::abi::PIN_WAYS,
     ));
     let (none, many, one) = call_cost(hit_rounds)?;
     let mut c = Table::new(
@@ -189,6 +192,29 @@ pub fn pin_cost(rounds: usize) -> Result<Vec<Table>> {
             Some(format!("{v}: {}", s.trim()))
         })
         .collect();
-    c.note(format!("A flow-table hit looks the flow up in the kernel's LRU hash table: four calls and returns (the lookup, the key's hash, the bucket walk, the key compare), where the unpinned decision's hash and bucket read are inlined and make none. Where CPU mitigations send returns through a thunk, those calls are most of a hit's cost. This CPU's mitigations (/sys/devices/system/cpu/vulnerabilities): {}.", mitigations.join("; ")));
+    c.note(format!("A flow-table hit makes no call: the flow table is an array whose lookup the verifier inlines, like the unpinned decision's hash and bucket read; a new flow's insert makes one (the program's own subprogram). Where CPU mitigations send returns through a thunk, each call costs what this table shows. This CPU's mitigations (/sys/devices/system/cpu/vulnerabilities): {}.", mitigations.join("; ")));
     Ok(vec![t, c])
+}
+
+/// The share of `capacity` random IPv4 flows that find every way of their
+/// set taken when the table is filled to its capacity (each of them takes
+/// the way of an older flow): the program's set hash over random keys.
+fn crowded_share(capacity: u32) -> f64 {
+    use dataplane::pinsets::{set_bits, set_of, sets_for};
+    use rand::Rng;
+    let sets = sets_for(capacity);
+    let mut rng = rand::rng();
+    let (bits, seed) = (set_bits(sets), rng.random::<u64>());
+    let mut fill = vec![0u8; sets as usize];
+    let mut crowded = 0u32;
+    for _ in 0..capacity {
+        let key: [u32; 4] = rng.random();
+        let n = &mut fill[set_of(&key, seed, bits) as usize];
+        if u64::from(*n) == u64::from(dataplane::abi::PIN_WAYS) {
+            crowded += 1;
+        } else {
+            *n += 1;
+        }
+    }
+    f64::from(crowded) / f64::from(capacity)
 }

@@ -186,8 +186,9 @@ pub(crate) struct RunArgs {
     /// leaves the route's group.
     #[arg(long, value_delimiter = ',')]
     pub(crate) pin_flows: Vec<String>,
-    /// Flows the flow table holds (default 1,048,576, ~100 bytes each; the
-    /// least recently used give way to new ones).
+    /// Flows each family's flow table is sized for (default 1,048,576,
+    /// rounded up to a power of two; 96 bytes an IPv4 flow, 160 an IPv6
+    /// one; a full set's least recently seen entry gives way to a new one).
     #[arg(long)]
     pub(crate) pin_capacity: Option<u32>,
     /// Seconds a pinned TCP flow outlives its last packet (default 0: until
