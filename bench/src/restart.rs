@@ -102,6 +102,13 @@ impl RestartResult {
         )
     }
 
+    /// Whether the only check that failed is the offered rate: the test
+    /// bed's pace, not the forwarding plane's.
+    #[cfg(test)]
+    pub fn only_the_pace_failed(&self) -> bool {
+        self.offered_mpps < 1.0 && self.failures().len() == 1
+    }
+
     pub fn failures(&self) -> Vec<String> {
         let mut f = Vec::new();
         if self.not_forwarded_total() > 0 {
@@ -440,12 +447,26 @@ mod tests {
         let _turn = crate::LIVE_TRAFFIC
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let r = restart(&RestartOptions {
-            before: Duration::from_millis(800),
-            after: Duration::from_millis(800),
-        })
-        .expect("restart run");
-        println!("{}", r.line());
+        // A run whose only failure is the bed's pace (the generator's CPU
+        // was slowed, so under 1 Mpps was offered) proves nothing either
+        // way: it is run again, twice at most. Any other failure stands.
+        let mut runs = 0;
+        let r = loop {
+            runs += 1;
+            let r = restart(&RestartOptions {
+                before: Duration::from_millis(800),
+                after: Duration::from_millis(800),
+            })
+            .expect("restart run");
+            println!("{}", r.line());
+            if !r.only_the_pace_failed() || runs == 3 {
+                break r;
+            }
+            println!(
+                "run {runs}: the bed offered {:.2} Mpps, under 1: run again",
+                r.offered_mpps
+            );
+        };
         let f = r.failures();
         assert!(f.is_empty(), "{}\n{}", r.line(), f.join("\n"));
     }
