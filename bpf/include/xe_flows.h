@@ -26,27 +26,14 @@ union xe_pin_key {
 	__u32 w[11];
 } __attribute__((aligned(8)));
 
-/* Where a flow's entry is or goes: its set (index and value), the way holding it
- * (XE_PIN_WAYS: none) with the way's seq when read, and the entry as read
- * whole. */
+/* Where a flow's entry is or goes: its set (index and value) and the way
+ * holding it (XE_PIN_WAYS: none) with the way's seq when found. */
 struct xe_pin_ref {
 	void *sp; /* the set, a value of the family's table (NULL: none) */
 	__u32 set;
 	__u32 way;
 	__u32 seq;
-	struct xe_pin e;
 };
-
-/* An entry read field by field, as the writers store them: the next-hop
- * word with one 8-byte load. */
-static __always_inline void xe_pin_read(struct xe_pin *e, const struct xe_pin *p)
-{
-	e->path = *(const volatile __u32 *)&p->path;
-	e->seen = *(const volatile __u32 *)&p->seen;
-	*(xe_u64a *)&e->nexthop = *(const volatile xe_u64a *)&p->nexthop;
-	e->flags = *(const volatile __u32 *)&p->flags;
-	e->pad = 0;
-}
 
 static __always_inline int xe_pin_eq4(const struct xe_flow4 *a, const struct xe_flow4 *b)
 {

@@ -178,7 +178,7 @@ impl PinnedFlows {
             events,
             v4 + engine_entries,
             v6,
-            crate::pinsets::flows_of((self.flows4.ways() / u64::from(crate::abi::PIN_WAYS)) as u32),
+            self.flows4.flows(),
         ))
     }
 }

@@ -41,6 +41,12 @@ pub fn flows_of(sets: u32) -> u32 {
     (u64::from(sets) * u64::from(PIN_WAYS) / 2) as u32
 }
 
+/// The flows a table asked for `flows` is sized for: `flows` rounded up
+/// to a power of two.
+pub fn rounded_flows(flows: u32) -> u32 {
+    flows_of(sets_for(flows))
+}
+
 /// log2 of a set count (a power of two): the program's `pin_set_bits`.
 pub fn set_bits(sets: u32) -> u32 {
     sets.trailing_zeros()
@@ -140,9 +146,9 @@ impl FlowSets {
         })
     }
 
-    /// Ways in all (entries it can hold at most).
-    pub fn ways(&self) -> u64 {
-        u64::from(self.sets) * u64::from(PIN_WAYS)
+    /// Flows the table is sized for.
+    pub fn flows(&self) -> u32 {
+        flows_of(self.sets)
     }
 
     /// The key words of flow `k` in this table.
@@ -227,16 +233,23 @@ impl FlowSets {
         Way::Busy
     }
 
+    /// Takes the way at `base` from even `seq` to odd, as a writer does;
+    /// false if it is odd or not `seq` any more.
+    fn take(&self, base: usize, seq: u32) -> bool {
+        seq & 1 == 0
+            && self
+                .cells
+                .cell(base)
+                .compare_exchange(seq, seq + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
     /// Rewrites the way at `base` if it still has `seq`: key and entry,
     /// or free (None). False if another writer has it or had it since.
     fn write(&self, base: usize, seq: u32, to: Option<(&Key, &xe_pin)>) -> bool {
         let c = |i: usize| self.cells.cell(base + i);
         let l = self.layout;
-        if seq & 1 == 1
-            || c(0)
-                .compare_exchange(seq, seq + 1, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-        {
+        if !self.take(base, seq) {
             return false;
         }
         fence(Ordering::Release);
@@ -335,12 +348,7 @@ impl FlowSets {
         (0..PIN_WAYS).find_map(|w| {
             let b = self.base(set, w);
             match self.read(b) {
-                Way::Held(seq, held, _) if held == key => self
-                    .cells
-                    .cell(b)
-                    .compare_exchange(seq, seq + 1, Ordering::AcqRel, Ordering::Relaxed)
-                    .ok()
-                    .map(|_| b),
+                Way::Held(seq, held, _) if held == key => self.take(b, seq).then_some(b),
                 _ => None,
             }
         })
@@ -406,7 +414,7 @@ mod tests {
             assert_eq!(u64::from(sets) * u64::from(PIN_WAYS), 2 * u64::from(flows));
         }
         // A size that is not a power of two is rounded up.
-        assert_eq!(flows_of(sets_for(3000)), 4096);
+        assert_eq!(rounded_flows(3000), 4096);
     }
 
     #[test]

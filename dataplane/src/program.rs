@@ -335,9 +335,7 @@ fn open_and_load(
     }
     let mut sizes = opts.sizes.unwrap_or_default();
     // Flow tables come in powers of two.
-    let want_flows = opts
-        .flows
-        .map(|f| crate::pinsets::flows_of(crate::pinsets::sets_for(f)));
+    let want_flows = opts.flows.map(crate::pinsets::rounded_flows);
     let mut seed = None;
     if let Some(dir) = &opts.pin_dir {
         crate::pins::ensure_bpffs(dir)?;
@@ -382,7 +380,7 @@ fn open_and_load(
         sizes.flows = f;
     }
     sizes.check()?;
-    sizes.flows = crate::pinsets::flows_of(crate::pinsets::sets_for(sizes.flows));
+    sizes.flows = crate::pinsets::rounded_flows(sizes.flows);
     // A pinned flow table's entries sit where the key it was made with
     // puts them: a program that reuses the tables takes that key.
     if let Some(dir) = opts
