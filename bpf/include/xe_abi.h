@@ -4,15 +4,18 @@
 
 #include <linux/types.h>
 
-/* Capacities. Routes live in LPM tries without preallocation, so only used
- * entries cost memory (the tries are the control plane's record; packets
- * look IPv4 up in the DIR-24-8 tables and IPv6 in the length search derived
- * from them); buckets and modulo
+/* Capacities. The control plane's record of IPv6 routes is an LPM trie
+ * without preallocation (only used entries cost memory), that of IPv4 routes
+ * an array of two slots per route (xe_routes_v4); packets look IPv4 up in
+ * the DIR-24-8 tables and IPv6 in the length search; buckets and modulo
  * member lists share one slot pool so a group reserves exactly the slots it
  * uses, never 4096. */
 enum xe_limits {
 	XE_MAX_ROUTES_V4 = 1 << 21,
 	XE_MAX_ROUTES_V6 = 1 << 20,
+	/* Words of the IPv4 route record (xe_routes_v4): two header words,
+	 * then two slots per route, so its probe runs stay short. */
+	XE_RECORD_V4_WORDS = 2 + 2 * XE_MAX_ROUTES_V4,
 	XE_MAX_GROUPS = 1 << 16,
 	XE_MAX_NEXTHOPS = 1 << 16,
 	XE_MAX_SLOTS = 1 << 21,
@@ -33,7 +36,7 @@ enum xe_limits {
 	XE_MAX_EXT_HEADERS = 8,
 	/* Flow pinning: (group, path) memberships the program checks a pinned
 	 * flow's next hop against, and the default flow table size (the
-	 * table's size is a choice at load, as the route tries' are). */
+	 * table's size is a choice at load, as the route records' are). */
 	XE_MAX_PIN_MEMBERS = 1 << 18,
 	XE_DEFAULT_PIN_FLOWS = 1 << 20,
 	/* Ways of a flow-table set: a flow's entry sits in one of the ways of
@@ -52,9 +55,10 @@ enum xe_limits {
  * xe_flow); 6: xe_inports an mmapable array by ifindex (XE_INPORT_ON marks
  * a port), xe_inports_far for the ifindexes past it; 7: the flow tables
  * mmapable arrays of sets of XE_PIN_WAYS ways (struct xe_pin_set4/6),
- * xe_pin_seed. */
+ * xe_pin_seed; 8: xe_routes_v4 an mmapable array of 8-byte words (the
+ * record of IPv4 routes as an open-addressing table, XE_RECORD_V4_WORDS). */
 enum xe_layout {
-	XE_LAYOUT_VERSION = 7,
+	XE_LAYOUT_VERSION = 8,
 };
 
 /* Why the program decided what it did; one per-CPU counter each. Keep the
@@ -195,13 +199,6 @@ struct xe_dir_chunk {
 	__u32 e[XE_DIR_CHUNK_SIZE];
 };
 _Static_assert(sizeof(struct xe_dir_chunk) == 1024, "xe_dir_chunk");
-
-/* Key of the IPv4 LPM trie: prefix length in bits, then the address bytes. */
-struct xe_lpm_v4 {
-	__u32 prefixlen;
-	__u8 addr[4];
-};
-_Static_assert(sizeof(struct xe_lpm_v4) == 8, "xe_lpm_v4");
 
 /* Key of the IPv6 LPM trie. */
 struct xe_lpm_v6 {

@@ -6,14 +6,18 @@
 #include <bpf/bpf_helpers.h>
 #include "xe_abi.h"
 
-/* IPv4 routes by prefix: the control plane's record (read back by `show`,
- * the checker and a restarted daemon); packets use the DIR-24-8 tables below. */
+/* IPv4 routes by prefix: the control plane's record of what it gave the
+ * DIR-24-8 tables below (read back by `show`, the checker and a restarted
+ * daemon); packets never read it. An open-addressing table of 8-byte words
+ * the control plane writes through mmap (see dataplane/src/record.rs): two
+ * header words, then two slots per route of capacity, each 0 or the
+ * address << 32 | the route as a DIR-24-8 entry. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__type(key, struct xe_lpm_v4);
-	__type(value, struct xe_route);
-	__uint(max_entries, XE_MAX_ROUTES_V4);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, XE_RECORD_V4_WORDS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 } xe_routes_v4 SEC(".maps");
 
 /* DIR-24-8 first level: the route (or a chunk of xe_tbl8) of every /24,

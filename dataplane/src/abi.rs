@@ -14,8 +14,8 @@ mod skel {
 
 pub use skel::types::{
     xe_config, xe_counter, xe_decision, xe_flow, xe_flow4, xe_group, xe_hash_field, xe_inport,
-    xe_lpm_v4, xe_lpm_v6, xe_nexthop, xe_pin, xe_pin_member, xe_pin_way4, xe_pin_way6, xe_route,
-    xe_v6_lens, xe_v6_slot, xe_verdict,
+    xe_lpm_v6, xe_nexthop, xe_pin, xe_pin_member, xe_pin_way4, xe_pin_way6, xe_route, xe_v6_lens,
+    xe_v6_slot, xe_verdict,
 };
 pub(crate) use skel::{XdpEcmpSkel, XdpEcmpSkelBuilder};
 
@@ -27,7 +27,6 @@ use std::mem::size_of;
 
 // The same sizes as the _Static_asserts in xe_abi.h: a layout change on one
 // side fails the build on the other.
-const _: () = assert!(size_of::<xe_lpm_v4>() == 8);
 const _: () = assert!(size_of::<xe_lpm_v6>() == 20);
 const _: () = assert!(size_of::<xe_route>() == 8);
 const _: () = assert!(size_of::<xe_v6_slot>() == 24);
@@ -57,6 +56,7 @@ pub const MAX_NEXTHOPS: u32 = xe_limits::XE_MAX_NEXTHOPS.0;
 pub const MAX_SLOTS: u32 = xe_limits::XE_MAX_SLOTS.0;
 pub const MAX_GROUP_BUCKETS: u32 = xe_limits::XE_MAX_GROUP_BUCKETS.0;
 pub const MAX_ROUTES_V4: u32 = xe_limits::XE_MAX_ROUTES_V4.0;
+pub const RECORD_V4_WORDS: u32 = xe_limits::XE_RECORD_V4_WORDS.0;
 pub const MAX_ROUTES_V6: u32 = xe_limits::XE_MAX_ROUTES_V6.0;
 pub const MAX_EXT_HEADERS: u32 = xe_limits::XE_MAX_EXT_HEADERS.0;
 pub const MAX_DIR_CHUNKS: u32 = xe_limits::XE_MAX_DIR_CHUNKS.0;

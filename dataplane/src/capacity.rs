@@ -54,7 +54,7 @@ impl Dataplane {
         Ok(vec![
             TableUse {
                 table: "IPv4 routes",
-                used: m.xe_routes_v4.keys().count() as u64,
+                used: self.record.len() as u64,
                 limit: self.sizes().routes_v4.into(),
                 note: "one per prefix",
             },

@@ -3,7 +3,6 @@
 pub mod abi;
 pub mod afxdp;
 pub mod attach;
-mod batch;
 pub mod capacity;
 pub mod clock;
 pub mod dir24;
@@ -24,6 +23,8 @@ pub mod pins;
 pub mod pinsets;
 pub mod program;
 pub mod readback;
+pub mod record;
+mod routes_v4;
 pub mod tables;
 pub mod testrun;
 pub mod txfail;
@@ -32,8 +33,8 @@ pub mod v6slots;
 pub mod writer;
 
 pub use attach::{ifindex_of, AttachMode, XdpLink};
-pub use batch::BATCH;
 pub use clock::{StampClock, StampReader};
+pub use dump::BATCH;
 pub use error::{Error, Result};
 pub use forward::{FlowTable, MemoryFlows, Pins, TableReader};
 pub use inports::pinned_remove_inport;

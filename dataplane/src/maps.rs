@@ -1,11 +1,11 @@
 //! Raw map access: typed update, delete and lookup, LPM keys, per-CPU sums, and maps opened from their pins.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::path::Path;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapMut};
 
-use crate::abi::{bytes_of, read_from, xe_counter, xe_lpm_v4, xe_lpm_v6, Verdict};
+use crate::abi::{bytes_of, read_from, xe_counter, xe_lpm_v6, Verdict};
 use crate::error::{Error, Result};
 
 /// Map `name` as pinned in `pin_dir` by a running xdp-ecmp.
@@ -48,13 +48,6 @@ pub(crate) fn lookup<K: Copy, V: Copy>(
         .lookup(bytes_of(key), MapFlags::ANY)
         .map_err(map_err(name, "lookup"))?;
     Ok(v.and_then(|b| read_from(&b)))
-}
-
-pub(crate) fn lpm_v4(addr: Ipv4Addr, prefix_len: u8) -> xe_lpm_v4 {
-    xe_lpm_v4 {
-        prefixlen: prefix_len.into(),
-        addr: addr.octets(),
-    }
 }
 
 pub(crate) fn lpm_v6(addr: Ipv6Addr, prefix_len: u8) -> xe_lpm_v6 {

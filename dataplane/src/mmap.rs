@@ -102,6 +102,18 @@ impl Cells for MmapCells {
     }
 }
 
+impl crate::record::Words for MmapCells {
+    fn get(&self, i: usize) -> u64 {
+        self.word(i).load(Ordering::Relaxed)
+    }
+    fn set(&mut self, i: usize, v: u64) {
+        self.word(i).store(v, Ordering::Release);
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
 impl Drop for MmapCells {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping made in `map`.

@@ -19,6 +19,7 @@ use crate::lensearch::LenSearch;
 use crate::maps::map_err;
 use crate::mmap::MmapCells;
 use crate::pinsets::FlowSets;
+use crate::record::Record;
 use crate::v6maps::V6Maps;
 
 /// How the program stamps the last-used time of resilient buckets.
@@ -65,7 +66,8 @@ pub struct LoadOptions {
 }
 
 /// The sizes of the maps that can be chosen at load, where memory allows:
-/// the route tries (no preallocation: memory grows with the routes) and
+/// the route records (the IPv6 trie grows with its routes, the IPv4
+/// record takes 16 bytes per route of capacity) and
 /// the slot pool every group's window is cut from (8 bytes a slot, and as
 /// much again for the bucket stamps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +133,7 @@ impl MapSizes {
         };
         Ok(
             match (
-                size("xe_routes_v4")?,
+                size("xe_routes_v4")?.map(crate::record::capacity_of),
                 size("xe_routes_v6")?,
                 size("xe_slots")?,
                 size("xe_flows4")?,
@@ -157,6 +159,9 @@ pub struct Dataplane {
     /// xe_inports mapped into this process: a port's entry is replaced with
     /// one 8-byte store.
     pub(crate) inports: MmapCells,
+    /// xe_routes_v4 mapped into this process: the record of the IPv4
+    /// routes the DIR-24-8 tables were given, one 8-byte store an entry.
+    pub(crate) record: Record<MmapCells>,
     /// The flow tables mapped into this process.
     pub(crate) flows4: FlowSets,
     pub(crate) flows6: FlowSets,
@@ -165,10 +170,10 @@ pub struct Dataplane {
     /// The sizes the maps were made (or found pinned) with.
     pub(crate) sizes: MapSizes,
     /// The IPv4 DIR-24-8 tables, mapped on the first IPv4 route write (and
-    /// then checked against the LPM trie if the maps may come from a pin).
+    /// then checked against the record if the maps may come from a pin).
     pub(crate) dir: Option<Dir248<MmapCells>>,
     /// The IPv6 length search, opened on the first IPv6 route write (and
-    /// then checked against the LPM trie as the DIR-24-8 tables are).
+    /// then checked against its LPM trie, as the DIR-24-8 tables are).
     pub(crate) v6: Option<LenSearch<V6Maps>>,
     /// Maps may have been reused from a pin directory.
     pub(crate) pinned: bool,
@@ -203,6 +208,13 @@ impl Dataplane {
             let groups = MmapCells::map(&skel.maps.xe_groups, "xe_groups", MAX_GROUPS as usize, 8)?;
             let slots = MmapCells::map(&skel.maps.xe_slots, "xe_slots", sizes.slots as usize, 8)?;
             let inports = crate::inports::map_array(&skel.maps.xe_inports)?;
+            let record = MmapCells::map(
+                &skel.maps.xe_routes_v4,
+                "xe_routes_v4",
+                crate::record::words_for(sizes.routes_v4) as usize,
+                8,
+            )?;
+            let record = Record::open(record, crate::pinsets::new_seed);
             let sets = crate::pinsets::sets_for(sizes.flows);
             let flows = (
                 FlowSets::map(&skel.maps.xe_flows4, false, sets, seed)?,
@@ -214,26 +226,30 @@ impl Dataplane {
                 groups,
                 slots,
                 inports,
+                record,
                 flows,
                 GracePeriods::kernel()?,
             ))
         });
         match result {
-            Ok((skel, sizes, groups, slots, inports, (flows4, flows6), grace)) => Ok(Dataplane {
-                groups,
-                inports,
-                slots,
-                flows4,
-                flows6,
-                grace,
-                sizes,
-                dir: None,
-                v6: None,
-                pinned: opts.pin_dir.is_some(),
-                hz: None,
-                skel: ManuallyDrop::new(skel),
-                storage,
-            }),
+            Ok((skel, sizes, groups, slots, inports, record, (flows4, flows6), grace)) => {
+                Ok(Dataplane {
+                    groups,
+                    record,
+                    inports,
+                    slots,
+                    flows4,
+                    flows6,
+                    grace,
+                    sizes,
+                    dir: None,
+                    v6: None,
+                    pinned: opts.pin_dir.is_some(),
+                    hz: None,
+                    skel: ManuallyDrop::new(skel),
+                    storage,
+                })
+            }
             Err(e) => {
                 // SAFETY: nothing borrows the storage any more.
                 drop(unsafe { Box::from_raw(storage) });
@@ -401,7 +417,7 @@ fn open_and_load(
     }
     for mut map in open.open_object_mut().maps_mut() {
         let size = match map.name().to_str() {
-            Some("xe_routes_v4") => sizes.routes_v4,
+            Some("xe_routes_v4") => crate::record::words_for(sizes.routes_v4),
             Some("xe_routes_v6") => sizes.routes_v6,
             Some("xe_v6_slots") => crate::v6slots::size_for(sizes.routes_v6).1,
             Some("xe_slots" | "xe_slot_used") => sizes.slots,

@@ -6,14 +6,14 @@ use std::sync::atomic::Ordering;
 use libbpf_rs::MapCore;
 
 use crate::abi::{
-    read_from, xe_config, xe_counter, xe_group, xe_lpm_v4, xe_lpm_v6, xe_nexthop, xe_route,
-    Verdict, MAX_GROUPS, MAX_NEXTHOPS,
+    read_from, xe_config, xe_counter, xe_group, xe_lpm_v6, xe_nexthop, xe_route, Verdict,
+    MAX_GROUPS, MAX_NEXTHOPS,
 };
 use crate::dir24::Dir248;
 use crate::dump;
 use crate::error::Result;
 use crate::grace::GracePeriods;
-use crate::maps::{self, add, counter, lpm_v4, sum_percpu};
+use crate::maps::{self, add, counter, sum_percpu};
 use crate::memory::Tables;
 use crate::program::Dataplane;
 use crate::tables::{check_prefix, check_range, check_slots, TableWriter};
@@ -26,20 +26,7 @@ impl Dataplane {
     /// The IPv4 route stored under exactly this prefix.
     pub fn route_v4(&self, addr: Ipv4Addr, len: u8) -> Result<Option<xe_route>> {
         check_prefix("IPv4", len, 32)?;
-        maps::lookup(
-            &self.skel.maps.xe_routes_v4,
-            "xe_routes_v4",
-            &lpm_v4(addr, len),
-        )
-    }
-
-    /// The IPv4 routes of the trie (the record) as (address, length, route).
-    pub(crate) fn trie_routes_v4(&self) -> Result<Vec<(u32, u8, xe_route)>> {
-        Ok(self
-            .routes_v4()?
-            .into_iter()
-            .map(|(a, l, r)| (u32::from(a), l, r))
-            .collect())
+        Ok(self.record.get(u32::from(addr), len))
     }
 
     /// The IPv6 routes of the trie (the record) as (address, length, route).
@@ -60,24 +47,24 @@ impl Dataplane {
     }
 
     /// The /24s where the DIR-24-8 tables packets use disagree with the
-    /// routes in the LPM trie (the record); empty when consistent. Only
+    /// routes in the record; empty when consistent. Only
     /// reads, so it can check tables another process writes.
     pub fn dir_differences(&self) -> Result<Vec<Ipv4Addr>> {
         let (tbl24, tbl8) = self.dir_cells()?;
         Ok(Dir248::new(tbl24, tbl8, GracePeriods::immediate())
-            .differences(&self.trie_routes_v4()?)?
+            .differences(&self.record.entries())?
             .into_iter()
             .map(|i| Ipv4Addr::from((i as u32) << 8))
             .collect())
     }
 
-    /// Every IPv4 route in the map (prefix, length, route), read in batches.
+    /// Every IPv4 route in the record (prefix, length, route).
     pub fn routes_v4(&self) -> Result<Vec<(Ipv4Addr, u8, xe_route)>> {
-        let all =
-            dump::entries::<xe_lpm_v4, xe_route>(&self.skel.maps.xe_routes_v4, "xe_routes_v4")?;
-        Ok(all
+        Ok(self
+            .record
+            .entries()
             .into_iter()
-            .map(|(k, r)| (Ipv4Addr::from(k.addr), k.prefixlen as u8, r))
+            .map(|(a, l, r)| (Ipv4Addr::from(a), l, r))
             .collect())
     }
 
@@ -170,7 +157,7 @@ impl Dataplane {
 
 impl Dataplane {
     /// Everything the decision reads, copied into in-memory tables: the
-    /// routes of both tries, every group in use with the slots of its
+    /// routes of both records, every group in use with the slots of its
     /// window, the next hops those slots name, the tx and ingress ports and
     /// the config. (An engine starting over maps a previous run wrote.)
     pub fn read_tables(&self) -> Result<Tables> {

@@ -1,4 +1,4 @@
-//! Writing the live maps: the table writer (route tries, DIR-24-8 tables and IPv6 length search, groups and slots through mmap, next hops, ports, config), the AF_XDP steering entries and the engine's stored counters.
+//! Writing the live maps: the table writer (route records, DIR-24-8 tables and IPv6 length search, groups and slots through mmap, next hops, ports, config), the AF_XDP steering entries and the engine's stored counters.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering;
@@ -14,18 +14,16 @@ use crate::dir24::{Dir248, TBL24_ENTRIES};
 use crate::error::Result;
 use crate::grace::GracePeriods;
 use crate::lensearch::LenSearch;
-use crate::maps::{self, lpm_v4, lpm_v6, map_err};
+use crate::maps::{self, lpm_v6, map_err};
 use crate::mmap::MmapCells;
 use crate::program::Dataplane;
-use crate::tables::{
-    check_group, check_prefix, check_range, check_route_v4, check_slots, TableWriter,
-};
+use crate::tables::{check_group, check_prefix, check_range, check_slots, TableWriter};
 use crate::v6maps::V6Maps;
 
 impl Dataplane {
     /// The DIR-24-8 tables, mapped on first use; with maps that may come from
-    /// a pin, their contents are first checked against the routes in the LPM
-    /// trie (the record) and every /24 that differs is rewritten.
+    /// a pin, their contents are first checked against the routes in the
+    /// record and every /24 that differs is rewritten.
     pub(crate) fn dir(&mut self) -> Result<&mut Dir248<MmapCells>> {
         self.adopt_lookup_tables()?;
         Ok(self.dir.as_mut().expect("just set"))
@@ -54,15 +52,15 @@ impl Dataplane {
     /// Takes over the lookup tables packets use (IPv4 DIR-24-8, IPv6 length
     /// search) now rather than at the first route write, so a program
     /// attached over maps from a pin (a previous run, or a version that
-    /// kept routes only in the tries) never reads tables that disagree with
-    /// the tries. Says what had to be rewritten (nothing when called again).
+    /// kept routes only in the records) never reads tables that disagree
+    /// with the records. Says what had to be rewritten (nothing when called again).
     pub fn adopt_lookup_tables(&mut self) -> Result<Repaired> {
         let mut repaired = Repaired::default();
         if self.dir.is_none() {
             let (tbl24, tbl8) = self.dir_cells()?;
             let mut dir = Dir248::new(tbl24, tbl8, self.grace.clone());
             if self.pinned {
-                repaired.slash24s = dir.adopt(&self.trie_routes_v4()?)?;
+                repaired.slash24s = dir.adopt(&self.record.entries())?;
             }
             self.dir = Some(dir);
         }
@@ -151,23 +149,16 @@ impl Dataplane {
 }
 
 impl TableWriter for Dataplane {
-    /// The trie (the record) first, then the DIR-24-8 tables packets use;
-    /// a full chunk table fails before either is written.
+    /// The DIR-24-8 tables packets use, then the record; a full record or
+    /// chunk table fails before either is written (see `write_routes_v4`).
     fn set_route_v4(&mut self, addr: Ipv4Addr, len: u8, route: &xe_route) -> Result<()> {
-        check_prefix("IPv4", len, 32)?;
-        check_route_v4(route)?;
-        self.dir()?.check_room(u32::from(addr), len)?;
-        let key = lpm_v4(addr, len);
-        maps::update(&self.skel.maps.xe_routes_v4, "xe_routes_v4", &key, route)?;
-        self.dir()?.add(u32::from(addr), len, route)
+        let mut results = self.write_routes_v4(&[(addr, len, *route)]);
+        results.pop().expect("one result")
     }
 
     fn delete_route_v4(&mut self, addr: Ipv4Addr, len: u8) -> Result<()> {
-        check_prefix("IPv4", len, 32)?;
-        let key = lpm_v4(addr, len);
-        maps::delete(&self.skel.maps.xe_routes_v4, "xe_routes_v4", &key)?;
-        self.dir()?.delete(u32::from(addr), len);
-        Ok(())
+        let mut results = self.remove_routes_v4(&[(addr, len)]);
+        results.pop().expect("one result")
     }
 
     fn set_routes_v4(&mut self, routes: &[(Ipv4Addr, u8, xe_route)]) -> Vec<Result<()>> {

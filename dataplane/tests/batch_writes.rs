@@ -1,4 +1,4 @@
-//! Batched IPv4 route writes against the live maps: each route gets its own result, a full record refuses exactly the routes past its size and leaves no trace of them in the DIR-24-8 tables, and lookups equal those of the same routes written one by one.
+//! IPv4 route writes of many routes in one call against the live maps: each route gets its own result, a full record refuses exactly the routes past its size and leaves no trace of them in the DIR-24-8 tables, and lookups equal those of the same routes written one by one.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -84,8 +84,8 @@ fn a_full_record_refuses_exactly_the_routes_past_its_size() {
     let mut rng = SmallRng::seed_from_u64(7);
     let mut dp = load();
     let mut reference = Tables::default();
-    // Half as many again as the record holds, in one call: the kernel's
-    // batch stops at the first refused route, the rest are tried one by one.
+    // Half as many again as the record holds, in one call: each route past
+    // its size is refused on its own, before the tables are written.
     let all = prefixes(&mut rng, RECORD + RECORD / 2);
     let routes: Vec<(Ipv4Addr, u8, xe_route)> = all
         .iter()
@@ -203,8 +203,9 @@ fn batches_and_single_writes_make_the_same_tables() {
     }
 }
 
-/// The record read back in the kernel's batches (several of them here) is
-/// exactly what was written, for both families, and nothing when empty.
+/// The record read back (the IPv6 trie in the kernel's batches, several of
+/// them here) is exactly what was written, for both families, and nothing
+/// when empty.
 #[test]
 fn the_record_reads_back_whole_across_batches() {
     if !require_root("the_record_reads_back_whole_across_batches") {
