@@ -18,7 +18,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::aliases::{self, Alias, Op};
+use crate::aliases::{self, Alias, Metrics, Op};
 use crate::nexthop_msg::{Bucket, GroupKind, Nexthop, NexthopKind, RtMessage};
 
 /// The kernel's main table and local table ids.
@@ -132,7 +132,7 @@ pub struct KernelState {
     pub neighbours: HashMap<(u32, IpAddr), Neighbour>,
     /// Routes by prefix, then by metric (the lowest metric wins): what
     /// forwards, derived from `aliases`.
-    pub routes: AHashMap<Prefix, BTreeMap<u32, RouteTarget>>,
+    pub routes: AHashMap<Prefix, Metrics>,
     /// Every route of the mirrored table, as the kernel keys them.
     pub aliases: AHashMap<Prefix, Vec<Alias>>,
     /// What the local table (this host's addresses, broadcast and anycast
@@ -640,7 +640,8 @@ impl KernelState {
         } else {
             (&mut self.aliases, Some(&mut self.routes))
         };
-        let list = all.entry(prefix).or_default();
+        // Room for one: a Vec's first push would make room for four.
+        let list = all.entry(prefix).or_insert_with(|| Vec::with_capacity(1));
         let changed = match op {
             Some(op) => aliases::add(list, alias, op, v6),
             None => {
@@ -677,7 +678,7 @@ impl KernelState {
                 }
             },
             None => {
-                let first = effective.into_values().next();
+                let first = effective.values().next().cloned();
                 let before = match &first {
                     Some(t) => self.local_routes.insert(prefix, t.clone()),
                     None => self.local_routes.remove(&prefix),
@@ -764,15 +765,19 @@ impl KernelState {
     /// The route that forwards for `prefix`: the local table's entry for it
     /// or for a wider prefix holding it, else the lowest metric.
     pub fn best_route(&self, prefix: &Prefix) -> Option<&RouteTarget> {
-        self.local_routes
-            .get(prefix)
-            .or_else(|| {
-                self.local_routes
-                    .iter()
-                    .find(|(l, _)| l.len < host_len(l) && contains(l, prefix))
-                    .map(|(_, t)| t)
-            })
+        self.local_target(prefix)
             .or_else(|| self.routes.get(prefix)?.values().next())
+    }
+
+    /// The local table's entry that decides for `prefix` before the
+    /// mirrored table's routes: its own, or a wider one covering it.
+    pub fn local_target(&self, prefix: &Prefix) -> Option<&RouteTarget> {
+        self.local_routes.get(prefix).or_else(|| {
+            self.local_routes
+                .iter()
+                .find(|(l, _)| l.len < host_len(l) && contains(l, prefix))
+                .map(|(_, t)| t)
+        })
     }
 
     /// Every prefix with a route, of the mirrored table or local.
@@ -963,9 +968,8 @@ mod tests {
         let mut ks = KernelState::new(254);
         ks.local_routes
             .insert(p("192.0.2.0/24"), RouteTarget::Local);
-        let mut hops = BTreeMap::new();
-        hops.insert(0, RouteTarget::Blackhole);
-        ks.routes.insert(p("192.0.2.7/32"), hops);
+        ks.routes
+            .insert(p("192.0.2.7/32"), Metrics::one(0, RouteTarget::Blackhole));
         assert_eq!(ks.best_route(&p("192.0.2.7/32")), Some(&RouteTarget::Local));
     }
 }

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use dataplane::abi::{xe_nexthop, NH_LINK_UP, NH_RESOLVED, NH_VALID};
 
+use crate::aliases::Metrics;
 use crate::state::{KernelState, NexthopObject, PathKey, Prefix, RouteTarget, WeightedPath};
 
 /// How groups the kernel does not make resilient itself (multipath routes,
@@ -210,7 +211,30 @@ impl PlainGroupMode {
 /// The verdict for one prefix: what its best route does, and the key of
 /// the group it forwards through.
 pub fn route_verdict(ks: &KernelState, prefix: &Prefix, plain: &GroupPlan) -> Option<DesiredRoute> {
-    let target = ks.best_route(prefix)?;
+    target_verdict(ks, prefix, ks.best_route(prefix)?, plain)
+}
+
+/// [`route_verdict`] for a prefix whose routes in the mirrored table are
+/// `metrics` (its entry, found already).
+pub fn verdict_in(
+    ks: &KernelState,
+    prefix: &Prefix,
+    metrics: &Metrics,
+    plain: &GroupPlan,
+) -> Option<DesiredRoute> {
+    let target = ks
+        .local_target(prefix)
+        .or_else(|| metrics.values().next())?;
+    target_verdict(ks, prefix, target, plain)
+}
+
+/// The verdict for a prefix whose best route is `target`.
+fn target_verdict(
+    ks: &KernelState,
+    prefix: &Prefix,
+    target: &RouteTarget,
+    plain: &GroupPlan,
+) -> Option<DesiredRoute> {
     // Policy routing may send a lookup to any table: the kernel decides.
     if ks.custom_rules(prefix.addr.is_ipv6()).is_some() {
         return Some(DesiredRoute::ToKernel);

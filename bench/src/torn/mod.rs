@@ -20,7 +20,7 @@
 //! never had on that port is wrong. A is always forwardable, so a frame of
 //! the run that xdp-ecmp passes to the kernel met retired or torn state too.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -193,7 +193,9 @@ impl World {
     }
 
     pub(super) fn set_route(&mut self, p: Prefix, t: RouteTarget) {
-        self.ks.routes.insert(p, BTreeMap::from([(0, t)]));
+        self.ks
+            .routes
+            .insert(p, control::aliases::Metrics::one(0, t));
     }
 
     pub(super) fn set_a_group(&mut self) {
