@@ -11,9 +11,9 @@
 //! Safe order. A new entry and a changed route are one store each. A delete
 //! fills the hole it leaves from the entries after it (backward shift): each
 //! move is one store, made before the source is overwritten, so a stop
-//! between two stores leaves an entry twice (both copies equal, both
-//! reachable), never lost; reading drops the copy and deleting removes
-//! every copy. Readers in other processes (`show`, the checker) retry a
+//! between two stores leaves an entry twice (both copies equal, in one
+//! run), never lost; reading drops the copy, a change changes both and
+//! deleting removes both. Readers in other processes (`show`, the checker) retry a
 //! scan that a delete's moves overlapped.
 
 use std::collections::HashSet;
@@ -107,37 +107,15 @@ impl<W: Words> Record<W> {
             }
             words.set(KEY, key);
         }
+        // Otherwise only read: processes that do not write (`show`, the
+        // checker) open it while the daemon writes.
         let mut r = Record {
             words,
             key,
             count: 0,
         };
-        let held = r.entries();
-        r.count = held.len();
-        let used = (0..r.slots()).filter(|s| r.slot(*s) != 0).count();
-        if used != r.count {
-            r.rebuild(&held);
-        }
+        r.count = r.entries().len();
         r
-    }
-
-    /// Writes the table again holding each prefix once, with the route a
-    /// lookup finds for it: a stop in the middle of a delete left copies.
-    fn rebuild(&mut self, held: &[(u32, u8, xe_route)]) {
-        let live: Vec<_> = held
-            .iter()
-            .map(|(a, l, _)| (*a, *l, self.get(*a, *l).expect("a held prefix")))
-            .collect();
-        let changes = self.words.get(CHANGES);
-        self.words.set(CHANGES, changes | 1);
-        for s in 0..self.slots() {
-            self.words.set(HEADER + s, 0);
-        }
-        self.count = 0;
-        for (a, l, r) in &live {
-            self.insert(*a, *l, r).expect("room for what it held");
-        }
-        self.words.set(CHANGES, (changes | 1) + 1);
     }
 
     fn slots(&self) -> usize {
@@ -217,9 +195,20 @@ impl<W: Words> Record<W> {
         self.check_room(addr, len)?;
         let addr = masked(addr, len);
         let (s, old) = self.find(addr, len);
-        self.words.set(HEADER + s, pack(addr, len, r));
+        let w = pack(addr, len, r);
+        self.words.set(HEADER + s, w);
         if old.is_none() {
             self.count += 1;
+            return Ok(None);
+        }
+        // A copy a stopped delete left further on in the run changes too,
+        // so copies never differ.
+        let mut t = self.next(s);
+        while self.slot(t) != 0 {
+            if prefix(self.slot(t)) == (addr, len) {
+                self.words.set(HEADER + t, w);
+            }
+            t = self.next(t);
         }
         Ok(old.map(route))
     }

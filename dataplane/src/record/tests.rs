@@ -184,7 +184,7 @@ fn a_delete_stopped_at_any_store_loses_nothing_else() {
         full.insert(addr, 32, &route).expect("room");
         m.insert((addr, 32), route);
     }
-    let mut stops = 0;
+    let (mut stops, mut twice) = (0, 0);
     for &(addr, len) in m.keys() {
         let mut logged = Record {
             words: Logging {
@@ -202,21 +202,45 @@ fn a_delete_stopped_at_any_store_loses_nothing_else() {
                 words[*i] = *v;
             }
             // What the next process opens: each other route still there,
-            // the deleted one there or not, no copies left behind.
+            // the deleted one there or not.
             let mut reopened = Record::open(words, || panic!("keyed"));
             let mut want = m.clone();
             if reopened.get(addr, len).is_none() {
                 want.remove(&(addr, len));
             }
             assert_eq!(sorted(&reopened), expected(&want), "cut {cut}");
-            let used = (0..reopened.slots())
-                .filter(|s| reopened.slot(*s) != 0)
-                .count();
-            assert_eq!(used, want.len(), "cut {cut}: one copy each");
-            // And the delete, made again, completes.
+            assert_eq!(reopened.len(), want.len(), "cut {cut}");
+            // A change reaches every copy the cut left.
+            for (&(a, l), r) in want.iter_mut() {
+                *r = unicast(r.group + 1, true);
+                reopened.insert(a, l, r).expect("held");
+            }
+            assert_eq!(sorted(&reopened), expected(&want), "cut {cut}");
+            let words: Vec<u64> = (0..reopened.slots())
+                .map(|s| reopened.slot(s))
+                .filter(|w| *w != 0)
+                .collect();
+            let mut by_prefix: BTreeMap<(u32, u8), Vec<u64>> = BTreeMap::new();
+            for w in &words {
+                by_prefix.entry(prefix(*w)).or_default().push(*w);
+            }
+            twice += usize::from(words.len() > by_prefix.len());
+            for (p, copies) in &by_prefix {
+                assert!(
+                    copies.windows(2).all(|w| w[0] == w[1]),
+                    "cut {cut}: copies of {p:?} equal"
+                );
+            }
+            // And the delete, made again, removes every copy.
             reopened.remove(addr, len);
             want.remove(&(addr, len));
+            assert!(
+                (0..reopened.slots())
+                    .all(|s| prefix(reopened.slot(s)) != (addr, len) || reopened.slot(s) == 0),
+                "cut {cut}: no copy left"
+            );
             assert_eq!(sorted(&reopened), expected(&want), "cut {cut}");
+            assert_eq!(reopened.len(), want.len(), "cut {cut}");
             stops += 1;
         }
     }
@@ -224,6 +248,7 @@ fn a_delete_stopped_at_any_store_loses_nothing_else() {
         stops > 4 * capacity as usize,
         "deletes moved entries ({stops} stops)"
     );
+    assert!(twice > 0, "some cut left a copy");
 }
 
 #[test]
