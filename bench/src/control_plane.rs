@@ -485,7 +485,7 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
             "load_ms",
         ),
         (
-            "cold start, of it: the kernel's dump (read and parsed alongside the load), the wait after the load",
+            "cold start, of it: the kernel's dump, read and parsed",
             "dump_ms",
         ),
         (
@@ -495,7 +495,7 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
     ] {
         if let Some(ms) = line_field(&log, "initial sync done", field) {
             let s = ms as f64 / 1000.0;
-            let rate = if field != "sync_ms" {
+            let rate = if field == "load_ms" {
                 text("-")
             } else {
                 num(f64::from(n) / s.max(1e-3), 0)

@@ -545,7 +545,7 @@ fn judge(r: &mut report::Report) {
             ">= 300k routes/s",
             format!("{c:.0} routes/s"),
             c >= 300_000.0,
-            &format!("from the daemon's start to its first sync done: loading the program and maps and attaching {load:.2} s, the kernel's dump read and parsed into the mirror alongside, {dump:.2} s more, the first sync {sync:.2} s (every route written to the DIR-24-8 tables and to the record, both by mmap)"),
+            &format!("from the daemon's start to its first sync done: loading the program and maps and attaching {load:.2} s, the kernel's dump read and parsed into the mirror {dump:.2} s, the first sync {sync:.2} s (every route written to the DIR-24-8 tables and to the record, both by mmap)"),
         );
     }
     if let Some(t) = r.table("event_latency") {

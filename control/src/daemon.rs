@@ -180,16 +180,6 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     // directory is told who holds it.
     let _lock = dataplane::pins::WriterLock::acquire(&cfg.pin_dir)?;
     let had_pins = cfg.pin_dir.join("xe_config").exists();
-    // The kernel's state is read while the program loads (the verifier's
-    // work is the kernel's, on one CPU): subscribed to events first, then
-    // dumped, so nothing that changes meanwhile is missed.
-    let (rcvbuf, table) = (cfg.rcvbuf, cfg.table);
-    let dumping = std::thread::spawn(move || -> Result<(Mirror, KernelState)> {
-        let mut mirror = Mirror::open(rcvbuf)?;
-        let mut state = KernelState::new(table);
-        mirror.dump(&mut state)?;
-        Ok((mirror, state))
-    });
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(cfg.pin_dir.clone()),
         sizes: cfg.sizes,
@@ -234,8 +224,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         cfg.wait_for_ports,
         &mut dp,
     )?;
+    let mut mirror = Mirror::open(cfg.rcvbuf)?;
+    let mut state = KernelState::new(cfg.table);
     let loaded = began.elapsed();
-    let (mut mirror, mut state) = dumping.join().expect("the dump thread")?;
+    mirror.dump(&mut state)?;
     let dumped = began.elapsed();
     // Each port's MAC and switches (entries pinned by a previous run stay
     // while they are right; those of ports not attached now go).
@@ -334,9 +326,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         None => None,
     };
     let mut last_counters = Instant::now();
-    // Where the start's time went: loading and attaching, the wait for the
-    // kernel's dump (read and parsed alongside), then adopting and the
-    // first sync.
+    // Where the start's time went: loading and attaching, the kernel's
+    // dump (read and parsed), then adopting and the first sync.
     let ms = |d: Duration| d.as_millis() as u64;
     tracing::info!(
         routes = state.routes.len(),
