@@ -222,6 +222,24 @@ pub struct Reconciler {
     next_gen: u32,
 }
 
+/// Makes the routes of one path set share one key (each verdict made its
+/// own): sorted by prefix, they would otherwise be read from a million
+/// places, a cache miss each time a key is hashed (perf: 8% of a cold
+/// start with 1M routes).
+fn intern(verdicts: &mut [(Prefix, Option<DesiredRoute>)]) {
+    let mut keys: HashSet<GroupKey> = HashSet::new();
+    for (_, v) in verdicts.iter_mut() {
+        if let Some(DesiredRoute::Forward(key)) = v {
+            match keys.get(key) {
+                Some(k) => *key = k.clone(),
+                None => {
+                    keys.insert(key.clone());
+                }
+            }
+        }
+    }
+}
+
 impl Reconciler {
     pub fn new(mode: PlainGroupMode) -> Self {
         Self::with_limits(mode, Limits::default())
@@ -569,6 +587,7 @@ impl Reconciler {
         };
         let retry: Vec<Prefix> = self.retry.drain().collect();
         verdicts.extend(retry.iter().map(|p| (*p, route_verdict(ks, p, &plain))));
+        intern(&mut verdicts);
         verdicts.sort_unstable_by_key(|v| v.0);
         verdicts.dedup_by_key(|v| v.0);
         let mut updates = Vec::with_capacity(verdicts.len());

@@ -36,11 +36,13 @@ impl Default for PlainGroupMode {
     }
 }
 
-/// Identity of a group: the nexthop object it mirrors, or the path set of a route.
+/// Identity of a group: the nexthop object it mirrors, or the path set of a
+/// route (shared: a sync interns it, so a million routes over one path set
+/// hold one copy, which hashing and comparing read from the cache).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GroupKey {
     Nexthop(u32),
-    Paths(Vec<WeightedPath>),
+    Paths(std::sync::Arc<[WeightedPath]>),
 }
 
 impl GroupPlan {
@@ -250,7 +252,7 @@ fn target_verdict(
             if members.is_empty() {
                 DesiredRoute::ToKernel
             } else {
-                DesiredRoute::Forward(GroupKey::Paths(members))
+                DesiredRoute::Forward(GroupKey::Paths(members.into()))
             }
         }
         RouteTarget::Nexthop(id) => match nexthop_group(ks, *id, plain) {
@@ -269,7 +271,7 @@ fn target_verdict(
 pub fn group_for_key(ks: &KernelState, key: &GroupKey, plain: &GroupPlan) -> Option<DesiredGroup> {
     match key {
         GroupKey::Paths(members) => Some(DesiredGroup {
-            members: members.clone(),
+            members: members.to_vec(),
             plan: plain.clone(),
         }),
         GroupKey::Nexthop(id) => nexthop_group(ks, *id, plain),
