@@ -256,6 +256,15 @@ pub fn effective(list: &[Alias], v6: bool) -> Metrics {
     if list.iter().any(|a| a.tos != 0) {
         return Metrics::one(0, RouteTarget::KernelOnly);
     }
+    if let [a] = list {
+        // Most prefixes: no vector to build.
+        let target = if a.own_mtu {
+            RouteTarget::KernelOnly
+        } else {
+            a.target.clone()
+        };
+        return Metrics::one(a.metric, target);
+    }
     let mut out: Vec<(u32, RouteTarget)> = Vec::new();
     for a in list {
         match out.binary_search_by_key(&a.metric, |(m, _)| *m) {

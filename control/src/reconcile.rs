@@ -591,6 +591,16 @@ impl Reconciler {
         verdicts.sort_unstable_by_key(|v| v.0);
         verdicts.dedup_by_key(|v| v.0);
         let mut updates = Vec::with_capacity(verdicts.len());
+        // Room for every route at once (a first sync of 1M routes grew each
+        // map through twenty rehashes).
+        let forwarding = verdicts
+            .iter()
+            .filter(|v| matches!(v.1, Some(DesiredRoute::Forward(_))))
+            .count();
+        let (grouped, held) = (self.route_groups.len(), self.routes.len());
+        self.route_groups
+            .reserve(forwarding.saturating_sub(grouped));
+        self.routes.reserve(verdicts.len().saturating_sub(held));
         let mut inherit: HashMap<GroupKey, GroupKey> = HashMap::new();
         self.recent
             .retain(|_, r| now_ms.saturating_sub(r.1) < RECENT_MS);

@@ -30,6 +30,8 @@ pub trait Words {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// A hint that word `i` is read soon (none by default).
+    fn prefetch(&self, _i: usize) {}
 }
 
 impl Words for Vec<u64> {
@@ -170,6 +172,14 @@ impl<W: Words> Record<W> {
             }
             s = self.next(s);
         }
+    }
+
+    /// Asks the CPU to fetch the prefix's home slot: a writer of many
+    /// routes asks a few routes ahead, so a table of tens of MiB is not
+    /// waited for once a route.
+    pub fn prefetch(&self, addr: u32, len: u8) {
+        self.words
+            .prefetch(HEADER + self.home(masked(addr, len), len));
     }
 
     /// The route held for exactly this prefix.

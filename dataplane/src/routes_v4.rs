@@ -7,6 +7,9 @@ use crate::error::{Error, Result};
 use crate::program::Dataplane;
 use crate::tables::{check_prefix, check_route_v4};
 
+/// Routes ahead whose record slot a write of many asks the CPU for.
+const AHEAD: usize = 8;
+
 impl Dataplane {
     /// Writes IPv4 routes as [`crate::TableWriter::set_route_v4`] does, one
     /// result per route. A new prefix the record has no room for is refused
@@ -21,7 +24,11 @@ impl Dataplane {
     ) -> Vec<Result<()>> {
         routes
             .iter()
-            .map(|(a, l, r)| {
+            .enumerate()
+            .map(|(i, (a, l, r))| {
+                if let Some((pa, pl, _)) = routes.get(i + AHEAD) {
+                    self.record.prefetch(u32::from(*pa), (*pl).min(32));
+                }
                 check_prefix("IPv4", *l, 32)?;
                 check_route_v4(r)?;
                 let addr = u32::from(*a);
