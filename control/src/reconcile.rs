@@ -43,8 +43,8 @@ use crate::pools::{IdPool, SlotPool, Window, Windows};
 use crate::resilient::{BucketTable, Member, TableConfig};
 use crate::state::{Dirty, KernelState, PathKey, Prefix, WeightedPath};
 use crate::translate::{
-    add_paths, group_for_key, modulo_slot_counts, route_verdict, verdict_in, Desired, DesiredGroup,
-    DesiredRoute, GroupKey, GroupPlan, PlainGroupMode, MAX_MODULO_SLOTS,
+    add_paths, group_for_key, intern_keys, modulo_slot_counts, route_verdict, verdict_in, Desired,
+    DesiredGroup, DesiredRoute, GroupKey, GroupPlan, PlainGroupMode, MAX_MODULO_SLOTS,
 };
 
 /// Path ids found in adopted next hops above this are not taken over (ids
@@ -220,24 +220,6 @@ pub struct Reconciler {
     /// The next membership generation: one counter for every group, which
     /// only grows (also across restarts: adopted from the maps).
     next_gen: u32,
-}
-
-/// Makes the routes of one path set share one key (each verdict made its
-/// own): sorted by prefix, they would otherwise be read from a million
-/// places, a cache miss each time a key is hashed (perf: 8% of a cold
-/// start with 1M routes).
-fn intern(verdicts: &mut [(Prefix, Option<DesiredRoute>)]) {
-    let mut keys: HashSet<GroupKey> = HashSet::new();
-    for (_, v) in verdicts.iter_mut() {
-        if let Some(DesiredRoute::Forward(key)) = v {
-            match keys.get(key) {
-                Some(k) => *key = k.clone(),
-                None => {
-                    keys.insert(key.clone());
-                }
-            }
-        }
-    }
 }
 
 impl Reconciler {
@@ -587,7 +569,7 @@ impl Reconciler {
         };
         let retry: Vec<Prefix> = self.retry.drain().collect();
         verdicts.extend(retry.iter().map(|p| (*p, route_verdict(ks, p, &plain))));
-        intern(&mut verdicts);
+        intern_keys(&mut verdicts);
         verdicts.sort_unstable_by_key(|v| v.0);
         verdicts.dedup_by_key(|v| v.0);
         let mut updates = Vec::with_capacity(verdicts.len());

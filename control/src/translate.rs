@@ -267,6 +267,24 @@ fn target_verdict(
     })
 }
 
+/// Makes the routes of one path set share one key (each verdict made its
+/// own): sorted by prefix, they would otherwise be read from a million
+/// places, a cache miss each time a key is hashed (perf: 8% of a cold
+/// start with 1M routes).
+pub fn intern_keys(verdicts: &mut [(Prefix, Option<DesiredRoute>)]) {
+    let mut keys: std::collections::HashSet<GroupKey> = Default::default();
+    for (_, v) in verdicts.iter_mut() {
+        if let Some(DesiredRoute::Forward(key)) = v {
+            match keys.get(key) {
+                Some(k) => *key = k.clone(),
+                None => {
+                    keys.insert(key.clone());
+                }
+            }
+        }
+    }
+}
+
 /// The group behind a key, as the kernel's state wants it now.
 pub fn group_for_key(ks: &KernelState, key: &GroupKey, plain: &GroupPlan) -> Option<DesiredGroup> {
     match key {
