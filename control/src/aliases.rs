@@ -258,12 +258,7 @@ pub fn effective(list: &[Alias], v6: bool) -> Metrics {
     }
     if let [a] = list {
         // Most prefixes: no vector to build.
-        let target = if a.own_mtu {
-            RouteTarget::KernelOnly
-        } else {
-            a.target.clone()
-        };
-        return Metrics::one(a.metric, target);
+        return Metrics::one(a.metric, forwarding_target(a));
     }
     let mut out: Vec<(u32, RouteTarget)> = Vec::new();
     for a in list {
@@ -273,17 +268,20 @@ pub fn effective(list: &[Alias], v6: bool) -> Metrics {
                     out[i].1 = RouteTarget::KernelOnly;
                 }
             }
-            Err(i) => {
-                let target = if a.own_mtu {
-                    RouteTarget::KernelOnly
-                } else {
-                    a.target.clone()
-                };
-                out.insert(i, (a.metric, target));
-            }
+            Err(i) => out.insert(i, (a.metric, forwarding_target(a))),
         }
     }
     Metrics::from_sorted(out)
+}
+
+/// What an alias does with packets: its target, or the kernel's decision
+/// where its own MTU is checked.
+fn forwarding_target(a: &Alias) -> RouteTarget {
+    if a.own_mtu {
+        RouteTarget::KernelOnly
+    } else {
+        a.target.clone()
+    }
 }
 
 /// The route that forwards at each metric of a prefix, lowest metric first
@@ -325,20 +323,6 @@ impl Metrics {
             Metrics::Many(v) => (None, &v[..]),
         };
         one.into_iter().chain(many.iter().map(|(_, t)| t))
-    }
-
-    /// Sets the target at `metric`.
-    pub fn insert(&mut self, metric: u32, target: RouteTarget) {
-        let mut v = match std::mem::take(self) {
-            Metrics::None => Vec::new(),
-            Metrics::One(m, t) => vec![(m, t)],
-            Metrics::Many(v) => v,
-        };
-        match v.binary_search_by_key(&metric, |(m, _)| *m) {
-            Ok(i) => v[i].1 = target,
-            Err(i) => v.insert(i, (metric, target)),
-        }
-        *self = Metrics::from_sorted(v);
     }
 
     pub fn is_empty(&self) -> bool {

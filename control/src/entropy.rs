@@ -97,6 +97,7 @@ fn diff<K: Debug, V: PartialEq + Debug>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aliases::Metrics;
     use crate::state::{Link, Prefix, RouteTarget};
 
     #[test]
@@ -119,10 +120,7 @@ mod tests {
             addr: "10.1.0.0".parse().expect("addr"),
             len: 16,
         };
-        a.routes
-            .entry(p)
-            .or_default()
-            .insert(0, RouteTarget::Blackhole);
+        a.routes.insert(p, Metrics::one(0, RouteTarget::Blackhole));
         let fresh = a.clone();
         assert!(differences(&a, &fresh).is_empty());
         let mut missed = fresh.clone();

@@ -43,6 +43,9 @@ pub enum Event {
     Overrun,
 }
 
+/// Bytes of each buffer netlink datagrams are read into.
+const DATAGRAM_BUF: usize = 1 << 20;
+
 /// Datagrams a dump's reading thread may be ahead of the one applying them.
 const DUMP_AHEAD: usize = 16;
 
@@ -139,7 +142,7 @@ impl Mirror {
             events,
             requests: socket()?,
             seq: 1,
-            buf: vec![0; 1 << 20],
+            buf: vec![0; DATAGRAM_BUF],
             undecodable: 0,
             xdp,
             readable_at: None,
@@ -171,7 +174,8 @@ impl Mirror {
     /// with 1M routes, the kernel's part is a fifth of the dump.
     fn request(&mut self, msg: RouteNetlinkMessage, state: &mut KernelState) -> Result<()> {
         self.send(msg, NLM_F_REQUEST | NLM_F_DUMP)?;
-        let (full_tx, full) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(DUMP_AHEAD);
+        let (full_tx, full) =
+            std::sync::mpsc::sync_channel::<std::io::Result<(Vec<u8>, usize)>>(DUMP_AHEAD);
         let (free, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let socket = &self.requests;
         let mut spare = Some(std::mem::take(&mut self.buf));
@@ -180,25 +184,21 @@ impl Mirror {
             s.spawn(move || loop {
                 // Datagrams of a dump are at most 32 KiB; a read into a
                 // smaller buffer would cut one short, so each holds 1 MiB
-                // (untouched pages cost nothing).
+                // (untouched pages cost nothing) and keeps its length.
                 let mut buf = free_rx
                     .try_recv()
                     .ok()
                     .or_else(|| spare.take())
-                    .unwrap_or_else(|| vec![0; 1 << 20]);
-                buf.resize(1 << 20, 0);
-                let read = socket.recv(&mut &mut buf[..], 0).map(|n| {
-                    buf.truncate(n);
-                    buf
-                });
-                let last = read.as_ref().map_or(true, |b| ends_dump(b));
+                    .unwrap_or_else(|| vec![0; DATAGRAM_BUF]);
+                let read = socket.recv(&mut &mut buf[..], 0).map(|n| (buf, n));
+                let last = read.as_ref().map_or(true, |(b, n)| ends_dump(&b[..*n]));
                 if full_tx.send(read).is_err() || last {
                     break;
                 }
             });
             for read in &full {
-                let buf = read.context("reading a netlink dump")?;
-                for msg in decode(&buf, undecodable) {
+                let (buf, n) = read.context("reading a netlink dump")?;
+                for msg in decode(&buf[..n], undecodable) {
                     match msg.payload {
                         NetlinkPayload::Done(_) => return Ok(buf),
                         NetlinkPayload::Error(e) => bail!("netlink dump failed: {e}"),
@@ -213,13 +213,16 @@ impl Mirror {
             bail!("the netlink dump ended without its last message")
         });
         // The buffer events are read into: the last one, or a new one.
-        let (buf, result) = match result {
-            Ok(b) => (b, Ok(())),
-            Err(e) => (Vec::new(), Err(e)),
-        };
-        self.buf = buf;
-        self.buf.resize(1 << 20, 0);
-        result
+        match result {
+            Ok(buf) => {
+                self.buf = buf;
+                Ok(())
+            }
+            Err(e) => {
+                self.buf = vec![0; DATAGRAM_BUF];
+                Err(e)
+            }
+        }
     }
 
     /// Netlink messages skipped because they did not decode, in dumps and

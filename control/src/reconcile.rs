@@ -567,8 +567,11 @@ impl Reconciler {
                 .map(|p| (*p, route_verdict(ks, p, &plain)))
                 .collect(),
         };
-        let retry: Vec<Prefix> = self.retry.drain().collect();
-        verdicts.extend(retry.iter().map(|p| (*p, route_verdict(ks, p, &plain))));
+        verdicts.extend(
+            self.retry
+                .drain()
+                .map(|p| (p, route_verdict(ks, &p, &plain))),
+        );
         intern_keys(&mut verdicts);
         verdicts.sort_unstable_by_key(|v| v.0);
         verdicts.dedup_by_key(|v| v.0);

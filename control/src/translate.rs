@@ -417,9 +417,7 @@ mod tests {
         // nexthop via A nexthop via B weight 3 nexthop via A: A 2, B 3.
         let hops = vec![hop(1, 1), hop(2, 3), hop(1, 1)];
         ks.routes
-            .entry(prefix(0))
-            .or_default()
-            .insert(0, RouteTarget::Paths(hops));
+            .insert(prefix(0), Metrics::one(0, RouteTarget::Paths(hops)));
         assert_eq!(members(&ks, prefix(0)), [(1, 2), (2, 3)]);
         // Nexthop objects 1 and 2 on one path, grouped with 3.
         for (id, port) in [(1, 1), (2, 1), (3, 2)] {
@@ -439,9 +437,7 @@ mod tests {
             },
         );
         ks.routes
-            .entry(prefix(1))
-            .or_default()
-            .insert(0, RouteTarget::Nexthop(10));
+            .insert(prefix(1), Metrics::one(0, RouteTarget::Nexthop(10)));
         assert_eq!(members(&ks, prefix(1)), [(1, 131_070), (2, 7)]);
     }
 

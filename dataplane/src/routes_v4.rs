@@ -27,7 +27,7 @@ impl Dataplane {
             .enumerate()
             .map(|(i, (a, l, r))| {
                 if let Some((pa, pl, _)) = routes.get(i + AHEAD) {
-                    self.record.prefetch(u32::from(*pa), (*pl).min(32));
+                    self.record.prefetch(u32::from(*pa), *pl);
                 }
                 check_prefix("IPv4", *l, 32)?;
                 check_route_v4(r)?;

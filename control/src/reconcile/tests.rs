@@ -10,6 +10,7 @@ use dataplane::grace::GracePeriods;
 use dataplane::{Error, MemoryFlows, Pins, StampClock, TableReader, TableWriter, Tables};
 
 use super::Reconciler;
+use crate::aliases::Metrics;
 use crate::capacity::{Limit, Limits};
 use crate::state::{
     Dirty, KernelState, Link, Neighbour, NexthopObject, PathKey, Prefix, RouteTarget, WeightedPath,
@@ -329,9 +330,7 @@ fn route(ks: &mut KernelState, p: &str, ports: &[u32]) {
         .map(|i| hop(*i, 1, pf.addr.is_ipv6()))
         .collect();
     ks.routes
-        .entry(pf)
-        .or_default()
-        .insert(0, RouteTarget::Paths(hops));
+        .insert(pf, Metrics::one(0, RouteTarget::Paths(hops)));
 }
 
 fn unroute(ks: &mut KernelState, p: &str) {
@@ -427,10 +426,10 @@ fn a_hop_listed_twice_gets_both_shares() {
             resilient: None,
         },
     );
-    ks.routes
-        .entry(parse("172.16.2.0/24"))
-        .or_default()
-        .insert(0, RouteTarget::Nexthop(10));
+    ks.routes.insert(
+        parse("172.16.2.0/24"),
+        Metrics::one(0, RouteTarget::Nexthop(10)),
+    );
     let mut mem = Mem::new(Limits::default());
     let mut rec = reconciler(resilient(128, 0), Limits::default());
     sync(&mut rec, &ks, &mut mem, 0);
@@ -471,9 +470,7 @@ fn weights_past_16_bits_fit_a_group() {
     );
     for (p, nh) in [("172.16.0.0/24", 10), ("172.16.1.0/24", 11)] {
         ks.routes
-            .entry(parse(p))
-            .or_default()
-            .insert(0, RouteTarget::Nexthop(nh));
+            .insert(parse(p), Metrics::one(0, RouteTarget::Nexthop(nh)));
     }
     let mut mem = Mem::new(Limits::default());
     let mut rec = reconciler(PlainGroupMode::Modulo, Limits::default());
