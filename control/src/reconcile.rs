@@ -43,8 +43,8 @@ use crate::pools::{IdPool, SlotPool, Window, Windows};
 use crate::resilient::{BucketTable, Member, TableConfig};
 use crate::state::{Dirty, KernelState, PathKey, Prefix, WeightedPath};
 use crate::translate::{
-    add_paths, group_for_key, intern_keys, modulo_slot_counts, route_verdict, verdict_in, Desired,
-    DesiredGroup, DesiredRoute, GroupKey, GroupPlan, PlainGroupMode, MAX_MODULO_SLOTS,
+    add_paths, group_for_key, modulo_slot_counts, route_verdict, Desired, DesiredGroup,
+    DesiredRoute, GroupKey, GroupPlan, PlainGroupMode, Verdicts, MAX_MODULO_SLOTS,
 };
 
 /// Path ids found in adopted next hops above this are not taken over (ids
@@ -547,35 +547,27 @@ impl Reconciler {
         // order). A full sync takes the mirrored routes in their map's own
         // order, each read where it lies: looked up by prefix, a sync of
         // 1M routes missed the cache on every one.
+        let mut vs = Verdicts::new(ks, plain.clone());
         let mut verdicts: Vec<(Prefix, Option<DesiredRoute>)> = match dirty {
             Dirty::All => {
                 let mut v: Vec<_> = ks
                     .routes
                     .iter()
-                    .map(|(p, m)| (*p, verdict_in(ks, p, m, &plain)))
+                    .map(|(p, m)| (*p, vs.within(p, m)))
                     .collect();
                 let rest = ks.local_routes.keys().chain(self.routes.keys());
                 let rest: Vec<Prefix> = rest
                     .filter(|p| !ks.routes.contains_key(*p))
                     .copied()
                     .collect();
-                v.extend(rest.iter().map(|p| (*p, route_verdict(ks, p, &plain))));
+                v.extend(rest.iter().map(|p| (*p, vs.route(p))));
                 v
             }
-            Dirty::Prefixes(set) => set
-                .iter()
-                .map(|p| (*p, route_verdict(ks, p, &plain)))
-                .collect(),
+            Dirty::Prefixes(set) => set.iter().map(|p| (*p, vs.route(p))).collect(),
         };
-        verdicts.extend(
-            self.retry
-                .drain()
-                .map(|p| (p, route_verdict(ks, &p, &plain))),
-        );
-        intern_keys(&mut verdicts);
+        verdicts.extend(self.retry.drain().map(|p| (p, vs.route(&p))));
         verdicts.sort_unstable_by_key(|v| v.0);
         verdicts.dedup_by_key(|v| v.0);
-        let mut updates = Vec::with_capacity(verdicts.len());
         // Room for every route at once (a first sync of 1M routes grew each
         // map through twenty rehashes).
         let forwarding = verdicts
@@ -583,6 +575,9 @@ impl Reconciler {
             .filter(|v| matches!(v.1, Some(DesiredRoute::Forward(_))))
             .count();
         let (grouped, held) = (self.route_groups.len(), self.routes.len());
+        // With no route in a group (as at the first sync), no prefix has one
+        // to leave: none is looked up (a cache miss each, a million times).
+        let first = grouped == 0;
         self.route_groups
             .reserve(forwarding.saturating_sub(grouped));
         self.routes.reserve(verdicts.len().saturating_sub(held));
@@ -591,8 +586,13 @@ impl Reconciler {
             .retain(|_, r| now_ms.saturating_sub(r.1) < RECENT_MS);
         self.recent_tables
             .retain(|_, r| now_ms.saturating_sub(r.2) < RECENT_MS);
-        for (p, verdict) in verdicts {
-            let old_key = self.route_groups.remove(&p);
+        for (p, verdict) in &verdicts {
+            let p = *p;
+            let old_key = if first {
+                None
+            } else {
+                self.route_groups.remove(&p)
+            };
             if let Some(old) = &old_key {
                 if let Some(n) = self.group_refs.get_mut(old) {
                     *n -= 1;
@@ -601,7 +601,7 @@ impl Reconciler {
                     }
                 }
             }
-            if let Some(DesiredRoute::Forward(key)) = &verdict {
+            if let Some(DesiredRoute::Forward(key)) = verdict {
                 if old_key.as_ref() != Some(key) {
                     tracing::debug!(prefix = ?p, from = ?old_key, to = ?key, "route changes group");
                 }
@@ -659,8 +659,9 @@ impl Reconciler {
                     }
                 }
             }
-            updates.push((p, verdict));
         }
+        // Written in the same order.
+        let mut updates = verdicts;
         let mut d = Desired::default();
         for key in self.group_refs.keys() {
             if let Some(g) = group_for_key(ks, key, &plain) {
@@ -686,7 +687,7 @@ impl Reconciler {
             let listed: HashSet<Prefix> = updates.iter().map(|u| u.0).collect();
             for (p, key) in &self.route_groups {
                 if failed.contains(key) && !listed.contains(p) {
-                    updates.push((*p, route_verdict(ks, p, &plain)));
+                    updates.push((*p, vs.route(p)));
                 }
             }
         }
