@@ -46,6 +46,9 @@ pub enum Event {
 /// Bytes of each buffer netlink datagrams are read into.
 const DATAGRAM_BUF: usize = 1 << 20;
 
+/// A datagram's messages as decoded, and whether it ends the dump.
+type Decoded = (Vec<NetlinkMessage<RtMessage>>, bool);
+
 /// Datagrams a dump's reading thread may be ahead of the one applying them.
 const DUMP_AHEAD: usize = 16;
 
@@ -170,59 +173,64 @@ impl Mirror {
 
     /// Dumps what `msg` asks for into `state`. The kernel makes a dump's
     /// datagrams as they are read (a route dump's work is the reading
-    /// thread's), so one thread reads while this one decodes and applies:
-    /// with 1M routes, the kernel's part is a fifth of the dump.
+    /// thread's), so one thread reads and decodes while this one applies:
+    /// with 1M routes, applying alone kept this thread busy (the kernel's
+    /// part and the decoding were a third of the dump).
     fn request(&mut self, msg: RouteNetlinkMessage, state: &mut KernelState) -> Result<()> {
         self.send(msg, NLM_F_REQUEST | NLM_F_DUMP)?;
-        let (full_tx, full) =
-            std::sync::mpsc::sync_channel::<std::io::Result<(Vec<u8>, usize)>>(DUMP_AHEAD);
-        let (free, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (full_tx, full) = std::sync::mpsc::sync_channel::<std::io::Result<Decoded>>(DUMP_AHEAD);
         let socket = &self.requests;
-        let mut spare = Some(std::mem::take(&mut self.buf));
-        let undecodable = &mut self.undecodable;
+        let mut buf = std::mem::take(&mut self.buf);
         let result = std::thread::scope(|s| {
-            s.spawn(move || loop {
-                // Datagrams of a dump are at most 32 KiB; a read into a
-                // smaller buffer would cut one short, so each holds 1 MiB
-                // (untouched pages cost nothing) and keeps its length.
-                let mut buf = free_rx
-                    .try_recv()
-                    .ok()
-                    .or_else(|| spare.take())
-                    .unwrap_or_else(|| vec![0; DATAGRAM_BUF]);
-                let read = socket.recv(&mut &mut buf[..], 0).map(|n| (buf, n));
-                let last = read.as_ref().map_or(true, |(b, n)| ends_dump(&b[..*n]));
-                if full_tx.send(read).is_err() || last {
-                    break;
-                }
-            });
-            for read in &full {
-                let (buf, n) = read.context("reading a netlink dump")?;
-                for msg in decode(&buf[..n], undecodable) {
-                    match msg.payload {
-                        NetlinkPayload::Done(_) => return Ok(buf),
-                        NetlinkPayload::Error(e) => bail!("netlink dump failed: {e}"),
-                        NetlinkPayload::InnerMessage(m) => {
-                            state.apply_rt_flags(&m, msg.header.flags);
-                        }
-                        _ => {}
+            let reader = s.spawn(move || {
+                let mut skipped = 0;
+                loop {
+                    // Datagrams of a dump are at most 32 KiB; a read into a
+                    // smaller buffer would cut one short, so it is 1 MiB
+                    // (untouched pages cost nothing).
+                    let read = socket.recv(&mut &mut buf[..], 0).map(|n| {
+                        let d = &buf[..n];
+                        (decode(d, &mut skipped), ends_dump(d))
+                    });
+                    let last = read.as_ref().map_or(true, |r| r.1);
+                    if full_tx.send(read).is_err() || last {
+                        return (buf, skipped);
                     }
                 }
-                let _ = free.send(buf);
+            });
+            let applied = (|| {
+                for read in &full {
+                    let (msgs, _) = read.context("reading a netlink dump")?;
+                    for msg in msgs {
+                        match msg.payload {
+                            NetlinkPayload::Done(_) => return Ok(()),
+                            NetlinkPayload::Error(e) => bail!("netlink dump failed: {e}"),
+                            NetlinkPayload::InnerMessage(m) => {
+                                state.apply_rt_flags(&m, msg.header.flags);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                bail!("the netlink dump ended without its last message")
+            })();
+            // The reader stops at the dump's last datagram, or when this
+            // side has stopped listening (dropped with the channel).
+            drop(full);
+            match reader.join() {
+                Ok((buf, skipped)) => (applied, buf, skipped),
+                Err(_) => (
+                    Err(anyhow::anyhow!("the netlink dump's reading thread failed")),
+                    vec![0; DATAGRAM_BUF],
+                    0,
+                ),
             }
-            bail!("the netlink dump ended without its last message")
         });
-        // The buffer events are read into: the last one, or a new one.
-        match result {
-            Ok(buf) => {
-                self.buf = buf;
-                Ok(())
-            }
-            Err(e) => {
-                self.buf = vec![0; DATAGRAM_BUF];
-                Err(e)
-            }
-        }
+        let (applied, buf, skipped) = result;
+        self.undecodable += skipped;
+        // The buffer events are read into.
+        self.buf = buf;
+        applied
     }
 
     /// Netlink messages skipped because they did not decode, in dumps and
