@@ -8,6 +8,7 @@ use dataplane::abi::xe_config;
 use dataplane::{AttachMode, Dataplane, LoadOptions, TableWriter};
 
 use crate::engine::{Running, Tee};
+use crate::entropy_round::{drop_aside, Outcome, Round};
 use crate::forwarding::Admission;
 use crate::loop_timing::Phases;
 use crate::mirror::{Event, Mirror};
@@ -343,6 +344,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
     let mut last_upkeep = Instant::now();
     let mut last_publish = Instant::now();
     let mut last_entropy = Instant::now();
+    let mut entropy = Round::Idle;
     let mut last_admission = Instant::now() - ADMISSION_EVERY;
     // What `show` and `top` read beside the maps (see `status`).
     let status_dir = crate::status::dir_for(&cfg.pin_dir);
@@ -386,10 +388,28 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
         if cfg
             .anti_entropy
             .is_some_and(|p| last_entropy.elapsed() >= p)
+            && !entropy.busy()
         {
             last_entropy = Instant::now();
-            if let Some(fresh) = anti_entropy(&mut mirror, &state, &mut stats)? {
-                state = fresh;
+            // Events waiting now would make the dump newer than the mirror.
+            if !mirror.has_pending() {
+                entropy = Round::start(cfg.table);
+            }
+        }
+        let mut skipped = 0;
+        match entropy.advance(&state, &mut skipped) {
+            Outcome::Nothing => {}
+            Outcome::Faithful => stats.entropy_checks += 1,
+            Outcome::Differs(diffs, fresh) => {
+                stats.entropy_checks += 1;
+                stats.entropy_repairs += diffs.len() as u64;
+                for d in diffs.iter().take(20) {
+                    tracing::warn!("anti-entropy repaired a missed change: {d}");
+                }
+                if diffs.len() > 20 {
+                    tracing::warn!("anti-entropy: ... and {} more", diffs.len() - 20);
+                }
+                drop_aside(std::mem::replace(&mut state, *fresh));
                 ports.follow(&state, &mut dp);
                 sync(
                     &mut rec,
@@ -401,9 +421,19 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
                 )?;
                 publish(&rec, &stats);
             }
-            phases.mark("anti-entropy");
         }
-        let polled = mirror.poll(&mut state, Duration::from_millis(200))?;
+        mirror.add_undecodable(skipped);
+        phases.mark("anti-entropy");
+        // A comparison goes on between polls that do not wait.
+        let wait = if entropy.comparing() {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(200)
+        };
+        let polled = mirror.poll(&mut state, wait)?;
+        if mirror.messages() > 0 || polled == Event::Overrun {
+            entropy.mirror_changed();
+        }
         phases.wait_ended(mirror.readable_at());
         phases.mark("netlink read");
         stats.undecodable = mirror.undecodable();
@@ -556,37 +586,4 @@ fn publish_status(
             latency_p99_us: p99,
         },
     )
-}
-
-/// Compares the mirror with a fresh dump; returns the dump when they differ
-/// (after logging and counting each difference), for the caller to adopt.
-/// A round in which events arrived during the dump proves nothing (the
-/// dump may be newer than the mirror) and is skipped.
-fn anti_entropy(
-    mirror: &mut Mirror,
-    state: &KernelState,
-    stats: &mut RunStats,
-) -> Result<Option<KernelState>> {
-    if mirror.has_pending() {
-        return Ok(None);
-    }
-    let mut fresh = KernelState::new(state.table);
-    mirror.dump(&mut fresh)?;
-    if mirror.has_pending() {
-        tracing::debug!("anti-entropy: events arrived during the dump, round skipped");
-        return Ok(None);
-    }
-    stats.entropy_checks += 1;
-    let diffs = crate::entropy::differences(state, &fresh);
-    if diffs.is_empty() {
-        return Ok(None);
-    }
-    stats.entropy_repairs += diffs.len() as u64;
-    for d in diffs.iter().take(20) {
-        tracing::warn!("anti-entropy repaired a missed change: {d}");
-    }
-    if diffs.len() > 20 {
-        tracing::warn!("anti-entropy: ... and {} more", diffs.len() - 20);
-    }
-    Ok(Some(fresh))
 }

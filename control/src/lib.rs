@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod entropy;
+pub mod entropy_round;
 pub mod flows;
 pub mod forwarding;
 pub mod inspect;

@@ -137,10 +137,21 @@ impl Mirror {
                 .with_context(|| format!("joining netlink group {g}"))?;
         }
         force_rcvbuf(&events, rcvbuf)?;
-        let xdp = XdpFeatures::open()?;
-        if xdp.is_none() {
+        let m = Self::with_events(events)?;
+        if m.xdp.is_none() {
             tracing::warn!("this kernel does not say which devices transmit redirected XDP frames (no netdev generic netlink family, Linux < 6.3): every port is taken to");
         }
+        Ok(m)
+    }
+
+    /// A mirror that only dumps (its event socket joins no group), for a
+    /// dump made beside the event loop.
+    pub fn for_dumps() -> Result<Self> {
+        Self::with_events(socket()?)
+    }
+
+    fn with_events(events: Socket) -> Result<Self> {
+        let xdp = XdpFeatures::open()?;
         Ok(Mirror {
             events,
             requests: socket()?,
@@ -231,6 +242,16 @@ impl Mirror {
         // The buffer events are read into.
         self.buf = buf;
         applied
+    }
+
+    /// Messages this mirror's own reads skipped (no nexthop dump's).
+    pub fn own_undecodable(&self) -> u64 {
+        self.undecodable
+    }
+
+    /// Counts messages another mirror's dump skipped.
+    pub fn add_undecodable(&mut self, n: u64) {
+        self.undecodable += n;
     }
 
     /// Netlink messages skipped because they did not decode, in dumps and
