@@ -34,6 +34,11 @@ pub const BURST: u32 = 500;
 /// Paced churn makes its changes in groups every this often.
 const PACE: Duration = Duration::from_millis(1);
 
+/// Seconds between anti-entropy rounds in the churn phase that has them.
+const ANTI_ENTROPY_S: u32 = 2;
+/// How that phase's pattern says so (before the seconds).
+pub const ANTI_ENTROPY: &str = "anti-entropy every ";
+
 fn run(cmd: &mut Command) -> Result<()> {
     let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !st.success() {
@@ -133,6 +138,11 @@ impl Bed {
 
     /// Starts the daemon on xe-r1; returns once its program is attached.
     fn start_daemon(&mut self) -> Result<()> {
+        self.start_daemon_with(&[])
+    }
+
+    /// [`Bed::start_daemon`] with more flags for `run`.
+    fn start_daemon_with(&mut self, flags: &[&str]) -> Result<()> {
         let log = std::fs::File::create(&self.log)?;
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.ns))
@@ -142,6 +152,7 @@ impl Bed {
             .arg("--state-dir")
             .arg(self.state())
             .args(["run", "-p", "xe-r1", "--netlink-rcvbuf", "268435456"])
+            .args(flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -384,22 +395,37 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
             "max us",
         ],
     );
-    // Paced at each rate (a group of changes every PACE), then in bursts.
-    let phases: Vec<(u32, u32)> = opts
+    // Paced at each rate (a group of changes every PACE), then in bursts,
+    // then at the lowest rate with an anti-entropy round every
+    // ANTI_ENTROPY_S (each dumps and compares every route).
+    let phases: Vec<(u32, u32, bool)> = opts
         .churn_rates
         .iter()
-        .map(|&r| (r, paced_group(r)))
-        .chain(opts.burst_rate.map(|r| (r, BURST)))
+        .map(|&r| (r, paced_group(r), false))
+        .chain(opts.burst_rate.map(|r| (r, BURST, false)))
+        .chain(
+            opts.churn_rates
+                .iter()
+                .min()
+                .map(|&r| (r, paced_group(r), true)),
+        )
         .collect();
-    for (rate, group) in phases {
-        let pattern = if group == BURST {
+    for (rate, group, entropy) in phases {
+        let mut pattern = if group == BURST {
             format!("bursts of {BURST}")
         } else {
             format!("paced, {group} per ms")
         };
+        let every = ANTI_ENTROPY_S.to_string();
+        let flags: &[&str] = if entropy {
+            pattern.push_str(&format!("; {ANTI_ENTROPY}{ANTI_ENTROPY_S} s"));
+            &["--anti-entropy", &every]
+        } else {
+            &[]
+        };
         let log = bed.stop_daemon();
         let restart = Instant::now();
-        bed.start_daemon()?;
+        bed.start_daemon_with(flags)?;
         // In sync again once its first sync is done (a route found in the
         // maps before that proves nothing: the sync may still be writing)
         // and a route added now reaches the maps.
@@ -461,7 +487,7 @@ pub fn control_plane(opts: &ControlOptions) -> Result<Vec<Table>> {
         ));
         bed.start_daemon()?;
     }
-    latency.note("Background churn: route replaces of 500 /32s (100.127.0.0/16) in turn, then their deletes in turn, over a netlink socket, each acknowledged before the next (as `ip -batch` makes them). Paced: a group of changes every 1 ms (1 at 1000/s, 10 at 10000/s); bursts: 500 back to back at the kernel's pace, the bursts paced to the rate, as a routing daemon installs a peer's table. Probes: one route add of a fresh /32 every 20 ms on a socket of its own, timed from the kernel's acknowledgement (the kernel has the route) until a map lookup finds it. The daemon's own histogram (hdrhistogram) covers every wake-up with changes, churn included. No process is started during the churn: every `ip` run costs the kernel an expedited RCU grace period when it exits (its mount namespace torn down), tens of ms of a CPU on a 2-CPU VM, which took CPU from the daemon measured.");
+    latency.note(format!("Background churn: route replaces of 500 /32s (100.127.0.0/16) in turn, then their deletes in turn, over a netlink socket, each acknowledged before the next (as `ip -batch` makes them). Paced: a group of changes every 1 ms (1 at 1000/s, 10 at 10000/s); bursts: 500 back to back at the kernel's pace, the bursts paced to the rate, as a routing daemon installs a peer's table. Probes: one route add of a fresh /32 every 20 ms on a socket of its own, timed from the kernel's acknowledgement (the kernel has the route) until a map lookup finds it. The daemon's own histogram (hdrhistogram) covers every wake-up with changes, churn included. No process is started during the churn: every `ip` run costs the kernel an expedited RCU grace period when it exits (its mount namespace torn down), tens of ms of a CPU on a 2-CPU VM, which took CPU from the daemon measured. The last phase is the lowest paced rate with an anti-entropy round every {ANTI_ENTROPY_S} s: each dumps every route on a thread of its own and compares the dump with the mirror in steps between the event loop's passes; under churn each round is dropped when the mirror changes, after its dump."));
     // Cold start: the daemon alone, the kernel's routes dumped into empty
     // maps (no pinned maps to adopt): its own pace, without the kernel's.
     bed.stop_daemon();

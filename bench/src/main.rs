@@ -561,8 +561,13 @@ fn judge(r: &mut report::Report) {
                 .filter(|&i| col(i, "measured by").starts_with(who))
                 .filter(|&i| col(i, "pattern").starts_with("bursts") == bursts)
                 .filter_map(|i| {
+                    // The phase with anti-entropy rounds says so.
+                    let pattern = col(i, "pattern");
+                    let extra = pattern
+                        .find(control_plane::ANTI_ENTROPY)
+                        .map_or(String::new(), |at| format!(", {}", &pattern[at..]));
                     Some((
-                        format!("{}/s churn", col(i, "churn (changes/s)")),
+                        format!("{}/s churn{extra}", col(i, "churn (changes/s)")),
                         t.value(i, "p99 us")?,
                     ))
                 })

@@ -38,6 +38,7 @@ impl Round {
         let spawned = std::thread::Builder::new()
             .name("xe-entropy".into())
             .spawn(move || {
+                lower();
                 let mut m = Mirror::for_dumps()?;
                 let mut fresh = KernelState::new(table);
                 m.dump(&mut fresh)?;
@@ -130,5 +131,15 @@ impl Round {
 pub fn drop_aside<T: Send + 'static>(v: T) {
     let _ = std::thread::Builder::new()
         .name("xe-free".into())
-        .spawn(move || drop(v));
+        .spawn(move || {
+            lower();
+            drop(v)
+        });
+}
+
+/// The calling thread to the CPU time nothing else wants (sched::background).
+fn lower() {
+    if let Err(e) = crate::sched::background() {
+        tracing::debug!("anti-entropy: the thread keeps its priority ({e})");
+    }
 }
