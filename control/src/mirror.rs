@@ -190,12 +190,17 @@ impl Mirror {
     fn request(&mut self, msg: RouteNetlinkMessage, state: &mut KernelState) -> Result<()> {
         self.send(msg, NLM_F_REQUEST | NLM_F_DUMP)?;
         let (full_tx, full) = std::sync::mpsc::sync_channel::<std::io::Result<Decoded>>(DUMP_AHEAD);
+        // Applied messages go back to be freed where they were allocated:
+        // freed here, each took the reader's allocator lock (perf: 6% of
+        // this thread's dump time in free).
+        let (done_tx, done) = std::sync::mpsc::channel::<Vec<NetlinkMessage<RtMessage>>>();
         let socket = &self.requests;
         let mut buf = std::mem::take(&mut self.buf);
         let result = std::thread::scope(|s| {
             let reader = s.spawn(move || {
                 let mut skipped = 0;
                 loop {
+                    done.try_iter().for_each(drop);
                     // Datagrams of a dump are at most 32 KiB; a read into a
                     // smaller buffer would cut one short, so it is 1 MiB
                     // (untouched pages cost nothing).
@@ -212,16 +217,17 @@ impl Mirror {
             let applied = (|| {
                 for read in &full {
                     let (msgs, _) = read.context("reading a netlink dump")?;
-                    for msg in msgs {
-                        match msg.payload {
+                    for msg in &msgs {
+                        match &msg.payload {
                             NetlinkPayload::Done(_) => return Ok(()),
                             NetlinkPayload::Error(e) => bail!("netlink dump failed: {e}"),
                             NetlinkPayload::InnerMessage(m) => {
-                                state.apply_rt_flags(&m, msg.header.flags);
+                                state.apply_rt_flags(m, msg.header.flags);
                             }
                             _ => {}
                         }
                     }
+                    let _ = done_tx.send(msgs);
                 }
                 bail!("the netlink dump ended without its last message")
             })();
