@@ -393,11 +393,11 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             last_entropy = Instant::now();
             // Events waiting now would make the dump newer than the mirror.
             if !mirror.has_pending() {
-                entropy = Round::start(cfg.table);
+                entropy = Round::start(cfg.table, &mut state);
             }
         }
         let mut skipped = 0;
-        match entropy.advance(&state, &mut skipped) {
+        match entropy.advance(&mut state, mirror.emptied(), &mut skipped) {
             Outcome::Nothing => {}
             Outcome::Faithful => stats.entropy_checks += 1,
             Outcome::Differs(diffs, fresh) => {
@@ -409,7 +409,12 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
                 if diffs.len() > 20 {
                     tracing::warn!("anti-entropy: ... and {} more", diffs.len() - 20);
                 }
-                drop_aside(std::mem::replace(&mut state, *fresh));
+                match fresh {
+                    Some(fresh) => drop_aside(std::mem::replace(&mut state, *fresh)),
+                    // Events came during the round: the dump may be older
+                    // than the mirror on what they changed.
+                    None => drop_aside(std::mem::replace(&mut state, mirror.resync(cfg.table)?)),
+                }
                 ports.follow(&state, &mut dp);
                 sync(
                     &mut rec,
@@ -431,8 +436,14 @@ pub fn run(cfg: &RunConfig) -> Result<RunStats> {
             Duration::from_millis(200)
         };
         let polled = mirror.poll(&mut state, wait)?;
-        if mirror.messages() > 0 || polled == Event::Overrun {
-            entropy.mirror_changed();
+        // Only route events can be left out of a round's comparison.
+        let beyond_routes = match polled {
+            Event::Changed(c) => c.links || c.neighbours || c.nexthops || c.suspect,
+            Event::Overrun => true,
+            Event::Idle => false,
+        };
+        if beyond_routes {
+            entropy.drop_round(&mut state);
         }
         phases.wait_ended(mirror.readable_at());
         phases.mark("netlink read");

@@ -250,6 +250,11 @@ impl Mirror {
         applied
     }
 
+    /// When the event socket was last read until it was empty.
+    pub fn emptied(&self) -> Option<Instant> {
+        self.emptied
+    }
+
     /// Messages this mirror's own reads skipped (no nexthop dump's).
     pub fn own_undecodable(&self) -> u64 {
         self.undecodable

@@ -1,4 +1,4 @@
-//! The daemon's CPU scheduling: a short EEVDF slice, so that a thread an event wakes runs at once instead of after the slice of whatever holds its CPU; background work (anti-entropy) only on CPU time nothing else wants.
+//! The daemon's CPU scheduling: a short EEVDF slice, so that a thread an event wakes runs at once instead of after the slice of whatever holds its CPU.
 //!
 //! Since Linux 6.12 a SCHED_NORMAL thread may ask for its own slice
 //! (`sched_attr.sched_runtime`, 0.1 to 100 ms); a waking thread with a
@@ -53,20 +53,6 @@ pub fn short_slice(slice: Duration) -> io::Result<Option<Duration>> {
     Ok((back.sched_runtime > 0).then(|| Duration::from_nanos(back.sched_runtime)))
 }
 
-/// Puts the calling thread under SCHED_IDLE: it runs only on CPU time
-/// no other thread wants. An anti-entropy dump of 1M routes beside the
-/// event loop otherwise took CPU from it on a 2-CPU machine: route changes
-/// timed from outside waited up to 3 ms at p99, where the daemon's own
-/// histogram, which starts when the loop finds an event, saw none of it.
-pub fn background() -> io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: a valid sched_param, for the calling thread.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,17 +74,5 @@ mod tests {
         } else {
             assert_eq!(got, None);
         }
-    }
-
-    #[test]
-    fn a_background_thread_is_sched_idle() {
-        let policy = std::thread::spawn(|| {
-            background().expect("anyone may lower a thread to SCHED_IDLE");
-            // SAFETY: the calling thread's policy.
-            unsafe { libc::sched_getscheduler(0) }
-        })
-        .join()
-        .unwrap();
-        assert_eq!(policy, libc::SCHED_IDLE);
     }
 }

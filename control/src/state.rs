@@ -164,10 +164,21 @@ pub struct KernelState {
     /// Every device's XDP features, by ifindex (`None`: the kernel has no
     /// `netdev` family to say).
     pub xdp_features: Option<HashMap<u32, u64>>,
+    /// While an anti-entropy round runs, what events changed (see
+    /// `entropy_round`).
+    pub touched: Option<Touched>,
 }
 
 /// A set of prefixes (as the mirror marks them changed).
 pub type PrefixSet = AHashSet<Prefix>;
+
+/// What route and rule events changed since it was set: the mirrored
+/// table's prefixes, and whether anything else (the local table, rules).
+#[derive(Debug, Clone, Default)]
+pub struct Touched {
+    pub prefixes: PrefixSet,
+    pub other: bool,
+}
 
 /// What the reconciler must look at again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -564,6 +575,13 @@ impl KernelState {
             addr: dst.unwrap_or(family_zero),
             len: m.header.destination_prefix_length,
         };
+        if let Some(t) = &mut self.touched {
+            if local {
+                t.other = true;
+            } else {
+                t.prefixes.insert(prefix);
+            }
+        }
         let metric = m
             .attributes
             .iter()
@@ -714,6 +732,9 @@ impl KernelState {
     /// Follows a policy routing rule; true (every route to be looked at
     /// again) when the set of non-default rules changed.
     fn set_rule(&mut self, m: &RuleMessage, add: bool) -> bool {
+        if let Some(t) = &mut self.touched {
+            t.other = true;
+        }
         if default_rule(m) {
             return false;
         }
@@ -971,5 +992,41 @@ mod tests {
         ks.routes
             .insert(p("192.0.2.7/32"), Metrics::one(0, RouteTarget::Blackhole));
         assert_eq!(ks.best_route(&p("192.0.2.7/32")), Some(&RouteTarget::Local));
+    }
+
+    /// A blackhole route message for `prefix` in `table`.
+    fn blackhole(prefix: &str, table: u8) -> RouteNetlinkMessage {
+        let pr = p(prefix);
+        let mut m = RouteMessage::default();
+        m.header.address_family = netlink_packet_route::AddressFamily::Inet;
+        m.header.destination_prefix_length = pr.len;
+        m.header.table = table;
+        m.header.kind = RouteType::BlackHole;
+        let IpAddr::V4(a) = pr.addr else {
+            panic!("an IPv4 prefix")
+        };
+        m.attributes.push(RouteAttribute::Destination(
+            netlink_packet_route::route::RouteAddress::Inet(a),
+        ));
+        RouteNetlinkMessage::NewRoute(m)
+    }
+
+    #[test]
+    fn while_a_round_runs_the_mirror_notes_what_route_events_change() {
+        let mut ks = KernelState::new(254);
+        ks.apply(&blackhole("192.0.2.0/24", 254));
+        ks.touched = Some(Touched::default());
+        ks.apply(&blackhole("198.51.100.0/24", 254));
+        // Another table's route is not mirrored: nothing to note.
+        ks.apply(&blackhole("203.0.113.0/24", 7));
+        let t = ks.touched.clone().expect("noting");
+        assert_eq!(t.prefixes, [p("198.51.100.0/24")].into_iter().collect());
+        assert!(!t.other);
+        assert!(ks.routes.contains_key(&p("198.51.100.0/24")));
+        ks.apply(&blackhole("198.51.100.7/32", 255));
+        assert!(
+            ks.touched.as_ref().is_some_and(|t| t.other),
+            "the local table"
+        );
     }
 }

@@ -63,6 +63,8 @@ pub(crate) fn run_cmd(cli: &Cli, args: &RunArgs) -> Result<()> {
         change_p50_us = c50,
         change_p99_us = c99,
         change_p999_us = c999,
+        entropy_checks = stats.entropy_checks,
+        entropy_repairs = stats.entropy_repairs,
         "stopped"
     );
     Ok(())
