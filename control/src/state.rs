@@ -575,13 +575,7 @@ impl KernelState {
             addr: dst.unwrap_or(family_zero),
             len: m.header.destination_prefix_length,
         };
-        if let Some(t) = &mut self.touched {
-            if local {
-                t.other = true;
-            } else {
-                t.prefixes.insert(prefix);
-            }
-        }
+        self.touch((!local).then_some(prefix));
         let metric = m
             .attributes
             .iter()
@@ -731,10 +725,21 @@ impl KernelState {
 
     /// Follows a policy routing rule; true (every route to be looked at
     /// again) when the set of non-default rules changed.
-    fn set_rule(&mut self, m: &RuleMessage, add: bool) -> bool {
+    /// Notes, while a round runs, that an event changed the mirrored
+    /// table's `prefix`, or (None) something else.
+    fn touch(&mut self, prefix: Option<Prefix>) {
         if let Some(t) = &mut self.touched {
-            t.other = true;
+            match prefix {
+                Some(p) => {
+                    t.prefixes.insert(p);
+                }
+                None => t.other = true,
+            }
         }
+    }
+
+    fn set_rule(&mut self, m: &RuleMessage, add: bool) -> bool {
+        self.touch(None);
         if default_rule(m) {
             return false;
         }
