@@ -9,7 +9,7 @@ pub const SLOW: Duration = Duration::from_millis(50);
 /// slow pass's work less its CPU time is time the thread was off the CPU,
 /// waiting for it (preempted), asleep in the kernel, or taken by the
 /// hypervisor (steal, which the guest sees as neither).
-#[derive(Clone, Copy, Default, Debug, PartialEq)]
+#[derive(Clone, Copy, Default, Debug)]
 pub struct ThreadUse {
     pub cpu: Duration,
     pub preempted: i64,
@@ -48,7 +48,7 @@ impl ThreadUse {
         }
     }
 
-    /// `on CPU 2.1 ms, off CPU 91.4 ms (preempted 3 times, slept 1 time),
+    /// `on CPU 2.1 ms, off CPU 91.4 ms (preempted 3 times, slept 1 times),
     /// 12 page faults (0 major)` for a pass whose work took `work`.
     pub fn describe(&self, work: Duration) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
